@@ -1,0 +1,172 @@
+"""Thin command line: parse, build a config, call a library function. User errors exit 2 with `error: ...`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, preset
+from noisecraft.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2, no usage dump
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _overrides(extra: list[str]) -> dict[str, str]:
+    """`--section.field=value`, `--field=value` or `--field value` -> {"section.field": "value"}."""
+    out, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UserError(f"unexpected argument '{arg}'")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise UserError(f"config override --{key} needs a value (--{key}=VALUE)")
+            value, i = extra[i + 1], i + 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def build_config(args, extra: list[str]) -> Config:
+    if args.config:
+        cfg = Config.load(args.config)
+    else:
+        cfg = preset(args.preset)
+    flags = {"data.dataset": args.dataset, "data.data_root": args.data_root, "data.image_size": args.image_size,
+             "train.steps": args.steps, "train.device": args.device, "train.seed": args.seed}
+    if args.download:
+        flags["data.download"] = True
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(_overrides(extra))
+    return apply_overrides(cfg, overrides)
+
+
+def cmd_train(args, extra) -> int:
+    from noisecraft.train import train
+
+    if args.resume and (args.config or args.preset_given or extra):
+        raise UserError("--resume continues the run with its saved config; only --steps may change")
+    cfg = build_config(args, extra)
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_sample(args, extra) -> int:
+    from noisecraft.conditioning import sample_labels
+    from noisecraft.generate import generate, load_model, pick_device, save_images
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    if args.n <= 0:
+        raise UserError(f"--n must be > 0, got {args.n}")
+    if args.steps is not None and args.steps <= 0:
+        raise UserError(f"--steps must be > 0, got {args.steps}")
+    device = pick_device(args.device)
+    loaded = load_model(args.checkpoint, device)
+    cfg = loaded.config
+    labels = sample_labels(args.n, loaded.num_classes, args.class_index, loaded.class_names)
+    images = generate(loaded.denoiser, n=args.n, labels=labels, num_classes=loaded.num_classes,
+                      shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
+                      sampler=args.sampler or cfg.sample.sampler, steps=args.steps or cfg.sample.steps,
+                      guidance=cfg.sample.guidance if args.guidance is None else args.guidance, seed=args.seed,
+                      batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device, progress=True)
+    out = save_images(images, args.out)
+    if labels is not None:
+        (out / "labels.json").write_text(json.dumps(labels.tolist()) + "\n")
+    print(f"wrote {len(images)} images and grid.png to {out}")
+    return 0
+
+
+def cmd_info(args, extra) -> int:
+    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.models import build_model, count_parameters
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    tensors, meta, cfg = load_checkpoint(args.checkpoint)
+    n = count_parameters(build_model(cfg.model))
+    info = {"checkpoint": meta["path"], "step": meta["step"], "parameters": n,
+            "best_val_loss": meta.get("best_val_loss"), "class_names": meta.get("class_names"),
+            "config": cfg.to_dict()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="noisecraft", description="Train, sample and evaluate image diffusion models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
+                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64).")
+    t.add_argument("--preset", choices=list(PRESETS), default=None, help="starting config (default: digits)")
+    t.add_argument("--config", help="JSON config file (instead of a preset)")
+    t.add_argument("--dataset", choices=["digits", "mnist", "cifar10", "folder"])
+    t.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
+    t.add_argument("--download", action="store_true", help="download mnist/cifar10 into --data-root if missing")
+    t.add_argument("--image-size", type=int, help="resize images to N x N")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--steps", type=int, help="total optimizer steps")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw images from a checkpoint")
+    s.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
+    s.add_argument("--n", type=int, default=64, help="number of images")
+    s.add_argument("--class", dest="class_index", type=int, help="class index (default: all classes in turn)")
+    s.add_argument("--sampler", choices=list(SAMPLERS))
+    s.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off)")
+    s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True, help="output directory (one PNG per image + grid.png)")
+    s.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("info", help="config and parameter count of a checkpoint")
+    i.add_argument("--checkpoint", required=True)
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extra = make_parser().parse_known_args(argv)
+        if args.command == "train":
+            args.preset_given = args.preset is not None
+            if args.preset and args.config:
+                raise UserError("pass either --preset or --config, not both")
+            args.preset = args.preset or "digits"
+        if args.command == "sample" and args.sampler is not None and args.sampler not in _available_samplers():
+            raise UserError(f"sampler '{args.sampler}' is not available yet")
+        return args.func(args, extra)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _available_samplers() -> set[str]:
+    from noisecraft.samplers import SAMPLERS as available
+
+    return set(available)
+
+
+def entrypoint() -> None:
+    warnings.filterwarnings("default", category=UserWarning, module="noisecraft")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,334 @@
+"""Typed run configuration: dataclasses, presets, JSON load/save and `--key=value` overrides.
+
+This module must not import torch: the CLI parses and validates a config before any heavy import.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from noisecraft.errors import UserError
+
+DATASETS = ("digits", "mnist", "cifar10", "folder")
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "x0", "v", "edm")
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "euler", "heun")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    data_root: str | None = None  # torchvision root for mnist/cifar10, the image folder for `folder`
+    download: bool = False  # only ever download when asked
+    image_size: int | None = None  # resize to this square size; None keeps the native size
+    hflip: bool = False  # random horizontal flip (on for CIFAR-10, off for digits)
+    val_size: int = 500  # held-out images used for the validation loss
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "unet"
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (7,)
+    head_channels: int = 32  # channels per attention head
+    dropout: float = 0.1
+    context_dim: int | None = None  # text-token width for cross-attention (text conditioning)
+    # Filled in from the dataset when the run starts, so a checkpoint is self-describing.
+    in_channels: int = 0
+    image_size: int = 0
+    num_classes: int = 0  # 0 = unconditional
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "linear"  # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "eps"  # eps | x0 | v | edm (Karras et al. 2022 preconditioning)
+    loss_weighting: str = "none"  # none | min-snr (Hang et al. 2023)
+    min_snr_gamma: float = 5.0
+    # EDM (used when prediction == "edm")
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10_000  # total optimizer steps
+    batch_size: int = 128
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.1  # classifier-free guidance: share of labels replaced by the null class
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 500
+    sample_every: int = 1000
+    ckpt_every: int = 500
+    keep_last: int = 2  # keep this many step checkpoints besides `last` and `best`
+    compile: bool = False
+    device: str = "auto"
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 0.0  # classifier-free guidance weight w (Ho & Salimans 2022); 0 = off
+    clip_x0: bool = True  # clamp x0 predictions to the data range [-1, 1] (pixel space)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        if not isinstance(d, dict):
+            raise UserError("config must be a JSON object")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UserError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        cfg = cls()
+        for section, values in d.items():
+            if not isinstance(values, dict):
+                raise UserError(f"config section '{section}' must be an object")
+            for key, value in values.items():
+                _set_field(cfg, f"{section}.{key}", value)
+        cfg.validate()
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise UserError(f"config file {path} is not valid JSON: {e}") from None
+
+    def validate(self) -> None:
+        _choice("data.dataset", self.data.dataset, DATASETS)
+        _choice("diffusion.schedule", self.diffusion.schedule, SCHEDULES)
+        _choice("diffusion.prediction", self.diffusion.prediction, PREDICTIONS)
+        _choice("diffusion.loss_weighting", self.diffusion.loss_weighting, ("none", "min-snr"))
+        _choice("sample.sampler", self.sample.sampler, SAMPLERS)
+        _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))
+        _choice("model.arch", self.model.arch, ("unet",))
+        _positive("train.steps", self.train.steps)
+        _positive("train.batch_size", self.train.batch_size)
+        _positive("sample.steps", self.sample.steps)
+        _positive("model.base_channels", self.model.base_channels)
+        _positive("diffusion.timesteps", self.diffusion.timesteps)
+        if not self.model.channel_mult or any(m <= 0 for m in self.model.channel_mult):
+            raise UserError("model.channel_mult must be a non-empty list of positive integers")
+        if self.train.lr <= 0:
+            raise UserError(f"train.lr must be > 0, got {self.train.lr}")
+        if not 0.0 <= self.train.label_dropout < 1.0:
+            raise UserError(f"train.label_dropout must be in [0, 1), got {self.train.label_dropout}")
+        if not 0.0 <= self.train.ema_decay < 1.0:
+            raise UserError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise UserError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
+        if self.data.image_size is not None and self.data.image_size < 8:
+            raise UserError(f"data.image_size must be >= 8, got {self.data.image_size}")
+        if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
+            raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}; got '{value}'")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise UserError(f"{name} must be > 0, got {value}")
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    return hints[name]
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert a JSON value or a command-line string to the field's declared type, or raise UserError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):  # X | None
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, inner[0], value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{name} expects a comma-separated list, got {value!r}")
+        return tuple(_coerce(name, args[0], v) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{name} expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise UserError(f"{name} expects an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{name} expects an integer, got {value!r}") from None
+        if f != int(f):
+            raise UserError(f"{name} expects an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{name} expects a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    raise UserError(f"cannot set {name} of type {tp}")
+
+
+def _set_field(cfg: Config, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise UserError(f"config key must look like section.field, got '{dotted}'")
+    section, key = parts
+    sub = getattr(cfg, section, None)
+    if sub is None or not dataclasses.is_dataclass(sub):
+        raise UserError(f"unknown config section '{section}' in '{dotted}'")
+    if key not in {f.name for f in dataclasses.fields(sub)}:
+        raise UserError(f"unknown config key '{dotted}'")
+    setattr(sub, key, _coerce(dotted, _field_type(sub, key), value))
+
+
+def resolve_key(cfg: Config, key: str) -> str:
+    """Accept `section.field` or a bare `field` when it is unique across sections."""
+    if "." in key:
+        return key
+    owners = [f.name for f in dataclasses.fields(cfg) if key in {g.name for g in dataclasses.fields(getattr(cfg, f.name))}]
+    if len(owners) == 1:
+        return f"{owners[0]}.{key}"
+    if not owners:
+        raise UserError(f"unknown config key '{key}'")
+    raise UserError(f"ambiguous config key '{key}': use one of {', '.join(o + '.' + key for o in owners)}")
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy of cfg with `{"train.lr": "1e-3", ...}` applied, type-checked, then validated."""
+    cfg = dataclasses.replace(cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)})
+    for key, value in overrides.items():
+        _set_field(cfg, resolve_key(cfg, key.replace("-", "_")), value)
+    cfg.validate()
+    return cfg
+
+
+# ---------------------------------------------------------------- presets
+
+
+def _preset_digits() -> Config:
+    # Sized so that the quickstart trains to recognisable digits in minutes on a 2-core CPU.
+    return Config(
+        data=DataConfig(dataset="digits", val_size=500),
+        model=ModelConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0),
+        diffusion=DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"),
+        train=TrainConfig(steps=2500, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
+                          val_every=500, sample_every=1250, ckpt_every=500),
+        sample=SampleConfig(sampler="ddim", steps=50, guidance=1.0),
+    )
+
+
+def _preset_digits_edm() -> Config:
+    cfg = _preset_digits()
+    cfg.diffusion.prediction = "edm"
+    cfg.diffusion.loss_weighting = "none"
+    cfg.sample.sampler = "heun"
+    cfg.sample.steps = 18
+    return cfg
+
+
+def _preset_mnist() -> Config:
+    return Config(
+        data=DataConfig(dataset="mnist", val_size=2000),
+        model=ModelConfig(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), dropout=0.1),
+        diffusion=DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"),
+        train=TrainConfig(steps=50_000, batch_size=128, lr=5e-4, warmup_steps=1000, ema_decay=0.9995,
+                          val_every=2000, sample_every=5000, ckpt_every=2000),
+    )
+
+
+def _preset_cifar10() -> Config:
+    # Ho et al. 2020's CIFAR-10 network: ch=128, mult (1,2,2,2), 2 res blocks, attention at 16x16 (~35.7M params).
+    return Config(
+        data=DataConfig(dataset="cifar10", hflip=True, val_size=2000),
+        model=ModelConfig(base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
+                          head_channels=128, dropout=0.1),
+        diffusion=DiffusionConfig(schedule="linear", prediction="eps"),
+        train=TrainConfig(steps=800_000, batch_size=128, lr=2e-4, warmup_steps=5000, ema_decay=0.9999,
+                          val_every=5000, sample_every=10_000, ckpt_every=5000),
+    )
+
+
+def _preset_cifar10_small() -> Config:
+    cfg = _preset_cifar10()
+    cfg.model = ModelConfig(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
+                            head_channels=64, dropout=0.1)
+    cfg.diffusion = DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr")
+    cfg.train.steps = 100_000
+    cfg.train.ema_decay = 0.9995
+    return cfg
+
+
+def _preset_cifar10_edm() -> Config:
+    cfg = _preset_cifar10()
+    cfg.diffusion = DiffusionConfig(prediction="edm")
+    cfg.sample = SampleConfig(sampler="heun", steps=18)
+    return cfg
+
+
+PRESETS = {
+    "digits": _preset_digits,
+    "digits-edm": _preset_digits_edm,
+    "mnist": _preset_mnist,
+    "cifar10": _preset_cifar10,
+    "cifar10-small": _preset_cifar10_small,
+    "cifar10-edm": _preset_cifar10_edm,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

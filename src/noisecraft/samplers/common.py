@@ -1,0 +1,58 @@
+"""What every sampler shares: the call signature's types, noise sources and sigma grids.
+
+Every sampler is a plain function
+    sample_x(denoiser, x, sigmas, cond=None, *, noise=None, callback=None) -> x0
+where `denoiser(x, sigma, cond)` returns x0_pred, `x` is the starting noise already scaled to sigmas[0],
+`sigmas` is a decreasing grid ending in 0, and `noise(x)` returns fresh standard noise shaped like x
+(for ancestral steps). Samplers hold no state between calls.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Denoise = Callable[[torch.Tensor, torch.Tensor, "dict | None"], torch.Tensor]
+NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+Callback = Callable[[dict], None]
+
+
+def default_noise(x: torch.Tensor) -> torch.Tensor:
+    return torch.randn_like(x)
+
+
+class PerImageNoise:
+    """Noise from one generator per image, seeded `seed + index`: image i is the same whatever the batch
+    size or the number of images drawn (used both for the starting noise and ancestral steps)."""
+
+    def __init__(self, seeds: list[int], device: torch.device | str = "cpu"):
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        self.device = device
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        shape = like.shape[1:]
+        z = torch.stack([torch.randn(shape, generator=g) for g in self.generators])
+        return z.to(device=like.device, dtype=like.dtype)
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Noise levels of Karras et al. 2022 (eq. 5): n levels from sigma_max to sigma_min, then 0."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
+
+
+def discrete_timesteps(n: int, timesteps: int) -> torch.Tensor:
+    """n timesteps of a T-step schedule, "trailing" spacing (Lin et al. 2024, Table 2): always starts at T-1,
+    so few-step samplers begin from pure noise. Returned in decreasing order."""
+    if not 1 <= n <= timesteps:
+        raise ValueError(f"steps must be in 1..{timesteps}, got {n}")
+    ts = torch.round(torch.arange(timesteps, 0, -timesteps / n, dtype=torch.float64)).long() - 1
+    return ts
+
+
+def timestep_sigmas(schedule, n: int) -> torch.Tensor:
+    """Sigma grid for DDPM/DDIM on a discrete schedule: the table at the chosen timesteps, then 0."""
+    sig = schedule.sigmas[discrete_timesteps(n, schedule.timesteps)]
+    return torch.cat([sig, sig.new_zeros(1)]).float()

@@ -1,0 +1,282 @@
+"""The training loop: AdamW with warm-up, EMA, mixed precision, validation, checkpoints, resume, pictures.
+
+Randomness is a function of (seed, step): the batch (see `data.DeviceBatcher`) and the global torch RNG are
+re-seeded every step, so `--resume` from step k continues exactly as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from noisecraft.checkpoint import load_checkpoint, load_optimizer, load_state, save_checkpoint
+from noisecraft.conditioning import class_cond, drop_labels
+from noisecraft.config import Config
+from noisecraft.data import DeviceBatcher, ImageData, load_dataset, to_model_range, to_uint8
+from noisecraft.diffusion import Denoiser, diffusion_loss
+from noisecraft.diffusion.schedules import alpha_bar_from_sigma
+from noisecraft.errors import UserError
+from noisecraft.generate import generate, pick_device
+from noisecraft.models import build_model, count_parameters
+from noisecraft.samplers import get_sigmas
+
+
+class RunPaths:
+    """Where a run directory keeps its files."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / "config.json"
+        self.ckpt_dir = self.root / "checkpoints"
+        self.last = self.ckpt_dir / "last.safetensors"
+        self.best = self.ckpt_dir / "best.safetensors"
+        self.log = self.root / "log.jsonl"
+        self.loss_png = self.root / "loss.png"
+        self.samples = self.root / "samples"
+
+    def step_ckpt(self, step: int) -> Path:
+        return self.ckpt_dir / f"step_{step:08d}.safetensors"
+
+    def make(self) -> None:
+        try:
+            for d in (self.root, self.ckpt_dir, self.samples):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"cannot write to run directory {self.root}: {e.strerror}") from None
+
+
+def keep_step_checkpoint(paths: RunPaths, step: int, keep: int) -> None:
+    """Hard-link `last` as step_N (no extra write) and drop all but the newest `keep` step checkpoints."""
+    if keep <= 0:
+        return
+    target = paths.step_ckpt(step)
+    for suffix in (".safetensors", ".json"):
+        src, dst = paths.last.with_suffix(suffix), target.with_suffix(suffix)
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:  # file systems without hard links
+            shutil.copyfile(src, dst)
+    for old in sorted(paths.ckpt_dir.glob("step_*.safetensors"))[:-keep]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_p = [p for p in ema.parameters()]
+    model_p = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ema_p, model_p, 1.0 - decay)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Warm-up of the EMA decay, (1 + step) / (10 + step), capped at `decay`: early averages forget the init."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up, then constant (Ho et al. 2020 use constant 2e-4 after 5000 warm-up steps)."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def autocast_ctx(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
+
+
+@torch.no_grad()
+def validation_loss(denoiser: Denoiser, data: ImageData, cfg: Config, device: torch.device) -> float:
+    """Mean loss of `denoiser` on the held-out split with fixed noise (the same every call)."""
+    was_training = denoiser.training
+    denoiser.eval()
+    g = torch.Generator(device).manual_seed(12345)
+    total, count = 0.0, 0
+    for start in range(0, len(data), cfg.train.batch_size):
+        x0 = to_model_range(data.images[start:start + cfg.train.batch_size].to(device))
+        y = data.labels[start:start + cfg.train.batch_size].to(device) if data.labels is not None else None
+        with autocast_ctx(device, cfg.train.precision):
+            loss = diffusion_loss(denoiser, x0, class_cond(y), generator=g)
+        total += float(loss.sum())
+        count += len(x0)
+    denoiser.train(was_training)
+    return total / max(1, count)
+
+
+def sample_grid(denoiser: Denoiser, cfg: Config, class_names: list[str], path: Path, device, per_class: int = 8,
+                steps: int | None = None) -> None:
+    """A grid with one row per class (or 8 x 8 unconditional samples), fixed seeds so rows compare over time."""
+    from noisecraft.viz import save_grid
+
+    k = cfg.model.num_classes
+    n = per_class * k if k else 64
+    labels = torch.arange(k).repeat_interleave(per_class) if k else None
+    images = generate(denoiser, n=n, labels=labels, num_classes=k,
+                      shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
+                      sampler=cfg.sample.sampler, steps=steps or cfg.sample.steps, guidance=cfg.sample.guidance,
+                      seed=0, clip_x0=cfg.sample.clip_x0, device=device)
+    save_grid(images, path, nrow=per_class if k else 8)
+
+
+def process_figures(denoiser: Denoiser, cfg: Config, data: ImageData, root: Path, device) -> None:
+    """forward_process.png (real images noised to growing t) and reverse_process.png (x_t while sampling)."""
+    from noisecraft.viz import plot_process
+
+    n_rows, n_cols = 4, 8
+    x0 = to_model_range(data.images[:n_rows].to(device))
+    # Forward: x = x0 + sigma eps, shown in the VP view sqrt(alpha_bar) x (what the network sees).
+    sigmas = get_sigmas(denoiser, "ddim", n_cols - 1).flip(0).to(device)  # 0 first, then growing noise
+    g = torch.Generator(device).manual_seed(0)
+    eps = torch.randn(x0.shape, generator=g, device=device)
+    rows = [[] for _ in range(n_rows)]
+    for s in sigmas:
+        x = (x0 + s * eps) * alpha_bar_from_sigma(s).sqrt()
+        for r in range(n_rows):
+            rows[r].append(to_uint8(x[r]).cpu())
+    plot_process(rows, [f"σ={float(s):.2g}" for s in sigmas], "forward process q(x_t | x_0)", root / "forward_process.png")
+
+    # Reverse: the sample x_t (VP view) at evenly spaced steps of a DDIM run, and the final image.
+    steps = 50
+    keep = set(torch.linspace(0, steps - 1, n_cols - 1).round().long().tolist())
+    snaps: list[tuple[float, torch.Tensor]] = []
+
+    def record(info):
+        if info["i"] in keep:
+            snaps.append((float(info["sigma"]), (info["x"] * alpha_bar_from_sigma(info["sigma"]).sqrt()).cpu()))
+
+    k = cfg.model.num_classes
+    labels = torch.arange(n_rows) % k if k else None
+    final = generate(denoiser, n=n_rows, labels=labels, num_classes=k, shape=tuple(x0.shape[1:]), sampler="ddim",
+                     steps=steps, guidance=cfg.sample.guidance, seed=0, device=device, callback=record)
+    rows = [[to_uint8(x[r]) for _, x in snaps] + [final[r]] for r in range(n_rows)]
+    plot_process(rows, [f"σ={s:.2g}" for s, _ in snaps] + ["x0"], "reverse process (DDIM, 50 steps)",
+                 root / "reverse_process.png")
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train a model as `cfg` describes into run directory `out`; returns a summary dict."""
+    paths = RunPaths(out)
+    tc = cfg.train
+    device = pick_device(tc.device)
+    if tc.device == "auto" and device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    start_step, best_val, tensors, meta = 0, math.inf, None, None
+    if resume:
+        if not paths.last.is_file():
+            raise UserError(f"nothing to resume: {paths.last} does not exist")
+        tensors, meta, saved = load_checkpoint(paths.last)
+        saved.train.steps = tc.steps  # the one thing a resume may change: train longer
+        cfg = saved
+        start_step, best_val = meta["step"], meta.get("best_val_loss", math.inf)
+    elif paths.last.is_file():
+        raise UserError(f"{paths.root} already holds a run; pass --resume to continue it or choose another --out")
+
+    train_data = load_dataset(cfg.data, "train")
+    val_data = load_dataset(cfg.data, "val")
+    cfg.model.in_channels, cfg.model.image_size = train_data.channels, train_data.image_size
+    cfg.model.num_classes = train_data.num_classes
+    paths.make()
+    cfg.save(paths.config)
+
+    net = build_model(cfg.model).to(device)
+    denoiser = Denoiser(net, cfg.diffusion).to(device)
+    ema_net = copy.deepcopy(net).requires_grad_(False)
+    ema = Denoiser(ema_net, cfg.diffusion).to(device).eval()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999),
+                                  fused=device.type == "cuda" or None)
+    if tensors is not None:
+        load_state(net, tensors, "model", meta["path"])
+        load_state(ema_net, tensors, "ema", meta["path"])
+        load_optimizer(optimizer, tensors, meta)
+    # The compiled module shares the weights; checkpoints keep the plain module's parameter names.
+    step_fn = Denoiser(torch.compile(net), cfg.diffusion) if tc.compile else denoiser
+
+    batcher = DeviceBatcher(train_data, tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed)
+    n_params = count_parameters(net)
+    extra = {"class_names": train_data.class_names, "params": n_params}
+
+    def checkpoint(path: Path, step: int, val: float | None = None) -> None:
+        save_checkpoint(path, model=net, ema=ema_net, optimizer=optimizer, config=cfg, step=step,
+                        best_val_loss=best_val, val_loss=val, **extra)
+
+    log = open(paths.log, "a")
+    bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    loss_sum = torch.zeros((), device=device)
+    loss_n, t_last, images_seen = 0, time.perf_counter(), 0
+    t_start = time.perf_counter()
+    val = None
+    net.train()
+    for step in range(start_step, tc.steps):
+        torch.manual_seed(step_seed(tc.seed, step))  # dropout, noise levels, noise, label dropout
+        x0, y = batcher.batch(step)
+        if y is not None:
+            y = drop_labels(y, tc.label_dropout, cfg.model.num_classes)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, tc)
+        with autocast_ctx(device, tc.precision):
+            loss = diffusion_loss(step_fn, x0, class_cond(y)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+        optimizer.step()
+        ema_update(ema_net, net, ema_decay_at(step, tc.ema_decay))
+        loss_sum += loss.detach()
+        loss_n += 1
+        images_seen += x0.shape[0]
+        done = step + 1
+
+        if done % tc.log_every == 0 or done == tc.steps:
+            now = time.perf_counter()
+            mean_loss = float(loss_sum) / loss_n  # the only host sync, once per log interval
+            ips = images_seen / (now - t_last)
+            log.write(json.dumps({"step": done, "loss": mean_loss, "lr": lr_at(step, tc), "img_per_s": ips,
+                                  "time": now - t_start}) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
+            loss_sum.zero_()
+            loss_n, images_seen, t_last = 0, 0, now
+        if done % tc.val_every == 0 or done == tc.steps:
+            val = validation_loss(ema, val_data, cfg, device)
+            log.write(json.dumps({"step": done, "val_loss": val}) + "\n")
+            log.flush()
+            if val < best_val:
+                best_val = val
+                checkpoint(paths.best, done, val)
+        if done % tc.ckpt_every == 0 or done == tc.steps:
+            checkpoint(paths.last, done, val)
+            keep_step_checkpoint(paths, done, tc.keep_last)
+        if done % tc.sample_every == 0 and done != tc.steps:
+            sample_grid(ema, cfg, train_data.class_names, paths.samples / f"step_{done:08d}.png", device, steps=20)
+        bar.update(1)
+    bar.close()
+    log.close()
+    train_time = time.perf_counter() - t_start
+
+    from noisecraft.viz import plot_loss_curves
+
+    plot_loss_curves(paths.log, paths.loss_png)
+    sample_grid(ema, cfg, train_data.class_names, paths.samples / "final.png", device)
+    process_figures(ema, cfg, val_data, paths.root, device)
+    summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time, "best_val_loss": best_val,
+               "params": n_params, "run_dir": str(paths.root)}
+    (paths.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
