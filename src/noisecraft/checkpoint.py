@@ -122,8 +122,25 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> tuple[dict[str, t
         config = Config.from_dict(meta.get("config"))
     except UserError as e:
         raise UserError(f"{p} holds an invalid config: {e}") from None
+    _validate_meta(p, meta, config)
     meta["path"] = str(p)
     return tensors, meta, config
+
+
+def _validate_meta(p: Path, meta: dict, config: Config) -> None:
+    """Type-check the metadata fields that the trainer and sampler use, before anything reads them."""
+    m = config.model
+    if m.in_channels <= 0 or m.image_size <= 0 or m.num_classes < 0:
+        raise UserError(f"{p} holds an invalid config: model.in_channels/image_size/num_classes are not set")
+    names = meta.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: class_names)")
+    for key in ("best_val_loss", "val_loss"):
+        if meta.get(key) is not None and not isinstance(meta[key], (int, float)):
+            raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: {key})")
+    groups = meta.get("optimizer_param_groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: optimizer_param_groups)")
 
 
 def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
@@ -136,4 +153,17 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer_param_groups"]))
+    groups = meta.get("optimizer_param_groups") or []
+    if not groups:
+        raise UserError(f"{meta.get('path')}: holds no optimizer state, so training cannot resume from it")
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{meta.get('path')}: optimizer state does not match the model ({first})") from None
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for k, v in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape != param.shape:
+                    raise UserError(f"{meta.get('path')}: optimizer state '{k}' has shape {tuple(v.shape)}, "
+                                    f"the weight it belongs to {tuple(param.shape)}")
