@@ -53,7 +53,8 @@ def cmd_train(args, extra) -> int:
         raise UserError("--resume continues the run with its saved config; only --steps may change")
     cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
+    if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2))
     return 0
 
 

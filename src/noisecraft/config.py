@@ -80,6 +80,8 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 2  # keep this many step checkpoints besides `last` and `best`
     compile: bool = False
+    channels_last: bool | None = None  # NHWC activations; None = auto: on for CUDA, off on CPU (slower there)
+    num_threads: int = 0  # CPU intra-op threads; 0 = auto (OMP_NUM_THREADS, else cores / processes per machine)
     device: str = "auto"
 
 

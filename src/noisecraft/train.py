@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from torch.nn.parallel import DistributedDataParallel
+
+from noisecraft import distributed
 from noisecraft.checkpoint import load_checkpoint, load_optimizer, load_state, save_checkpoint
-from noisecraft.conditioning import class_cond, drop_labels
+from noisecraft.conditioning import class_cond
 from noisecraft.config import Config
 from noisecraft.data import DeviceBatcher, ImageData, load_dataset, to_model_range, to_uint8
-from noisecraft.diffusion import Denoiser, diffusion_loss
+from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
 from noisecraft.errors import UserError
 from noisecraft.generate import generate, pick_device
@@ -101,6 +104,18 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
 
 
+def global_batch_draws(denoiser: Denoiser, x0: torch.Tensor, global_batch: int, rank: int):
+    """Noise levels (B,), noise (B, C, H, W) and label-dropout uniforms (B,) drawn for the whole global batch
+    from the step-seeded RNG, then sliced to this rank's share: N data-parallel processes draw exactly what one
+    process with the same global batch draws (the slices are cheap next to the network)."""
+    local = x0.shape[0]
+    rows = slice(rank * local, (rank + 1) * local)
+    sigma = sample_sigmas(denoiser, global_batch, x0.device)[rows]
+    eps = torch.randn((global_batch, *x0.shape[1:]), device=x0.device)[rows]
+    u = torch.rand(global_batch, device=x0.device)[rows]
+    return sigma, eps, u
+
+
 @torch.no_grad()
 def validation_loss(denoiser: Denoiser, data: ImageData, cfg: Config, device: torch.device) -> float:
     """Mean loss of `denoiser` on the held-out split with fixed noise (the same every call)."""
@@ -173,9 +188,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     """Train a model as `cfg` describes into run directory `out`; returns a summary dict."""
     paths = RunPaths(out)
     tc = cfg.train
-    device = pick_device(tc.device)
-    if tc.device == "auto" and device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    # Under torchrun: one process per rank (NCCL on GPU, gloo on CPU); rank 0 alone writes files and logs.
+    dist_info, device = distributed.setup(pick_device(tc.device))
+    main = dist_info.is_main
+    if device.type == "cpu":
+        distributed.configure_cpu_threads(tc.num_threads, dist_info)
 
     start_step, best_val, tensors, meta = 0, math.inf, None, None
     if resume:
@@ -183,7 +200,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             raise UserError(f"nothing to resume: {paths.last} does not exist")
         tensors, meta, saved = load_checkpoint(paths.last)
         saved.train.steps = tc.steps  # the one thing a resume may change: train longer
-        cfg = saved
+        cfg, tc = saved, saved.train
         start_step, best_val = meta["step"], meta.get("best_val_loss", math.inf)
     elif paths.last.is_file():
         raise UserError(f"{paths.root} already holds a run; pass --resume to continue it or choose another --out")
@@ -192,10 +209,15 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     val_data = load_dataset(cfg.data, "val")
     cfg.model.in_channels, cfg.model.image_size = train_data.channels, train_data.image_size
     cfg.model.num_classes = train_data.num_classes
-    paths.make()
-    cfg.save(paths.config)
+    if main:
+        paths.make()
+        cfg.save(paths.config)
+    distributed.barrier(dist_info)
 
     net = build_model(cfg.model).to(device)
+    channels_last = device.type == "cuda" if tc.channels_last is None else tc.channels_last
+    if channels_last:  # NHWC: faster convs on tensor-core GPUs (measured slower on CPU, hence off there)
+        net = net.to(memory_format=torch.channels_last)
     denoiser = Denoiser(net, cfg.diffusion).to(device)
     ema_net = copy.deepcopy(net).requires_grad_(False)
     ema = Denoiser(ema_net, cfg.diffusion).to(device).eval()
@@ -205,10 +227,17 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         load_state(net, tensors, "model", meta["path"])
         load_state(ema_net, tensors, "ema", meta["path"])
         load_optimizer(optimizer, tensors, meta)
-    # The compiled module shares the weights; checkpoints keep the plain module's parameter names.
-    step_fn = Denoiser(torch.compile(net), cfg.diffusion) if tc.compile else denoiser
+    # DDP (which all-reduces gradients in backward) and the compiled module share the weights of `net`;
+    # EMA and checkpoints use the plain module and its parameter names.
+    step_net = net
+    if dist_info.enabled:
+        step_net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        step_net = torch.compile(step_net)
+    step_fn = denoiser if step_net is net else Denoiser(step_net, cfg.diffusion)
 
-    batcher = DeviceBatcher(train_data, tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed)
+    batcher = DeviceBatcher(train_data, tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
+                            rank=dist_info.rank, world_size=dist_info.world_size)
     n_params = count_parameters(net)
     extra = {"class_names": train_data.class_names, "params": n_params}
 
@@ -216,8 +245,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         save_checkpoint(path, model=net, ema=ema_net, optimizer=optimizer, config=cfg, step=step,
                         best_val_loss=best_val, val_loss=val, **extra)
 
-    log = open(paths.log, "a")
-    bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", disable=not progress,
+    log = open(paths.log if main else os.devnull, "a")
+    bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     loss_sum = torch.zeros((), device=device)
     loss_n, t_last, images_seen = 0, time.perf_counter(), 0
@@ -227,12 +256,15 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     for step in range(start_step, tc.steps):
         torch.manual_seed(step_seed(tc.seed, step))  # dropout, noise levels, noise, label dropout
         x0, y = batcher.batch(step)
-        if y is not None:
-            y = drop_labels(y, tc.label_dropout, cfg.model.num_classes)
+        if channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        sigma, eps, u = global_batch_draws(denoiser, x0, tc.batch_size, dist_info.rank)
+        if y is not None:  # label dropout for classifier-free guidance: the null class replaces a share of labels
+            y = torch.where(u < tc.label_dropout, torch.full_like(y, cfg.model.num_classes), y)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tc)
         with autocast_ctx(device, tc.precision):
-            loss = diffusion_loss(step_fn, x0, class_cond(y)).mean()
+            loss = diffusion_loss(step_fn, x0, class_cond(y), sigma=sigma, eps=eps).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
@@ -241,12 +273,13 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         ema_update(ema_net, net, ema_decay_at(step, tc.ema_decay))
         loss_sum += loss.detach()
         loss_n += 1
-        images_seen += x0.shape[0]
+        images_seen += tc.batch_size  # the global batch, over all ranks
         done = step + 1
 
         if done % tc.log_every == 0 or done == tc.steps:
             now = time.perf_counter()
-            mean_loss = float(loss_sum) / loss_n  # the only host sync, once per log interval
+            # The only host sync, once per log interval (and the ranks' mean, so the log is the global loss).
+            mean_loss = float(distributed.all_reduce_mean(loss_sum, dist_info)) / loss_n
             ips = images_seen / (now - t_last)
             log.write(json.dumps({"step": done, "loss": mean_loss, "lr": lr_at(step, tc), "img_per_s": ips,
                                   "time": now - t_start}) + "\n")
@@ -254,22 +287,26 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
             loss_sum.zero_()
             loss_n, images_seen, t_last = 0, 0, now
-        if done % tc.val_every == 0 or done == tc.steps:
+        if main and (done % tc.val_every == 0 or done == tc.steps):  # the other ranks wait in the next all-reduce
             val = validation_loss(ema, val_data, cfg, device)
             log.write(json.dumps({"step": done, "val_loss": val}) + "\n")
             log.flush()
             if val < best_val:
                 best_val = val
                 checkpoint(paths.best, done, val)
-        if done % tc.ckpt_every == 0 or done == tc.steps:
+        if main and (done % tc.ckpt_every == 0 or done == tc.steps):
             checkpoint(paths.last, done, val)
             keep_step_checkpoint(paths, done, tc.keep_last)
-        if done % tc.sample_every == 0 and done != tc.steps:
+        if main and done % tc.sample_every == 0 and done != tc.steps:
             sample_grid(ema, cfg, train_data.class_names, paths.samples / f"step_{done:08d}.png", device, steps=20)
         bar.update(1)
     bar.close()
     log.close()
     train_time = time.perf_counter() - t_start
+    distributed.barrier(dist_info)  # every rank is done with the collectives; rank 0 alone draws the pictures
+    if not main:
+        distributed.teardown(dist_info)
+        return {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time, "rank": dist_info.rank}
 
     from noisecraft.viz import plot_loss_curves
 
@@ -279,4 +316,5 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time, "best_val_loss": best_val,
                "params": n_params, "run_dir": str(paths.root)}
     (paths.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    distributed.teardown(dist_info)
     return summary

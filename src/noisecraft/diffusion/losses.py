@@ -23,10 +23,14 @@ def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Gener
 
 
 def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond: dict | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample loss (B,) for clean images x0 (B, C, H, W) in [-1, 1]."""
-    sigma = sample_sigmas(denoiser, x0.shape[0], x0.device, generator)
-    eps = torch.randn(x0.shape, device=x0.device, generator=generator)
+                   generator: torch.Generator | None = None, sigma: torch.Tensor | None = None,
+                   eps: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample loss (B,) for clean images x0 (B, C, H, W) in [-1, 1]. `sigma` (B,) and `eps` (like x0) are
+    drawn here unless given (a distributed rank passes its slice of the global batch's draws)."""
+    if sigma is None:
+        sigma = sample_sigmas(denoiser, x0.shape[0], x0.device, generator)
+    if eps is None:
+        eps = torch.randn(x0.shape, device=x0.device, generator=generator)
     x = x0 + _bcast(sigma, x0) * eps  # (B, C, H, W)
     c_skip, c_out, c_in, c_noise = denoiser.precondition(sigma)
     F = denoiser.raw(x, sigma, cond, c_in, c_noise)
