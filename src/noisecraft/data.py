@@ -55,7 +55,8 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     loader = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "folder": _load_folder}[cfg.dataset]
     data = loader(cfg, split)
     if len(data) == 0:
-        raise UserError(f"dataset '{cfg.dataset}' has no images in its {split} split")
+        hint = " (the held-out split takes 1 image in 5: use at least 5 images)" if cfg.dataset == "folder" else ""
+        raise UserError(f"dataset '{cfg.dataset}' has no images in its {split} split{hint}")
     if cfg.image_size is not None and cfg.image_size != data.image_size:
         data.images = resize_uint8(data.images, cfg.image_size)
     return data
@@ -130,13 +131,13 @@ def _load_cifar10(cfg: DataConfig, split: str) -> ImageData:
 def _load_folder(cfg: DataConfig, split: str) -> ImageData:
     """A folder of images: one sub-folder per class gives a class-conditional dataset, a flat folder an
     unconditional one. Unreadable files are skipped with a counted warning."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if cfg.data_root is None:
         raise UserError("dataset 'folder' needs --data-root PATH (a folder of images)")
     root = Path(cfg.data_root)
     if not root.is_dir():
-        raise UserError(f"image folder not found: {root}")
+        raise UserError(f"image folder not found: {root}" if not root.exists() else f"{root} is not a folder")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if subdirs:
         class_names = [d.name for d in subdirs]
@@ -157,18 +158,19 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageData:
         try:
             with Image.open(path) as im:
                 im.load()
-                pil.append(im.copy())
+                pil.append(_to_8bit(im))
             labels.append(label)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            bad.append(path)
+        except Exception as e:  # noqa: BLE001 - any decoder failure (truncated, corrupt, decompression bomb)
+            bad.append((path, e))
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}, first: {', '.join(str(b) for b in bad[:3])}",
-                      stacklevel=2)
+        first = ", ".join(str(b) for b, _ in bad[:3])
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root} ({type(bad[0][1]).__name__}: "
+                      f"{bad[0][1]}), first: {first}", stacklevel=2)
     if not pil:
         raise UserError(f"none of the images in {root} could be read")
 
     # Grayscale only when every image is; anything else (RGBA, palette, CMYK) becomes RGB.
-    mode = "L" if all(im.mode in ("L", "1", "I;16", "I") for im in pil) else "RGB"
+    mode = "L" if all(im.mode in ("L", "LA", "1") for im in pil) else "RGB"
     sizes = {im.size for im in pil}
     size = cfg.image_size
     if size is None:
@@ -183,6 +185,16 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageData:
     images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
     label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
     return ImageData(images, label_t, class_names, "folder")
+
+
+def _to_8bit(im):
+    """A copy of `im` with 8 bits per channel: 16/32-bit grayscale is scaled (PIL's convert would clip it)."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):  # I;16, I;16B, I (32-bit): scale the 16-bit range to 0..255
+        arr = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))  # 2-D uint8 -> mode L
+    return im.copy()
 
 
 def _square(im, size: int):
