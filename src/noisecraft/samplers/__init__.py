@@ -6,11 +6,16 @@ import torch
 from noisecraft.samplers.common import PerImageNoise, discrete_timesteps, karras_sigmas, timestep_sigmas
 from noisecraft.samplers.ddim import sample_ddim
 from noisecraft.samplers.ddpm import sample_ddpm
+from noisecraft.samplers.dpmpp_2m import sample_dpmpp_2m
 from noisecraft.samplers.guidance import cfg_denoiser
+from noisecraft.samplers.karras import sample_euler, sample_heun
 
 SAMPLERS = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "euler": sample_euler,
+    "heun": sample_heun,
 }
 
 
@@ -20,16 +25,24 @@ def get_sampler(name: str):
     return SAMPLERS[name]
 
 
+def network_calls(sampler: str, steps: int) -> int:
+    """Network evaluations (NFE) per image for `steps` steps ending at sigma = 0; Heun's last step is Euler."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
 def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
     """The sigma grid (steps + 1 values ending in 0) that `sampler` walks for this denoiser.
 
-    DDPM and DDIM visit the training timesteps of a discrete schedule; the ODE solvers, and every sampler on a
-    continuous (EDM) model, use the Karras et al. 2022 grid with rho = 7.
+    DDPM, DDIM and DPM-Solver++ visit the training timesteps of a discrete schedule ("trailing" spacing, as
+    diffusers' schedulers with timestep_spacing="trailing"): the network sees the integer noise labels it was
+    trained on. Euler and Heun, and every sampler on a continuous (EDM) model, use the Karras et al. 2022 grid
+    with rho = 7.
     """
-    if sampler in ("ddpm", "ddim") and denoiser.schedule is not None:
+    if sampler in ("ddpm", "ddim", "dpmpp-2m") and denoiser.schedule is not None:
         return timestep_sigmas(denoiser.schedule, min(steps, denoiser.schedule.timesteps))
     return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max)
 
 
 __all__ = ["SAMPLERS", "PerImageNoise", "cfg_denoiser", "discrete_timesteps", "get_sampler", "get_sigmas",
-           "karras_sigmas", "sample_ddim", "sample_ddpm", "timestep_sigmas"]
+           "karras_sigmas", "network_calls", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler",
+           "sample_heun", "timestep_sigmas"]
