@@ -19,6 +19,9 @@ SAMPLERS = {
 }
 
 
+KARRAS_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1
+
+
 def get_sampler(name: str):
     if name not in SAMPLERS:
         raise KeyError(name)
@@ -36,11 +39,15 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
     DDPM, DDIM and DPM-Solver++ visit the training timesteps of a discrete schedule ("trailing" spacing, as
     diffusers' schedulers with timestep_spacing="trailing"): the network sees the integer noise labels it was
     trained on. Euler and Heun, and every sampler on a continuous (EDM) model, use the Karras et al. 2022 grid
-    with rho = 7.
+    with rho = 7. On a discrete schedule that grid starts at sigma = 80 (EDM's choice for every model, Table 1)
+    rather than at the table's last sigma (~157 linear, ~2e4 cosine), where steps would be wasted on levels at
+    which x is pure noise to many digits.
     """
-    if sampler in ("ddpm", "ddim", "dpmpp-2m") and denoiser.schedule is not None:
+    if denoiser.schedule is None:
+        return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max)
+    if sampler in ("ddpm", "ddim", "dpmpp-2m"):
         return timestep_sigmas(denoiser.schedule, min(steps, denoiser.schedule.timesteps))
-    return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max)
+    return karras_sigmas(steps, denoiser.sigma_min, min(denoiser.sigma_max, KARRAS_SIGMA_MAX))
 
 
 __all__ = ["SAMPLERS", "PerImageNoise", "cfg_denoiser", "discrete_timesteps", "get_sampler", "get_sigmas",
