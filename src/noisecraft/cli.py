@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
+from pathlib import Path
 
 from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, preset
-from noisecraft.errors import UserError
+from noisecraft.errors import Interrupted, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,9 +51,20 @@ def build_config(args, extra: list[str]) -> Config:
 def cmd_train(args, extra) -> int:
     from noisecraft.train import train
 
-    if args.resume and (args.config or args.preset_given or extra):
-        raise UserError("--resume continues the run with its saved config; only --steps may change")
-    cfg = build_config(args, extra)
+    if args.resume:
+        # The run's own config (its checkpoint holds the same); a resume may only train longer or move device.
+        changed = [f for f, v in (("--config", args.config), ("--preset", args.preset_given), ("--dataset", args.dataset),
+                                  ("--data-root", args.data_root), ("--image-size", args.image_size),
+                                  ("--seed", args.seed), ("--download", args.download)) if v] + extra[:1]
+        if changed:
+            raise UserError(f"--resume continues the run with its saved config; only --steps and --device may "
+                            f"change, not {changed[0]}")
+        saved = Path(args.out) / "config.json"
+        cfg = Config.load(saved) if saved.is_file() else preset("digits")
+        cfg = apply_overrides(cfg, {k: v for k, v in (("train.steps", args.steps), ("train.device", args.device))
+                                    if v is not None})
+    else:
+        cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
         print(json.dumps(summary, indent=2))
@@ -66,6 +79,10 @@ def cmd_sample(args, extra) -> int:
         raise UserError(f"unexpected argument '{extra[0]}'")
     if args.n <= 0:
         raise UserError(f"--n must be > 0, got {args.n}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be > 0, got {args.batch_size}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise UserError(f"--guidance must be a finite number, got {args.guidance}")
     if args.steps is not None and args.steps <= 0:
         raise UserError(f"--steps must be > 0, got {args.steps}")
     device = pick_device(args.device)
@@ -153,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # SIGINT/SIGTERM during training: `last` is saved; 130 / 143 by shell convention
+        print(f"noisecraft: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a full disk or a read-only file system while writing outputs
+        from noisecraft.faults import disk_error
+
+        err = disk_error(e, "cannot write output")
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -164,8 +192,13 @@ def _available_samplers() -> set[str]:
     return set(available)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # for users: the message, not the source line that raised it
+
+
 def entrypoint() -> None:
     warnings.filterwarnings("default", category=UserWarning, module="noisecraft")
+    warnings.formatwarning = _one_line_warning
     sys.exit(main())
 
 

@@ -80,6 +80,8 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 2  # keep this many step checkpoints besides `last` and `best`
     compile: bool = False
+    max_nonfinite_steps: int = 10  # stop after this many steps in a row with a non-finite loss or gradient
+    final_figures: bool = True  # loss.png, samples/final.png and the process figures when training ends
     channels_last: bool | None = None  # NHWC activations; None = auto: on for CUDA, off on CPU (slower there)
     num_threads: int = 0  # CPU intra-op threads; 0 = auto (OMP_NUM_THREADS, else cores / processes per machine)
     device: str = "auto"
@@ -143,13 +145,21 @@ class Config:
         _choice("model.arch", self.model.arch, ("unet",))
         _positive("train.steps", self.train.steps)
         _positive("train.batch_size", self.train.batch_size)
+        for name in ("log_every", "val_every", "sample_every", "ckpt_every", "max_nonfinite_steps"):
+            _positive(f"train.{name}", getattr(self.train, name))
+        for name in ("keep_last", "warmup_steps", "weight_decay", "grad_clip"):
+            if not getattr(self.train, name) >= 0:  # also catches NaN
+                raise UserError(f"train.{name} must be >= 0, got {getattr(self.train, name)}")
+        if self.data.val_size < 0:
+            raise UserError(f"data.val_size must be >= 0, got {self.data.val_size}")
+        _positive("model.head_channels", self.model.head_channels)
         _positive("sample.steps", self.sample.steps)
         _positive("model.base_channels", self.model.base_channels)
         _positive("diffusion.timesteps", self.diffusion.timesteps)
         if not self.model.channel_mult or any(m <= 0 for m in self.model.channel_mult):
             raise UserError("model.channel_mult must be a non-empty list of positive integers")
-        if self.train.lr <= 0:
-            raise UserError(f"train.lr must be > 0, got {self.train.lr}")
+        if not 0 < self.train.lr <= 10:  # also catches NaN and inf
+            raise UserError(f"train.lr must be in (0, 10], got {self.train.lr}")
         if not 0.0 <= self.train.label_dropout < 1.0:
             raise UserError(f"train.label_dropout must be in [0, 1), got {self.train.label_dropout}")
         if not 0.0 <= self.train.ema_decay < 1.0:

@@ -152,6 +152,9 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageData:
         class_names = []
 
     idx = _held_out(len(files), cfg.val_size, split)
+    if len(idx) == 0:
+        raise UserError(f"{root} holds {len(files)} image(s): too few for a {split} split (the held-out split "
+                        f"takes 1 image in 5: use at least 5 images)")
     pil, labels, bad = [], [], []
     for i in idx:
         path, label = files[i]
@@ -164,7 +167,7 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageData:
             bad.append((path, e))
     if bad:
         first = ", ".join(str(b) for b, _ in bad[:3])
-        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root} ({type(bad[0][1]).__name__}: "
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) of the {split} split in {root} ({type(bad[0][1]).__name__}: "
                       f"{bad[0][1]}), first: {first}", stacklevel=2)
     if not pil:
         raise UserError(f"none of the images in {root} could be read")

@@ -96,12 +96,13 @@ class NonFiniteMonitor:
         self.streak.add_(1).mul_(bad)
         torch.maximum(self.longest, self.streak, out=self.longest)
 
-    def check(self, step: int, last_good: str) -> None:
+    def check(self, step: int, last_good: str) -> int:
+        """The number of bad steps since the last check; warns when there were any."""
         count, longest = int(self.count), int(self.longest)
         self.count.zero_()
         self.longest.copy_(self.streak)
         if not count:
-            return
+            return 0
         self.total += count
         if longest >= self.patience:
             raise UserError(
@@ -110,6 +111,7 @@ class NonFiniteMonitor:
                 f"--train.grad_clip=1 or --train.precision=fp32")
         warnings.warn(f"skipped {count} step(s) with a non-finite loss or gradient up to step {step} "
                       f"({self.total} in this run)", RuntimeWarning, stacklevel=2)
+        return count
 
 
 def all_finite(*modules: torch.nn.Module) -> bool:

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,14 +21,14 @@ from tqdm.auto import tqdm
 
 from torch.nn.parallel import DistributedDataParallel
 
-from noisecraft import distributed
+from noisecraft import distributed, faults
 from noisecraft.checkpoint import load_checkpoint, load_optimizer, load_state, save_checkpoint
 from noisecraft.conditioning import class_cond
 from noisecraft.config import Config
 from noisecraft.data import DeviceBatcher, ImageData, load_dataset, to_model_range, to_uint8
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
-from noisecraft.errors import UserError
+from noisecraft.errors import Interrupted, UserError
 from noisecraft.generate import generate, pick_device
 from noisecraft.models import build_model, count_parameters
 from noisecraft.samplers import get_sigmas
@@ -185,7 +187,26 @@ def process_figures(denoiser: Denoiser, cfg: Config, data: ImageData, root: Path
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train a model as `cfg` describes into run directory `out`; returns a summary dict."""
+    """Train a model as `cfg` describes into run directory `out`; returns a summary dict.
+
+    Crash safety: checkpoints are replaced atomically, so a kill at any moment leaves the previous one whole,
+    and `resume=True` continues from `checkpoints/last` exactly (same batches, noise and log records). SIGINT
+    or SIGTERM finishes the current step, saves `last` and raises `errors.Interrupted` (the CLI exits 130 or
+    143). Steps with a non-finite loss or gradient are skipped with a warning; `train.max_nonfinite_steps`
+    of them in a row stop the run with a UserError, keeping the last good checkpoint. A full disk or an
+    unwritable run directory raises a UserError naming the file.
+    """
+    with faults.GracefulStop() as stop:
+        try:
+            return _train(cfg, out, resume, progress, stop)
+        except OSError as e:
+            err = faults.disk_error(e, f"cannot write to run directory {out}")
+            if err is None:
+                raise
+            raise err from None
+
+
+def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: faults.GracefulStop) -> dict:
     paths = RunPaths(out)
     tc = cfg.train
     # Under torchrun: one process per rank (NCCL on GPU, gloo on CPU); rank 0 alone writes files and logs.
@@ -195,10 +216,19 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         distributed.configure_cpu_threads(tc.num_threads, dist_info)
 
     start_step, best_val, tensors, meta = 0, math.inf, None, None
-    if resume:
-        if not paths.last.is_file():
+    if resume and not paths.last.is_file():
+        if not paths.config.is_file():
             raise UserError(f"nothing to resume: {paths.last} does not exist")
+        # Stopped before its first checkpoint: run it again from step 0 with its saved config.
+        warnings.warn(f"{paths.root} has no checkpoint yet: starting it again from step 0", stacklevel=3)
+        steps, cfg = tc.steps, Config.load(paths.config)
+        cfg.train.steps, tc, resume = steps, cfg.train, False
+        if main:
+            faults.truncate_log(paths.log, 0)
+    if resume:
         tensors, meta, saved = load_checkpoint(paths.last)
+        if tc.steps < meta["step"]:
+            raise UserError(f"--steps {tc.steps} is below the step of {paths.last} ({meta['step']})")
         saved.train.steps = tc.steps  # the one thing a resume may change: train longer
         cfg, tc = saved, saved.train
         start_step, best_val = meta["step"], meta.get("best_val_loss", math.inf)
@@ -207,13 +237,23 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
     train_data = load_dataset(cfg.data, "train")
     val_data = load_dataset(cfg.data, "val")
+    if meta is not None:  # the data must still give the images the checkpoint was trained on
+        m, d = cfg.model, train_data
+        if (m.in_channels, m.image_size, m.num_classes) != (d.channels, d.image_size, d.num_classes):
+            raise UserError(f"{paths.last} was trained on {m.in_channels}x{m.image_size}x{m.image_size} images in "
+                            f"{m.num_classes} classes, but the data now gives {d.channels}x{d.image_size}x"
+                            f"{d.image_size} in {d.num_classes}")
     cfg.model.in_channels, cfg.model.image_size = train_data.channels, train_data.image_size
     cfg.model.num_classes = train_data.num_classes
     if main:
         paths.make()
         cfg.save(paths.config)
+        if resume:  # a crash may have left log records past the checkpoint, and temp files
+            faults.truncate_log(paths.log, start_step)
+            faults.remove_stale_temp_files(paths.ckpt_dir)
     distributed.barrier(dist_info)
 
+    torch.manual_seed(tc.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
     net = build_model(cfg.model).to(device)
     channels_last = device.type == "cuda" if tc.channels_last is None else tc.channels_last
     if channels_last:  # NHWC: faster convs on tensor-core GPUs (measured slower on CPU, hence off there)
@@ -241,16 +281,39 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     n_params = count_parameters(net)
     extra = {"class_names": train_data.class_names, "params": n_params}
 
+    last_good = f"{paths.last} (step {start_step})" if meta is not None else "none was written"
+
     def checkpoint(path: Path, step: int, val: float | None = None) -> None:
-        save_checkpoint(path, model=net, ema=ema_net, optimizer=optimizer, config=cfg, step=step,
-                        best_val_loss=best_val, val_loss=val, **extra)
+        nonlocal last_good
+        if not faults.all_finite(net, ema_net):
+            raise UserError(f"training diverged: the weights are not finite at step {step}; stopped without "
+                            f"writing {path.name}, keeping the last good checkpoint ({last_good}); try a lower "
+                            f"--train.lr")
+        # The running log averages go along, so a resumed run writes the same log records.
+        log_state = {"loss_sum": float(loss_sum), "loss_n": int(loss_n), "seconds": time.perf_counter() - t_start}
+        try:
+            save_checkpoint(path, model=net, ema=ema_net, optimizer=optimizer, config=cfg, step=step,
+                            best_val_loss=best_val, val_loss=val, log_state=log_state, **extra)
+        except OSError as e:
+            raise UserError(f"could not write checkpoint {path}: {e.strerror or e}; kept the last checkpoint "
+                            f"{last_good}") from None
+        if path == paths.last:
+            last_good = f"{paths.last} (step {step})"
 
     log = open(paths.log if main else os.devnull, "a")
     bar = tqdm(total=tc.steps, initial=start_step, desc="train", unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     loss_sum = torch.zeros((), device=device)
-    loss_n, t_last, images_seen = 0, time.perf_counter(), 0
+    loss_n = torch.zeros((), dtype=torch.long, device=device)  # steps with a finite loss since the last record
+    t_last, images_seen = time.perf_counter(), 0
     t_start = time.perf_counter()
+    if meta is not None and isinstance(meta.get("log_state"), dict):
+        ls = meta["log_state"]
+        loss_sum.fill_(float(ls.get("loss_sum", 0.0)))
+        loss_n.fill_(int(ls.get("loss_n", 0)))
+        t_start -= float(ls.get("seconds", 0.0))
+    nonfinite = faults.NonFiniteMonitor(tc.max_nonfinite_steps, device)
+    stop_agreed = False  # under DDP every rank must stop at the same step: agreed at log intervals
     val = None
     net.train()
     for step in range(start_step, tc.steps):
@@ -267,26 +330,41 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             loss = diffusion_loss(step_fn, x0, class_cond(y), sigma=sigma, eps=eps).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-        optimizer.step()
+        # Skip the update when a gradient is inf/NaN. DDP has all-reduced the gradients, so every rank agrees;
+        # a single process also checks its loss. No host sync on GPUs (fused AdamW), see faults.guarded_step.
+        loss = loss.detach()
+        finite = torch.isfinite(faults.grad_norm(net.parameters(), tc.grad_clip))
+        if not dist_info.enabled:
+            finite &= torch.isfinite(loss)
+        faults.guarded_step(optimizer, finite)
+        nonfinite.update(finite)
         ema_update(ema_net, net, ema_decay_at(step, tc.ema_decay))
-        loss_sum += loss.detach()
-        loss_n += 1
+        loss_ok = torch.isfinite(loss)
+        loss_sum += torch.where(loss_ok, loss, 0.0)
+        loss_n += loss_ok
         images_seen += tc.batch_size  # the global batch, over all ranks
         done = step + 1
 
         if done % tc.log_every == 0 or done == tc.steps:
             now = time.perf_counter()
-            # The only host sync, once per log interval (and the ranks' mean, so the log is the global loss).
-            mean_loss = float(distributed.all_reduce_mean(loss_sum, dist_info)) / loss_n
+            # The only host sync, once per log interval: the ranks' loss sums and counts (so the log is the
+            # global loss) and whether any rank was asked to stop.
+            stats = torch.stack([loss_sum, loss_n.float(), torch.tensor(float(stop.signum is not None), device=device)])
+            total, count, stop_flag = distributed.all_reduce_mean(stats, dist_info).tolist()
+            stop_agreed = stop_flag > 0
+            skipped = nonfinite.check(done, last_good)  # raises after max_nonfinite_steps bad steps in a row
             ips = images_seen / (now - t_last)
-            log.write(json.dumps({"step": done, "loss": mean_loss, "lr": lr_at(step, tc), "img_per_s": ips,
-                                  "time": now - t_start}) + "\n")
+            rec = {"step": done, "loss": total / count, "lr": lr_at(step, tc), "img_per_s": ips,
+                   "time": now - t_start} if count else {"step": done, "lr": lr_at(step, tc)}
+            if skipped:
+                rec["nonfinite_steps"] = skipped
+            log.write(json.dumps(rec) + "\n")
             log.flush()
-            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.0f}")
+            if count:
+                bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{ips:.0f}")
             loss_sum.zero_()
-            loss_n, images_seen, t_last = 0, 0, now
+            loss_n.zero_()
+            images_seen, t_last = 0, now
         if main and (done % tc.val_every == 0 or done == tc.steps):  # the other ranks wait in the next all-reduce
             val = validation_loss(ema, val_data, cfg, device)
             log.write(json.dumps({"step": done, "val_loss": val}) + "\n")
@@ -300,6 +378,14 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         if main and done % tc.sample_every == 0 and done != tc.steps:
             sample_grid(ema, cfg, train_data.class_names, paths.samples / f"step_{done:08d}.png", device, steps=20)
         bar.update(1)
+        if stop_agreed if dist_info.enabled else stop.signum is not None:
+            if main and not (done % tc.ckpt_every == 0 or done == tc.steps):  # not saved above
+                checkpoint(paths.last, done, val)
+            bar.close()
+            log.close()
+            name = stop.name or "SIGTERM"
+            raise Interrupted(f"stopped by {name} at step {done}: saved {paths.last}; continue with "
+                              f"`noisecraft train --out {paths.root} --resume`", stop.signum or signal.SIGTERM)
     bar.close()
     log.close()
     train_time = time.perf_counter() - t_start
@@ -310,9 +396,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
     from noisecraft.viz import plot_loss_curves
 
-    plot_loss_curves(paths.log, paths.loss_png)
-    sample_grid(ema, cfg, train_data.class_names, paths.samples / "final.png", device)
-    process_figures(ema, cfg, val_data, paths.root, device)
+    if tc.final_figures:
+        plot_loss_curves(paths.log, paths.loss_png)
+        sample_grid(ema, cfg, train_data.class_names, paths.samples / "final.png", device)
+        process_figures(ema, cfg, val_data, paths.root, device)
     summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time, "best_val_loss": best_val,
                "params": n_params, "run_dir": str(paths.root)}
     (paths.root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
