@@ -40,8 +40,16 @@ class ToyEps(nn.Module):
         return out
 
 
-def eps_denoiser(seed: int = 0) -> Denoiser:
-    return Denoiser(ToyEps(seed), DiffusionConfig(prediction="eps")).eval()
+def eps_denoiser(seed: int = 0, schedule: str = "linear", prediction: str = "eps") -> Denoiser:
+    """Our denoiser around the toy network, read as predicting `prediction` (eps | x0 | v)."""
+    return Denoiser(ToyEps(seed), DiffusionConfig(schedule=schedule, prediction=prediction)).eval()
+
+
+# (our schedule, our prediction) -> diffusers' beta_schedule and prediction_type. "cosine" + "v" is the digits
+# preset; diffusers' squaredcos_cap_v2 is the same Nichol & Dhariwal table (betas clipped at 0.999).
+MODELS = [("linear", "eps"), ("cosine", "v"), ("linear", "x0")]
+DIFFUSERS_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "eps": "epsilon", "v": "v_prediction",
+                   "x0": "sample"}
 
 
 def vp(x: torch.Tensor, sigma) -> torch.Tensor:
@@ -49,9 +57,9 @@ def vp(x: torch.Tensor, sigma) -> torch.Tensor:
     return x / math.sqrt(1 + float(sigma) ** 2)
 
 
-def run_ours(name: str, steps: int, x_T: torch.Tensor, noise=None):
+def run_ours(name: str, steps: int, x_T: torch.Tensor, noise=None, model=("linear", "eps")):
     """Run our sampler from the VP sample x_T; returns the VP trajectory before each step, and the result."""
-    den = eps_denoiser()
+    den = eps_denoiser(0, *model)
     sigmas = get_sigmas(den, name, steps)
     traj = []
     out = SAMPLERS[name](den, x_T * math.sqrt(1 + float(sigmas[0]) ** 2), sigmas, noise=noise,
@@ -70,9 +78,9 @@ def run_diffusers(scheduler, steps: int, x_T: torch.Tensor, **step_kwargs):
     return traj, x
 
 
-def schedule_kwargs():
-    return dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                prediction_type="epsilon", timestep_spacing="trailing")
+def schedule_kwargs(model=("linear", "eps")):
+    return dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule=DIFFUSERS_NAMES[model[0]],
+                prediction_type=DIFFUSERS_NAMES[model[1]], timestep_spacing="trailing")
 
 
 def x_T(seed=1):
@@ -104,38 +112,41 @@ def test_noise_label_is_the_training_timestep_at_table_sigmas():
 
 # ---- diffusers cross-checks: whole trajectories, every step compared ------------------------------------------
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("steps", [1000, 50, 10])
-def test_ddpm_matches_diffusers(steps):
+def test_ddpm_matches_diffusers(steps, model):
     x = x_T()
-    sched = diffusers.DDPMScheduler(**schedule_kwargs(), clip_sample=False, variance_type="fixed_small")
+    sched = diffusers.DDPMScheduler(**schedule_kwargs(model), clip_sample=False, variance_type="fixed_small")
     # diffusers keeps alpha_bar in float32, so its 1 - alpha_bar near t = 0 (~1e-4) carries ~1e-3 relative error
     # and 1000 ancestral steps drift ~1.3e-4 from the exact posterior; give it the float64 table that we use.
-    sched.alphas_cumprod = eps_denoiser().schedule.alpha_bar.clone()
+    sched.alphas_cumprod = eps_denoiser(0, *model).schedule.alpha_bar.clone()
     theirs, out_theirs = run_diffusers(sched, steps, x, generator=torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)  # the same noise draws, in the same order
-    ours, out = run_ours("ddpm", steps, x, noise=lambda like: torch.randn(like.shape, generator=g))
+    ours, out = run_ours("ddpm", steps, x, noise=lambda like: torch.randn(like.shape, generator=g), model=model)
     assert_trajectories_close(ours, theirs)
     assert (out - out_theirs).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("steps", [10, 20, 100, 1000])
-def test_ddim_matches_diffusers(steps):
+def test_ddim_matches_diffusers(steps, model):
     x = x_T()
-    sched = diffusers.DDIMScheduler(**schedule_kwargs(), clip_sample=False, set_alpha_to_one=True)
+    sched = diffusers.DDIMScheduler(**schedule_kwargs(model), clip_sample=False, set_alpha_to_one=True)
     theirs, out_theirs = run_diffusers(sched, steps, x, eta=0.0)
-    ours, out = run_ours("ddim", steps, x)
+    ours, out = run_ours("ddim", steps, x, model=model)
     assert_trajectories_close(ours, theirs)
     assert (out - out_theirs).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("steps", [5, 10, 20, 50])
-def test_dpmpp_2m_matches_diffusers(steps):
+def test_dpmpp_2m_matches_diffusers(steps, model):
     x = x_T()
-    sched = diffusers.DPMSolverMultistepScheduler(**schedule_kwargs(), algorithm_type="dpmsolver++",
+    sched = diffusers.DPMSolverMultistepScheduler(**schedule_kwargs(model), algorithm_type="dpmsolver++",
                                                   solver_order=2, solver_type="midpoint", lower_order_final=True,
                                                   final_sigmas_type="zero")
     theirs, out_theirs = run_diffusers(sched, steps, x)
-    ours, out = run_ours("dpmpp-2m", steps, x)
+    ours, out = run_ours("dpmpp-2m", steps, x, model=model)
     assert_trajectories_close(ours, theirs)
     assert (out - out_theirs).abs().max() < 1e-4
 
