@@ -121,7 +121,9 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
-                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64).")
+                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). SIGINT (Ctrl-C) or "
+                       "SIGTERM finishes the current step, saves checkpoints/last and exits with 130 or 143; --resume "
+                       "continues exactly where it stopped, also after a crash or kill -9.")
     t.add_argument("--preset", choices=list(PRESETS), default=None, help="starting config (default: digits)")
     t.add_argument("--config", help="JSON config file (instead of a preset)")
     t.add_argument("--dataset", choices=["digits", "mnist", "cifar10", "folder"])

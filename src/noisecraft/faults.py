@@ -21,10 +21,13 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCE
 
 
 class GracefulStop:
-    """Context manager: SIGINT and SIGTERM set `signum` instead of killing the process, so the training loop
-    can finish its step, save `last` and exit; a checkpoint is never half-taken. A second SIGINT (Ctrl-C
-    twice) raises KeyboardInterrupt at once; atomic writes still leave the previous checkpoint intact.
-    Handlers can only be installed from the main thread; elsewhere this is a no-op."""
+    """SIGINT and SIGTERM set `signum` instead of killing the process, so the training loop can finish its
+    step, save `last` and exit; a checkpoint is never half-taken. A second SIGINT (Ctrl-C twice) raises
+    KeyboardInterrupt at once; atomic writes still leave the previous checkpoint intact.
+
+    Used as a context manager (which always restores the previous handlers) around `arm()` ... `release()`,
+    the span of the training loop: before and after it the signals act as usual. Handlers can only be
+    installed from the main thread; elsewhere this is a no-op."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -37,16 +40,21 @@ class GracefulStop:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def __enter__(self) -> "GracefulStop":
-        if threading.current_thread() is threading.main_thread():
+    def arm(self) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._previous:
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def release(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
+
+    def __enter__(self) -> "GracefulStop":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     @property
     def name(self) -> str:

@@ -316,6 +316,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
     stop_agreed = False  # under DDP every rank must stop at the same step: agreed at log intervals
     val = None
     net.train()
+    stop.arm()  # from here SIGINT/SIGTERM stop after the current step, with a checkpoint
     for step in range(start_step, tc.steps):
         torch.manual_seed(step_seed(tc.seed, step))  # dropout, noise levels, noise, label dropout
         x0, y = batcher.batch(step)
@@ -386,6 +387,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
             name = stop.name or "SIGTERM"
             raise Interrupted(f"stopped by {name} at step {done}: saved {paths.last}; continue with "
                               f"`noisecraft train --out {paths.root} --resume`", stop.signum or signal.SIGTERM)
+    stop.release()
     bar.close()
     log.close()
     train_time = time.perf_counter() - t_start
