@@ -361,6 +361,27 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(cli, trained, t
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
+def test_file_size_limit_while_checkpointing_through_the_real_cli(trained, tmp_path):
+    """The kernel refuses the write (RLIMIT_FSIZE: EFBIG, as a full disk gives ENOSPC) in a real process."""
+    import resource
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    before = (run_dir / "checkpoints" / "last.safetensors").read_bytes()
+
+    def limit():  # in the child: files may not grow past 64 KiB (the log and config fit, a checkpoint does not)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    p = subprocess.run(resume_cmd(run_dir, 8), env=env(), capture_output=True, text=True, timeout=120,
+                       preexec_fn=limit)
+    assert_clean_error(p.returncode, p.stderr, "could not write checkpoint", "File too large",
+                       "kept the last checkpoint", "(step 4)")
+    assert (run_dir / "checkpoints" / "last.safetensors").read_bytes() == before
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
 def test_unwritable_output_directory(cli, tmp_path):
     data = image_folder(tmp_path / "shapes")
     blocker = tmp_path / "a_file"

@@ -146,6 +146,9 @@ def _validate_meta(p: Path, meta: dict, config: Config) -> None:
     for key in ("best_val_loss", "val_loss"):
         if meta.get(key) is not None and not isinstance(meta[key], (int, float)):
             raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: {key})")
+    log_state = meta.get("log_state", {})
+    if not isinstance(log_state, dict) or not all(isinstance(v, (int, float)) for v in log_state.values()):
+        raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: log_state)")
     groups = meta.get("optimizer_param_groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
         raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: optimizer_param_groups)")
