@@ -113,8 +113,9 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """Until `path` exists and is not empty."""
     t0 = time.time()
-    while not path.exists():
+    while not (path.exists() and path.stat().st_size > 0):
         if proc.poll() is not None:
             raise AssertionError(f"process ended before {path} appeared: {proc.stderr.read()}")
         if time.time() - t0 > timeout:
@@ -183,7 +184,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_matches(folder, reference, tmp
     out = tmp_path / "run"
     proc = subprocess.Popen(train_cmd(out, folder, STEPS), env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    wait_for(out / "log.jsonl", proc)
+    wait_for(out / "log.jsonl", proc)  # the first record: the loop is running and handles the signal
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
