@@ -39,6 +39,7 @@ class ModelConfig:
     attn_resolutions: tuple[int, ...] = (7,)
     head_channels: int = 32  # channels per attention head
     dropout: float = 0.1
+    scale_shift: bool = True  # embedding scales+shifts GroupNorm output (Improved DDPM); False: added bias (DDPM)
     context_dim: int | None = None  # text-token width for cross-attention (text conditioning)
     # Filled in from the dataset when the run starts, so a checkpoint is self-describing.
     in_channels: int = 0
@@ -73,7 +74,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     label_dropout: float = 0.1  # classifier-free guidance: share of labels replaced by the null class
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on GPU and AMX CPUs, else fp32) | fp32 | bf16
     seed: int = 0
     log_every: int = 50
     val_every: int = 500
@@ -311,7 +312,7 @@ def _preset_cifar10() -> Config:
     return Config(
         data=DataConfig(dataset="cifar10", hflip=True, val_size=2000),
         model=ModelConfig(base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                          head_channels=128, dropout=0.1),
+                          head_channels=128, dropout=0.1, scale_shift=False),
         diffusion=DiffusionConfig(schedule="linear", prediction="eps"),
         train=TrainConfig(steps=800_000, batch_size=128, lr=2e-4, warmup_steps=5000, ema_decay=0.9999,
                           val_every=5000, sample_every=10_000, ckpt_every=5000),

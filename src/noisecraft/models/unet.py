@@ -35,13 +35,18 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, embedding as scale/shift of the second norm, dropout -> conv, plus skip."""
+    """GroupNorm -> SiLU -> conv, + embedding, dropout -> conv, plus skip.
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+    The embedding either scales and shifts the second norm's output (Nichol & Dhariwal 2021) or, as in
+    Ho et al. 2020, is added as a per-channel bias (`scale_shift=False`, fewer parameters).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool = True):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = group_norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.emb = nn.Linear(emb_dim, (2 if scale_shift else 1) * out_ch)
         self.norm2 = group_norm(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -51,8 +56,12 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
-        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
-        h = self.norm2(h) * (1 + scale) + shift
+        e = self.emb(emb)[:, :, None, None]  # (B, out or 2*out, 1, 1)
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -136,7 +145,7 @@ class UNet(nn.Module):
         skips, res, cur = [ch], cfg.image_size, ch
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout)])
+                blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
                 cur = ch * mult
                 if res in cfg.attn_resolutions:
                     blocks.append(Attention(cur, cfg.head_channels, cfg.context_dim))
@@ -147,14 +156,14 @@ class UNet(nn.Module):
                 skips.append(cur)
                 res = (res + 1) // 2
 
-        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout),
+        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.scale_shift),
                                   Attention(cur, cfg.head_channels, cfg.context_dim),
-                                  ResBlock(cur, cur, emb_dim, cfg.dropout)])
+                                  ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.scale_shift)])
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for _ in range(cfg.num_res_blocks + 1):
-                blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout)])
+                blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
                 cur = ch * mult
                 if res in cfg.attn_resolutions:
                     blocks.append(Attention(cur, cfg.head_channels, cfg.context_dim))

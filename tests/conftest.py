@@ -1,0 +1,33 @@
+import os
+
+import pytest
+import torch
+
+# Tests share 2 CPU cores with whatever else runs; one thread keeps timings stable and avoids oversubscription.
+torch.set_num_threads(1)
+os.environ.setdefault("NOISECRAFT_CACHE", os.path.join(os.path.dirname(__file__), ".cache"))
+
+TINY = [
+    "--model.base_channels=8", "--model.channel_mult=1,2", "--model.num_res_blocks=1", "--model.attn_resolutions=14",
+    "--model.head_channels=8", "--train.batch_size=8", "--train.log_every=2", "--train.val_every=2",
+    "--train.ckpt_every=2", "--train.sample_every=100000", "--data.val_size=16", "--sample.steps=2",
+    "--train.warmup_steps=1",
+]
+
+
+@pytest.fixture
+def tiny_args():
+    return list(TINY)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from noisecraft.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
