@@ -1,0 +1,261 @@
+"""Evaluation: metric arithmetic against independent references and closed forms, the Inception feature
+pipeline on an uninitialised network, the offline classifier, and the evaluate/train-classifier commands."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from noisecraft.evaluate.frechet import (
+    frechet_distance,
+    gaussian_stats,
+    inception_score,
+    kernel_distance,
+    mmd2_unbiased,
+    polynomial_kernel,
+)
+from noisecraft.evaluate.prdc import precision_recall
+
+# ---------------------------------------------------------------- Fréchet distance
+
+
+def _fid_scipy(mu1, s1, mu2, s2):
+    """The pytorch-fid / original TTUR formula: scipy's matrix square root of S1 S2."""
+    from scipy import linalg
+
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+
+@pytest.mark.parametrize("dim, n", [(8, 500), (64, 300)])
+def test_frechet_distance_matches_scipy_sqrtm(dim, n):
+    rng = np.random.default_rng(dim)
+    a = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim))
+    b = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim)) * 0.7 + 0.3
+    sa, sb = gaussian_stats(a), gaussian_stats(b)
+    ref = _fid_scipy(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    assert frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma) == pytest.approx(ref, rel=1e-6)
+    assert frechet_distance(sa.mu, sa.sigma, sa.mu, sa.sigma) == pytest.approx(0, abs=1e-8 * np.trace(sa.sigma))
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    # Diagonal (commuting) covariances: d^2 = |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2.
+    a, b = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+    # Same covariance rotated: a pure mean shift costs exactly |mu1 - mu2|^2.
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    s = q @ np.diag(a) @ q.T
+    assert frechet_distance(mu1, s, mu2, s) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-8)
+    # Scaled covariance c^2 S: tr(S) + c^2 tr(S) - 2 c tr(S) = (1 - c)^2 tr(S).
+    assert frechet_distance(mu1, s, mu1, 4 * s) == pytest.approx(np.trace(s), rel=1e-8)
+
+
+def test_frechet_of_samples_converges_to_closed_form():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200_000, 3))
+    y = rng.normal(size=(200_000, 3)) * np.array([2.0, 1.0, 0.5]) + np.array([1.0, 0, 0])
+    expected = 1.0 + (2 - 1) ** 2 + 0 + (0.5 - 1) ** 2
+    assert frechet_distance(*_musig(x), *_musig(y)) == pytest.approx(expected, abs=0.03)
+
+
+def _musig(x):
+    s = gaussian_stats(x)
+    return s.mu, s.sigma
+
+
+def test_frechet_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="mismatched"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+# ---------------------------------------------------------------- KID and IS
+
+
+def test_mmd2_unbiased_matches_explicit_sums():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(7, 4)), rng.normal(size=(7, 4)) + 0.5
+    k = lambda a, b: (a @ b / 4 + 1) ** 3  # noqa: E731
+    m = len(x)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    got = mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(x, y), polynomial_kernel(y, y))
+    assert got == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+
+
+def test_kid_matches_torch_fidelity_and_is_near_zero_for_one_distribution():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    rng = np.random.default_rng(3)
+    a = torch.from_numpy(rng.normal(size=(300, 16)))
+    b = torch.from_numpy(rng.normal(size=(250, 16)) * 1.3 + 0.2)
+    ours = kernel_distance(a, b, subsets=20, subset_size=100)
+    ref = kid_features_to_metric(a, b, kid_subsets=20, kid_subset_size=100, verbose=False)
+    assert ours["mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-10)
+    assert ours["std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-10)
+    same = kernel_distance(a[:150], a[150:], subsets=20, subset_size=100)
+    assert abs(same["mean"]) < 3 * same["std"] + 1e-3 < ours["mean"]
+    assert kernel_distance(a[:50], b, subsets=2)["subset_size"] == 50  # shrinks to fit small sets
+
+
+def test_inception_score_closed_forms_and_torch_fidelity():
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    # Uniform predictions: KL = 0, IS = 1.
+    assert inception_score(torch.zeros(100, 10))["mean"] == pytest.approx(1.0)
+    # Confident, balanced over K classes: p(y) uniform, KL = log K, IS = K.
+    confident = torch.full((200, 8), -50.0)
+    confident[torch.arange(200), torch.arange(200) % 8] = 50.0
+    assert inception_score(confident, splits=5, shuffle=False)["mean"] == pytest.approx(8.0, rel=1e-6)
+    logits = torch.randn(500, 20, generator=torch.Generator().manual_seed(0)) * 3
+    ref = isc_features_to_metric(logits, splits=10)
+    ours = inception_score(logits)
+    assert ours["mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-10)
+    assert ours["std"] == pytest.approx(ref["inception_score_std"], rel=1e-10)
+
+
+# ---------------------------------------------------------------- precision / recall
+
+
+def test_precision_recall_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 5, generator=g), torch.randn(40, 5, generator=g) * 1.5 + 0.5
+
+    def reference(r, f, k=3):
+        def radii(s):
+            return torch.tensor([sorted(float((s[i] - s[j]).norm()) for j in range(len(s)))[k] for i in range(len(s))])
+
+        def cover(m, rad, q):
+            return np.mean([any(float((q[i] - m[j]).norm()) <= rad[j] for j in range(len(m))) for i in range(len(q))])
+
+        return cover(r, radii(r), f), cover(f, radii(f), r)
+
+    p, r = reference(real, fake)
+    got = precision_recall(real, fake)
+    assert got["precision"] == pytest.approx(p) and got["recall"] == pytest.approx(r)
+    assert 0 < got["precision"] < 1 and 0 < got["recall"] < 1
+
+
+def test_precision_recall_extremes():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(100, 4, generator=g)
+    assert precision_recall(x, x) == {"precision": 1.0, "recall": 1.0, "k": 3}
+    far = precision_recall(x, x + 100)
+    assert far["precision"] == 0.0 and far["recall"] == 0.0
+    # Mode collapse: all fakes near one real point -> precise but no recall.
+    collapsed = precision_recall(x, x[:1] + 0.001 * torch.randn(50, 4, generator=g))
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.1
+
+
+# ---------------------------------------------------------------- Inception pipeline (no weights)
+
+
+@pytest.fixture(scope="module")
+def random_inception():
+    """torch-fidelity's InceptionV3, uninitialised, re-initialised so activations do not vanish."""
+    from noisecraft.evaluate.inception import build_inception
+
+    torch.manual_seed(0)
+    net = build_inception(False)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    return net
+
+
+def test_inception_features_shapes_and_batch_size_independence(random_inception):
+    from noisecraft.evaluate.inception import inception_features
+
+    g = torch.Generator().manual_seed(0)
+    gray = torch.randint(0, 256, (3, 1, 28, 28), generator=g, dtype=torch.uint8)
+    f2 = inception_features(random_inception, gray, batch_size=2)
+    f3 = inception_features(random_inception, gray, batch_size=3)
+    assert f2["pool"].shape == (3, 2048) and f2["logits"].shape == (3, 1008)
+    assert f2["pool"].abs().mean() > 1e-3  # a real signal, so the comparison below means something
+    torch.testing.assert_close(f2["pool"], f3["pool"], rtol=1e-4, atol=1e-6)
+    # Grayscale is the same image repeated over RGB.
+    rgb = inception_features(random_inception, gray[:1].repeat(1, 3, 1, 1))
+    torch.testing.assert_close(rgb["pool"], f2["pool"][:1], rtol=1e-4, atol=1e-6)
+
+
+def test_inception_weights_from_a_file_and_missing_weights(random_inception, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from noisecraft.errors import UserError
+    from noisecraft.evaluate.inception import InceptionUnavailable, build_inception, find_weights
+
+    path = tmp_path / "inception.safetensors"
+    save_file({k: v.contiguous() for k, v in random_inception.state_dict().items()}, str(path))
+    loaded = build_inception(path)
+    for (k, a), b in zip(random_inception.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(UserError, match="not found"):
+        find_weights(tmp_path / "nope.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv("NOISECRAFT_INCEPTION_WEIGHTS", raising=False)
+    with pytest.raises(InceptionUnavailable, match="--inception-weights"):
+        build_inception(None)
+
+
+# ---------------------------------------------------------------- offline classifier
+
+
+def test_random_shift_moves_pixels_exactly():
+    from noisecraft.evaluate.classifier import random_shift
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1
+    y = random_shift(x, 2, torch.Generator().manual_seed(0))
+    pos = y[:, 0].flatten(1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert y.sum() == 64 and rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # shifts vary per image
+
+
+def test_classifier_cache_roundtrip(tmp_path, monkeypatch):
+    from noisecraft.evaluate.classifier import (
+        Classifier,
+        SmallCNN,
+        classifier_path,
+        load_classifier_file,
+        save_classifier,
+    )
+
+    monkeypatch.setenv("NOISECRAFT_CACHE", str(tmp_path))
+    path = classifier_path("digits")
+    assert path == tmp_path / "classifiers" / "digits.safetensors"
+    torch.manual_seed(0)
+    net = SmallCNN(1, 10, width=4, feature_dim=8).eval()
+    meta = {"format": "noisecraft-classifier", "version": 1, "dataset": "digits", "image_shape": [1, 28, 28],
+            "num_classes": 10, "heldout_accuracy": 0.5, "config": {"width": 4, "feature_dim": 8}}
+    save_classifier(Classifier(net, meta), path)
+    assert json.loads(path.with_suffix(".json").read_text())["heldout_accuracy"] == 0.5
+    clf = load_classifier_file(path)
+    x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    logits, feats = clf.predict(x)
+    torch.testing.assert_close(logits, net(x.float() / 127.5 - 1))
+    assert feats.shape == (5, 8)
+    assert clf.predict(torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8))[0].shape == (2, 10)  # resized
+    path.write_bytes(b"garbage")
+    from noisecraft.errors import UserError
+
+    with pytest.raises(UserError, match="delete it to retrain"):
+        load_classifier_file(path)
+
+
+def test_train_classifier_cli_rejects_unlabelled_or_missing_data(cli, tmp_path):
+    code, _, err = cli("train-classifier", "--dataset", "mnist")
+    assert code == 2 and "--data-root" in err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+
+    for i in range(10):
+        Image.new("L", (8, 8), color=i * 20).save(flat / f"{i}.png")
+    code, _, err = cli("train-classifier", "--dataset", "folder", "--data-root", flat)
+    assert code == 2 and "no class labels" in err
