@@ -259,3 +259,112 @@ def test_train_classifier_cli_rejects_unlabelled_or_missing_data(cli, tmp_path):
         Image.new("L", (8, 8), color=i * 20).save(flat / f"{i}.png")
     code, _, err = cli("train-classifier", "--dataset", "folder", "--data-root", flat)
     assert code == 2 and "no class labels" in err
+
+
+# ---------------------------------------------------------------- evaluate end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 4-step digits run and, in a private cache, an untrained tiny classifier (training the real one takes
+    ~40 s; the slow test below does that)."""
+    from conftest import TINY
+
+    from noisecraft.cli import main
+    from noisecraft.evaluate.classifier import Classifier, SmallCNN, classifier_path, save_classifier
+
+    root = tmp_path_factory.mktemp("eval")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NOISECRAFT_CACHE", str(root / "cache"))
+    torch.manual_seed(0)
+    meta = {"format": "noisecraft-classifier", "version": 1, "dataset": "digits", "data_key": "digits",
+            "image_shape": [1, 28, 28], "num_classes": 10, "class_names": [str(i) for i in range(10)],
+            "train_size": 4500, "heldout_size": 500, "heldout_accuracy": 0.1,
+            "config": {"width": 4, "feature_dim": 8}}
+    save_classifier(Classifier(SmallCNN(1, 10, width=4, feature_dim=8).eval(), meta), classifier_path("digits"))
+    out = root / "run"
+    assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "2", "--no-progress", *TINY,
+                 "--train.final_figures=false"]) == 0
+    yield out
+    mp.undo()
+
+
+def test_evaluate_writes_report_with_offline_metrics_and_perfect_row(cli, tiny_run, tmp_path):
+    code, out, err = cli("evaluate", "--checkpoint", tiny_run, "--n", "30", "--steps", "2", "--out", tmp_path / "r",
+                         "--no-progress")
+    assert code == 0, err
+    assert "FID/KID/IS skipped" in err and "--inception-weights" in err  # one line, and the rest still ran
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert json.loads(out)["offline"] == report["offline"]
+    assert report["sampling"] == {"n": 30, "sampler": "ddim", "steps": 2, "guidance": 1.0, "seed": 0,
+                                  "class_balanced": True}
+    off = report["offline"]
+    assert off["classifier"]["heldout_accuracy"] == 0.1
+    assert sum(off["generated"]["predicted_class_counts"]) == 30
+    for row in ("generated", "real_heldout"):
+        assert 0 <= off[row]["class_accuracy"] <= 1 and off[row]["fd"] >= 0
+        assert 0 <= off[row]["precision"] <= 1 and 0 <= off[row]["recall"] <= 1
+    assert off["real_heldout"]["n"] == 500  # the classifier's held-out split, whatever the run's val_size
+    assert "skipped" in report["inception"] and report["timing"]["samples_per_s"] > 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "real held-out (perfect)" in md and "![samples](samples.png)" in md
+    from PIL import Image
+
+    assert Image.open(tmp_path / "r" / "samples.png").size == (10 * 30 + 2, 3 * 30 + 2)  # 3 per class, 10 rows
+    # The same seed gives the same samples, whatever the batch size.
+    code, _, err = cli("evaluate", "--checkpoint", tiny_run, "--n", "30", "--steps", "2", "--out", tmp_path / "b",
+                       "--batch-size", "7", "--no-progress", "--no-inception")
+    assert code == 0, err
+    again = json.loads((tmp_path / "b" / "report.json").read_text())["offline"]
+    counts = again["generated"].pop("predicted_class_counts")
+    assert counts == off["generated"].pop("predicted_class_counts")
+    assert again["generated"] == pytest.approx(off["generated"])
+
+
+def test_evaluate_user_errors(cli, tiny_run, tmp_path):
+    code, _, err = cli("evaluate", "--checkpoint", tmp_path / "missing")
+    assert code == 2 and "checkpoint not found" in err
+    code, _, err = cli("evaluate", "--checkpoint", tiny_run, "--n", "1", "--out", tmp_path / "x")
+    assert code == 2 and "--n must be at least 2" in err
+    code, _, err = cli("evaluate", "--checkpoint", tiny_run, "--n", "4", "--out", tmp_path / "x",
+                       "--inception-weights", tmp_path / "nope.pth", "--no-progress")
+    assert code == 2 and "Inception weights not found" in err
+
+
+def test_inception_metrics_with_weights_file_and_cached_reference(random_inception, tmp_path, monkeypatch):
+    """The FID/KID/IS path end to end on a tiny stand-in dataset (the real one would take minutes on a CPU)."""
+    from safetensors.torch import save_file
+
+    import noisecraft.data
+    from noisecraft.config import DataConfig
+    from noisecraft.data import ImageData
+    from noisecraft.evaluate.report import inception_metrics, inception_reference
+
+    monkeypatch.setenv("NOISECRAFT_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "inception.safetensors"
+    save_file({k: v.contiguous() for k, v in random_inception.state_dict().items()}, str(weights))
+    g = torch.Generator().manual_seed(0)
+    calls = []
+
+    def fake_load(cfg, split):
+        calls.append(split)
+        n = 8 if split == "train" else 3
+        return ImageData(torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8), None, [], "fake")
+
+    monkeypatch.setattr(noisecraft.data, "load_dataset", fake_load)
+    gen = torch.randint(0, 256, (10, 1, 16, 16), generator=g, dtype=torch.uint8)
+    m = inception_metrics(gen, DataConfig(dataset="digits"), str(weights), batch_size=8)
+    assert m["generated"]["n"] == 10 and m["real_heldout"]["n"] == 3
+    assert m["generated"]["fid"] > 0 and m["generated"]["kid_subset_size"] == 8 and m["generated"]["is_mean"] >= 1
+    assert (tmp_path / "cache" / "inception" / "digits.safetensors").is_file()
+    ref = inception_reference(random_inception, DataConfig(dataset="digits"), m["weights_id"], 8, "cpu", False)
+    assert calls == ["train", "val"]  # reference statistics computed once, then read from the cache
+    assert ref["train"].n == 8 and ref["val_pool"].shape == (3, 2048)
+
+
+@pytest.mark.slow
+def test_digits_classifier_reaches_97_percent_heldout(tmp_path, monkeypatch):
+    from noisecraft.evaluate.classifier import train_classifier
+
+    clf = train_classifier("digits")
+    assert clf.heldout_accuracy >= 0.97

@@ -116,6 +116,21 @@ def cmd_info(args, extra) -> int:
     return 0
 
 
+def cmd_evaluate(args, extra) -> int:
+    from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                       batch_size=args.batch_size, device=args.device, inception=not args.no_inception,
+                       inception_weights=args.inception_weights, classifier=not args.no_classifier,
+                       progress=not args.no_progress)
+    report = evaluate_checkpoint(args.checkpoint, args.out, opts)
+    print(json.dumps(report, indent=2))
+    print(f"wrote report.json, report.md and samples.png to {report['out']}", file=sys.stderr)
+    return 0
+
+
 def cmd_train_classifier(args, extra) -> int:
     from noisecraft.config import DataConfig
     from noisecraft.evaluate.classifier import get_classifier
@@ -166,6 +181,26 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory (one PNG per image + grid.png)")
     s.set_defaults(func=cmd_sample)
 
+    e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
+                       description="Generate N class-balanced samples and compute offline metrics (the dataset "
+                       "classifier's class accuracy, Fréchet distance and precision/recall, next to the same for "
+                       "real held-out data) and, when Inception-v3 weights are available, FID, KID and IS.")
+    e.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
+    e.add_argument("--n", type=int, default=2000, help="number of samples (default 2000)")
+    e.add_argument("--sampler", choices=list(SAMPLERS), help="default: the checkpoint's sample.sampler")
+    e.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
+    e.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off)")
+    e.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", help="report directory (default: <run>/eval)")
+    e.add_argument("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
+                   "(or .safetensors); default: the torch hub cache")
+    e.add_argument("--no-inception", action="store_true", help="skip FID/KID/IS")
+    e.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
     c = sub.add_parser("train-classifier", help="train and cache the offline judge classifier for a dataset",
                        description="Train the small CNN that `evaluate` uses for offline metrics (class accuracy, "
                        "Fréchet distance and precision/recall in its feature space) and cache it under "
@@ -192,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.preset and args.config:
                 raise UserError("pass either --preset or --config, not both")
             args.preset = args.preset or "digits"
-        if args.command == "sample" and args.sampler is not None and args.sampler not in _available_samplers():
+        if (args.command in ("sample", "evaluate") and args.sampler is not None
+                and args.sampler not in _available_samplers()):
             raise UserError(f"sampler '{args.sampler}' is not available yet")
         return args.func(args, extra)
     except UserError as e:

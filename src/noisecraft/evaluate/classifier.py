@@ -169,7 +169,7 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
 
     from noisecraft.data import load_dataset, to_model_range
 
-    data_cfg = DataConfig(dataset=data_cfg) if isinstance(data_cfg, str) else data_cfg
+    data_cfg = canonical_data(data_cfg)
     cfg = cfg or ClassifierConfig()
     train = load_dataset(data_cfg, "train")
     val = load_dataset(data_cfg, "val")
@@ -218,6 +218,15 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
 
 
 # ---------------------------------------------------------------- cache
+
+
+def canonical_data(data_cfg: DataConfig | str) -> DataConfig:
+    """The dataset variant a classifier is for: name, location, size and flips. The split is always the default
+    one, so a diffusion run's own `val_size` does not change (or leak into) the judge's training set."""
+    if isinstance(data_cfg, str):
+        return DataConfig(dataset=data_cfg)
+    return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=data_cfg.image_size,
+                      hflip=data_cfg.hflip)
 
 
 def dataset_key(data_cfg: DataConfig) -> str:
@@ -279,7 +288,7 @@ def get_classifier(data_cfg: DataConfig | str = "digits", *, device: torch.devic
                    train_if_missing: bool = True, retrain: bool = False, progress: bool = False,
                    cfg: ClassifierConfig | None = None) -> Classifier:
     """The cached classifier for a dataset, training (and caching) it on first use."""
-    data_cfg = DataConfig(dataset=data_cfg) if isinstance(data_cfg, str) else data_cfg
+    data_cfg = canonical_data(data_cfg)
     path = classifier_path(data_cfg)
     if path.is_file() and not retrain:
         clf = load_classifier_file(path, device)
@@ -307,3 +316,46 @@ def classifier_accuracy(images_uint8: torch.Tensor, labels: torch.Tensor, datase
     if key not in _LOADED:
         _LOADED[key] = get_classifier(data_cfg, device=device)
     return _LOADED[key].accuracy(images_uint8, labels)
+
+
+# ---------------------------------------------------------------- reference features of the real data
+
+
+def fingerprint(net: nn.Module) -> str:
+    """Hash of the weights: ties cached reference features to the exact classifier that made them."""
+    h = hashlib.sha1()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str, torch.Tensor]:
+    """Classifier features of the real train and held-out splits, computed once and cached next to the
+    classifier (safetensors). Keys: train_features, val_features, val_logits, val_labels, train_labels."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from noisecraft.checkpoint import atomic_write_bytes
+    from noisecraft.data import load_dataset
+
+    data_cfg = canonical_data(data_cfg)
+    path = classifier_path(data_cfg).with_suffix(".reference.safetensors")
+    fp = fingerprint(clf.net)
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt") as f:
+                if (f.metadata() or {}).get("classifier") == fp:
+                    return load_file(str(path))
+        except Exception:  # unreadable cache: recompute
+            pass
+    train, val = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "val")
+    ref = {"train_features": clf.features(train.images), "train_labels": train.labels}
+    ref["val_logits"], ref["val_features"] = clf.predict(val.images)
+    ref["val_labels"] = val.labels
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in ref.items()}, metadata={"classifier": fp}))
+    except OSError:  # a read-only cache only costs recomputation
+        pass
+    return ref

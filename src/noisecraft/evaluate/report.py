@@ -1,0 +1,313 @@
+"""The whole evaluation of a checkpoint: sample N images, compute metrics, write report.json / report.md / grids.
+
+Metrics come in two families:
+
+* offline (no download): the dataset's small classifier (see `classifier.py`) gives class-conditional accuracy,
+  a Fréchet distance in its feature space ("FD-clf") and improved precision/recall. The same numbers for the
+  real held-out split against the training split are the scale: "what perfect looks like".
+* standard: FID, KID and IS on Inception-v3 features (torch-fidelity conventions), when its weights are here.
+
+Pitfalls avoided on purpose: sample counts are reported next to every number (FD is biased upwards for small
+N, so the generated set is also scored at the held-out set's size, like for like); every image's noise depends
+only on its index, and features are per image, so nothing depends on the batch size; the sampler defaults to
+the checkpoint's fast one (DDIM, 50 steps), not 1,000 ancestral steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from noisecraft.config import DataConfig
+from noisecraft.errors import UserError
+from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
+from noisecraft.evaluate.prdc import precision_recall
+
+REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
+
+
+@dataclass
+class EvalOptions:
+    n: int = 2000
+    sampler: str | None = None  # None: the checkpoint's sample.sampler
+    steps: int | None = None  # None: the checkpoint's sample.steps
+    guidance: float | None = None  # None: the checkpoint's sample.guidance
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "auto"
+    inception: bool = True  # try FID/KID/IS (skipped with a message when the weights are not here)
+    inception_weights: str | None = None
+    inception_batch_size: int = 64
+    classifier: bool = True  # offline metrics (trains the dataset's classifier on first use)
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- offline metrics
+
+
+def _subset(x: torch.Tensor, n: int, seed: int = REF_SEED) -> torch.Tensor:
+    if len(x) <= n:
+        return x
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def feature_metrics(features: torch.Tensor, reference: torch.Tensor, k: int = 3) -> dict:
+    """Fréchet distance (vs all of `reference`) and improved precision/recall (vs a reference subset of the
+    same size, as in Kynkäänniemi et al., whose k-NN radii depend on the set size)."""
+    fd = frechet_distance_stats(gaussian_stats(features), gaussian_stats(reference))
+    pr = precision_recall(_subset(reference, len(features)), features, k=k)
+    return {"fd": fd, "precision": pr["precision"], "recall": pr["recall"], "n": len(features)}
+
+
+def classifier_metrics(images: torch.Tensor, labels: torch.Tensor | None, data_cfg: DataConfig,
+                       device: torch.device | str = "cpu", progress: bool = False,
+                       perfect: bool = True) -> dict:
+    """Offline metrics of uint8 `images` (generated for `labels`, or None for an unconditional model).
+
+    Returns {"classifier": {...}, "generated": {...}, "generated_at_heldout_n": {...}, "real_heldout": {...}}:
+    the last is the real held-out split scored the same way (the ceiling), the one before the generated set
+    cut to the held-out size so the two compare like for like."""
+    from noisecraft.evaluate.classifier import get_classifier, reference_features
+
+    clf = get_classifier(data_cfg, device=device, progress=progress)
+    ref = reference_features(clf, data_cfg)
+    logits, feats = clf.predict(images)
+    pred = logits.argmax(1)
+    k = clf.meta["num_classes"]
+    out = {"classifier": {"heldout_accuracy": clf.heldout_accuracy, "dataset": clf.meta["data_key"],
+                          "train_size": clf.meta["train_size"], "heldout_size": clf.meta["heldout_size"],
+                          "path": clf.meta.get("path")}}
+
+    def row(p, f, y):
+        r = feature_metrics(f, ref["train_features"])
+        if y is not None:
+            r["class_accuracy"] = (p == y.cpu()).float().mean().item()
+        counts = torch.bincount(p, minlength=k).double()
+        share = counts / counts.sum()
+        # Entropy of the predicted-class histogram over its maximum log K: 1 = every class equally often.
+        r["class_balance"] = abs(float((share[share > 0] * share[share > 0].log()).sum() / math.log(k)))
+        return r
+
+    out["generated"] = row(pred, feats, labels)
+    out["generated"]["predicted_class_counts"] = torch.bincount(pred, minlength=k).tolist()
+    if perfect:
+        n_val = len(ref["val_features"])
+        if len(images) > n_val:
+            out["generated_at_heldout_n"] = row(pred[:n_val], feats[:n_val], None if labels is None else labels[:n_val])
+        val_labels = ref["val_labels"] if labels is not None else None
+        out["real_heldout"] = row(ref["val_logits"].argmax(1), ref["val_features"], val_labels)
+    return out
+
+
+# ---------------------------------------------------------------- Inception metrics
+
+
+def inception_reference(net, data_cfg: DataConfig, weights_id: str, batch_size: int, device, progress: bool) -> dict:
+    """Inception statistics of the real training split (mu, sigma), a 5,000-image feature subset for KID, and
+    the held-out split's features; computed once and cached under $NOISECRAFT_CACHE/inception/."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from noisecraft.checkpoint import atomic_write_bytes
+    from noisecraft.data import load_dataset
+    from noisecraft.evaluate.classifier import cache_dir, dataset_key
+    from noisecraft.evaluate.frechet import GaussianStats
+    from noisecraft.evaluate.inception import inception_features
+
+    path = cache_dir() / "inception" / f"{dataset_key(data_cfg)}.safetensors"
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt") as f:
+                ok = (f.metadata() or {}).get("weights") == weights_id
+            if ok:
+                t = load_file(str(path))
+                stats = GaussianStats.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("train.")})
+                return {"train": stats, "train_kid": t["train_kid"], "val_pool": t["val_pool"]}
+        except Exception:
+            pass
+    train, val = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "val")
+    f_train = inception_features(net, train.images, batch_size, device, progress)["pool"]
+    f_val = inception_features(net, val.images, batch_size, device, progress)["pool"]
+    stats = gaussian_stats(f_train)
+    ref = {"train": stats, "train_kid": _subset(f_train, 5000).float(), "val_pool": f_val.float()}
+    tensors = {f"train.{k}": v for k, v in stats.to_tensors().items()}
+    tensors.update(train_kid=ref["train_kid"], val_pool=ref["val_pool"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"weights": weights_id})
+        atomic_write_bytes(path, blob)
+    except OSError:
+        pass
+    return ref
+
+
+def inception_metrics(images: torch.Tensor, data_cfg: DataConfig, weights: str | None, batch_size: int = 64,
+                      device="cpu", progress: bool = False) -> dict:
+    """FID, KID and IS of the generated images vs the real training split, plus the same for the held-out split
+    (the scale). Raises InceptionUnavailable when the weights are not here."""
+    from noisecraft.evaluate.inception import build_inception, find_weights, inception_features
+
+    wpath = find_weights(weights)
+    net = build_inception(wpath, device)
+    st = wpath.stat()
+    weights_id = f"{wpath.name}:{st.st_size}"
+    ref = inception_reference(net, data_cfg, weights_id, batch_size, device, progress)
+    gen = inception_features(net, images, batch_size, device, progress)
+    out = {"weights": str(wpath), "weights_id": weights_id}
+    for name, pool, logits in (("generated", gen["pool"], gen["logits"]), ("real_heldout", ref["val_pool"], None)):
+        r = {"fid": frechet_distance_stats(gaussian_stats(pool), ref["train"]), "n": len(pool)}
+        kid = kernel_distance(pool, ref["train_kid"])
+        r.update(kid_mean=kid["mean"], kid_std=kid["std"], kid_subset_size=kid["subset_size"])
+        if logits is not None and len(logits) >= 10:
+            isc = inception_score(logits)
+            r.update(is_mean=isc["mean"], is_std=isc["std"])
+        out[name] = r
+    return out
+
+
+# ---------------------------------------------------------------- the whole evaluation
+
+
+def class_grid_order(labels: torch.Tensor | None, n: int, num_classes: int, per_class: int = 10) -> torch.Tensor:
+    """Indices for a sample grid: one row per class (its first `per_class` samples), or the first 100."""
+    if labels is None or num_classes == 0:
+        return torch.arange(min(n, 100))
+    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)])
+
+
+def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
+                        opts: EvalOptions | None = None) -> dict:
+    """Evaluate a run directory or checkpoint file; writes report.json, report.md, samples.png, real.png."""
+    from noisecraft.conditioning import sample_labels
+    from noisecraft.data import load_dataset
+    from noisecraft.evaluate.inception import InceptionUnavailable
+    from noisecraft.generate import generate, load_model, pick_device
+    from noisecraft.viz import save_grid
+
+    opts = opts or EvalOptions()
+    if opts.n < 2:
+        raise UserError(f"--n must be at least 2 (metrics need a sample covariance), got {opts.n}")
+    if opts.steps is not None and opts.steps <= 0:
+        raise UserError(f"--steps must be > 0, got {opts.steps}")
+    device = pick_device(opts.device)
+    loaded = load_model(checkpoint, device)
+    cfg = loaded.config
+    ckpt_path = Path(loaded.meta["path"])
+    out = Path(out) if out is not None else ckpt_path.parent.parent / "eval"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
+
+    sampler = opts.sampler or cfg.sample.sampler
+    steps = opts.steps or cfg.sample.steps
+    guidance = cfg.sample.guidance if opts.guidance is None else opts.guidance
+    k = loaded.num_classes
+    labels = sample_labels(opts.n, k)  # class-balanced: i % K
+    shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
+
+    t0 = time.perf_counter()
+    images = generate(loaded.denoiser, n=opts.n, labels=labels, num_classes=k, shape=shape, sampler=sampler,
+                      steps=steps, guidance=guidance, seed=opts.seed, batch_size=opts.batch_size,
+                      clip_x0=cfg.sample.clip_x0, device=device, progress=opts.progress)
+    t_sample = time.perf_counter() - t0
+
+    report = {
+        "checkpoint": str(ckpt_path), "step": loaded.meta["step"], "dataset": cfg.data.dataset,
+        "sampling": {"n": opts.n, "sampler": sampler, "steps": steps, "guidance": guidance, "seed": opts.seed,
+                     "class_balanced": labels is not None},
+        "timing": {"sampling_s": round(t_sample, 2), "samples_per_s": round(opts.n / t_sample, 2)},
+    }
+
+    t1 = time.perf_counter()
+    if opts.classifier:
+        try:
+            report["offline"] = classifier_metrics(images, labels, cfg.data, device, opts.progress)
+        except UserError as e:
+            report["offline"] = {"skipped": str(e)}
+            warnings.warn(f"offline metrics skipped: {e}", stacklevel=2)
+    report["timing"]["offline_metrics_s"] = round(time.perf_counter() - t1, 2)
+
+    t2 = time.perf_counter()
+    if opts.inception:
+        try:
+            report["inception"] = inception_metrics(images, cfg.data, opts.inception_weights,
+                                                    opts.inception_batch_size, device, opts.progress)
+        except InceptionUnavailable as e:
+            report["inception"] = {"skipped": str(e)}
+            print(str(e), file=sys.stderr)
+    report["timing"]["inception_metrics_s"] = round(time.perf_counter() - t2, 2)
+    report["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
+
+    save_grid(images[class_grid_order(labels, len(images), k)], out / "samples.png", nrow=10)
+    try:
+        real = load_dataset(cfg.data, "val")
+        save_grid(real.images[class_grid_order(real.labels if k else None, len(real), k)], out / "real.png", nrow=10)
+    except UserError:
+        pass
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report, has_real=(out / "real.png").is_file()))
+    report["out"] = str(out)
+    return report
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+    return str(x)
+
+
+def render_markdown(report: dict, has_real: bool = True) -> str:
+    s = report["sampling"]
+    lines = [
+        f"# Evaluation of `{report['checkpoint']}` (step {report['step']})", "",
+        f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance w = {s['guidance']}, seed {s['seed']}"
+        f"{', class-balanced' if s['class_balanced'] else ''}. Sampling took {report['timing']['sampling_s']} s "
+        f"({report['timing']['samples_per_s']} samples/s); total {report['timing']['total_s']} s.", "",
+    ]
+    off = report.get("offline", {})
+    lines += ["## Offline metrics (dataset classifier, no download)", ""]
+    if "skipped" in off:
+        lines += [f"Skipped: {off['skipped']}", ""]
+    elif off:
+        c = off["classifier"]
+        lines += [f"Judge: a small CNN trained on the {c['train_size']} training images of `{c['dataset']}`; its own "
+                  f"accuracy on the {c['heldout_size']} held-out images is **{c['heldout_accuracy']:.2%}**. "
+                  "FD-clf is the Fréchet distance to the training set in its 128-d feature space (lower is better); "
+                  "precision/recall are Kynkäänniemi et al. (2019), k = 3. Compare the generated rows with the "
+                  "real held-out row: that is what perfect looks like at that sample size.", "",
+                  "| set | n | class accuracy | FD-clf | precision | recall | class balance |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        names = {"generated": "generated", "generated_at_heldout_n": "generated (held-out size)",
+                 "real_heldout": "**real held-out (perfect)**"}
+        for key, label in names.items():
+            if key in off:
+                r = off[key]
+                lines.append(f"| {label} | {r['n']} | {_fmt(r.get('class_accuracy'))} | {_fmt(r['fd'])} | "
+                             f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['class_balance'])} |")
+        lines.append("")
+    inc = report.get("inception", {})
+    lines += ["## Inception metrics (FID, KID, IS; torch-fidelity conventions)", ""]
+    if "skipped" in inc:
+        lines += [inc["skipped"], ""]
+    elif inc:
+        lines += ["| set | n | FID | KID (x1e3) | IS |", "| --- | ---: | ---: | ---: | ---: |"]
+        for key, label in (("generated", "generated"), ("real_heldout", "**real held-out (perfect)**")):
+            r = inc[key]
+            is_ = f"{r['is_mean']:.2f} ± {r['is_std']:.2f}" if "is_mean" in r else "–"
+            lines.append(f"| {label} | {r['n']} | {r['fid']:.2f} | {1e3 * r['kid_mean']:.2f} ± "
+                         f"{1e3 * r['kid_std']:.2f} | {is_} |")
+        lines += ["", "FID is biased upwards for small n: compare numbers only at equal n (papers use 50,000).", ""]
+    lines += ["## Samples", "", "![samples](samples.png)", ""]
+    if has_real:
+        lines += ["Real held-out images for comparison:", "", "![real](real.png)", ""]
+    return "\n".join(lines)
+
