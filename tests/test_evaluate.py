@@ -321,6 +321,25 @@ def test_evaluate_writes_report_with_offline_metrics_and_perfect_row(cli, tiny_r
     assert again["generated"] == pytest.approx(off["generated"])
 
 
+def test_training_time_metrics_are_logged_plotted_and_pick_best(cli, tiny_run, tmp_path):
+    from conftest import TINY
+
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--out", out, "--steps", "4", "--no-progress", *TINY, "--train.final_figures=false",
+                       "--train.eval_every=2", "--train.eval_n=20", "--train.eval_steps=2",
+                       "--train.best_metric=fd_clf")
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "fd_clf" in r]
+    assert [r["step"] for r in evals] == [2, 4] and all(r["eval_n"] == 20 and "class_accuracy" in r for r in evals)
+    assert (out / "metrics.png").is_file()
+    best = json.loads((out / "checkpoints" / "best.json").read_text())
+    assert best["best_score"] == min(r["fd_clf"] for r in evals)
+    assert best["step"] == min(evals, key=lambda r: r["fd_clf"])["step"]
+    code, _, err = cli("train", "--out", tmp_path / "bad", "--train.best_metric=recall")
+    assert code == 2 and "needs train.eval_every > 0" in err
+
+
 def test_evaluate_user_errors(cli, tiny_run, tmp_path):
     code, _, err = cli("evaluate", "--checkpoint", tmp_path / "missing")
     assert code == 2 and "checkpoint not found" in err

@@ -86,6 +86,10 @@ class TrainConfig:
     final_figures: bool = True  # loss.png, samples/final.png and the process figures when training ends
     channels_last: bool | None = None  # NHWC activations; None = auto: on for CUDA, off on CPU (slower there)
     num_threads: int = 0  # CPU intra-op threads; 0 = auto (OMP_NUM_THREADS, else cores / processes per machine)
+    eval_every: int = 0  # offline metrics (classifier judge) every N steps; 0 = off
+    eval_n: int = 500  # samples per evaluation during training
+    eval_steps: int = 20  # DDIM steps for those samples
+    best_metric: str = "val_loss"  # what picks `best`: val_loss | fd_clf | class_accuracy | precision | recall
     device: str = "auto"
 
 
@@ -148,6 +152,12 @@ class Config:
         _choice("diffusion.loss_weighting", self.diffusion.loss_weighting, ("none", "min-snr"))
         _choice("sample.sampler", self.sample.sampler, SAMPLERS)
         _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))
+        _choice("train.best_metric", self.train.best_metric,
+                ("val_loss", "fd_clf", "class_accuracy", "precision", "recall"))
+        if self.train.best_metric != "val_loss" and self.train.eval_every <= 0:
+            raise UserError(f"train.best_metric={self.train.best_metric} needs train.eval_every > 0")
+        if self.train.eval_every < 0 or self.train.eval_n < 2 or self.train.eval_steps <= 0:
+            raise UserError("train.eval_every must be >= 0, train.eval_n >= 2 and train.eval_steps > 0")
         _choice("model.arch", self.model.arch, ("unet",))
         _positive("train.steps", self.train.steps)
         _positive("train.batch_size", self.train.batch_size)

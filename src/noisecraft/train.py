@@ -280,6 +280,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
                             rank=dist_info.rank, world_size=dist_info.world_size)
     n_params = count_parameters(net)
     extra = {"class_names": train_data.class_names, "params": n_params}
+    if meta is not None and meta.get("best_score") is not None:  # best by train.best_metric, across resumes
+        extra["best_score"] = meta["best_score"]
 
     last_good = f"{paths.last} (step {start_step})" if meta is not None else "none was written"
 
@@ -372,6 +374,13 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
             log.flush()
             if val < best_val:
                 best_val = val
+                if tc.best_metric == "val_loss":
+                    checkpoint(paths.best, done, val)
+        if main and tc.eval_every and (done % tc.eval_every == 0 or done == tc.steps):
+            # Offline metrics of a few fast samples (noisecraft.evaluate.during_training); may pick `best`.
+            from noisecraft.evaluate.during_training import eval_step
+
+            if eval_step(ema, cfg, device, done, log, paths.root, extra):
                 checkpoint(paths.best, done, val)
         if main and (done % tc.ckpt_every == 0 or done == tc.steps):
             checkpoint(paths.last, done, val)
