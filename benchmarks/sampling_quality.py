@@ -21,25 +21,12 @@ from pathlib import Path
 import torch
 
 from noisecraft.conditioning import sample_labels
-from noisecraft.data import load_dataset
 from noisecraft.generate import generate, load_model, pick_device
 from noisecraft.samplers import network_calls
 
 ROWS = [("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpmpp-2m", 10),
         ("dpmpp-2m", 20), ("heun", 18)]
 GUIDANCE_SWEEP = [0.0, 1.0, 2.0, 4.0]
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussian fits of features (N, D), in
-    float64; tr((S_a S_b)^(1/2)) as the sum of square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2)."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
-    w, v = torch.linalg.eigh(s_a)
-    root_a = (v * w.clamp_min(0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross)
 
 
 def parse_rows(text: str) -> list[tuple[str, int]]:
@@ -66,21 +53,29 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
-    from noisecraft.evaluate import get_classifier
+    from noisecraft.evaluate.classifier import get_classifier, reference_features
+    from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats
 
     device = pick_device(args.device)
     loaded = load_model(args.checkpoint, device)
     cfg = loaded.config
     guidance = cfg.sample.guidance if args.guidance is None else args.guidance
     clf = get_classifier(cfg.data, device=device)
-    real = load_dataset(cfg.data, "train").images
-    real_features = clf.features(real)
+    ref = reference_features(clf, cfg.data)
+    real_stats = gaussian_stats(ref["train_features"])
+    # The floor: real held-out images scored the same way, at the same N where the split is large enough.
+    n_floor = min(args.n, len(ref["val_features"]))
+    floor = {"n": n_floor, "frechet": round(frechet_distance_stats(gaussian_stats(ref["val_features"][:n_floor]),
+                                                                     real_stats), 3),
+             "accuracy": round((ref["val_logits"][:n_floor].argmax(1) == ref["val_labels"][:n_floor]).float()
+                               .mean().item(), 4)}
     labels = sample_labels(args.n, loaded.num_classes)
     shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
     print(f"checkpoint {loaded.meta['path']} (step {loaded.meta['step']}), {cfg.diffusion.prediction}-prediction "
           f"{cfg.diffusion.schedule} schedule; N = {args.n}; device {device}, {torch.get_num_threads()} threads; "
           f"judge: {cfg.data.dataset} classifier, held-out accuracy {clf.heldout_accuracy:.4f}; "
-          f"reference: {len(real)} real training images", flush=True)
+          f"reference: {len(ref['train_features'])} real training images; real held-out images at N = {n_floor}: "
+          f"accuracy {floor['accuracy']:.4f}, FD {floor['frechet']:.3f}", flush=True)
 
     def run(sampler: str, steps: int, w: float) -> dict:
         t0 = time.perf_counter()
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"sampler": sampler, "steps": steps, "nfe": network_calls(sampler, steps), "guidance": w,
                "wall_s": round(wall, 3), "images_per_s": round(args.n / wall, 3),
                "accuracy": round(clf.accuracy(images, labels) if labels is not None else float("nan"), 4),
-               "frechet": round(frechet_distance(clf.features(images), real_features), 3)}
+               "frechet": round(frechet_distance_stats(gaussian_stats(clf.features(images)), real_stats), 3)}
         print(f"  {sampler:9s} {steps:5d} steps {row['nfe']:5d} NFE  w={w:g}  {wall:8.1f} s  "
               f"{row['images_per_s']:8.2f} img/s  acc {row['accuracy']:.4f}  FD {row['frechet']:.3f}", flush=True)
         return row
@@ -121,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
               "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
               "guidance": guidance, "classifier_heldout_accuracy": clf.heldout_accuracy,
-              "reference_images": len(real), "rows": rows, "guidance_sweep": sweep, "vs_ddpm_1000": speedups}
+              "reference_images": len(ref["train_features"]), "real_heldout": floor, "rows": rows, "guidance_sweep": sweep, "vs_ddpm_1000": speedups}
     print_table(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +132,8 @@ def print_table(result: dict) -> None:
     for r in result["rows"] + result["guidance_sweep"]:
         print(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['guidance']:g} | {r['wall_s']:.1f} | "
               f"{r['images_per_s']:.2f} | {r['accuracy']:.4f} | {r['frechet']:.3f} |")
+    f = result["real_heldout"]
+    print(f"| real held-out images (N = {f['n']}) | | | | | | {f['accuracy']:.4f} | {f['frechet']:.3f} |")
     for k, v in result["vs_ddpm_1000"].items():
         print(f"{k}: {v['speedup']:.1f}x faster, accuracy {v['accuracy_difference_points']:+.2f} points")
 
