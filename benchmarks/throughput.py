@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -188,6 +189,7 @@ def main() -> None:
     med = statistics.median
     result = {
         "machine": {"device": str(device), "cpu": platform.processor() or platform.machine(),
+                    "load_average_1_5_15": list(os.getloadavg()),  # other processes sharing the cores
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "setup": {"preset": "digits", "image": [data.channels, data.image_size, data.image_size], "batch": batch,
