@@ -39,7 +39,7 @@ from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.diffusion import Denoiser, diffusion_loss  # noqa: E402
 from noisecraft.generate import generate  # noqa: E402
 from noisecraft.models import build_model, count_parameters  # noqa: E402
-from noisecraft.train import train, use_bf16  # noqa: E402
+from noisecraft.train import autocast_ctx, train  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -162,7 +162,7 @@ def main() -> None:
     batch = cfg.train.batch_size
     ours_params = count_parameters(build_model(cfg.model))
     ref_params = sum(p.numel() for p in reference_unet(data.image_size, data.channels, data.num_classes).parameters())
-    default_precision = "bf16" if use_bf16(device, "auto") else "fp32"
+    default_precision = "bf16" if isinstance(autocast_ctx(device, "auto"), torch.autocast) else "fp32"
 
     print(f"peak: timing dense matmuls on {device} ...", file=sys.stderr)
     peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}

@@ -28,6 +28,8 @@ class DataConfig:
     image_size: int | None = None  # resize to this square size; None keeps the native size
     hflip: bool = False  # random horizontal flip (on for CIFAR-10, off for digits)
     val_size: int = 500  # held-out images used for the validation loss
+    max_memory_mb: int = 200  # a train split larger than this as uint8 (image folders only) streams from disk
+    num_workers: int = 4  # DataLoader worker processes decoding a streamed folder
 
 
 @dataclass

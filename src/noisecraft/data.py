@@ -142,6 +142,36 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageData:
     unconditional one. Unreadable files are skipped with a counted warning."""
     from PIL import Image
 
+    root, files, class_names = _folder_listing(cfg)
+    idx = _held_out(len(files), cfg.val_size, split)
+    if len(idx) == 0:
+        raise UserError(f"{root} holds {len(files)} image(s): too few for a {split} split (the held-out split "
+                        f"takes 1 image in 5: use at least 5 images)")
+    pil, labels, bad = [], [], []
+    for i in idx:
+        path, label = files[i]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                pil.append(_to_8bit(im))
+            labels.append(label)
+        except Exception as e:  # noqa: BLE001 - any decoder failure (truncated, corrupt, decompression bomb)
+            bad.append((path, e))
+    _warn_skipped(bad, split, root)
+    if not pil:
+        raise UserError(f"none of the images in {root} could be read")
+
+    mode = _folder_mode(im.mode for im in pil)
+    size = _folder_size(cfg, {im.size for im in pil}, root)
+    arrays = [np.asarray(_square(im.convert(mode), size), dtype=np.uint8) for im in pil]
+    images = torch.from_numpy(np.stack(arrays))
+    images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
+    label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
+    return ImageData(images, label_t, class_names, "folder")
+
+
+def _folder_listing(cfg: DataConfig) -> tuple[Path, list[tuple[Path, int]], list[str]]:
+    """(root, [(file, class index)], class names) of an image folder."""
     if cfg.data_root is None:
         raise UserError("dataset 'folder' needs --data-root PATH (a folder of images)")
     root = Path(cfg.data_root)
@@ -157,46 +187,101 @@ def _load_folder(cfg: DataConfig, split: str) -> ImageData:
     if not files:
         raise UserError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {root}")
     if len(class_names) == 1:
-        warnings.warn(f"{root} holds one class folder ('{class_names[0]}'): training unconditionally", stacklevel=2)
+        warnings.warn(f"{root} holds one class folder ('{class_names[0]}'): training unconditionally", stacklevel=3)
         class_names = []
+    return root, files, class_names
 
-    idx = _held_out(len(files), cfg.val_size, split)
-    if len(idx) == 0:
-        raise UserError(f"{root} holds {len(files)} image(s): too few for a {split} split (the held-out split "
-                        f"takes 1 image in 5: use at least 5 images)")
-    pil, labels, bad = [], [], []
-    for i in idx:
-        path, label = files[i]
-        try:
-            with Image.open(path) as im:
-                im.load()
-                pil.append(_to_8bit(im))
-            labels.append(label)
-        except Exception as e:  # noqa: BLE001 - any decoder failure (truncated, corrupt, decompression bomb)
-            bad.append((path, e))
+
+def _warn_skipped(bad: list, split: str, root: Path) -> None:
     if bad:
         first = ", ".join(str(b) for b, _ in bad[:3])
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of the {split} split in {root} ({type(bad[0][1]).__name__}: "
-                      f"{bad[0][1]}), first: {first}", stacklevel=2)
-    if not pil:
-        raise UserError(f"none of the images in {root} could be read")
+                      f"{bad[0][1]}), first: {first}", stacklevel=3)
 
-    # Grayscale only when every image is; anything else (RGBA, palette, CMYK) becomes RGB.
-    mode = "L" if all(im.mode in ("L", "LA", "1") for im in pil) else "RGB"
-    sizes = {im.size for im in pil}
-    size = cfg.image_size
-    if size is None:
-        if len(sizes) > 1:
-            raise UserError(f"images in {root} have different sizes ({len(sizes)} distinct); pass --image-size N to resize")
-        w, h = next(iter(sizes))
-        if w != h:
-            raise UserError(f"images in {root} are {w}x{h}, not square; pass --image-size N to resize and crop")
-        size = w
-    arrays = [np.asarray(_square(im.convert(mode), size), dtype=np.uint8) for im in pil]
-    images = torch.from_numpy(np.stack(arrays))
-    images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
-    label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
-    return ImageData(images, label_t, class_names, "folder")
+
+def _folder_mode(modes) -> str:
+    # Grayscale only when every image is (16/32-bit grayscale counts); anything else (RGBA, palette, CMYK) is RGB.
+    return "L" if all(m in ("L", "LA", "1") or m.startswith("I") for m in modes) else "RGB"
+
+
+def _folder_size(cfg: DataConfig, sizes: set[tuple[int, int]], root: Path) -> int:
+    if cfg.image_size is not None:
+        return cfg.image_size
+    if len(sizes) > 1:
+        raise UserError(f"images in {root} have different sizes ({len(sizes)} distinct); pass --image-size N to resize")
+    w, h = next(iter(sizes))
+    if w != h:
+        raise UserError(f"images in {root} are {w}x{h}, not square; pass --image-size N to resize and crop")
+    return w
+
+
+class FolderStream(torch.utils.data.Dataset):
+    """The train split of an image folder too large to hold in memory: decoded, converted and squared per item
+    (in DataLoader workers, see `StreamBatcher`), with the same mode/size rules as the in-memory loader."""
+
+    name = "folder"
+
+    def __init__(self, cfg: DataConfig, split: str = "train"):
+        from PIL import Image
+
+        root, files, self.class_names = _folder_listing(cfg)
+        idx = _held_out(len(files), cfg.val_size, split)
+        self.files, self.labels, modes, sizes, bad = [], [], set(), set(), []
+        for i in idx:  # headers only: Image.open does not decode the pixels
+            path, label = files[i]
+            try:
+                with Image.open(path) as im:
+                    modes.add(im.mode)
+                    sizes.add(im.size)
+            except Exception as e:  # noqa: BLE001
+                bad.append((path, e))
+                continue
+            self.files.append(path)
+            self.labels.append(label)
+        _warn_skipped(bad, split, root)
+        if not self.files:
+            raise UserError(f"none of the images in {root} could be read")
+        self.mode = _folder_mode(modes)
+        self.size = _folder_size(cfg, sizes, root)
+
+    channels = property(lambda self: 1 if self.mode == "L" else 3)
+    image_size = property(lambda self: self.size)
+    num_classes = property(lambda self: len(self.class_names))
+    nbytes = property(lambda self: len(self) * self.channels * self.size**2)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as im:
+                im.load()
+                a = np.asarray(_square(_to_8bit(im).convert(self.mode), self.size), dtype=np.uint8)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot decode {self.files[i]}: {e}") from None
+        x = torch.from_numpy(a.copy())
+        return (x.unsqueeze(0) if self.mode == "L" else x.permute(2, 0, 1)), self.labels[i]
+
+
+def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
+    """The train split: in memory (`ImageData`) when it fits in `cfg.max_memory_mb` as uint8, which every
+    built-in dataset does; an image folder larger than that streams from disk (`FolderStream`)."""
+    if cfg.dataset == "folder":
+        stream = FolderStream(cfg, "train")
+        if stream.nbytes > cfg.max_memory_mb * 2**20:
+            return stream
+    return load_dataset(cfg, "train")
+
+
+def make_batcher(data: "ImageData | FolderStream", batch_size: int, device: torch.device, *, hflip: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
+    """`DeviceBatcher` for in-memory data, `StreamBatcher` for a stream; both give the same batches."""
+    if isinstance(data, FolderStream):
+        return StreamBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size,
+                             num_workers=num_workers)
+    return DeviceBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size)
 
 
 def _to_8bit(im):
@@ -252,18 +337,19 @@ class DeviceBatcher:
         self.labels = data.labels.to(device) if data.labels is not None else None
         self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
         self.rank, self.world_size = rank, world_size
+        self.num_items, self.index_device = len(data), device
         self._perm_epoch, self._perm = -1, None
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(len(self.images), generator=g).to(self.device)
+            self._perm = torch.randperm(self.num_items, generator=g).to(self.index_device)
             self._perm_epoch = epoch
         return self._perm
 
     def indices(self, step: int) -> torch.Tensor:
         """Dataset indices of this rank's share of global batch `step` (plain integer arithmetic: no sync)."""
-        n, local = len(self.images), self.batch_size // self.world_size
+        n, local = self.num_items, self.batch_size // self.world_size
         pos = step * self.batch_size + self.rank * local
         end, parts = pos + local, []
         while pos < end:
@@ -276,12 +362,47 @@ class DeviceBatcher:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns x (B, C, H, W) in [-1, 1] and labels (B,) or None."""
         idx = self.indices(step)
-        x = to_model_range(self.images[idx])
+        y = self.labels[idx] if self.labels is not None else None
+        return self._augment(to_model_range(self.images[idx]), step), y
+
+    def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if self.hflip:
             g = torch.Generator(self.device).manual_seed(self.seed * 7_919 + step)
             flip = torch.rand(self.batch_size, generator=g, device=self.device)
             local = self.batch_size // self.world_size
             flip = flip[self.rank * local:(self.rank + 1) * local] < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        y = self.labels[idx] if self.labels is not None else None
+        return x
+
+
+class StreamBatcher(DeviceBatcher):
+    """The same batches as `DeviceBatcher` (indices and flips from (seed, step)) for a dataset decoded from disk
+    by DataLoader workers; the uint8 batch goes to the device, where it is scaled and flipped."""
+
+    def __init__(self, data: FolderStream, batch_size: int, device: torch.device, hflip: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
+        if batch_size % world_size:
+            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self.data, self.num_workers = data, num_workers
+        self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_items, self.index_device = len(data), torch.device("cpu")
+        self._perm_epoch, self._perm = -1, None
+        self._next_step, self._it = None, None
+
+    def _steps_from(self, start: int):
+        step = start
+        while True:
+            yield self.indices(step).tolist()
+            step += 1
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if step != self._next_step:  # first call, or a jump (resume): restart the workers at `step`
+            self._it = iter(torch.utils.data.DataLoader(
+                self.data, batch_sampler=self._steps_from(step), num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=False))
+        images, labels = next(self._it)
+        self._next_step = step + 1
+        x = self._augment(to_model_range(images.to(self.device, non_blocking=True)), step)
+        y = labels.to(self.device, non_blocking=True) if self.data.num_classes else None
         return x, y

@@ -25,7 +25,7 @@ from noisecraft import distributed, faults
 from noisecraft.checkpoint import load_checkpoint, load_optimizer, load_state, save_checkpoint
 from noisecraft.conditioning import class_cond
 from noisecraft.config import Config
-from noisecraft.data import DeviceBatcher, ImageData, load_dataset, to_model_range, to_uint8
+from noisecraft.data import ImageData, load_dataset, load_train_data, make_batcher, to_model_range, to_uint8
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
 from noisecraft.errors import Interrupted, UserError
@@ -235,7 +235,7 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
     elif paths.last.is_file():
         raise UserError(f"{paths.root} already holds a run; pass --resume to continue it or choose another --out")
 
-    train_data = load_dataset(cfg.data, "train")
+    train_data = load_train_data(cfg.data)  # in memory, or a folder streamed by DataLoader workers
     val_data = load_dataset(cfg.data, "val")
     if meta is not None:  # the data must still give the images the checkpoint was trained on
         m, d = cfg.model, train_data
@@ -276,8 +276,8 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
         step_net = torch.compile(step_net)
     step_fn = denoiser if step_net is net else Denoiser(step_net, cfg.diffusion)
 
-    batcher = DeviceBatcher(train_data, tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
-                            rank=dist_info.rank, world_size=dist_info.world_size)
+    batcher = make_batcher(train_data, tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
+                           rank=dist_info.rank, world_size=dist_info.world_size, num_workers=cfg.data.num_workers)
     n_params = count_parameters(net)
     extra = {"class_names": train_data.class_names, "params": n_params}
     if meta is not None and meta.get("best_score") is not None:  # best by train.best_metric, across resumes
