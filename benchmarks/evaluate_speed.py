@@ -1,0 +1,102 @@
+"""How long `noisecraft evaluate` takes: 2,000 digit samples at 50 DDIM steps, plus all the metrics.
+
+    python benchmarks/evaluate_speed.py [--checkpoint runs/digits] [--n 2000] [--steps 50] [--device cpu]
+                                        [--out benchmarks/results]
+
+Runs the library function behind `noisecraft evaluate` (`evaluate_checkpoint`) on the quickstart checkpoint
+and prints samples/s of the sampling, the seconds of each phase and the total, against the issue's budget of
+5 minutes. The dataset classifier is loaded (or trained and cached) before the clock starts and its time is
+reported apart: it is a one-off per machine. With `--dry-run` and no checkpoint, it writes an untrained
+checkpoint of the digits preset (same network, so the same speed) and times that instead.
+Prints JSON and writes it to `--out/evaluate_speed.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+BUDGET_S = 300.0
+
+
+def untrained_digits_checkpoint(root: Path) -> Path:
+    """A digits-preset run of one optimizer step: the quickstart architecture, no training to speak of."""
+    from noisecraft.config import apply_overrides, preset
+    from noisecraft.train import train
+
+    cfg = apply_overrides(preset("digits"), {"train.steps": "1", "train.batch_size": "8", "train.val_every": "1",
+                                             "train.final_figures": "false", "data.val_size": "16"})
+    train(cfg, root / "run", progress=False)
+    return root / "run"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default="runs/digits")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dry-run", action="store_true", help="use an untrained digits-preset checkpoint if none exists")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+
+    from noisecraft.evaluate.classifier import get_classifier
+    from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
+    from noisecraft.generate import load_model
+
+    tmp = tempfile.TemporaryDirectory()
+    ckpt, trained = Path(args.checkpoint), True
+    if not ckpt.exists():
+        if not args.dry_run:
+            print(f"error: {ckpt} not found (train the quickstart first, or pass --dry-run)", file=sys.stderr)
+            return 2
+        ckpt, trained = untrained_digits_checkpoint(Path(tmp.name)), False
+
+    t0 = time.perf_counter()
+    clf = get_classifier(load_model(ckpt).config.data, device=args.device, progress=False)
+    classifier_s = time.perf_counter() - t0
+
+    opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
+                       device=args.device, progress=False)
+    t1 = time.perf_counter()
+    report = evaluate_checkpoint(ckpt, Path(tmp.name) / "eval", opts)
+    total = time.perf_counter() - t1
+
+    off = report.get("offline", {})
+    result = {
+        "benchmark": "evaluate_speed",
+        "checkpoint": report["checkpoint"], "trained_checkpoint": trained,
+        "n": args.n, "sampler": args.sampler, "steps": args.steps, "batch_size": args.batch_size,
+        "device": args.device, "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+        "samples_per_s": round(args.n / report["timing"]["sampling_s"], 2),
+        "sampling_s": report["timing"]["sampling_s"],
+        "offline_metrics_s": report["timing"]["offline_metrics_s"],
+        "inception_metrics_s": report["timing"]["inception_metrics_s"],
+        "inception": "skipped (no weights)" if "skipped" in report.get("inception", {}) else "computed",
+        "total_s": round(total, 2), "budget_s": BUDGET_S, "within_budget": total < BUDGET_S,
+        "classifier_load_or_train_s": round(classifier_s, 2),
+        "classifier_heldout_accuracy": clf.heldout_accuracy,
+        "class_accuracy": off.get("generated", {}).get("class_accuracy"),
+        "fd_clf": off.get("generated", {}).get("fd"),
+    }
+    print(f"evaluate: {args.n} samples, {args.sampler} {args.steps} steps: {result['samples_per_s']} samples/s, "
+          f"sampling {result['sampling_s']} s, metrics {result['offline_metrics_s']} s, total {result['total_s']} s "
+          f"(budget {BUDGET_S:.0f} s: {'OK' if result['within_budget'] else 'OVER'})")
+    print(json.dumps(result, indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluate_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
