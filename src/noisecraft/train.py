@@ -95,9 +95,24 @@ def lr_at(step: int, cfg) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
+def cpu_has_amx_bf16() -> bool:
+    """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where oneDNN runs bf16 convs ~1.4x faster."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """`auto` means bf16 autocast on GPUs and on AMX CPUs, fp32 elsewhere (weights stay fp32 in all cases)."""
+    if precision == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_bf16())
+    return precision == "bf16"
+
+
 def autocast_ctx(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
+    if use_bf16(device, precision):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
