@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
               "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
               "guidance": guidance, "classifier_heldout_accuracy": clf.heldout_accuracy,
-              "reference_images": len(ref["train_features"]), "real_heldout": floor, "rows": rows, "guidance_sweep": sweep, "vs_ddpm_1000": speedups}
+              "reference_images": len(ref["train_features"]), "real_heldout": floor,
+              "notes": "nfe = network calls per image; with guidance w != 0 each call evaluates the conditional "
+                       "and null halves in one batch of twice the size",
+              "rows": rows, "guidance_sweep": sweep, "vs_ddpm_1000": speedups}
     print_table(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
