@@ -269,8 +269,19 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
     """The train split: in memory (`ImageData`) when it fits in `cfg.max_memory_mb` as uint8, which every
     built-in dataset does; an image folder larger than that streams from disk (`FolderStream`)."""
     if cfg.dataset == "folder":
-        stream = FolderStream(cfg, "train")
-        if stream.nbytes > cfg.max_memory_mb * 2**20:
+        # The header scan warns about the same files the in-memory loader will: replay its warnings only when
+        # the stream is used (or the scan fails), so each skipped file is reported once.
+        with warnings.catch_warnings(record=True) as scan_warnings:
+            warnings.simplefilter("always")
+            try:
+                stream, error = FolderStream(cfg, "train"), None
+            except UserError as e:
+                stream, error = None, e
+        if error is not None or stream.nbytes > cfg.max_memory_mb * 2**20:
+            for w in scan_warnings:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if error is not None:
+                raise error
             return stream
     return load_dataset(cfg, "train")
 
