@@ -39,7 +39,8 @@ from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.diffusion import Denoiser, diffusion_loss  # noqa: E402
 from noisecraft.generate import generate  # noqa: E402
 from noisecraft.models import build_model, count_parameters  # noqa: E402
-from noisecraft.train import autocast_ctx, train  # noqa: E402
+from noisecraft.precision import autocast_ctx  # noqa: E402
+from noisecraft.train import train  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

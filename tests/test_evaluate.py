@@ -296,8 +296,10 @@ def test_evaluate_writes_report_with_offline_metrics_and_perfect_row(cli, tiny_r
     assert "FID/KID/IS skipped" in err and "--inception-weights" in err  # one line, and the rest still ran
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert json.loads(out)["offline"] == report["offline"]
+    from noisecraft.precision import use_bf16
+
     assert report["sampling"] == {"n": 30, "sampler": "ddim", "steps": 2, "guidance": 1.0, "seed": 0,
-                                  "class_balanced": True}
+                                  "precision": "bf16" if use_bf16("cpu", "auto") else "fp32", "class_balanced": True}
     off = report["offline"]
     assert off["classifier"]["heldout_accuracy"] == 0.1
     assert sum(off["generated"]["predicted_class_counts"]) == 30

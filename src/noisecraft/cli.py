@@ -93,7 +93,8 @@ def cmd_sample(args, extra) -> int:
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
                       sampler=args.sampler or cfg.sample.sampler, steps=args.steps or cfg.sample.steps,
                       guidance=cfg.sample.guidance if args.guidance is None else args.guidance, seed=args.seed,
-                      batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device, progress=True)
+                      batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device,
+                      precision=args.precision or cfg.sample.precision, progress=True)
     out = save_images(images, args.out)
     if labels is not None:
         (out / "labels.json").write_text(json.dumps(labels.tolist()) + "\n")
@@ -122,7 +123,7 @@ def cmd_evaluate(args, extra) -> int:
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
     opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                       batch_size=args.batch_size, device=args.device, inception=not args.no_inception,
+                       batch_size=args.batch_size, device=args.device, precision=args.precision, inception=not args.no_inception,
                        inception_weights=args.inception_weights, classifier=not args.no_classifier,
                        progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
@@ -178,6 +179,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
+                   "bf16 autocast on GPU and AMX CPUs)")
     s.add_argument("--out", required=True, help="output directory (one PNG per image + grid.png)")
     s.set_defaults(func=cmd_sample)
 
@@ -193,6 +197,9 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
+    e.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
+                   "bf16 autocast on GPU and AMX CPUs)")
     e.add_argument("--out", help="report directory (default: <run>/eval)")
     e.add_argument("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
                    "(or .safetensors); default: the torch hub cache")

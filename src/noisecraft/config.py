@@ -101,6 +101,7 @@ class SampleConfig:
     steps: int = 50
     guidance: float = 0.0  # classifier-free guidance weight w (Ho & Salimans 2022); 0 = off
     clip_x0: bool = True  # clamp x0 predictions to the data range [-1, 1] (pixel space)
+    precision: str = "auto"  # network evaluations: auto (bf16 autocast on GPU and AMX CPUs, else fp32) | fp32 | bf16
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Config:
         _choice("diffusion.prediction", self.diffusion.prediction, PREDICTIONS)
         _choice("diffusion.loss_weighting", self.diffusion.loss_weighting, ("none", "min-snr"))
         _choice("sample.sampler", self.sample.sampler, SAMPLERS)
+        _choice("sample.precision", self.sample.precision, ("auto", "fp32", "bf16"))
         _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))
         _choice("train.best_metric", self.train.best_metric,
                 ("val_loss", "fd_clf", "class_accuracy", "precision", "recall"))

@@ -14,6 +14,7 @@ from noisecraft.data import to_uint8
 from noisecraft.diffusion import Denoiser
 from noisecraft.errors import UserError
 from noisecraft.models import build_model
+from noisecraft.precision import autocast_ctx, use_bf16
 from noisecraft.samplers import PerImageNoise, cfg_denoiser, get_sampler, get_sigmas
 
 
@@ -51,19 +52,30 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", prefer: str
     return LoadedModel(denoiser, config, meta)
 
 
+def _with_precision(denoiser: Denoiser, device, precision: str):
+    if not use_bf16(device, precision):
+        return denoiser
+
+    def d(x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+        with autocast_ctx(device, precision):
+            return denoiser(x, sigma, cond).float()
+
+    return d
+
+
 @torch.no_grad()
 def generate(denoiser: Denoiser, *, n: int, labels: torch.Tensor | None, num_classes: int, shape: tuple[int, ...],
              sampler: str = "ddim", steps: int = 50, guidance: float = 0.0, seed: int = 0, batch_size: int = 256,
-             clip_x0: bool = True, device: torch.device | str = "cpu", progress: bool = False,
+             clip_x0: bool = True, device: torch.device | str = "cpu", precision: str = "auto", progress: bool = False,
              callback=None) -> torch.Tensor:
     """Draw n images as uint8 (n, C, H, W). Image i uses seed + i for all its noise, so it does not depend on
-    batch_size or n. `labels` (n,) picks classes; `guidance` is the classifier-free guidance weight w."""
+    batch_size or n. `labels` (n,) picks classes; `guidance` is the classifier-free guidance weight w.
+    `precision` applies to the network only (see `noisecraft.precision`); the sampler's state stays fp32."""
     fn = get_sampler(sampler)
     sigmas = get_sigmas(denoiser, sampler, steps).to(device)
+    d = _with_precision(denoiser, device, precision)
     if labels is not None and num_classes > 0 and guidance != 0:
-        d = cfg_denoiser(denoiser, guidance, null_cond(num_classes, device))
-    else:
-        d = denoiser
+        d = cfg_denoiser(d, guidance, null_cond(num_classes, device))
     if clip_x0:
         base = d
         d = lambda x, sigma, cond=None: base(x, sigma, cond).clamp_(-1, 1)  # noqa: E731

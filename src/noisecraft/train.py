@@ -5,7 +5,6 @@ re-seeded every step, so `--resume` from step k continues exactly as an uninterr
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -31,6 +30,7 @@ from noisecraft.diffusion.schedules import alpha_bar_from_sigma
 from noisecraft.errors import Interrupted, UserError
 from noisecraft.generate import generate, pick_device
 from noisecraft.models import build_model, count_parameters
+from noisecraft.precision import autocast_ctx
 from noisecraft.samplers import get_sigmas
 
 
@@ -95,28 +95,6 @@ def lr_at(step: int, cfg) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
-def cpu_has_amx_bf16() -> bool:
-    """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where oneDNN runs bf16 convs ~1.4x faster."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read(1 << 16)
-    except OSError:
-        return False
-
-
-def use_bf16(device: torch.device, precision: str) -> bool:
-    """`auto` means bf16 autocast on GPUs and on AMX CPUs, fp32 elsewhere (weights stay fp32 in all cases)."""
-    if precision == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_bf16())
-    return precision == "bf16"
-
-
-def autocast_ctx(device: torch.device, precision: str):
-    if use_bf16(device, precision):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
 
@@ -162,7 +140,7 @@ def sample_grid(denoiser: Denoiser, cfg: Config, class_names: list[str], path: P
     images = generate(denoiser, n=n, labels=labels, num_classes=k,
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
                       sampler=cfg.sample.sampler, steps=steps or cfg.sample.steps, guidance=cfg.sample.guidance,
-                      seed=0, clip_x0=cfg.sample.clip_x0, device=device)
+                      seed=0, clip_x0=cfg.sample.clip_x0, device=device, precision=cfg.sample.precision)
     save_grid(images, path, nrow=per_class if k else 8)
 
 
@@ -195,7 +173,8 @@ def process_figures(denoiser: Denoiser, cfg: Config, data: ImageData, root: Path
     k = cfg.model.num_classes
     labels = torch.arange(n_rows) % k if k else None
     final = generate(denoiser, n=n_rows, labels=labels, num_classes=k, shape=tuple(x0.shape[1:]), sampler="ddim",
-                     steps=steps, guidance=cfg.sample.guidance, seed=0, device=device, callback=record)
+                     steps=steps, guidance=cfg.sample.guidance, seed=0, device=device, precision=cfg.sample.precision,
+                     callback=record)
     rows = [[to_uint8(x[r]) for _, x in snaps] + [final[r]] for r in range(n_rows)]
     plot_process(rows, [f"σ={s:.2g}" for s, _ in snaps] + ["x0"], "reverse process (DDIM, 50 steps)",
                  root / "reverse_process.png")

@@ -40,7 +40,7 @@ def training_metrics(denoiser, cfg: Config, device, n: int | None = None, steps:
     images = generate(denoiser, n=n, labels=labels, num_classes=k,
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
                       sampler="ddim", steps=steps or cfg.train.eval_steps, guidance=cfg.sample.guidance, seed=0,
-                      clip_x0=cfg.sample.clip_x0, device=device)
+                      clip_x0=cfg.sample.clip_x0, device=device, precision=cfg.sample.precision)
     m = classifier_metrics(images, labels, cfg.data, device, perfect=False)["generated"]
     out = {"fd_clf": m["fd"], "precision": m["precision"], "recall": m["recall"], "eval_n": n}
     if "class_accuracy" in m:

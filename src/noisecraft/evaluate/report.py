@@ -41,6 +41,7 @@ class EvalOptions:
     seed: int = 0
     batch_size: int = 256
     device: str = "auto"
+    precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPU and AMX CPUs)
     inception: bool = True  # try FID/KID/IS (skipped with a message when the weights are not here)
     inception_weights: str | None = None
     inception_batch_size: int = 64
@@ -188,6 +189,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     from noisecraft.data import load_dataset
     from noisecraft.evaluate.inception import InceptionUnavailable
     from noisecraft.generate import generate, load_model, pick_device
+    from noisecraft.precision import use_bf16
     from noisecraft.viz import save_grid
 
     opts = opts or EvalOptions()
@@ -208,6 +210,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     sampler = opts.sampler or cfg.sample.sampler
     steps = opts.steps or cfg.sample.steps
     guidance = cfg.sample.guidance if opts.guidance is None else opts.guidance
+    precision = opts.precision or cfg.sample.precision
     k = loaded.num_classes
     labels = sample_labels(opts.n, k)  # class-balanced: i % K
     shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
@@ -215,12 +218,13 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     t0 = time.perf_counter()
     images = generate(loaded.denoiser, n=opts.n, labels=labels, num_classes=k, shape=shape, sampler=sampler,
                       steps=steps, guidance=guidance, seed=opts.seed, batch_size=opts.batch_size,
-                      clip_x0=cfg.sample.clip_x0, device=device, progress=opts.progress)
+                      clip_x0=cfg.sample.clip_x0, device=device, precision=precision, progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
     report = {
         "checkpoint": str(ckpt_path), "step": loaded.meta["step"], "dataset": cfg.data.dataset,
         "sampling": {"n": opts.n, "sampler": sampler, "steps": steps, "guidance": guidance, "seed": opts.seed,
+                     "precision": "bf16" if use_bf16(device, precision) else "fp32",
                      "class_balanced": labels is not None},
         "timing": {"sampling_s": round(t_sample, 2), "samples_per_s": round(opts.n / t_sample, 2)},
     }
