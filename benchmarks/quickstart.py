@@ -74,7 +74,8 @@ def judge(run: Path, n: int = 500) -> dict:
     t0 = time.perf_counter()
     images = generate(m.denoiser, n=n, labels=labels, num_classes=m.num_classes,
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
-                      sampler="ddim", steps=50, guidance=cfg.sample.guidance, seed=10_000, progress=True)
+                      sampler="ddim", steps=50, guidance=cfg.sample.guidance,
+                      guidance_interval=cfg.sample.guidance_interval, seed=10_000, progress=True)
     return {"judge_n": n, "judge_sampler": "ddim-50", "judge_guidance": cfg.sample.guidance,
             "sampling_seconds": round(time.perf_counter() - t0, 1),
             "conditional_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4)}

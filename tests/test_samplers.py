@@ -287,6 +287,26 @@ def test_guidance_zero_is_the_conditional_denoiser_and_guided_is_one_call():
     assert den.net.calls == 10
 
 
+def test_guidance_interval_guides_inside_and_costs_one_half_call_outside():
+    den = eps_denoiser()
+    null = {"class_labels": torch.tensor([NUM_CLASSES])}
+    cond = {"class_labels": torch.tensor([0, 2])}
+    x = torch.randn(2, C, H, H, generator=torch.Generator().manual_seed(5)) * 2
+    w, interval = 2.0, (1.0, 10.0)
+    limited, full = cfg_denoiser(den, w, null, interval), cfg_denoiser(den, w, null)
+    assert torch.allclose(limited(x, torch.tensor(2.0), cond), full(x, torch.tensor(2.0), cond))  # inside
+    assert torch.equal(limited(x, torch.tensor(10.0), cond), full(x, torch.tensor(10.0), cond))  # upper bound is in
+    for outside in (0.5, 1.0, 20.0):
+        assert torch.equal(limited(x, torch.tensor(outside), cond), den(x, outside, cond))
+    # a sampling run pays the doubled batch only on the steps inside the interval
+    sigmas = get_sigmas(den, "ddim", 20)
+    rows = []
+    den.net.forward = (lambda f: lambda x, *a, **k: rows.append(len(x)) or f(x, *a, **k))(den.net.forward)
+    SAMPLERS["ddim"](limited, x * 100, sigmas, cond)
+    inside = int(((sigmas[:-1] > 1.0) & (sigmas[:-1] <= 10.0)).sum())
+    assert 0 < inside < 20 and sum(rows) == 2 * 20 + 2 * inside
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_same_seed_same_images_whatever_the_batch_size(name):
     from noisecraft.generate import generate

@@ -71,6 +71,16 @@ def cmd_train(args, extra) -> int:
     return 0
 
 
+def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:
+    """'LO,HI' -> (LO, HI); 'all' -> () (guide at every step); None -> None (the checkpoint's setting)."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("all", "none", ""):
+        return ()
+    cfg = apply_overrides(Config(), {"sample.guidance_interval": text})  # the config's parsing and validation
+    return cfg.sample.guidance_interval
+
+
 def cmd_sample(args, extra) -> int:
     from noisecraft.conditioning import sample_labels
     from noisecraft.generate import generate, load_model, pick_device, save_images
@@ -85,6 +95,7 @@ def cmd_sample(args, extra) -> int:
         raise UserError(f"--guidance must be a finite number, got {args.guidance}")
     if args.steps is not None and args.steps <= 0:
         raise UserError(f"--steps must be > 0, got {args.steps}")
+    interval = parse_guidance_interval(args.guidance_interval)
     device = pick_device(args.device)
     loaded = load_model(args.checkpoint, device)
     cfg = loaded.config
@@ -92,7 +103,8 @@ def cmd_sample(args, extra) -> int:
     images = generate(loaded.denoiser, n=args.n, labels=labels, num_classes=loaded.num_classes,
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
                       sampler=args.sampler or cfg.sample.sampler, steps=args.steps or cfg.sample.steps,
-                      guidance=cfg.sample.guidance if args.guidance is None else args.guidance, seed=args.seed,
+                      guidance=cfg.sample.guidance if args.guidance is None else args.guidance,
+                      guidance_interval=cfg.sample.guidance_interval if interval is None else interval, seed=args.seed,
                       batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device,
                       precision=args.precision or cfg.sample.precision, progress=True)
     out = save_images(images, args.out)
@@ -122,7 +134,8 @@ def cmd_evaluate(args, extra) -> int:
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
-    opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+    opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+                       guidance_interval=parse_guidance_interval(args.guidance_interval), seed=args.seed,
                        batch_size=args.batch_size, device=args.device, precision=args.precision, inception=not args.no_inception,
                        inception_weights=args.inception_weights, classifier=not args.no_classifier,
                        progress=not args.no_progress)
@@ -176,6 +189,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=list(SAMPLERS))
     s.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
     s.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off)")
+    s.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
+                   "sample.guidance_interval)")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--device", default="auto")
@@ -194,6 +210,9 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--sampler", choices=list(SAMPLERS), help="default: the checkpoint's sample.sampler")
     e.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
     e.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off)")
+    e.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
+                   "sample.guidance_interval)")
     e.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")

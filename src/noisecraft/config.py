@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -100,6 +101,9 @@ class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
     guidance: float = 0.0  # classifier-free guidance weight w (Ho & Salimans 2022); 0 = off
+    # (sigma_lo, sigma_hi): guide only where sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024); () = always.
+    # Steps outside the interval cost one network call instead of two.
+    guidance_interval: tuple[float, ...] = ()
     clip_x0: bool = True  # clamp x0 predictions to the data range [-1, 1] (pixel space)
     precision: str = "auto"  # network evaluations: auto (bf16 autocast on GPU and AMX CPUs, else fp32) | fp32 | bf16
 
@@ -155,6 +159,10 @@ class Config:
         _choice("diffusion.loss_weighting", self.diffusion.loss_weighting, ("none", "min-snr"))
         _choice("sample.sampler", self.sample.sampler, SAMPLERS)
         _choice("sample.precision", self.sample.precision, ("auto", "fp32", "bf16"))
+        gi = self.sample.guidance_interval
+        if gi and not (len(gi) == 2 and 0 <= gi[0] < gi[1] and all(math.isfinite(v) for v in gi)):
+            raise UserError(f"sample.guidance_interval must be two finite noise levels 0 <= sigma_lo < sigma_hi, "
+                            f"or empty; got {','.join(str(v) for v in gi)}")
         _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))
         _choice("train.best_metric", self.train.best_metric,
                 ("val_loss", "fd_clf", "class_accuracy", "precision", "recall"))

@@ -65,17 +65,19 @@ def _with_precision(denoiser: Denoiser, device, precision: str):
 
 @torch.no_grad()
 def generate(denoiser: Denoiser, *, n: int, labels: torch.Tensor | None, num_classes: int, shape: tuple[int, ...],
-             sampler: str = "ddim", steps: int = 50, guidance: float = 0.0, seed: int = 0, batch_size: int = 256,
+             sampler: str = "ddim", steps: int = 50, guidance: float = 0.0,
+             guidance_interval: tuple[float, ...] = (), seed: int = 0, batch_size: int = 256,
              clip_x0: bool = True, device: torch.device | str = "cpu", precision: str = "auto", progress: bool = False,
              callback=None) -> torch.Tensor:
     """Draw n images as uint8 (n, C, H, W). Image i uses seed + i for all its noise, so it does not depend on
-    batch_size or n. `labels` (n,) picks classes; `guidance` is the classifier-free guidance weight w.
+    batch_size or n. `labels` (n,) picks classes; `guidance` is the classifier-free guidance weight w, applied
+    where sigma_lo < sigma <= sigma_hi when `guidance_interval` = (sigma_lo, sigma_hi) is given.
     `precision` applies to the network only (see `noisecraft.precision`); the sampler's state stays fp32."""
     fn = get_sampler(sampler)
     sigmas = get_sigmas(denoiser, sampler, steps).to(device)
     d = _with_precision(denoiser, device, precision)
     if labels is not None and num_classes > 0 and guidance != 0:
-        d = cfg_denoiser(d, guidance, null_cond(num_classes, device))
+        d = cfg_denoiser(d, guidance, null_cond(num_classes, device), tuple(guidance_interval) or None)
     if clip_x0:
         base = d
         d = lambda x, sigma, cond=None: base(x, sigma, cond).clamp_(-1, 1)  # noqa: E731

@@ -140,6 +140,7 @@ def sample_grid(denoiser: Denoiser, cfg: Config, class_names: list[str], path: P
     images = generate(denoiser, n=n, labels=labels, num_classes=k,
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
                       sampler=cfg.sample.sampler, steps=steps or cfg.sample.steps, guidance=cfg.sample.guidance,
+                      guidance_interval=cfg.sample.guidance_interval,
                       seed=0, clip_x0=cfg.sample.clip_x0, device=device, precision=cfg.sample.precision)
     save_grid(images, path, nrow=per_class if k else 8)
 
@@ -173,7 +174,7 @@ def process_figures(denoiser: Denoiser, cfg: Config, data: ImageData, root: Path
     k = cfg.model.num_classes
     labels = torch.arange(n_rows) % k if k else None
     final = generate(denoiser, n=n_rows, labels=labels, num_classes=k, shape=tuple(x0.shape[1:]), sampler="ddim",
-                     steps=steps, guidance=cfg.sample.guidance, seed=0, device=device, precision=cfg.sample.precision,
+                     steps=steps, guidance=cfg.sample.guidance, guidance_interval=cfg.sample.guidance_interval, seed=0, device=device, precision=cfg.sample.precision,
                      callback=record)
     rows = [[to_uint8(x[r]) for _, x in snaps] + [final[r]] for r in range(n_rows)]
     plot_process(rows, [f"σ={s:.2g}" for s, _ in snaps] + ["x0"], "reverse process (DDIM, 50 steps)",

@@ -39,7 +39,8 @@ def training_metrics(denoiser, cfg: Config, device, n: int | None = None, steps:
     labels = sample_labels(n, k)
     images = generate(denoiser, n=n, labels=labels, num_classes=k,
                       shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
-                      sampler="ddim", steps=steps or cfg.train.eval_steps, guidance=cfg.sample.guidance, seed=0,
+                      sampler="ddim", steps=steps or cfg.train.eval_steps, guidance=cfg.sample.guidance,
+                      guidance_interval=cfg.sample.guidance_interval, seed=0,
                       clip_x0=cfg.sample.clip_x0, device=device, precision=cfg.sample.precision)
     m = classifier_metrics(images, labels, cfg.data, device, perfect=False)["generated"]
     out = {"fd_clf": m["fd"], "precision": m["precision"], "recall": m["recall"], "eval_n": n}

@@ -38,6 +38,7 @@ class EvalOptions:
     sampler: str | None = None  # None: the checkpoint's sample.sampler
     steps: int | None = None  # None: the checkpoint's sample.steps
     guidance: float | None = None  # None: the checkpoint's sample.guidance
+    guidance_interval: tuple[float, ...] | None = None  # None: the checkpoint's; (): guide at every step
     seed: int = 0
     batch_size: int = 256
     device: str = "auto"
@@ -211,19 +212,21 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     steps = opts.steps or cfg.sample.steps
     guidance = cfg.sample.guidance if opts.guidance is None else opts.guidance
     precision = opts.precision or cfg.sample.precision
+    interval = cfg.sample.guidance_interval if opts.guidance_interval is None else opts.guidance_interval
     k = loaded.num_classes
     labels = sample_labels(opts.n, k)  # class-balanced: i % K
     shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
 
     t0 = time.perf_counter()
     images = generate(loaded.denoiser, n=opts.n, labels=labels, num_classes=k, shape=shape, sampler=sampler,
-                      steps=steps, guidance=guidance, seed=opts.seed, batch_size=opts.batch_size,
+                      steps=steps, guidance=guidance, guidance_interval=interval, seed=opts.seed, batch_size=opts.batch_size,
                       clip_x0=cfg.sample.clip_x0, device=device, precision=precision, progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
     report = {
         "checkpoint": str(ckpt_path), "step": loaded.meta["step"], "dataset": cfg.data.dataset,
-        "sampling": {"n": opts.n, "sampler": sampler, "steps": steps, "guidance": guidance, "seed": opts.seed,
+        "sampling": {"n": opts.n, "sampler": sampler, "steps": steps, "guidance": guidance,
+                     **({"guidance_interval": list(interval)} if interval and guidance else {}), "seed": opts.seed,
                      "precision": "bf16" if use_bf16(device, precision) else "fp32",
                      "class_balanced": labels is not None},
         "timing": {"sampling_s": round(t_sample, 2), "samples_per_s": round(opts.n / t_sample, 2)},
