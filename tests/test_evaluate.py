@@ -313,6 +313,9 @@ def test_evaluate_writes_report_with_offline_metrics_and_perfect_row(cli, tiny_r
     from PIL import Image
 
     assert Image.open(tmp_path / "r" / "samples.png").size == (10 * 30 + 2, 3 * 30 + 2)  # 3 per class, 10 rows
+    saved = np.load(tmp_path / "r" / "samples.npz")  # the samples behind the numbers, for other judges
+    assert saved["images"].shape == (30, 1, 28, 28) and saved["images"].dtype == np.uint8
+    assert saved["labels"].tolist() == [i % 10 for i in range(30)]
     # The same seed gives the same samples, whatever the batch size.
     code, _, err = cli("evaluate", "--checkpoint", tiny_run, "--n", "30", "--steps", "2", "--out", tmp_path / "b",
                        "--batch-size", "7", "--no-progress", "--no-inception")

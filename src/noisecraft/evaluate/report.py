@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from noisecraft.config import DataConfig
@@ -185,7 +186,8 @@ def class_grid_order(labels: torch.Tensor | None, n: int, num_classes: int, per_
 
 def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
                         opts: EvalOptions | None = None) -> dict:
-    """Evaluate a run directory or checkpoint file; writes report.json, report.md, samples.png, real.png."""
+    """Evaluate a run directory or checkpoint file; writes report.json, report.md, samples.png, real.png and
+    samples.npz (the generated images and their requested labels)."""
     from noisecraft.conditioning import sample_labels
     from noisecraft.data import load_dataset
     from noisecraft.evaluate.inception import InceptionUnavailable
@@ -253,6 +255,9 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     report["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
 
     save_grid(images[class_grid_order(labels, len(images), k)], out / "samples.png", nrow=10)
+    # The samples behind the numbers, for other judges: uint8 (N, C, H, W) and the requested labels (-1: none).
+    np.savez_compressed(out / "samples.npz", images=images.numpy(),
+                        labels=(labels if labels is not None else torch.full((len(images),), -1)).numpy())
     try:
         real = load_dataset(cfg.data, "val")
         save_grid(real.images[class_grid_order(real.labels if k else None, len(real), k)], out / "real.png", nrow=10)
