@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--guidance", type=float, help="default: the checkpoint's sample.guidance")
     p.add_argument("--guidance-interval", help="LO,HI or 'all' (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the device's fastest")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dry-run", action="store_true", help="use an untrained digits-preset checkpoint if none exists")
     p.add_argument("--out", default="benchmarks/results")

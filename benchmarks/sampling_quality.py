@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="runs/digits", help="run directory or .safetensors file")
     p.add_argument("--n", type=int, default=1000, help="images per row (classes balanced)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the device's fastest")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance weight w for the sampler rows (default: the checkpoint's sample.guidance)")
     p.add_argument("--rows", type=parse_rows, default=ROWS, help="sampler:steps,... (default: the issue's table)")

@@ -89,7 +89,7 @@ def cmd_sample(args, extra) -> int:
         raise UserError(f"unexpected argument '{extra[0]}'")
     if args.n <= 0:
         raise UserError(f"--n must be > 0, got {args.n}")
-    if args.batch_size <= 0:
+    if args.batch_size is not None and args.batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {args.batch_size}")
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise UserError(f"--guidance must be a finite number, got {args.guidance}")
@@ -193,7 +193,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
                    "sample.guidance_interval)")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
     s.add_argument("--device", default="auto")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
@@ -214,7 +215,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
                    "sample.guidance_interval)")
     e.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=int, default=None,
+                   help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
     e.add_argument("--device", default="auto")
     e.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="network precision while sampling (default: the checkpoint's sample.precision, auto = "

@@ -1,4 +1,4 @@
-"""Mixed precision policy shared by training and sampling: bf16 autocast where the hardware runs it fast."""
+"""Hardware policy shared by training and sampling: bf16 autocast and memory layout where the hardware runs them fast."""
 from __future__ import annotations
 
 import contextlib
@@ -30,3 +30,18 @@ def autocast_ctx(device: torch.device | str, precision: str):
     if use_bf16(device, precision):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def sampling_channels_last(device: torch.device | str, bf16: bool) -> bool:
+    """NHWC activations for network calls while sampling. Measured: on GPUs (tensor cores) and on CPUs in fp32
+    (oneDNN's NHWC convs; 1.45x the NCHW sampling rate for the digits U-Net on a 2-core AVX2 CPU) NHWC is faster;
+    on AMX CPUs in bf16 PyTorch's NHWC GroupNorm kernel costs more than the convs gain, so NCHW stays there."""
+    return torch.device(device).type == "cuda" or not bf16
+
+
+def default_sampling_batch(device: torch.device | str, guided: bool) -> int:
+    """Images per sampling batch. A CPU runs this size of network fastest at ~64 images per call (the activations
+    stay in cache: 2x the rate of 512 per call measured on a 2-core CPU); guidance doubles the call's batch."""
+    if torch.device(device).type == "cuda":
+        return 256
+    return 32 if guided else 64

@@ -41,7 +41,7 @@ class EvalOptions:
     guidance: float | None = None  # None: the checkpoint's sample.guidance
     guidance_interval: tuple[float, ...] | None = None  # None: the checkpoint's; (): guide at every step
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the device's fastest (noisecraft.precision.default_sampling_batch)
     device: str = "auto"
     precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPU and AMX CPUs)
     inception: bool = True  # try FID/KID/IS (skipped with a message when the weights are not here)
