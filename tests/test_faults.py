@@ -212,11 +212,13 @@ def test_sigint_saves_last_checkpoint(cli, tmp_path, monkeypatch):
         return real_update(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "ema_update", ema_update)
+    # Whatever handler was there before (SIG_IGN when pytest runs as a background job) must be back after.
+    before = signal.getsignal(signal.SIGINT)
     code, _, err = cli("train", "--out", tmp_path / "run", "--data-root", data, "--steps", 20, *TINY_FOLDER)
     assert code == 130, err
     assert "stopped by SIGINT at step 3" in err
     assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
 def test_resume_before_first_checkpoint_restarts_from_step_0(cli, tmp_path):

@@ -36,7 +36,8 @@ def sampling_channels_last(device: torch.device | str, bf16: bool) -> bool:
     """NHWC activations for network calls while sampling. Measured: on GPUs (tensor cores) and on CPUs in fp32
     (oneDNN's NHWC convs; 1.45x the NCHW sampling rate for the digits U-Net on a 2-core AVX2 CPU) NHWC is faster;
     on AMX CPUs in bf16 PyTorch's NHWC GroupNorm kernel costs more than the convs gain, so NCHW stays there."""
-    return torch.device(device).type == "cuda" or not bf16
+    device = torch.device(device)
+    return device.type == "cuda" or (device.type == "cpu" and not bf16)
 
 
 def default_sampling_batch(device: torch.device | str, guided: bool) -> int:
