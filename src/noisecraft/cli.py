@@ -160,6 +160,27 @@ def cmd_train_classifier(args, extra) -> int:
     return 0
 
 
+
+def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) -> None:
+    """The flags `sample` and `evaluate` share: which checkpoint, how many images, and how to draw them."""
+    p.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
+    p.add_argument("--n", type=int, default=n_default, help=n_help)
+    p.add_argument("--sampler", choices=list(SAMPLERS), help="default: the checkpoint's sample.sampler")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off; default: the "
+                   "checkpoint's sample.guidance)")
+    p.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
+                   "sample.guidance_interval)")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
+                   "bf16 autocast on GPU and AMX CPUs)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="noisecraft", description="Train, sample and evaluate image diffusion models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -183,22 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw images from a checkpoint")
-    s.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
-    s.add_argument("--n", type=int, default=64, help="number of images")
+    _add_sampling_args(s, n_default=64, n_help="number of images")
     s.add_argument("--class", dest="class_index", type=int, help="class index (default: all classes in turn)")
-    s.add_argument("--sampler", choices=list(SAMPLERS))
-    s.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
-    s.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off)")
-    s.add_argument("--guidance-interval", metavar="LO,HI",
-                   help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
-                   "sample.guidance_interval)")
-    s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    s.add_argument("--batch-size", type=int, default=None,
-                   help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
-                   "bf16 autocast on GPU and AMX CPUs)")
     s.add_argument("--out", required=True, help="output directory (one PNG per image + grid.png)")
     s.set_defaults(func=cmd_sample)
 
@@ -206,21 +213,7 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "
                        "classifier's class accuracy, Fréchet distance and precision/recall, next to the same for "
                        "real held-out data) and, when Inception-v3 weights are available, FID, KID and IS.")
-    e.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
-    e.add_argument("--n", type=int, default=2000, help="number of samples (default 2000)")
-    e.add_argument("--sampler", choices=list(SAMPLERS), help="default: the checkpoint's sample.sampler")
-    e.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
-    e.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off)")
-    e.add_argument("--guidance-interval", metavar="LO,HI",
-                   help="guide only where LO < sigma <= HI ('all': every step; default: the checkpoint's "
-                   "sample.guidance_interval)")
-    e.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    e.add_argument("--batch-size", type=int, default=None,
-                   help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
-                   "bf16 autocast on GPU and AMX CPUs)")
+    _add_sampling_args(e, n_default=2000, n_help="number of samples (default 2000)")
     e.add_argument("--out", help="report directory (default: <run>/eval)")
     e.add_argument("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
                    "(or .safetensors); default: the torch hub cache")
