@@ -62,8 +62,6 @@ def main() -> None:
 
 
 def judge(run: Path, n: int = 500) -> dict:
-    import torch
-
     from noisecraft.conditioning import sample_labels
     from noisecraft.evaluate.classifier import classifier_accuracy
     from noisecraft.generate import generate, load_model
@@ -77,6 +75,7 @@ def judge(run: Path, n: int = 500) -> dict:
                       sampler="ddim", steps=50, guidance=cfg.sample.guidance,
                       guidance_interval=cfg.sample.guidance_interval, seed=10_000, progress=True)
     return {"judge_n": n, "judge_sampler": "ddim-50", "judge_guidance": cfg.sample.guidance,
+            "judge_guidance_interval": list(cfg.sample.guidance_interval), "precision": cfg.sample.precision,
             "sampling_seconds": round(time.perf_counter() - t0, 1),
             "conditional_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4)}
 

@@ -1,7 +1,8 @@
 """Sampling quality against cost on one trained model: steps / NFE vs conditional accuracy and classifier
 Fréchet distance, for DDPM 1000, DDIM 10/20/50/100, DPM-Solver++(2M) 10/20 and Heun 18 (EDM's 35 NFE), plus a
-classifier-free guidance sweep. Every row draws the same N images (same labels, same per-image seeds) in one
-run, so the speed ratios are measured side by side.
+classifier-free guidance sweep. Guidance uses the checkpoint's weight and noise interval unless given. Every
+row draws the same N images (same labels, same per-image seeds) in one run, so the speed ratios are measured side
+by side.
 
     python benchmarks/sampling_quality.py --checkpoint runs/digits --n 1000
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=None, help="default: the device's fastest")
     p.add_argument("--guidance", type=float, default=None,
                    help="guidance weight w for the sampler rows (default: the checkpoint's sample.guidance)")
+    p.add_argument("--guidance-interval", default=None,
+                   help="LO,HI: guide only where LO < sigma <= HI, 'all': every step (default: the checkpoint's)")
     p.add_argument("--rows", type=parse_rows, default=ROWS, help="sampler:steps,... (default: the issue's table)")
     p.add_argument("--sweep", default=",".join(str(w) for w in GUIDANCE_SWEEP),
                    help="guidance weights for the sweep ('' to skip)")
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
+    from noisecraft.cli import parse_guidance_interval
     from noisecraft.evaluate.classifier import get_classifier, reference_features
     from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     loaded = load_model(args.checkpoint, device)
     cfg = loaded.config
     guidance = cfg.sample.guidance if args.guidance is None else args.guidance
+    interval = parse_guidance_interval(args.guidance_interval)
+    interval = tuple(cfg.sample.guidance_interval if interval is None else interval)
     clf = get_classifier(cfg.data, device=device)
     ref = reference_features(clf, cfg.data)
     real_stats = gaussian_stats(ref["train_features"])
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     def run(sampler: str, steps: int, w: float) -> dict:
         t0 = time.perf_counter()
         images = generate(loaded.denoiser, n=args.n, labels=labels, num_classes=loaded.num_classes, shape=shape,
-                          sampler=sampler, steps=steps, guidance=w, seed=args.seed, batch_size=args.batch_size,
+                          sampler=sampler, steps=steps, guidance=w, guidance_interval=interval, seed=args.seed,
+                          batch_size=args.batch_size,
                           clip_x0=cfg.sample.clip_x0, device=device)
         wall = time.perf_counter() - t0
         row = {"sampler": sampler, "steps": steps, "nfe": network_calls(sampler, steps), "guidance": w,
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['images_per_s']:8.2f} img/s  acc {row['accuracy']:.4f}  FD {row['frechet']:.3f}", flush=True)
         return row
 
-    print(f"samplers (guidance w = {guidance:g}):", flush=True)
+    where = f", only where {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
+    print(f"samplers (guidance w = {guidance:g}{where}):", flush=True)
     rows = [run(name, steps, guidance) for name, steps in args.rows]
     sweep_name, sweep_steps = args.sweep_sampler
     weights = [float(w) for w in args.sweep.split(",") if w.strip()]
@@ -115,10 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
               "prediction": cfg.diffusion.prediction, "schedule": cfg.diffusion.schedule, "n": args.n,
               "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-              "guidance": guidance, "classifier_heldout_accuracy": clf.heldout_accuracy,
+              "guidance": guidance, "guidance_interval": list(interval),
+              "classifier_heldout_accuracy": clf.heldout_accuracy,
               "reference_images": len(ref["train_features"]), "real_heldout": floor,
               "notes": "nfe = network calls per image; with guidance w != 0 each call evaluates the conditional "
-                       "and null halves in one batch of twice the size",
+                       "and null halves in one batch of twice the size (inside the guidance interval, if any)",
               "rows": rows, "guidance_sweep": sweep, "vs_ddpm_1000": speedups}
     print_table(result)
     out = Path(args.out)

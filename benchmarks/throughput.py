@@ -7,7 +7,7 @@ On the digits preset (28x28x1, 10 classes, batch 64) and on this machine, it mea
     its log) vs the diffusers-style loop in `diffusers_reference.py` (a UNet2DModel within 10% of our parameter
     count, per-image torchvision transforms in a DataLoader, DDPMScheduler.add_noise, AdamW, EMAModel), in fp32
     and in bf16 autocast, and the ratios; the headline compares each side's default precision (ours: `auto`,
-    i.e. bf16 autocast on GPUs and AMX CPUs; the diffusers script: `--mixed_precision no`, fp32);
+    i.e. bf16 autocast on GPUs and CPUs with native bf16; the diffusers script: `--mixed_precision no`, fp32);
   * sampling images/s at 20 network evaluations (DDIM, no guidance) vs diffusers' DDIMScheduler loop;
   * FLOPs of one training step (torch.utils.flop_counter: matmuls, convolutions, attention), the achieved
     FLOP/s, and its share of this machine's dense-matmul peak, measured in the same run for each precision.

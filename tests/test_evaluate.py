@@ -298,7 +298,8 @@ def test_evaluate_writes_report_with_offline_metrics_and_perfect_row(cli, tiny_r
     assert json.loads(out)["offline"] == report["offline"]
     from noisecraft.precision import use_bf16
 
-    assert report["sampling"] == {"n": 30, "sampler": "ddim", "steps": 2, "guidance": 1.0, "seed": 0,
+    assert report["sampling"] == {"n": 30, "sampler": "ddim", "steps": 2, "guidance": 1.0,
+                                  "guidance_interval": [2.0, float("inf")], "seed": 0,  # the digits preset's
                                   "precision": "bf16" if use_bf16("cpu", "auto") else "fp32", "class_balanced": True}
     off = report["offline"]
     assert off["classifier"]["heldout_accuracy"] == 0.1

@@ -178,7 +178,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
-                   "bf16 autocast on GPU and AMX CPUs)")
+                   "bf16 autocast on GPUs and CPUs with native bf16)")
 
 
 def make_parser() -> argparse.ArgumentParser:

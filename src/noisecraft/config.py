@@ -77,7 +77,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     label_dropout: float = 0.1  # classifier-free guidance: share of labels replaced by the null class
-    precision: str = "auto"  # auto (bf16 autocast on GPU and AMX CPUs, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on GPUs and CPUs with AMX or AVX512-BF16, else fp32) | fp32 | bf16
     seed: int = 0
     log_every: int = 50
     val_every: int = 500
@@ -101,11 +101,11 @@ class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
     guidance: float = 0.0  # classifier-free guidance weight w (Ho & Salimans 2022); 0 = off
-    # (sigma_lo, sigma_hi): guide only where sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024); () = always.
-    # Steps outside the interval cost one network call instead of two.
+    # (sigma_lo, sigma_hi): guide only where sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024); () = always;
+    # sigma_hi may be inf. Steps outside the interval cost one network call instead of two.
     guidance_interval: tuple[float, ...] = ()
     clip_x0: bool = True  # clamp x0 predictions to the data range [-1, 1] (pixel space)
-    precision: str = "auto"  # network evaluations: auto (bf16 autocast on GPU and AMX CPUs, else fp32) | fp32 | bf16
+    precision: str = "auto"  # network calls: auto (bf16 autocast on GPUs, AMX or AVX512-BF16 CPUs) | fp32 | bf16
 
 
 @dataclass
@@ -160,9 +160,9 @@ class Config:
         _choice("sample.sampler", self.sample.sampler, SAMPLERS)
         _choice("sample.precision", self.sample.precision, ("auto", "fp32", "bf16"))
         gi = self.sample.guidance_interval
-        if gi and not (len(gi) == 2 and 0 <= gi[0] < gi[1] and all(math.isfinite(v) for v in gi)):
-            raise UserError(f"sample.guidance_interval must be two finite noise levels 0 <= sigma_lo < sigma_hi, "
-                            f"or empty; got {','.join(str(v) for v in gi)}")
+        if gi and not (len(gi) == 2 and 0 <= gi[0] < gi[1] and math.isfinite(gi[0]) and not math.isnan(gi[1])):
+            raise UserError(f"sample.guidance_interval must be two noise levels 0 <= sigma_lo < sigma_hi (sigma_lo "
+                            f"finite, sigma_hi may be inf), or empty; got {','.join(str(v) for v in gi)}")
         _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))
         _choice("train.best_metric", self.train.best_metric,
                 ("val_loss", "fd_clf", "class_accuracy", "precision", "recall"))
@@ -300,16 +300,18 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
 
 def _preset_digits() -> Config:
     # Sized for the quickstart on a 2-core CPU: 600 steps of 64 images (~38k images, ~8.5 epochs). The 1.2M-parameter
-    # U-Net trains at ~85 images/s in fp32 on an AVX2 CPU (7.5 min) and ~105 images/s in bf16 on an AMX CPU; the
-    # convolutions are ~80% of the step, so the budget is set by images seen. v-prediction with min-SNR weighting
-    # and guidance w=1 give class-faithful digits that early (99.8% at 800 steps; >= 90% from ~500).
+    # U-Net trains at ~85 images/s in fp32 on an AVX2 CPU (7.5 min), ~105 images/s in bf16 on an AMX CPU and ~180
+    # in bf16 on an AVX512-BF16 CPU; the convolutions are ~70-80% of the step, so the budget is set by images seen.
+    # v-prediction with min-SNR weighting and guidance w=1 give class-faithful digits that early (99% at 600 steps).
+    # Guidance only above sigma = 2 (15 of 50 DDIM steps; Kynkäänniemi et al. 2024) keeps 98% of that class accuracy,
+    # lowers the classifier Fréchet distance (2.7 vs 3.7: less guidance, more diversity) and samples 1.3x faster.
     return Config(
         data=DataConfig(dataset="digits", val_size=500),
         model=ModelConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0),
         diffusion=DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"),
         train=TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                           val_every=300, sample_every=300, ckpt_every=300),
-        sample=SampleConfig(sampler="ddim", steps=50, guidance=1.0),
+        sample=SampleConfig(sampler="ddim", steps=50, guidance=1.0, guidance_interval=(2.0, math.inf)),
     )
 
 

@@ -43,7 +43,7 @@ class EvalOptions:
     seed: int = 0
     batch_size: int | None = None  # None: the device's fastest (noisecraft.precision.default_sampling_batch)
     device: str = "auto"
-    precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPU and AMX CPUs)
+    precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPUs and CPUs with native bf16)
     inception: bool = True  # try FID/KID/IS (skipped with a message when the weights are not here)
     inception_weights: str | None = None
     inception_batch_size: int = 64
