@@ -65,3 +65,19 @@ def test_nhwc_sampling_path_matches_nchw():
         a = generate(den, guidance=w, batch_size=6, **kw)
         b = generate(den, guidance=w, batch_size=4, **kw)
         assert (a.int() - b.int()).abs().max() <= 1  # uint8 rounding of ~1e-6 float differences at most
+
+
+def test_attention_runs_in_fp32_on_cpu_under_bf16_autocast():
+    """Under bf16 autocast on CPU, attention upcasts (its bf16 backward is slow there), returns the input dtype,
+    matches fp32 attention of the same bf16 inputs, and gives gradients to the bf16 inputs."""
+    from noisecraft.models.unet import attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 49, 16).bfloat16().requires_grad_() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (q, k, v))

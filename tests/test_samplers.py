@@ -335,6 +335,17 @@ def test_bf16_sampling_keeps_fp32_state_close_to_fp32_and_batch_independent():
     assert torch.equal(bf16, generate(den, n=4, batch_size=3, precision="bf16", **kw))
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
+    import noisecraft.precision as prec
+
+    flags = prec.cpu_bf16_flags()
+    assert flags <= {"amx_bf16", "avx512_bf16"}  # read from this machine's /proc/cpuinfo, whatever it has
+    for found, expected in ((frozenset(), False), (frozenset({"avx512_bf16"}), True), (frozenset({"amx_bf16"}), True)):
+        monkeypatch.setattr(prec, "cpu_bf16_flags", lambda found=found: found)
+        assert prec.use_bf16("cpu", "auto") is expected
+        assert prec.use_bf16("cpu", "bf16") and not prec.use_bf16("cpu", "fp32")  # explicit choices win
+
+
 # ---- the CLI, end to end, on a tiny trained checkpoint --------------------------------------------------------
 
 @pytest.fixture(scope="module")
