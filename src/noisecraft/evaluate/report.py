@@ -279,9 +279,12 @@ def _fmt(x, digits=3) -> str:
 
 def render_markdown(report: dict, has_real: bool = True) -> str:
     s = report["sampling"]
+    where = (f" where {s['guidance_interval'][0]:g} < sigma <= {s['guidance_interval'][1]:g}"
+             if s.get("guidance_interval") else "")
     lines = [
         f"# Evaluation of `{report['checkpoint']}` (step {report['step']})", "",
-        f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance w = {s['guidance']}, seed {s['seed']}"
+        f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance w = {s['guidance']}{where}, "
+        f"{s['precision']}, seed {s['seed']}"
         f"{', class-balanced' if s['class_balanced'] else ''}. Sampling took {report['timing']['sampling_s']} s "
         f"({report['timing']['samples_per_s']} samples/s); total {report['timing']['total_s']} s.", "",
     ]
