@@ -136,7 +136,8 @@ def cmd_evaluate(args, extra) -> int:
         raise UserError(f"unexpected argument '{extra[0]}'")
     opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                        guidance_interval=parse_guidance_interval(args.guidance_interval), seed=args.seed,
-                       batch_size=args.batch_size, device=args.device, precision=args.precision, inception=not args.no_inception,
+                       batch_size=args.batch_size, device=args.device, precision=args.precision,
+                       inception=not args.no_inception,
                        inception_weights=args.inception_weights, classifier=not args.no_classifier,
                        progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
@@ -158,7 +159,6 @@ def cmd_train_classifier(args, extra) -> int:
     print(f"classifier for {m['data_key']}: held-out accuracy {m['heldout_accuracy']:.4f} on {m['heldout_size']} "
           f"images (trained on {m['train_size']} in {m['train_seconds']:.0f} s); saved to {m['path']}")
     return 0
-
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) -> None:
@@ -186,7 +186,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
-                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). SIGINT (Ctrl-C) or "
+                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). "
+                       "SIGINT (Ctrl-C) or "
                        "SIGTERM finishes the current step, saves checkpoints/last and exits with 130 or 143; --resume "
                        "continues exactly where it stopped, also after a crash or kill -9.")
     t.add_argument("--preset", choices=list(PRESETS), default=None, help="starting config (default: digits)")

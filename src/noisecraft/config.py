@@ -77,7 +77,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     label_dropout: float = 0.1  # classifier-free guidance: share of labels replaced by the null class
-    precision: str = "auto"  # auto (bf16 autocast on GPUs and CPUs with AMX or AVX512-BF16, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on GPUs, AMX or AVX512-BF16 CPUs, else fp32) | fp32 | bf16
     seed: int = 0
     log_every: int = 50
     val_every: int = 500

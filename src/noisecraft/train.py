@@ -174,7 +174,8 @@ def process_figures(denoiser: Denoiser, cfg: Config, data: ImageData, root: Path
     k = cfg.model.num_classes
     labels = torch.arange(n_rows) % k if k else None
     final = generate(denoiser, n=n_rows, labels=labels, num_classes=k, shape=tuple(x0.shape[1:]), sampler="ddim",
-                     steps=steps, guidance=cfg.sample.guidance, guidance_interval=cfg.sample.guidance_interval, seed=0, device=device, precision=cfg.sample.precision,
+                     steps=steps, guidance=cfg.sample.guidance, guidance_interval=cfg.sample.guidance_interval, seed=0,
+                     device=device, precision=cfg.sample.precision,
                      callback=record)
     rows = [[to_uint8(x[r]) for _, x in snaps] + [final[r]] for r in range(n_rows)]
     plot_process(rows, [f"σ={s:.2g}" for s, _ in snaps] + ["x0"], "reverse process (DDIM, 50 steps)",

@@ -43,7 +43,7 @@ class EvalOptions:
     seed: int = 0
     batch_size: int | None = None  # None: the device's fastest (noisecraft.precision.default_sampling_batch)
     device: str = "auto"
-    precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPUs and CPUs with native bf16)
+    precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPUs, bf16 CPUs)
     inception: bool = True  # try FID/KID/IS (skipped with a message when the weights are not here)
     inception_weights: str | None = None
     inception_batch_size: int = 64
@@ -221,7 +221,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
 
     t0 = time.perf_counter()
     images = generate(loaded.denoiser, n=opts.n, labels=labels, num_classes=k, shape=shape, sampler=sampler,
-                      steps=steps, guidance=guidance, guidance_interval=interval, seed=opts.seed, batch_size=opts.batch_size,
+                      steps=steps, guidance=guidance, guidance_interval=interval, seed=opts.seed,
+                      batch_size=opts.batch_size,
                       clip_x0=cfg.sample.clip_x0, device=device, precision=precision, progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
