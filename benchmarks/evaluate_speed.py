@@ -58,12 +58,9 @@ def independent_judges(images: torch.Tensor, labels: torch.Tensor, data_cfg) -> 
     for name, model in ((f"RBF SVM (C=10) on pixels, {len(train)} training images", SVC(C=10.0, gamma="scale")),
                         (f"5-NN on pixels, {len(train)} training images", KNeighborsClassifier(5))):
         model.fit(pixels(train.images), train.labels.numpy())
-
-        def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
-            return round(float((model.predict(pixels(x)) == y.numpy()).mean()), 4)  # noqa: B023 (used at once)
-
-        out.append({"judge": name, "heldout_accuracy": accuracy(val.images, val.labels),
-                    "class_accuracy": accuracy(images, labels)})
+        out.append({"judge": name,  # score(): the share classified as the given label
+                    "heldout_accuracy": round(float(model.score(pixels(val.images), val.labels.numpy())), 4),
+                    "class_accuracy": round(float(model.score(pixels(images), labels.numpy())), 4)})
     return out
 
 
@@ -93,8 +90,9 @@ def main(argv=None) -> int:
             return 2
         ckpt, trained = untrained_digits_checkpoint(Path(tmp.name)), False
 
+    cfg = load_model(ckpt).config
     t0 = time.perf_counter()
-    clf = get_classifier(load_model(ckpt).config.data, device=args.device, progress=False)
+    clf = get_classifier(cfg.data, device=args.device, progress=False)
     classifier_s = time.perf_counter() - t0
 
     from noisecraft.cli import parse_guidance_interval
@@ -108,7 +106,6 @@ def main(argv=None) -> int:
 
     off = report.get("offline", {})
     saved = np.load(Path(report["out"]) / "samples.npz")
-    cfg = load_model(ckpt).config
     judges = (independent_judges(torch.from_numpy(saved["images"]), torch.from_numpy(saved["labels"]), cfg.data)
               if cfg.model.num_classes else [])
     result = {

@@ -23,7 +23,7 @@ import torch
 
 from noisecraft.conditioning import sample_labels
 from noisecraft.generate import generate, load_model, pick_device
-from noisecraft.samplers import network_calls
+from noisecraft.samplers import describe_interval, network_calls
 
 ROWS = [("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpmpp-2m", 10),
         ("dpmpp-2m", 20), ("heun", 18)]
@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['images_per_s']:8.2f} img/s  acc {row['accuracy']:.4f}  FD {row['frechet']:.3f}", flush=True)
         return row
 
-    where = f", only where {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
-    print(f"samplers (guidance w = {guidance:g}{where}):", flush=True)
+    print(f"samplers (guidance w = {guidance:g}{describe_interval(interval)}):", flush=True)
     rows = [run(name, steps, guidance) for name, steps in args.rows]
     sweep_name, sweep_steps = args.sweep_sampler
     weights = [float(w) for w in args.sweep.split(",") if w.strip()]

@@ -160,7 +160,7 @@ class Config:
         _choice("sample.sampler", self.sample.sampler, SAMPLERS)
         _choice("sample.precision", self.sample.precision, ("auto", "fp32", "bf16"))
         gi = self.sample.guidance_interval
-        if gi and not (len(gi) == 2 and 0 <= gi[0] < gi[1] and math.isfinite(gi[0]) and not math.isnan(gi[1])):
+        if gi and not (len(gi) == 2 and 0 <= gi[0] < gi[1]):  # NaN fails both comparisons; lo = inf fails lo < hi
             raise UserError(f"sample.guidance_interval must be two noise levels 0 <= sigma_lo < sigma_hi (sigma_lo "
                             f"finite, sigma_hi may be inf), or empty; got {','.join(str(v) for v in gi)}")
         _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))

@@ -29,6 +29,7 @@ from noisecraft.config import DataConfig
 from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
 from noisecraft.evaluate.prdc import precision_recall
+from noisecraft.samplers import describe_interval
 
 REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
 
@@ -280,8 +281,7 @@ def _fmt(x, digits=3) -> str:
 
 def render_markdown(report: dict, has_real: bool = True) -> str:
     s = report["sampling"]
-    where = (f" where {s['guidance_interval'][0]:g} < sigma <= {s['guidance_interval'][1]:g}"
-             if s.get("guidance_interval") else "")
+    where = describe_interval(s.get("guidance_interval"))
     lines = [
         f"# Evaluation of `{report['checkpoint']}` (step {report['step']})", "",
         f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance w = {s['guidance']}{where}, "

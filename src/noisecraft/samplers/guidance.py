@@ -8,6 +8,11 @@ import torch
 from noisecraft.samplers.common import Denoise
 
 
+def describe_interval(interval: tuple[float, ...] | list[float] | None) -> str:
+    """' where LO < sigma <= HI' for a guidance interval, '' for guidance at every step (for reports and logs)."""
+    return f" where {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
+
+
 def cfg_denoiser(denoiser: Denoise, guidance: float, null_cond: dict,
                  interval: tuple[float, float] | None = None) -> Denoise:
     """D_w(x) = (1 + w) D(x | c) - w D(x | null), with the conditional and null halves in one batched call.
