@@ -82,8 +82,8 @@ def ours_train_flops(cfg, data, device, batch: int) -> int:
     return step_flops(lambda: diffusion_loss(den, x0, {"class_labels": y}).mean().backward())
 
 
-def reference_train_flops(data, device, batch: int) -> int:
-    model = reference_unet(data.image_size, data.channels, data.num_classes).to(device)
+def reference_train_flops(cfg, data, device, batch: int) -> int:
+    model = reference_unet(cfg.model, data.image_size, data.channels, data.num_classes).to(device)
     x = torch.randn(batch, data.channels, data.image_size, data.image_size, device=device)
     t = torch.randint(0, 1000, (batch,), device=device)
     y = torch.randint(0, data.num_classes, (batch,), device=device)
@@ -158,20 +158,20 @@ def main() -> None:
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = data.channels, data.image_size, data.num_classes
     batch = cfg.train.batch_size
     ours_params = count_parameters(build_model(cfg.model))
-    ref_params = sum(p.numel() for p in reference_unet(data.image_size, data.channels, data.num_classes).parameters())
+    ref_params = count_parameters(reference_unet(cfg.model, data.image_size, data.channels, data.num_classes))
     default_precision = "bf16" if isinstance(autocast_ctx(device, "auto"), torch.autocast) else "fp32"
 
     print(f"peak: timing dense matmuls on {device} ...", file=sys.stderr)
     peaks = {p: matmul_peak(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     flops_ours = ours_train_flops(cfg, data, device, batch)
-    flops_ref = reference_train_flops(data, device, batch)
+    flops_ref = reference_train_flops(cfg, data, device, batch)
 
     train_ips = {p: {"ours": [], "reference": []} for p in precisions}
     sample_ips = {p: {"ours": [], "reference": []} for p in precisions}
     trainers = {p: ReferenceTrainer(data, cfg, device, precision=p) for p in precisions}
     torch.manual_seed(0)
     sample_net = build_model(cfg.model).to(device).eval()
-    sample_ref = reference_unet(data.image_size, data.channels, data.num_classes).to(device).eval()
+    sample_ref = reference_unet(cfg.model, data.image_size, data.channels, data.num_classes).to(device).eval()
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for p in precisions:
