@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
+    from noisecraft.config import json_safe
     from noisecraft.evaluate.classifier import get_classifier
     from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
     from noisecraft.generate import load_model
@@ -132,10 +133,11 @@ def main(argv=None) -> int:
     print(f"evaluate: {args.n} samples, {args.sampler} {args.steps} steps: {result['samples_per_s']} samples/s, "
           f"sampling {result['sampling_s']} s, metrics {result['offline_metrics_s']} s, total {result['total_s']} s "
           f"(budget {BUDGET_S:.0f} s: {'OK' if result['within_budget'] else 'OVER'})")
-    print(json.dumps(result, indent=2))
+    text = json.dumps(json_safe(result), indent=2)
+    print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluate_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "evaluate_speed.json").write_text(text + "\n")
     tmp.cleanup()
     return 0
 

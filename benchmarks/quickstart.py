@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from noisecraft.config import apply_overrides, preset
+from noisecraft.config import apply_overrides, json_safe, preset
 
 
 def main() -> None:
@@ -57,14 +57,16 @@ def main() -> None:
     }
     if args.judge:
         result.update(judge(run))
-    print(json.dumps(result, indent=2))
-    (out / "quickstart.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = json.dumps(json_safe(result), indent=2)
+    print(text)
+    (out / "quickstart.json").write_text(text + "\n")
 
 
 def judge(run: Path, n: int = 500) -> dict:
     from noisecraft.conditioning import sample_labels
     from noisecraft.evaluate.classifier import classifier_accuracy
     from noisecraft.generate import generate, load_model
+    from noisecraft.precision import use_bf16
 
     m = load_model(run)
     cfg = m.config
@@ -75,7 +77,8 @@ def judge(run: Path, n: int = 500) -> dict:
                       sampler="ddim", steps=50, guidance=cfg.sample.guidance,
                       guidance_interval=cfg.sample.guidance_interval, seed=10_000, progress=True)
     return {"judge_n": n, "judge_sampler": "ddim-50", "judge_guidance": cfg.sample.guidance,
-            "judge_guidance_interval": list(cfg.sample.guidance_interval), "precision": cfg.sample.precision,
+            "judge_guidance_interval": list(cfg.sample.guidance_interval),
+            "precision": "bf16" if use_bf16("cpu", cfg.sample.precision) else "fp32",  # what auto resolved to
             "sampling_seconds": round(time.perf_counter() - t0, 1),
             "conditional_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4)}
 

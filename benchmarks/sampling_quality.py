@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from noisecraft.conditioning import sample_labels
+from noisecraft.config import json_safe
 from noisecraft.generate import generate, load_model, pick_device
 from noisecraft.samplers import describe_interval, network_calls
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sampling_quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "sampling_quality.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
     plot(result, out / "sampling_quality.png")
     print(f"wrote {out / 'sampling_quality.json'} and {out / 'sampling_quality.png'}")
     return result

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -13,6 +14,13 @@ TINY = [
     "--train.ckpt_every=2", "--train.sample_every=100000", "--data.val_size=16", "--sample.steps=2",
     "--train.warmup_steps=1",
 ]
+
+
+def strict_json(text: str):
+    """json.loads that rejects Infinity and NaN, as JavaScript's JSON.parse and jq do."""
+    def reject(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=reject)
 
 
 @pytest.fixture

@@ -22,13 +22,21 @@ def test_train_writes_a_complete_run_directory(run_dir):
                  "samples/final.png", "checkpoints/best.safetensors", "checkpoints/best.json",
                  "checkpoints/last.safetensors", "checkpoints/last.json"):
         assert (run_dir / name).is_file(), name
-    cfg = json.loads((run_dir / "config.json").read_text())
+    from conftest import strict_json
+
+    from noisecraft.config import Config
+
+    # Strict JSON everywhere, though the digits preset's guidance interval is open-ended (2, inf).
+    cfg = strict_json((run_dir / "config.json").read_text())
+    assert cfg["sample"]["guidance_interval"] == [2.0, "inf"]
+    assert Config.load(run_dir / "config.json").sample.guidance_interval == (2.0, float("inf"))
     assert cfg["model"]["num_classes"] == 10 and cfg["model"]["in_channels"] == 1 and cfg["model"]["base_channels"] == 8
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [2, 4]
     assert any("val_loss" in r for r in records)
-    meta = json.loads((run_dir / "checkpoints/last.json").read_text())
+    meta = strict_json((run_dir / "checkpoints/last.json").read_text())
     assert meta["step"] == 4 and meta["config"] == cfg
+    strict_json((run_dir / "summary.json").read_text())
 
 
 def test_resume_continues_step_count(cli, run_dir, tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from noisecraft.config import Config
+from noisecraft.config import Config, json_safe
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-checkpoint"
@@ -85,7 +85,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module,
         tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
     meta = {"format": FORMAT, "version": VERSION, "step": int(step), "config": config.to_dict(),
             "optimizer_param_groups": groups, **extra}
-    text = json.dumps(meta, indent=2)
+    text = json.dumps(json_safe(meta), indent=2, allow_nan=False)  # strict JSON: inf as "inf" (best_val_loss)
     atomic_write_bytes(path, save(tensors, metadata={"noisecraft": text}))
     atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
 
@@ -143,7 +143,9 @@ def _validate_meta(p: Path, meta: dict, config: Config) -> None:
     names = meta.get("class_names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: class_names)")
-    for key in ("best_val_loss", "val_loss"):
+    for key in ("best_val_loss", "val_loss", "best_score"):
+        if meta.get(key) in ("inf", "-inf", "nan"):  # strict JSON carries non-finite numbers as strings
+            meta[key] = float(meta[key])
         if meta.get(key) is not None and not isinstance(meta[key], (int, float)):
             raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: {key})")
     log_state = meta.get("log_state", {})

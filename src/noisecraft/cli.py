@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, preset
+from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, json_safe, preset
 from noisecraft.errors import Interrupted, UserError
 
 
@@ -67,7 +67,7 @@ def cmd_train(args, extra) -> int:
         cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(json_safe(summary), indent=2))
     return 0
 
 
@@ -125,7 +125,7 @@ def cmd_info(args, extra) -> int:
     info = {"checkpoint": meta["path"], "step": meta["step"], "parameters": n,
             "best_val_loss": meta.get("best_val_loss"), "class_names": meta.get("class_names"),
             "config": cfg.to_dict()}
-    print(json.dumps(info, indent=2))
+    print(json.dumps(json_safe(info), indent=2))
     return 0
 
 
@@ -141,7 +141,7 @@ def cmd_evaluate(args, extra) -> int:
                        inception_weights=args.inception_weights, classifier=not args.no_classifier,
                        progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(json_safe(report), indent=2))
     print(f"wrote report.json, report.md and samples.png to {report['out']}", file=sys.stderr)
     return 0
 

@@ -117,7 +117,8 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, as strict JSON takes it (an open guidance interval's inf becomes "inf")."""
+        return json_safe(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -139,7 +140,7 @@ class Config:
         # Write-then-rename: a run killed mid-save must not leave a torn config.json behind for --resume.
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         os.replace(tmp, path)
 
     @classmethod
@@ -198,6 +199,19 @@ class Config:
             raise UserError(f"data.image_size must be >= 8, got {self.data.image_size}")
         if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
             raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with non-finite floats as the strings "inf", "-inf" and "nan", tuples as lists. Python's json writes
+    them as Infinity and NaN, which strict parsers (JavaScript's JSON.parse, jq) reject; the config's typed loader
+    and `float()` read the strings back."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

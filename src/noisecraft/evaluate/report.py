@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisecraft.config import DataConfig
+from noisecraft.config import DataConfig, json_safe
 from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
 from noisecraft.evaluate.prdc import precision_recall
@@ -265,7 +265,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         save_grid(real.images[class_grid_order(real.labels if k else None, len(real), k)], out / "real.png", nrow=10)
     except UserError:
         pass
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     (out / "report.md").write_text(render_markdown(report, has_real=(out / "real.png").is_file()))
     report["out"] = str(out)
     return report
