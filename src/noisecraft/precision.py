@@ -25,8 +25,8 @@ def cpu_bf16_flags() -> frozenset[str]:
 def use_bf16(device: torch.device | str, precision: str) -> bool:
     """`auto` means bf16 autocast on GPUs and on CPUs with native bf16 instructions (AMX or AVX512-BF16), fp32
     elsewhere; weights stay fp32 in all cases. Measured for the digits U-Net on a 2-core AVX512-BF16 CPU (AMD
-    EPYC, no AMX): bf16 trains 1.5x and samples 1.9x faster than fp32; on AMX CPUs ~1.4x for training. CPUs
-    without native bf16 (AVX2 only) stay in fp32."""
+    EPYC, no AMX): bf16 trains 1.4-1.65x and samples ~1.55x faster than fp32 (benchmarks/throughput.py); on AMX
+    CPUs ~1.4x for training. CPUs without native bf16 (AVX2 only) stay in fp32."""
     device = torch.device(device)
     if precision == "auto":
         return device.type == "cuda" or (device.type == "cpu" and bool(cpu_bf16_flags()))
