@@ -17,7 +17,6 @@ Prints JSON and writes it to `--out/evaluate_speed.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
-    from noisecraft.config import json_safe
+    from noisecraft.config import to_json
     from noisecraft.evaluate.classifier import get_classifier
     from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
     from noisecraft.generate import load_model
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
     print(f"evaluate: {args.n} samples, {args.sampler} {args.steps} steps: {result['samples_per_s']} samples/s, "
           f"sampling {result['sampling_s']} s, metrics {result['offline_metrics_s']} s, total {result['total_s']} s "
           f"(budget {BUDGET_S:.0f} s: {'OK' if result['within_budget'] else 'OVER'})")
-    text = json.dumps(json_safe(result), indent=2)
+    text = to_json(result)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from noisecraft.config import apply_overrides, json_safe, preset
+from noisecraft.config import apply_overrides, preset, to_json
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
     }
     if args.judge:
         result.update(judge(run))
-    text = json.dumps(json_safe(result), indent=2)
+    text = to_json(result)
     print(text)
     (out / "quickstart.json").write_text(text + "\n")
 

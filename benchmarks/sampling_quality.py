@@ -14,7 +14,6 @@ upwards at small N, so compare rows at the same N only). Writes JSON and a PNG p
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from noisecraft.conditioning import sample_labels
-from noisecraft.config import json_safe
+from noisecraft.config import to_json
 from noisecraft.generate import generate, load_model, pick_device
 from noisecraft.samplers import describe_interval, network_calls
 
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         images = generate(loaded.denoiser, n=args.n, labels=labels, num_classes=loaded.num_classes, shape=shape,
                           sampler=sampler, steps=steps, guidance=w, guidance_interval=interval, seed=args.seed,
-                          batch_size=args.batch_size,
-                          clip_x0=cfg.sample.clip_x0, device=device)
+                          batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device)
         wall = time.perf_counter() - t0
         row = {"sampler": sampler, "steps": steps, "nfe": network_calls(sampler, steps), "guidance": w,
                "wall_s": round(wall, 3), "images_per_s": round(args.n / wall, 3),
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sampling_quality.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    (out / "sampling_quality.json").write_text(to_json(result) + "\n")
     plot(result, out / "sampling_quality.png")
     print(f"wrote {out / 'sampling_quality.json'} and {out / 'sampling_quality.png'}")
     return result

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from noisecraft.config import Config, json_safe
+from noisecraft.config import Config, to_json
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-checkpoint"
@@ -85,7 +85,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module,
         tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
     meta = {"format": FORMAT, "version": VERSION, "step": int(step), "config": config.to_dict(),
             "optimizer_param_groups": groups, **extra}
-    text = json.dumps(json_safe(meta), indent=2, allow_nan=False)  # strict JSON: inf as "inf" (best_val_loss)
+    text = to_json(meta)  # strict JSON: a best_val_loss of inf (no validation yet) goes out as "inf"
     atomic_write_bytes(path, save(tensors, metadata={"noisecraft": text}))
     atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
 

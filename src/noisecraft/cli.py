@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, json_safe, preset
+from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, preset, to_json
 from noisecraft.errors import Interrupted, UserError
 
 
@@ -67,7 +67,7 @@ def cmd_train(args, extra) -> int:
         cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
-        print(json.dumps(json_safe(summary), indent=2))
+        print(to_json(summary))
     return 0
 
 
@@ -125,7 +125,7 @@ def cmd_info(args, extra) -> int:
     info = {"checkpoint": meta["path"], "step": meta["step"], "parameters": n,
             "best_val_loss": meta.get("best_val_loss"), "class_names": meta.get("class_names"),
             "config": cfg.to_dict()}
-    print(json.dumps(json_safe(info), indent=2))
+    print(to_json(info))
     return 0
 
 
@@ -141,7 +141,7 @@ def cmd_evaluate(args, extra) -> int:
                        inception_weights=args.inception_weights, classifier=not args.no_classifier,
                        progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
-    print(json.dumps(json_safe(report), indent=2))
+    print(to_json(report))
     print(f"wrote report.json, report.md and samples.png to {report['out']}", file=sys.stderr)
     return 0
 
@@ -187,9 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
                        "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). "
-                       "SIGINT (Ctrl-C) or "
-                       "SIGTERM finishes the current step, saves checkpoints/last and exits with 130 or 143; --resume "
-                       "continues exactly where it stopped, also after a crash or kill -9.")
+                       "SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves checkpoints/last and exits with "
+                       "130 or 143; --resume continues exactly where it stopped, also after a crash or kill -9.")
     t.add_argument("--preset", choices=list(PRESETS), default=None, help="starting config (default: digits)")
     t.add_argument("--config", help="JSON config file (instead of a preset)")
     t.add_argument("--dataset", choices=["digits", "mnist", "cifar10", "folder"])

@@ -140,7 +140,7 @@ class Config:
         # Write-then-rename: a run killed mid-save must not leave a torn config.json behind for --resume.
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(to_json(self.to_dict()) + "\n")
         os.replace(tmp, path)
 
     @classmethod
@@ -199,6 +199,11 @@ class Config:
             raise UserError(f"data.image_size must be >= 8, got {self.data.image_size}")
         if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
             raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
+
+
+def to_json(obj: Any) -> str:
+    """Strict, indented JSON for every file and report noisecraft writes (see `json_safe`)."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False)
 
 
 def json_safe(obj: Any) -> Any:

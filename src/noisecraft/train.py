@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from noisecraft import distributed, faults
 from noisecraft.checkpoint import load_checkpoint, load_optimizer, load_state, save_checkpoint
 from noisecraft.conditioning import class_cond
-from noisecraft.config import Config, json_safe
+from noisecraft.config import Config, to_json
 from noisecraft.data import ImageData, load_dataset, load_train_data, make_batcher, to_model_range, to_uint8
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
@@ -412,6 +412,6 @@ def _train(cfg: Config, out: str | Path, resume: bool, progress: bool, stop: fau
         process_figures(ema, cfg, val_data, paths.root, device)
     summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time, "best_val_loss": best_val,
                "params": n_params, "run_dir": str(paths.root)}
-    (paths.root / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    (paths.root / "summary.json").write_text(to_json(summary) + "\n")
     distributed.teardown(dist_info)
     return summary

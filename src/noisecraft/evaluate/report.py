@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisecraft.config import DataConfig, json_safe
+from noisecraft.config import DataConfig, to_json
 from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
 from noisecraft.evaluate.prdc import precision_recall
@@ -223,8 +223,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     t0 = time.perf_counter()
     images = generate(loaded.denoiser, n=opts.n, labels=labels, num_classes=k, shape=shape, sampler=sampler,
                       steps=steps, guidance=guidance, guidance_interval=interval, seed=opts.seed,
-                      batch_size=opts.batch_size,
-                      clip_x0=cfg.sample.clip_x0, device=device, precision=precision, progress=opts.progress)
+                      batch_size=opts.batch_size, clip_x0=cfg.sample.clip_x0, device=device, precision=precision,
+                      progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
     report = {
@@ -265,7 +265,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         save_grid(real.images[class_grid_order(real.labels if k else None, len(real), k)], out / "real.png", nrow=10)
     except UserError:
         pass
-    (out / "report.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    (out / "report.json").write_text(to_json(report) + "\n")
     (out / "report.md").write_text(render_markdown(report, has_real=(out / "real.png").is_file()))
     report["out"] = str(out)
     return report

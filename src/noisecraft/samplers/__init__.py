@@ -50,6 +50,6 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
     return karras_sigmas(steps, denoiser.sigma_min, min(denoiser.sigma_max, KARRAS_SIGMA_MAX))
 
 
-__all__ = ["SAMPLERS", "PerImageNoise", "cfg_denoiser", "describe_interval", "discrete_timesteps", "get_sampler", "get_sigmas",
-           "karras_sigmas", "network_calls", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler",
+__all__ = ["SAMPLERS", "PerImageNoise", "cfg_denoiser", "describe_interval", "discrete_timesteps", "get_sampler",
+           "get_sigmas", "karras_sigmas", "network_calls", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler",
            "sample_heun", "timestep_sigmas"]
