@@ -1,14 +1,15 @@
 """Checkpoints: safetensors for tensors plus JSON metadata. Never pickle.
 
-`<name>.safetensors` holds the weights (`model.*`), the EMA weights (`ema.*`) and the optimizer state
-(`optim.*`); its header also carries the metadata JSON, so the one file is complete and is replaced atomically
-(temp file, fsync, rename). `<name>.json` is a readable copy of the same metadata.
+`<name>.safetensors` holds named parts: each module's weights under its name (`unet.*`, `unet_ema.*`, later
+`autoencoder.*`, `discriminator.*`) and each optimizer's state under `optimizer.<name>.*`; its header also
+carries the metadata JSON, so the one file is complete and is replaced atomically (temp file, fsync, rename). `<name>.json` is a readable copy of the same metadata.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from noisecraft.config import Config, to_json
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: named parts (modules and optimizers by name); 1: model./ema./optim. (still read)
 
 
 def _umask() -> int:
@@ -54,40 +55,50 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         pass
 
 
-def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
+OPTIM = "optimizer"  # tensor-key prefix of optimizer states: optimizer.<name>.<param index>.<state key>
+# Format 1 (noisecraft 0.1) wrote one network with fixed prefixes; they are read as these named parts.
+V1_PARTS = {"model": "unet", "ema": "unet_ema", "optim": f"{OPTIM}.unet"}
+
+
+def _flatten_optimizer(name: str, state: dict) -> dict[str, torch.Tensor]:
     tensors = {}
     for pid, s in state["state"].items():
         for k, v in s.items():
-            tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return tensors, state["param_groups"]
+            tensors[f"{OPTIM}.{name}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return tensors
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
-    state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, pid, k = name.split(".", 2)
-            state.setdefault(int(pid), {})[k] = v
-    return {"state": state, "param_groups": groups}
-
-
-def save_checkpoint(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None, config: Config, step: int, **extra: Any) -> None:
-    """Write `path` (.safetensors) and its .json sidecar atomically."""
+def save_checkpoint(path: Path, *, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer], config: Config, step: int, **extra: Any) -> None:
+    """Write `path` (.safetensors) and its .json sidecar atomically: every module's weights under its name
+    (`unet.*`, `unet_ema.*`, ...) and every optimizer's state under `optimizer.<name>.*`."""
     from safetensors.torch import save
 
     path = Path(path)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    groups = []
-    if optimizer is not None:
-        opt_tensors, groups = _flatten_optimizer(optimizer.state_dict())
-        tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
+    tensors = {}
+    for name, module in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    for name, optimizer in optimizers.items():
+        tensors.update(_flatten_optimizer(name, optimizer.state_dict()))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": VERSION, "step": int(step), "config": config.to_dict(),
-            "optimizer_param_groups": groups, **extra}
+            "modules": sorted(modules), "optimizers": {n: o.state_dict()["param_groups"] for n, o in optimizers.items()},
+            **extra}
     text = to_json(meta)  # strict JSON: a best_val_loss of inf (no validation yet) goes out as "inf"
     atomic_write_bytes(path, save(tensors, metadata={"noisecraft": text}))
     atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+
+
+def _upgrade_v1(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, torch.Tensor]:
+    """Format 1 -> named parts: model./ema./optim. become unet./unet_ema./optimizer.unet. (same tensors)."""
+    out = {}
+    for key, value in tensors.items():
+        prefix, _, rest = key.partition(".")
+        out[f"{V1_PARTS.get(prefix, prefix)}.{rest}"] = value
+    meta["modules"] = ["unet", "unet_ema"]
+    groups = meta.pop("optimizer_param_groups", None) or []
+    meta["optimizers"] = {"unet": groups} if groups else {}
+    return out
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
@@ -106,8 +117,60 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     return p
 
 
-def load_checkpoint(path: str | Path, prefer: str = "best") -> tuple[dict[str, torch.Tensor], dict, Config]:
-    """Read tensors and validated metadata. Raises UserError for files that are not our checkpoints."""
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its tensors by name, validated metadata and config. Parts are restored by name."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+    config: Config
+
+    @property
+    def step(self) -> int:
+        return self.meta["step"]
+
+    def has(self, name: str) -> bool:
+        return name in self.meta["modules"]
+
+    def load_module(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Load part `name` into `module` (strict: every weight must match the config's model)."""
+        if not self.has(name):
+            raise UserError(f"{self.path} holds no part '{name}' (it holds {', '.join(self.meta['modules'])})")
+        state = {k[len(name) + 1:]: v for k, v in self.tensors.items() if k.startswith(name + ".")}
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise UserError(f"{self.path}: weights do not match the model its config describes ('{name}': "
+                            f"{first})") from None
+        return module
+
+    def load_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        groups = self.meta["optimizers"].get(name)
+        if not groups:
+            raise UserError(f"{self.path}: holds no optimizer state for '{name}', so training cannot resume from it")
+        prefix = f"{OPTIM}.{name}."
+        state: dict[int, dict] = {}
+        for key, v in self.tensors.items():
+            if key.startswith(prefix):
+                pid, k = key[len(prefix):].split(".", 1)
+                state.setdefault(int(pid), {})[k] = v
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{self.path}: optimizer state of '{name}' does not match the model ({first})") from None
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                for k, v in optimizer.state.get(param, {}).items():
+                    if torch.is_tensor(v) and v.dim() > 0 and v.shape != param.shape:
+                        raise UserError(f"{self.path}: optimizer state '{k}' of '{name}' has shape "
+                                        f"{tuple(v.shape)}, the weight it belongs to {tuple(param.shape)}")
+
+
+def load_checkpoint(path: str | Path, prefer: str = "best") -> Checkpoint:
+    """Read tensors and validated metadata (format 1 or 2). Raises UserError for files that are not ours."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -126,13 +189,15 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> tuple[dict[str, t
         raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata)")
     if meta.get("version", 0) > VERSION:
         raise UserError(f"{p} was written by a newer noisecraft (format version {meta['version']})")
+    if meta.get("version", 1) == 1:
+        tensors = _upgrade_v1(tensors, meta)
     try:
         config = Config.from_dict(meta.get("config"))
     except UserError as e:
         raise UserError(f"{p} holds an invalid config: {e}") from None
     _validate_meta(p, meta, config)
     meta["path"] = str(p)
-    return tensors, meta, config
+    return Checkpoint(p, tensors, meta, config)
 
 
 def _validate_meta(p: Path, meta: dict, config: Config) -> None:
@@ -151,32 +216,9 @@ def _validate_meta(p: Path, meta: dict, config: Config) -> None:
     log_state = meta.get("log_state", {})
     if not isinstance(log_state, dict) or not all(isinstance(v, (int, float)) for v in log_state.values()):
         raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: log_state)")
-    groups = meta.get("optimizer_param_groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: optimizer_param_groups)")
-
-
-def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
-    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{source}: weights do not match the model its config describes ({first})") from None
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    groups = meta.get("optimizer_param_groups") or []
-    if not groups:
-        raise UserError(f"{meta.get('path')}: holds no optimizer state, so training cannot resume from it")
-    try:
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{meta.get('path')}: optimizer state does not match the model ({first})") from None
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for k, v in optimizer.state.get(param, {}).items():
-                if torch.is_tensor(v) and v.dim() > 0 and v.shape != param.shape:
-                    raise UserError(f"{meta.get('path')}: optimizer state '{k}' has shape {tuple(v.shape)}, "
-                                    f"the weight it belongs to {tuple(param.shape)}")
+    modules, optimizers = meta.get("modules"), meta.get("optimizers")
+    if not isinstance(modules, list) or not all(isinstance(n, str) for n in modules):
+        raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: modules)")
+    if not isinstance(optimizers, dict) or not all(
+            isinstance(g, list) and all(isinstance(x, dict) for x in g) for g in optimizers.values()):
+        raise UserError(f"{p} is not a noisecraft checkpoint (bad metadata: optimizers)")

@@ -83,7 +83,8 @@ def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:
 
 def cmd_sample(args, extra) -> int:
     from noisecraft.conditioning import sample_labels
-    from noisecraft.generate import generate, load_model, pick_device, save_images
+    from noisecraft.device import pick_device
+    from noisecraft.generate import generate, load_model, save_images
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
@@ -120,7 +121,8 @@ def cmd_info(args, extra) -> int:
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
-    tensors, meta, cfg = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)
+    meta, cfg = ckpt.meta, ckpt.config
     n = count_parameters(build_model(cfg.model))
     info = {"checkpoint": meta["path"], "step": meta["step"], "parameters": n,
             "best_val_loss": meta.get("best_val_loss"), "class_names": meta.get("class_names"),
@@ -149,7 +151,7 @@ def cmd_evaluate(args, extra) -> int:
 def cmd_train_classifier(args, extra) -> int:
     from noisecraft.config import DataConfig
     from noisecraft.evaluate.classifier import get_classifier
-    from noisecraft.generate import pick_device
+    from noisecraft.device import pick_device
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")

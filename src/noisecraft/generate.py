@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from noisecraft.checkpoint import load_checkpoint, load_state
+from noisecraft.checkpoint import load_checkpoint
 from noisecraft.conditioning import class_cond, null_cond
 from noisecraft.config import Config
 from noisecraft.data import to_uint8
@@ -16,17 +16,6 @@ from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
 from noisecraft.samplers import PerImageNoise, cfg_denoiser, get_sampler, get_sigmas
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
 
 
 @dataclass
@@ -45,11 +34,10 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", prefer: str = "best") -> LoadedModel:
-    tensors, meta, config = load_checkpoint(path, prefer)
-    net = build_model(config.model)
-    load_state(net, tensors, "ema", meta["path"])
-    denoiser = Denoiser(net, config.diffusion).to(device).eval()
-    return LoadedModel(denoiser, config, meta)
+    ckpt = load_checkpoint(path, prefer)
+    net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
+    denoiser = Denoiser(net, ckpt.config.diffusion).to(device).eval()
+    return LoadedModel(denoiser, ckpt.config, ckpt.meta)
 
 
 def _with_precision(denoiser: Denoiser, device, precision: str):

@@ -28,7 +28,8 @@ from noisecraft.data import ImageData, load_dataset, load_train_data, make_batch
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
 from noisecraft.errors import Interrupted, UserError
-from noisecraft.generate import generate, pick_device
+from noisecraft.device import pick_device
+from noisecraft.generate import generate
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
 from noisecraft.samplers import get_sigmas

@@ -192,7 +192,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     from noisecraft.conditioning import sample_labels
     from noisecraft.data import load_dataset
     from noisecraft.evaluate.inception import InceptionUnavailable
-    from noisecraft.generate import generate, load_model, pick_device
+    from noisecraft.device import pick_device
+    from noisecraft.generate import generate, load_model
     from noisecraft.precision import use_bf16
     from noisecraft.viz import save_grid
 
