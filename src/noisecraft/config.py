@@ -14,16 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.errors import UserError
-
-DATASETS = ("digits", "mnist", "cifar10", "folder")
-SCHEDULES = ("linear", "cosine")
-PREDICTIONS = ("eps", "x0", "v", "edm")
-SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "euler", "heun")
+from noisecraft.registry import (BEST_METRICS, DATASETS, LOSS_WEIGHTINGS, PRECISIONS, PREDICTIONS, SAMPLERS,
+                                 SCHEDULES, TASKS, Entry, Registry)
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"
+    dataset: str = "digits"  # a name in registry.DATASETS
     data_root: str | None = None  # torchvision root for mnist/cifar10, the image folder for `folder`
     download: bool = False  # only ever download when asked
     image_size: int | None = None  # resize to this square size; None keeps the native size
@@ -52,12 +49,12 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = "linear"  # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
+    schedule: str = "linear"  # registry.SCHEDULES: linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction: str = "eps"  # eps | x0 | v | edm (Karras et al. 2022 preconditioning)
-    loss_weighting: str = "none"  # none | min-snr (Hang et al. 2023)
+    prediction: str = "eps"  # registry.PREDICTIONS: eps | x0 | v | edm (Karras et al. 2022 preconditioning)
+    loss_weighting: str = "none"  # registry.LOSS_WEIGHTINGS: none | min-snr (Hang et al. 2023)
     min_snr_gamma: float = 5.0
     # EDM (used when prediction == "edm")
     sigma_data: float = 0.5
@@ -77,7 +74,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     label_dropout: float = 0.1  # classifier-free guidance: share of labels replaced by the null class
-    precision: str = "auto"  # auto (bf16 autocast on GPUs, AMX or AVX512-BF16 CPUs, else fp32) | fp32 | bf16
+    precision: str = "auto"  # registry.PRECISIONS: auto (bf16 autocast where the hardware has it) | fp32 | bf16
     seed: int = 0
     log_every: int = 50
     val_every: int = 500
@@ -92,20 +89,21 @@ class TrainConfig:
     eval_every: int = 0  # offline metrics (classifier judge) every N steps; 0 = off
     eval_n: int = 500  # samples per evaluation during training
     eval_steps: int = 20  # DDIM steps for those samples
-    best_metric: str = "val_loss"  # what picks `best`: val_loss | fd_clf | class_accuracy | precision | recall
+    best_metric: str = "val_loss"  # what picks `best`: a name in registry.BEST_METRICS
     device: str = "auto"
+    task: str = "diffusion"  # what the loop trains (noisecraft.registry.TASKS)
 
 
 @dataclass
 class SampleConfig:
-    sampler: str = "ddim"
+    sampler: str = "ddim"  # a name in registry.SAMPLERS
     steps: int = 50
     guidance: float = 0.0  # classifier-free guidance weight w (Ho & Salimans 2022); 0 = off
     # (sigma_lo, sigma_hi): guide only where sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024); () = always;
     # sigma_hi may be inf. Steps outside the interval cost one network call instead of two.
     guidance_interval: tuple[float, ...] = ()
     clip_x0: bool = True  # clamp x0 predictions to the data range [-1, 1] (pixel space)
-    precision: str = "auto"  # network calls: auto (bf16 autocast on GPUs, AMX or AVX512-BF16 CPUs) | fp32 | bf16
+    precision: str = "auto"  # network calls: registry.PRECISIONS
 
 
 @dataclass
@@ -154,20 +152,19 @@ class Config:
             raise UserError(f"config file {path} is not valid JSON: {e}") from None
 
     def validate(self) -> None:
-        _choice("data.dataset", self.data.dataset, DATASETS)
-        _choice("diffusion.schedule", self.diffusion.schedule, SCHEDULES)
-        _choice("diffusion.prediction", self.diffusion.prediction, PREDICTIONS)
-        _choice("diffusion.loss_weighting", self.diffusion.loss_weighting, ("none", "min-snr"))
-        _choice("sample.sampler", self.sample.sampler, SAMPLERS)
-        _choice("sample.precision", self.sample.precision, ("auto", "fp32", "bf16"))
+        DATASETS.get(self.data.dataset, "data.dataset")
+        SCHEDULES.get(self.diffusion.schedule, "diffusion.schedule")
+        PREDICTIONS.get(self.diffusion.prediction, "diffusion.prediction")
+        LOSS_WEIGHTINGS.get(self.diffusion.loss_weighting, "diffusion.loss_weighting")
+        SAMPLERS.get(self.sample.sampler, "sample.sampler")
+        PRECISIONS.get(self.sample.precision, "sample.precision")
         gi = self.sample.guidance_interval
         if gi and not (len(gi) == 2 and 0 <= gi[0] < gi[1]):  # NaN fails both comparisons; lo = inf fails lo < hi
             raise UserError(f"sample.guidance_interval must be two noise levels 0 <= sigma_lo < sigma_hi (sigma_lo "
                             f"finite, sigma_hi may be inf), or empty; got {','.join(str(v) for v in gi)}")
-        _choice("train.precision", self.train.precision, ("auto", "fp32", "bf16"))
-        _choice("train.best_metric", self.train.best_metric,
-                ("val_loss", "fd_clf", "class_accuracy", "precision", "recall"))
-        if self.train.best_metric != "val_loss" and self.train.eval_every <= 0:
+        PRECISIONS.get(self.train.precision, "train.precision")
+        TASKS.get(self.train.task, "train.task")
+        if BEST_METRICS.get(self.train.best_metric, "train.best_metric").needs_eval and self.train.eval_every <= 0:
             raise UserError(f"train.best_metric={self.train.best_metric} needs train.eval_every > 0")
         if self.train.eval_every < 0 or self.train.eval_n < 2 or self.train.eval_steps <= 0:
             raise UserError("train.eval_every must be >= 0, train.eval_n >= 2 and train.eval_steps > 0")
@@ -317,6 +314,11 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
 # ---------------------------------------------------------------- presets
 
 
+def _v_min_snr() -> DiffusionConfig:
+    # The small presets' objective: v-prediction on a cosine schedule with min-SNR weighting (Hang et al. 2023).
+    return DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr")
+
+
 def _preset_digits() -> Config:
     # Sized for the quickstart on a 2-core CPU: 800 steps of 64 images (~51k images, ~11 epochs), ~4 min in bf16 on
     # an AVX512-BF16 CPU. The 0.88M-parameter U-Net keeps 32 channels at 14x14 (channel_mult 1,1,2): 239M FLOPs a
@@ -329,7 +331,7 @@ def _preset_digits() -> Config:
     return Config(
         data=DataConfig(dataset="digits", val_size=500),
         model=ModelConfig(base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0),
-        diffusion=DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"),
+        diffusion=_v_min_snr(),
         train=TrainConfig(steps=800, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
                           val_every=400, sample_every=400, ckpt_every=400),
         sample=SampleConfig(sampler="ddim", steps=50, guidance=1.0, guidance_interval=(2.0, math.inf)),
@@ -348,8 +350,8 @@ def _preset_digits_edm() -> Config:
 def _preset_mnist() -> Config:
     return Config(
         data=DataConfig(dataset="mnist", val_size=2000),
-        model=ModelConfig(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), dropout=0.1),
-        diffusion=DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"),
+        model=ModelConfig(),  # the defaults: 64 channels, mult (1, 2, 2), 2 res blocks, attention at 7x7, dropout 0.1
+        diffusion=_v_min_snr(),
         train=TrainConfig(steps=50_000, batch_size=128, lr=5e-4, warmup_steps=1000, ema_decay=0.9995,
                           val_every=2000, sample_every=5000, ckpt_every=2000),
     )
@@ -371,7 +373,7 @@ def _preset_cifar10_small() -> Config:
     cfg = _preset_cifar10()
     cfg.model = ModelConfig(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
                             head_channels=64, dropout=0.1)
-    cfg.diffusion = DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr")
+    cfg.diffusion = _v_min_snr()
     cfg.train.steps = 100_000
     cfg.train.ema_decay = 0.9995
     return cfg
@@ -384,17 +386,21 @@ def _preset_cifar10_edm() -> Config:
     return cfg
 
 
-PRESETS = {
-    "digits": _preset_digits,
-    "digits-edm": _preset_digits_edm,
-    "mnist": _preset_mnist,
-    "cifar10": _preset_cifar10,
-    "cifar10-small": _preset_cifar10_small,
-    "cifar10-edm": _preset_cifar10_edm,
-}
+# Presets are config, so their registry lives here; each target builds a fresh Config.
+PRESETS: Registry[Entry] = Registry("preset")
+PRESETS.register("digits", "noisecraft.config:_preset_digits",
+                 "the embedded digits, 0.88M-parameter U-Net, 800 steps (minutes on a laptop CPU)")
+PRESETS.register("digits-edm", "noisecraft.config:_preset_digits_edm",
+                 "digits with EDM preconditioning (Karras et al. 2022) and the Heun sampler")
+PRESETS.register("mnist", "noisecraft.config:_preset_mnist", "MNIST (torchvision), 50k steps")
+PRESETS.register("cifar10", "noisecraft.config:_preset_cifar10",
+                 "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")
+PRESETS.register("cifar10-small", "noisecraft.config:_preset_cifar10_small",
+                 "CIFAR-10 on a smaller U-Net, v-prediction with min-SNR weighting, 100k steps")
+PRESETS.register("cifar10-edm", "noisecraft.config:_preset_cifar10_edm",
+                 "CIFAR-10 on the DDPM network with EDM preconditioning and the Heun sampler")
 
 
 def preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]()
+    """A fresh Config of the preset `name`; an unknown name raises a UserError listing the presets."""
+    return PRESETS.get(name, "preset").load()()

