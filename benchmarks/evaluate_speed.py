@@ -77,10 +77,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
+    from noisecraft.checkpoint import load_checkpoint
     from noisecraft.config import to_json
     from noisecraft.evaluate.classifier import get_classifier
     from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
-    from noisecraft.generate import load_model
+    from noisecraft.pipeline import SamplingOptions
 
     tmp = tempfile.TemporaryDirectory()
     ckpt, trained = Path(args.checkpoint), True
@@ -90,16 +91,16 @@ def main(argv=None) -> int:
             return 2
         ckpt, trained = untrained_digits_checkpoint(Path(tmp.name)), False
 
-    cfg = load_model(ckpt).config
+    cfg = load_checkpoint(ckpt).config
     t0 = time.perf_counter()
     clf = get_classifier(cfg.data, device=args.device, progress=False)
     classifier_s = time.perf_counter() - t0
 
     from noisecraft.cli import parse_guidance_interval
 
-    opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
-                       guidance=args.guidance, guidance_interval=parse_guidance_interval(args.guidance_interval),
-                       device=args.device, progress=False)
+    sampling = SamplingOptions(sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
+                               guidance=args.guidance, guidance_interval=parse_guidance_interval(args.guidance_interval))
+    opts = EvalOptions(n=args.n, sampling=sampling, device=args.device, progress=False)
     t1 = time.perf_counter()
     report = evaluate_checkpoint(ckpt, Path(tmp.name) / "eval", opts)
     total = time.perf_counter() - t1

@@ -63,22 +63,17 @@ def main() -> None:
 
 
 def judge(run: Path, n: int = 500) -> dict:
-    from noisecraft.conditioning import sample_labels
     from noisecraft.evaluate.classifier import classifier_accuracy
-    from noisecraft.generate import generate, load_model
-    from noisecraft.precision import use_bf16
+    from noisecraft.pipeline import load_pipeline
 
-    m = load_model(run)
-    cfg = m.config
-    labels = sample_labels(n, m.num_classes)
+    pipe = load_pipeline(run, "cpu")
+    n, labels = pipe.request(n)  # class-balanced
+    opts = pipe.resolve(sampler="ddim", steps=50, seed=10_000)  # the preset's guidance, interval and precision
     t0 = time.perf_counter()
-    images = generate(m.denoiser, n=n, labels=labels, num_classes=m.num_classes,
-                      shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
-                      sampler="ddim", steps=50, guidance=cfg.sample.guidance,
-                      guidance_interval=cfg.sample.guidance_interval, seed=10_000, progress=True)
-    return {"judge_n": n, "judge_sampler": "ddim-50", "judge_guidance": cfg.sample.guidance,
-            "judge_guidance_interval": list(cfg.sample.guidance_interval),
-            "precision": "bf16" if use_bf16("cpu", cfg.sample.precision) else "fp32",  # what auto resolved to
+    images = pipe.generate(n, labels=labels, options=opts, progress=True)
+    return {"judge_n": n, "judge_sampler": "ddim-50", "judge_guidance": opts.guidance,
+            "judge_guidance_interval": list(opts.guidance_interval),
+            "precision": opts.precision,  # what auto resolved to
             "sampling_seconds": round(time.perf_counter() - t0, 1),
             "conditional_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4)}
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from noisecraft.conditioning import sample_labels
 from noisecraft.config import to_json
-from noisecraft.generate import generate, load_model, pick_device
+from noisecraft.device import pick_device
+from noisecraft.pipeline import load_pipeline
 from noisecraft.samplers import describe_interval, network_calls
 
 ROWS = [("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpmpp-2m", 10),
@@ -61,11 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
     from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats
 
     device = pick_device(args.device)
-    loaded = load_model(args.checkpoint, device)
-    cfg = loaded.config
-    guidance = cfg.sample.guidance if args.guidance is None else args.guidance
-    interval = parse_guidance_interval(args.guidance_interval)
-    interval = tuple(cfg.sample.guidance_interval if interval is None else interval)
+    pipe = load_pipeline(args.checkpoint, device)
+    cfg = pipe.config
+    opts = pipe.resolve(guidance=args.guidance, guidance_interval=parse_guidance_interval(args.guidance_interval))
+    guidance, interval = opts.guidance, opts.guidance_interval
     clf = get_classifier(cfg.data, device=device)
     ref = reference_features(clf, cfg.data)
     real_stats = gaussian_stats(ref["train_features"])
@@ -75,9 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                      real_stats), 3),
              "accuracy": round((ref["val_logits"][:n_floor].argmax(1) == ref["val_labels"][:n_floor]).float()
                                .mean().item(), 4)}
-    labels = sample_labels(args.n, loaded.num_classes)
-    shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
-    print(f"checkpoint {loaded.meta['path']} (step {loaded.meta['step']}), {cfg.diffusion.prediction}-prediction "
+    _, labels = pipe.request(args.n)  # class-balanced
+    print(f"checkpoint {pipe.path} (step {pipe.step}), {cfg.diffusion.prediction}-prediction "
           f"{cfg.diffusion.schedule} schedule; N = {args.n}; device {device}, {torch.get_num_threads()} threads; "
           f"judge: {cfg.data.dataset} classifier, held-out accuracy {clf.heldout_accuracy:.4f}; "
           f"reference: {len(ref['train_features'])} real training images; real held-out images at N = {n_floor}: "
@@ -85,9 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run(sampler: str, steps: int, w: float) -> dict:
         t0 = time.perf_counter()
-        images = generate(loaded.denoiser, n=args.n, labels=labels, num_classes=loaded.num_classes, shape=shape,
-                          sampler=sampler, steps=steps, guidance=w, guidance_interval=interval, seed=args.seed,
-                          batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device)
+        images = pipe.generate(args.n, labels=labels, sampler=sampler, steps=steps, guidance=w,
+                               guidance_interval=interval, seed=args.seed, batch_size=args.batch_size,
+                               precision="auto")
         wall = time.perf_counter() - t0
         row = {"sampler": sampler, "steps": steps, "nfe": network_calls(sampler, steps), "guidance": w,
                "wall_s": round(wall, 3), "images_per_s": round(args.n / wall, 3),
@@ -117,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "speedup": round(ddpm["wall_s"] / r["wall_s"], 2),
                 "accuracy_difference_points": round(100 * (r["accuracy"] - ddpm["accuracy"]), 2)}
 
-    result = {"checkpoint": str(loaded.meta["path"]), "checkpoint_step": loaded.meta["step"],
+    result = {"checkpoint": str(pipe.path), "checkpoint_step": pipe.step,
               "prediction": cfg.diffusion.prediction, "schedule": cfg.diffusion.schedule, "n": args.n,
               "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),

@@ -36,8 +36,8 @@ from diffusers_reference import ReferenceTrainer, ddim_sample, reference_unet  #
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.diffusion import Denoiser, diffusion_loss  # noqa: E402
-from noisecraft.generate import generate  # noqa: E402
 from noisecraft.models import build_model, count_parameters  # noqa: E402
+from noisecraft.pipeline import Pipeline  # noqa: E402
 from noisecraft.precision import autocast_ctx  # noqa: E402
 from noisecraft.train import train  # noqa: E402
 
@@ -111,17 +111,15 @@ def reference_train_ips(trainer: ReferenceTrainer, steps: int, batch: int, devic
 
 
 def ours_sample_ips(net, cfg, device, precision: str, n: int, nfe: int) -> float:
-    den = Denoiser(net, cfg.diffusion).eval()
+    pipe = Pipeline(Denoiser(net, cfg.diffusion).eval(), cfg, device=device)
     labels = torch.arange(n) % cfg.model.num_classes
-    shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
     # generate() applies the precision itself (autocast around the network only); "auto" would pick bf16 on
     # hardware with native bf16 and make the fp32 row a bf16 one.
-    kw = dict(n=n, labels=labels, num_classes=cfg.model.num_classes, shape=shape, sampler="ddim", guidance=0.0,
-              batch_size=n, device=device, precision=precision)
-    generate(den, steps=2, **kw)  # warm-up
+    kw = dict(labels=labels, sampler="ddim", guidance=0.0, batch_size=n, precision=precision, clip_x0=True)
+    pipe.generate(n, steps=2, **kw)  # warm-up
     sync(device)
     t0 = time.perf_counter()
-    generate(den, steps=nfe, **kw)
+    pipe.generate(n, steps=nfe, **kw)
     sync(device)
     return n / (time.perf_counter() - t0)
 

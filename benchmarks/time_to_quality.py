@@ -30,7 +30,7 @@ from diffusers_reference import ReferenceTrainer, ddim_sample  # noqa: E402
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.evaluate.classifier import classifier_accuracy  # noqa: E402
-from noisecraft.generate import generate, load_model  # noqa: E402
+from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.train import train  # noqa: E402
 
 
@@ -47,11 +47,10 @@ class Ours:
         self.seconds = summary["train_seconds"]  # cumulative loop time over the resumed chunks
 
     def sample(self, labels: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:
-        m = load_model(self.run, self.device, prefer="last")
-        c = m.config.model
-        return generate(m.denoiser, n=len(labels), labels=labels, num_classes=c.num_classes,
-                        shape=(c.in_channels, c.image_size, c.image_size), sampler="ddim", steps=steps,
-                        guidance=guidance, seed=0, device=self.device)
+        pipe = load_pipeline(self.run, self.device, prefer="last")
+        # guided at every step and in auto precision, as the reference side samples
+        return pipe.generate(labels=labels, sampler="ddim", steps=steps, guidance=guidance, guidance_interval=(),
+                             precision="auto", seed=0)
 
 
 class Reference:

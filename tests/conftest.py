@@ -39,3 +39,14 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+def bare_generate(denoiser, *, n: int, labels, num_classes: int, shape: tuple[int, int, int], **options):
+    """`Pipeline.generate` for a bare denoiser (no run directory): uint8 (n, C, H, W); `options` are
+    SamplingOptions fields, the others default as a fresh config's sample section."""
+    from noisecraft.config import Config
+    from noisecraft.pipeline import Pipeline
+
+    cfg = Config()
+    cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = shape[0], shape[1], num_classes
+    return Pipeline(denoiser, cfg).generate(n, labels=labels if num_classes else None, **options)

@@ -43,7 +43,7 @@ def test_nhwc_sampling_path_matches_nchw():
     those of the plain NCHW network, with and without guidance, and not depend on the batch size."""
     from noisecraft.config import DiffusionConfig
     from noisecraft.diffusion import Denoiser
-    from noisecraft.generate import generate
+    from conftest import bare_generate as generate
     from noisecraft.precision import sampling_channels_last
 
     assert sampling_channels_last("cpu", bf16=False) and not sampling_channels_last("cpu", bf16=True)

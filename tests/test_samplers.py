@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from noisecraft.config import DiffusionConfig
 from noisecraft.diffusion import Denoiser
-from noisecraft.samplers import (SAMPLERS, cfg_denoiser, discrete_timesteps, get_sigmas, karras_sigmas,
-                                 network_calls, timestep_sigmas)
+from noisecraft.samplers import (SAMPLERS, cfg_denoiser, discrete_timesteps, drain, get_sampler, get_sigmas,
+                                 karras_sigmas, network_calls, timestep_sigmas)
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -57,14 +57,21 @@ def vp(x: torch.Tensor, sigma) -> torch.Tensor:
     return x / math.sqrt(1 + float(sigma) ** 2)
 
 
+def sample(name: str, *args, **kwargs) -> torch.Tensor:
+    """Run sampler `name` to its end; its final x."""
+    return drain(get_sampler(name)(*args, **kwargs))
+
+
 def run_ours(name: str, steps: int, x_T: torch.Tensor, noise=None, model=("linear", "eps")):
     """Run our sampler from the VP sample x_T; returns the VP trajectory before each step, and the result."""
     den = eps_denoiser(0, *model)
     sigmas = get_sigmas(den, name, steps)
-    traj = []
-    out = SAMPLERS[name](den, x_T * math.sqrt(1 + float(sigmas[0]) ** 2), sigmas, noise=noise,
-                         callback=lambda d: traj.append(vp(d["x"], d["sigma"])))
-    return traj, out
+    x = x_T * math.sqrt(1 + float(sigmas[0]) ** 2)
+    traj = [vp(x, sigmas[0])]
+    for step in get_sampler(name)(den, x, sigmas, noise=noise):  # step.x is x after step i, at sigmas[i + 1]
+        assert step.sigma == sigmas[step.i] and step.i == len(traj) - 1
+        traj.append(vp(step.x, sigmas[step.i + 1]))
+    return traj[:-1], step.x
 
 
 def run_diffusers(scheduler, steps: int, x_T: torch.Tensor, **step_kwargs):
@@ -171,7 +178,7 @@ def exact_ode_end(x, sigma_start):
 def gaussian_error(name: str, steps: int) -> float:
     sigmas = karras_sigmas(steps, 0.002, 80.0).double()
     x = torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
-    out = SAMPLERS[name](gaussian_denoiser, x, sigmas)
+    out = sample(name, gaussian_denoiser, x, sigmas)
     return (out - exact_ode_end(x, 80.0)).abs().max().item()
 
 
@@ -200,8 +207,8 @@ def test_ddpm_samples_the_gaussian_data_distribution(steps=1000):
     sigmas = timestep_sigmas(eps_denoiser().schedule, steps).double()
     g = torch.Generator().manual_seed(5)
     x = torch.randn(20_000, 1, 1, 1, generator=g, dtype=torch.float64) * math.sqrt(1 + float(sigmas[0]) ** 2)
-    out = SAMPLERS["ddpm"](gaussian_denoiser, x, sigmas,
-                           noise=lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype))
+    out = sample("ddpm", gaussian_denoiser, x, sigmas,
+                 noise=lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype))
     assert abs(out.mean().item() - MU) < 0.02  # standard error 0.5 / sqrt(20000) = 0.0035
     assert abs(out.std().item() - S) < 0.02
 
@@ -217,7 +224,7 @@ def test_heun_costs_2n_minus_1_calls():
         calls.clear()
         steps = 10
         sigmas = karras_sigmas(steps, 0.002, 80.0)
-        SAMPLERS[name](counting, torch.zeros(1, 1, 2, 2), sigmas)
+        sample(name, counting, torch.zeros(1, 1, 2, 2), sigmas)
         assert len(calls) == network_calls(name, steps), name
     assert network_calls("heun", 18) == 35
 
@@ -263,9 +270,9 @@ def test_x0_and_v_prediction_give_the_same_denoiser():
     # ... so a whole DPM-Solver++ run agrees too
     sigmas = get_sigmas(den, "dpmpp-2m", 10)
     xT = x * float(sigmas[0])
-    ref = SAMPLERS["dpmpp-2m"](den, xT, sigmas)
+    ref = sample("dpmpp-2m", den, xT, sigmas)
     for d in (d_x0, d_v):
-        assert (SAMPLERS["dpmpp-2m"](d, xT, sigmas) - ref).abs().max() < 1e-3
+        assert (sample("dpmpp-2m", d, xT, sigmas) - ref).abs().max() < 1e-3
 
 
 def test_guidance_zero_is_the_conditional_denoiser_and_guided_is_one_call():
@@ -283,7 +290,7 @@ def test_guidance_zero_is_the_conditional_denoiser_and_guided_is_one_call():
     assert torch.allclose(out, expected, atol=1e-5)
     # one call per step in a whole run, too
     den.net.calls = 0
-    SAMPLERS["dpmpp-2m"](guided, x * 100, get_sigmas(den, "dpmpp-2m", 10), cond)
+    sample("dpmpp-2m", guided, x * 100, get_sigmas(den, "dpmpp-2m", 10), cond)
     assert den.net.calls == 10
 
 
@@ -302,14 +309,14 @@ def test_guidance_interval_guides_inside_and_costs_one_half_call_outside():
     sigmas = get_sigmas(den, "ddim", 20)
     rows = []
     den.net.forward = (lambda f: lambda x, *a, **k: rows.append(len(x)) or f(x, *a, **k))(den.net.forward)
-    SAMPLERS["ddim"](limited, x * 100, sigmas, cond)
+    sample("ddim", limited, x * 100, sigmas, cond)
     inside = int(((sigmas[:-1] > 1.0) & (sigmas[:-1] <= 10.0)).sum())
     assert 0 < inside < 20 and sum(rows) == 2 * 20 + 2 * inside
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_same_seed_same_images_whatever_the_batch_size(name):
-    from noisecraft.generate import generate
+    from conftest import bare_generate as generate
 
     den = eps_denoiser()
     kw = dict(labels=torch.tensor([0, 1, 2, 0]), num_classes=NUM_CLASSES, shape=(C, H, H), sampler=name,
@@ -323,7 +330,7 @@ def test_same_seed_same_images_whatever_the_batch_size(name):
 
 
 def test_bf16_sampling_keeps_fp32_state_close_to_fp32_and_batch_independent():
-    from noisecraft.generate import generate
+    from conftest import bare_generate as generate
 
     den = eps_denoiser()
     kw = dict(labels=torch.tensor([0, 1, 2, 0]), num_classes=NUM_CLASSES, shape=(C, H, H), sampler="dpmpp-2m",

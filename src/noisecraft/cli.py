@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
 
-from noisecraft.config import PRESETS, SAMPLERS, Config, apply_overrides, preset, to_json
+from noisecraft.config import PRESETS, Config, apply_overrides, preset, to_json
 from noisecraft.errors import Interrupted, UserError
+from noisecraft.registry import DATASETS, PRECISIONS, SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +65,7 @@ def cmd_train(args, extra) -> int:
                                     if v is not None})
     else:
         cfg = build_config(args, extra)
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:  # under torchrun only rank 0 reports
         print(to_json(summary))
     return 0
@@ -81,33 +81,25 @@ def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:
     return cfg.sample.guidance_interval
 
 
+def _sampling_options(args):
+    """The sampling flags `sample` and `evaluate` share; None leaves the checkpoint's default."""
+    from noisecraft.pipeline import SamplingOptions
+
+    return SamplingOptions(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+                           guidance_interval=parse_guidance_interval(args.guidance_interval), seed=args.seed,
+                           batch_size=args.batch_size, precision=args.precision)
+
+
 def cmd_sample(args, extra) -> int:
-    from noisecraft.conditioning import sample_labels
-    from noisecraft.device import pick_device
-    from noisecraft.generate import generate, load_model, save_images
+    from noisecraft.viz import save_images
+    from noisecraft.pipeline import load_pipeline
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
-    if args.n <= 0:
-        raise UserError(f"--n must be > 0, got {args.n}")
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise UserError(f"--batch-size must be > 0, got {args.batch_size}")
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise UserError(f"--guidance must be a finite number, got {args.guidance}")
-    if args.steps is not None and args.steps <= 0:
-        raise UserError(f"--steps must be > 0, got {args.steps}")
-    interval = parse_guidance_interval(args.guidance_interval)
-    device = pick_device(args.device)
-    loaded = load_model(args.checkpoint, device)
-    cfg = loaded.config
-    labels = sample_labels(args.n, loaded.num_classes, args.class_index, loaded.class_names)
-    images = generate(loaded.denoiser, n=args.n, labels=labels, num_classes=loaded.num_classes,
-                      shape=(cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size),
-                      sampler=args.sampler or cfg.sample.sampler, steps=args.steps or cfg.sample.steps,
-                      guidance=cfg.sample.guidance if args.guidance is None else args.guidance,
-                      guidance_interval=cfg.sample.guidance_interval if interval is None else interval, seed=args.seed,
-                      batch_size=args.batch_size, clip_x0=cfg.sample.clip_x0, device=device,
-                      precision=args.precision or cfg.sample.precision, progress=True)
+    options = _sampling_options(args)
+    pipe = load_pipeline(args.checkpoint, args.device)
+    n, labels = pipe.request(args.n, args.class_index)
+    images = pipe.generate(n, labels=labels, options=options, progress=True)
     out = save_images(images, args.out)
     if labels is not None:
         (out / "labels.json").write_text(json.dumps(labels.tolist()) + "\n")
@@ -136,12 +128,9 @@ def cmd_evaluate(args, extra) -> int:
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
-    opts = EvalOptions(n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                       guidance_interval=parse_guidance_interval(args.guidance_interval), seed=args.seed,
-                       batch_size=args.batch_size, device=args.device, precision=args.precision,
-                       inception=not args.no_inception,
-                       inception_weights=args.inception_weights, classifier=not args.no_classifier,
-                       progress=not args.no_progress)
+    opts = EvalOptions(n=args.n, sampling=_sampling_options(args), device=args.device,
+                       inception=not args.no_inception, inception_weights=args.inception_weights,
+                       classifier=not args.no_classifier, progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
     print(to_json(report))
     print(f"wrote report.json, report.md and samples.png to {report['out']}", file=sys.stderr)
@@ -167,7 +156,8 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
     """The flags `sample` and `evaluate` share: which checkpoint, how many images, and how to draw them."""
     p.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
     p.add_argument("--n", type=int, default=n_default, help=n_help)
-    p.add_argument("--sampler", choices=list(SAMPLERS), help="default: the checkpoint's sample.sampler")
+    p.add_argument("--sampler", choices=SAMPLERS.names(),
+                   help=f"{SAMPLERS.help()} (default: the checkpoint's sample.sampler)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's sample.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance weight w (0 = off; default: the "
                    "checkpoint's sample.guidance)")
@@ -178,9 +168,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="network precision while sampling (default: the checkpoint's sample.precision, auto = "
-                   "bf16 autocast on GPUs and CPUs with native bf16)")
+    p.add_argument("--precision", choices=PRECISIONS.names(),
+                   help=f"network precision while sampling: {PRECISIONS.help()} (default: the checkpoint's "
+                   "sample.precision)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -191,9 +181,10 @@ def make_parser() -> argparse.ArgumentParser:
                        "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). "
                        "SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves checkpoints/last and exits with "
                        "130 or 143; --resume continues exactly where it stopped, also after a crash or kill -9.")
-    t.add_argument("--preset", choices=list(PRESETS), default=None, help="starting config (default: digits)")
+    t.add_argument("--preset", choices=PRESETS.names(), default=None,
+                   help=f"starting config (default: digits): {PRESETS.help()}")
     t.add_argument("--config", help="JSON config file (instead of a preset)")
-    t.add_argument("--dataset", choices=["digits", "mnist", "cifar10", "folder"])
+    t.add_argument("--dataset", choices=DATASETS.names(), help=DATASETS.help())
     t.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
     t.add_argument("--download", action="store_true", help="download mnist/cifar10 into --data-root if missing")
     t.add_argument("--image-size", type=int, help="resize images to N x N")
@@ -201,7 +192,10 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="total optimizer steps")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(from step 0 with a clean log when it stopped before its first checkpoint)")
+    t.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it (its checkpoints, "
+                   "samples, logs and figures) and start again")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -228,7 +222,8 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Train the small CNN that `evaluate` uses for offline metrics (class accuracy, "
                        "Fréchet distance and precision/recall in its feature space) and cache it under "
                        "$NOISECRAFT_CACHE (default ~/.cache/noisecraft)/classifiers. Prints its held-out accuracy.")
-    c.add_argument("--dataset", choices=["digits", "mnist", "cifar10", "folder"], default="digits")
+    c.add_argument("--dataset", choices=DATASETS.names(), default="digits",
+                   help=f"{DATASETS.help()} (default: digits)")
     c.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
     c.add_argument("--image-size", type=int, help="resize images to N x N (match the diffusion model's size)")
     c.add_argument("--device", default="cpu")
@@ -250,9 +245,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.preset and args.config:
                 raise UserError("pass either --preset or --config, not both")
             args.preset = args.preset or "digits"
-        if (args.command in ("sample", "evaluate") and args.sampler is not None
-                and args.sampler not in _available_samplers()):
-            raise UserError(f"sampler '{args.sampler}' is not available yet")
         return args.func(args, extra)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -271,12 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-
-
-def _available_samplers() -> set[str]:
-    from noisecraft.samplers import SAMPLERS as available
-
-    return set(available)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -14,12 +14,11 @@ the checkpoint's fast one (DDIM, 50 steps), not 1,000 ancestral steps.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from noisecraft.config import DataConfig, to_json
 from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
 from noisecraft.evaluate.prdc import precision_recall
+from noisecraft.pipeline import SamplingOptions, load_pipeline
 from noisecraft.samplers import describe_interval
 
 REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
@@ -37,14 +37,8 @@ REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/r
 @dataclass
 class EvalOptions:
     n: int = 2000
-    sampler: str | None = None  # None: the checkpoint's sample.sampler
-    steps: int | None = None  # None: the checkpoint's sample.steps
-    guidance: float | None = None  # None: the checkpoint's sample.guidance
-    guidance_interval: tuple[float, ...] | None = None  # None: the checkpoint's; (): guide at every step
-    seed: int = 0
-    batch_size: int | None = None  # None: the device's fastest (noisecraft.precision.default_sampling_batch)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)  # None fields: the checkpoint's defaults
     device: str = "auto"
-    precision: str | None = None  # None: the checkpoint's sample.precision (auto: bf16 on GPUs, bf16 CPUs)
     inception: bool = True  # try FID/KID/IS (skipped with a message when the weights are not here)
     inception_weights: str | None = None
     inception_batch_size: int = 64
@@ -189,51 +183,36 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
                         opts: EvalOptions | None = None) -> dict:
     """Evaluate a run directory or checkpoint file; writes report.json, report.md, samples.png, real.png and
     samples.npz (the generated images and their requested labels)."""
-    from noisecraft.conditioning import sample_labels
     from noisecraft.data import load_dataset
     from noisecraft.evaluate.inception import InceptionUnavailable
-    from noisecraft.device import pick_device
-    from noisecraft.generate import generate, load_model
-    from noisecraft.precision import use_bf16
     from noisecraft.viz import save_grid
 
     opts = opts or EvalOptions()
     if opts.n < 2:
         raise UserError(f"--n must be at least 2 (metrics need a sample covariance), got {opts.n}")
-    if opts.steps is not None and opts.steps <= 0:
-        raise UserError(f"--steps must be > 0, got {opts.steps}")
-    device = pick_device(opts.device)
-    loaded = load_model(checkpoint, device)
-    cfg = loaded.config
-    ckpt_path = Path(loaded.meta["path"])
+    pipe = load_pipeline(checkpoint, opts.device)
+    sampling = pipe.resolve(opts.sampling)
+    cfg, device = pipe.config, pipe.device
+    ckpt_path = Path(pipe.path)
     out = Path(out) if out is not None else ckpt_path.parent.parent / "eval"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
 
-    sampler = opts.sampler or cfg.sample.sampler
-    steps = opts.steps or cfg.sample.steps
-    guidance = cfg.sample.guidance if opts.guidance is None else opts.guidance
-    precision = opts.precision or cfg.sample.precision
-    interval = cfg.sample.guidance_interval if opts.guidance_interval is None else opts.guidance_interval
-    k = loaded.num_classes
-    labels = sample_labels(opts.n, k)  # class-balanced: i % K
-    shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
+    k = pipe.num_classes
+    _, labels = pipe.request(opts.n)  # class-balanced: i % K
 
     t0 = time.perf_counter()
-    images = generate(loaded.denoiser, n=opts.n, labels=labels, num_classes=k, shape=shape, sampler=sampler,
-                      steps=steps, guidance=guidance, guidance_interval=interval, seed=opts.seed,
-                      batch_size=opts.batch_size, clip_x0=cfg.sample.clip_x0, device=device, precision=precision,
-                      progress=opts.progress)
+    images = pipe.generate(opts.n, labels=labels, options=sampling, progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
+    s, interval = sampling, sampling.guidance_interval
     report = {
-        "checkpoint": str(ckpt_path), "step": loaded.meta["step"], "dataset": cfg.data.dataset,
-        "sampling": {"n": opts.n, "sampler": sampler, "steps": steps, "guidance": guidance,
-                     **({"guidance_interval": list(interval)} if interval and guidance else {}), "seed": opts.seed,
-                     "precision": "bf16" if use_bf16(device, precision) else "fp32",
-                     "class_balanced": labels is not None},
+        "checkpoint": str(ckpt_path), "step": pipe.step, "dataset": cfg.data.dataset,
+        "sampling": {"n": opts.n, "sampler": s.sampler, "steps": s.steps, "guidance": s.guidance,
+                     **({"guidance_interval": list(interval)} if interval and s.guidance else {}), "seed": s.seed,
+                     "precision": s.precision, "class_balanced": labels is not None},
         "timing": {"sampling_s": round(t_sample, 2), "samples_per_s": round(opts.n / t_sample, 2)},
     }
 

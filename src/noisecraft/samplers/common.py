@@ -1,20 +1,42 @@
-"""What every sampler shares: the call signature's types, noise sources and sigma grids.
+"""What every sampler shares: the call signature's types, the step record, noise sources and sigma grids.
 
-Every sampler is a plain function
-    sample_x(denoiser, x, sigmas, cond=None, *, noise=None, callback=None) -> x0
+Every sampler is a generator with one signature (the caller drives it, as in smalldiffusion)
+    sample_x(denoiser, x, sigmas, cond=None, *, noise=None) -> Iterator[SamplerStep]
 where `denoiser(x, sigma, cond)` returns x0_pred, `x` is the starting noise already scaled to sigmas[0],
 `sigmas` is a decreasing grid ending in 0, and `noise(x)` returns fresh standard noise shaped like x
-(for ancestral steps). Samplers hold no state between calls.
+(for ancestral steps). It yields one `SamplerStep` per step; the last one's x is the sample (`drain`).
+Nothing runs until the caller asks for the next step, so closing the generator stops the network calls.
+Samplers hold no state between calls.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, "dict | None"], torch.Tensor]
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
-Callback = Callable[[dict], None]
+
+
+@dataclass
+class SamplerStep:
+    """One finished step i of a sampler: x has moved from sigmas[i] to sigmas[i + 1]."""
+
+    i: int  # 0-based step index
+    sigma: torch.Tensor  # sigmas[i], the level the x0 estimate was made at
+    x: torch.Tensor  # (B, C, H, W) after the step, at noise level sigmas[i + 1]
+    x0: torch.Tensor  # (B, C, H, W) the denoiser's estimate of the clean batch at sigma
+
+
+def drain(steps: Iterator[SamplerStep]) -> torch.Tensor:
+    """Run a sampler to its end and return the final x."""
+    x = None
+    for step in steps:
+        x = step.x
+    if x is None:
+        raise ValueError("the sampler made no step (sigmas needs at least 2 values)")
+    return x
 
 
 def default_noise(x: torch.Tensor) -> torch.Tensor:

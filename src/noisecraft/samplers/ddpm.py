@@ -1,14 +1,16 @@
 """DDPM ancestral sampling (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Algorithm 2)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from noisecraft.samplers.common import Callback, Denoise, NoiseFn, default_noise
+from noisecraft.samplers.common import Denoise, NoiseFn, SamplerStep, default_noise
 
 
 @torch.no_grad()
 def sample_ddpm(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, cond: dict | None = None, *,
-                noise: NoiseFn | None = None, callback: Callback | None = None) -> torch.Tensor:
+                noise: NoiseFn | None = None) -> Iterator[SamplerStep]:
     """Draw x_s ~ q(x_s | x_t, x0_pred) for each step t -> s of the sigma grid.
 
     The posterior is taken in the VP view (x_vp = x / sqrt(1 + sigma^2)) with alpha_t = alpha_bar_t /
@@ -19,8 +21,6 @@ def sample_ddpm(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, cond: 
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i].double(), sigmas[i + 1].double()  # float64 coefficients
         x0 = denoiser(x, sigma.float(), cond)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma, "denoised": x0})
         ab_t, ab_s = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
         alpha_t = ab_t / ab_s
         beta_t = 1 - alpha_t
@@ -32,4 +32,4 @@ def sample_ddpm(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, cond: 
         else:
             x_s = mean
         x = x_s / ab_s.sqrt()  # back to x = x0 + sigma * eps
-    return x
+        yield SamplerStep(i, sigmas[i], x, x0)

@@ -2,14 +2,16 @@
 Models", Algorithm 2: multistep second-order solver in the data-prediction form)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from noisecraft.samplers.common import Callback, Denoise, NoiseFn
+from noisecraft.samplers.common import Denoise, NoiseFn, SamplerStep
 
 
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, cond: dict | None = None, *,
-                    noise: NoiseFn | None = None, callback: Callback | None = None) -> torch.Tensor:
+                    noise: NoiseFn | None = None) -> Iterator[SamplerStep]:
     """One network call per step; the second-order term reuses the previous step's x0 prediction.
 
     Written in the sigma view x = x0 + sigma * eps, where the half log-SNR is lambda = -log(sigma) and the
@@ -27,11 +29,9 @@ def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, co
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma, cond)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma, "denoised": x0})
         if sigma_next == 0:  # lambda_t = inf: the exact first-order step lands on x0_pred
-            x = x0
-            break
+            yield SamplerStep(i, sigma, x0, x0)
+            return
         s, t = sigma.double(), sigma_next.double()  # float64 coefficients
         h = s.log() - t.log()  # lambda_t - lambda_s > 0
         if old_x0 is None:
@@ -41,4 +41,4 @@ def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, co
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * old_x0
         x = (t / s).float() * x - torch.expm1(-h).float() * d
         old_x0, h_last = x0, h
-    return x
+        yield SamplerStep(i, sigma, x, x0)
