@@ -199,7 +199,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_matches(folder, reference, tmp
 
 def test_sigint_saves_last_checkpoint(cli, tmp_path, monkeypatch):
     """Ctrl-C in the middle of step 3: the step finishes, `last` is saved at step 3, exit code 130."""
-    import noisecraft.train as train_mod
+    import noisecraft.train.task as train_mod
 
     data = image_folder(tmp_path / "shapes")
     calls = {"n": 0}
@@ -250,7 +250,7 @@ def test_resume_truncates_log_past_the_checkpoint(tmp_path):
 
 def _nan_at(monkeypatch, bad_steps: set[int]):
     """Make the training loss NaN at the given (0-based) steps."""
-    import noisecraft.train as train_mod
+    import noisecraft.train.diffusion as train_mod
 
     real = train_mod.diffusion_loss
     calls = {"n": 0}
@@ -289,13 +289,13 @@ def test_repeated_nonfinite_steps_stop_and_keep_last_good_checkpoint(cli, tmp_pa
     state = final_state(tmp_path / "run")
     good = load_file(str(tmp_path / "run" / "checkpoints" / "step_00000004.safetensors"))
     assert all(torch.isfinite(v).all() for v in state.values())
-    assert all(torch.equal(state[k], good[k]) for k in state if k.startswith(("model.", "optim.")))
+    assert all(torch.equal(state[k], good[k]) for k in state if k.startswith(("unet.", "optimizer.unet.")))
 
 
 def test_non_finite_weights_never_reach_a_checkpoint(cli, tmp_path, monkeypatch):
     """Weights that overflow (here: one set to inf during step 3) stop the run before the next checkpoint;
     the checkpoint on disk stays the last finite one."""
-    import noisecraft.train as train_mod
+    import noisecraft.train.task as train_mod
 
     data = image_folder(tmp_path / "shapes")
     real_update, calls = train_mod.ema_update, {"n": 0}
@@ -600,12 +600,12 @@ def test_bad_resume_flags(cli, trained, tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--n", "0"], "--n must be > 0"),
-    (["--n", "-3"], "--n must be > 0"),
-    (["--steps", "-1"], "--steps must be > 0"),
-    (["--batch-size", "0"], "--batch-size must be > 0"),
+    (["--n", "0"], "n must be > 0"),
+    (["--n", "-3"], "n must be > 0"),
+    (["--steps", "-1"], "steps must be > 0"),
+    (["--batch-size", "0"], "batch_size must be > 0"),
     (["--sampler", "bogus"], "invalid choice"),
-    (["--guidance", "nan"], "--guidance must be a finite number"),
+    (["--guidance", "nan"], "guidance must be a finite number"),
     (["--guidance-interval", "5,1"], "guidance_interval must be two noise levels"),
     (["--guidance-interval", "inf,inf"], "guidance_interval must be two noise levels"),
     (["--guidance-interval", "x"], "expects a number"),

@@ -1,7 +1,6 @@
 """Pictures a user learns from: sample grids, loss curves, the forward and the reverse process."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -24,28 +23,42 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, p
     to_pil(grid).save(path)
 
 
-def plot_loss_curves(log_path: str | Path, out_path: str | Path) -> None:
-    """Train loss (smoothed) and validation loss against step, from the JSONL log."""
+def save_images(images: torch.Tensor, out_dir: str | Path, nrow: int | None = None) -> Path:
+    """One PNG per image plus grid.png; returns the output directory."""
+    from noisecraft.errors import UserError
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
+    for i, img in enumerate(images):
+        to_pil(img).save(out / f"{i:05d}.png")
+    save_grid(images, out / "grid.png", nrow=nrow)
+    return out
+
+
+NOT_LOSSES = ("kind", "step", "lr", "img_per_s", "time", "nonfinite_steps")  # fields of train records
+
+
+def plot_loss_curves(train: list[dict], val: list[dict], out_path: str | Path) -> None:
+    """Every loss of the train records and the validation loss against step (log.jsonl records)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, val = [], []
-    for line in Path(log_path).read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            train.append((rec["step"], rec["loss"]))
-        if "val_loss" in rec:
-            val.append((rec["step"], rec["val_loss"]))
+    names = list(dict.fromkeys(k for r in train for k in r if k not in NOT_LOSSES))
     fig, ax = plt.subplots(figsize=(6, 4))
-    if train:
-        ax.plot(*zip(*train), label="train", alpha=0.8)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation (EMA)")
+    curves = [(f"train {n}" if len(names) > 1 else "train", [(r["step"], r[n]) for r in train if n in r])
+              for n in names] + [("validation (EMA)", [(r["step"], r["val_loss"]) for r in val])]
+    for label, points in curves:
+        if points:
+            ax.plot(*zip(*points), "o-" if label.startswith("validation") else "-", label=label, alpha=0.8)
+    if all(v > 0 for _, points in curves for _, v in points):  # an adversarial loss may be <= 0
+        ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

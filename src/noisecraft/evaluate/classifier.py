@@ -162,6 +162,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
 
 
+@torch.enable_grad()  # also when called under no_grad: training-time metrics train the judge on first use
 def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfig | None = None,
                      device: torch.device | str = "cpu", progress: bool = False) -> Classifier:
     """Train a SmallCNN on the training split; measure its accuracy on the held-out `val` split."""

@@ -1,0 +1,170 @@
+"""The run directory: where a run keeps its files, what may be started in it, its typed log and its status.
+
+A run directory is either new, or holds a run (its `config.json`). Starting a run where one already is refuses
+with an error that names `--resume` and `--overwrite`; `--overwrite` deletes the old run first; `--resume`
+continues from `checkpoints/last`, or starts again from step 0 with a clean log when no checkpoint was written.
+
+`log.jsonl` holds one strict-JSON record a line, each with a `kind` (train, val, eval) and a `step`.
+`status.json` says whether the run is running, finished, interrupted or failed, rewritten atomically as it goes
+(a run killed by SIGKILL stays "running" with a pid that no longer exists).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+from noisecraft import faults
+from noisecraft.checkpoint import atomic_write_bytes
+from noisecraft.config import Config, json_safe
+from noisecraft.errors import UserError
+
+RUN_STATES = ("running", "finished", "interrupted", "failed")
+LOG_KINDS = ("train", "val", "eval")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """Paths of a run directory, and the files only the main process writes (the others get no-ops)."""
+
+    def __init__(self, root: str | Path, main: bool = True):
+        self.root = Path(root)
+        self.main = main
+        self.config = self.root / "config.json"
+        self.ckpt_dir = self.root / "checkpoints"
+        self.last = self.ckpt_dir / "last.safetensors"
+        self.best = self.ckpt_dir / "best.safetensors"
+        self.log_path = self.root / "log.jsonl"
+        self.status_path = self.root / "status.json"
+        self.samples = self.root / "samples"
+        self._log = None
+        self._status: dict = {}
+
+    def step_ckpt(self, step: int) -> Path:
+        return self.ckpt_dir / f"step_{step:08d}.safetensors"
+
+    def holds_run(self) -> bool:
+        return self.config.is_file() or self.last.is_file()
+
+    # ------------------------------------------------------------ what may start here
+
+    def prepare(self, cfg: Config, resume: bool, overwrite: bool) -> tuple[Config, bool]:
+        """The config to run and whether to resume from `last`, by the rules in the module docstring.
+        With `overwrite`, the old run is deleted here (main process only)."""
+        if resume and overwrite:
+            raise UserError("pass either --resume (continue the run) or --overwrite (start it again), not both")
+        if resume:
+            if self.last.is_file():
+                return cfg, True
+            if not self.config.is_file():
+                raise UserError(f"nothing to resume: {self.last} does not exist")
+            # Stopped before its first checkpoint: run it again from step 0 with its saved config.
+            warnings.warn(f"{self.root} has no checkpoint yet: starting it again from step 0", stacklevel=4)
+            saved = Config.load(self.config)
+            saved.train.steps = cfg.train.steps
+            return saved, False
+        if self.holds_run():
+            if not overwrite:
+                raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
+                                f"delete it and start again, or choose another --out")
+            if self.main:
+                self.clear()
+        return cfg, False
+
+    def clear(self) -> None:
+        """Delete what a run writes (checkpoints/, samples/, eval/ and the top-level JSON, JSONL and PNG files),
+        nothing else: --out may name a directory that also holds the user's own files."""
+        for d in ("checkpoints", "samples", "eval"):
+            shutil.rmtree(self.root / d, ignore_errors=True)
+        for pattern in ("*.json", "*.jsonl", "*.png"):
+            for f in self.root.glob(pattern):
+                f.unlink()
+
+    def start(self, cfg: Config, start_step: int) -> None:
+        """Create the directory, save the resolved config, drop log records past `start_step` (a crash may leave
+        some, and temp files) and mark the run as running."""
+        if not self.main:
+            self._log = open(os.devnull, "w")
+            return
+        try:
+            for d in (self.root, self.ckpt_dir, self.samples):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"cannot write to run directory {self.root}: {e.strerror}") from None
+        cfg.save(self.config)
+        faults.truncate_log(self.log_path, start_step)
+        faults.remove_stale_temp_files(self.ckpt_dir)
+        self._log = open(self.log_path, "a")
+        self._status = {"state": "running", "step": start_step, "total_steps": cfg.train.steps,
+                        "started": _now(), "pid": os.getpid(), "task": cfg.train.task}
+        self.status()
+
+    # ------------------------------------------------------------ records
+
+    def log(self, kind: str, step: int, **values) -> None:
+        """Append one record `{"kind", "step", ...}` to log.jsonl (strict JSON: non-finite numbers as strings)."""
+        if kind not in LOG_KINDS:
+            raise ValueError(f"log kind must be one of {', '.join(LOG_KINDS)}, got {kind}")
+        self._log.write(json.dumps(json_safe({"kind": kind, "step": step, **values}), allow_nan=False) + "\n")
+        self._log.flush()
+
+    def status(self, state: str | None = None, **fields) -> None:
+        """Rewrite status.json with `state` and `fields` (step, images_per_s, error) updated."""
+        if not self.main or not self._status:
+            return
+        if state is not None:
+            if state not in RUN_STATES:
+                raise ValueError(f"run state must be one of {', '.join(RUN_STATES)}, got {state}")
+            self._status["state"] = state
+        self._status.update(fields, updated=_now())
+        try:
+            atomic_write_bytes(self.status_path, (json.dumps(json_safe(self._status), indent=2) + "\n").encode())
+        except OSError:
+            pass  # the status is advisory: a full disk is reported by the checkpoint that matters
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # ------------------------------------------------------------ checkpoint files
+
+    def keep_step_checkpoint(self, step: int, keep: int) -> None:
+        """Hard-link `last` as step_N (no extra write) and drop all but the newest `keep` step checkpoints."""
+        if keep <= 0:
+            return
+        target = self.step_ckpt(step)
+        for suffix in (".safetensors", ".json"):
+            src, dst = self.last.with_suffix(suffix), target.with_suffix(suffix)
+            dst.unlink(missing_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:  # file systems without hard links
+                shutil.copyfile(src, dst)
+        for old in sorted(self.ckpt_dir.glob("step_*.safetensors"))[:-keep]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+
+
+def read_log(path: str | Path, kind: str | None = None) -> list[dict]:
+    """The records of a log.jsonl (of one `kind` if given). Logs written before records had kinds are read by
+    their keys: `val_loss` is val, `fd_clf` eval, anything else train."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a killed run
+        if isinstance(rec, dict):
+            rec.setdefault("kind", "val" if "val_loss" in rec else "eval" if "fd_clf" in rec else "train")
+            records.append(rec)
+    return [r for r in records if kind is None or r["kind"] == kind]
