@@ -36,7 +36,8 @@ def test_train_writes_a_complete_run_directory(run_dir):
     assert any("val_loss" in r for r in records)
     meta = strict_json((run_dir / "checkpoints/last.json").read_text())
     assert meta["step"] == 4 and meta["config"] == cfg
-    strict_json((run_dir / "summary.json").read_text())
+    summary = strict_json((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["train_seconds"] > 0 and summary["params"] > 1000
 
 
 def test_resume_continues_step_count(cli, run_dir, tmp_path):
@@ -74,6 +75,7 @@ def test_info_reports_parameters_and_config(cli, run_dir):
     assert code == 0, err
     info = json.loads(out)
     assert info["parameters"] > 1000 and info["step"] == 4 and info["config"]["data"]["dataset"] == "digits"
+    assert info["task"] == "diffusion" and info["parts"] == ["unet", "unet_ema"]
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -162,6 +162,7 @@ def test_in_memory_and_unconditional_pipelines():
     out = cond.generate(n=3, labels=torch.tensor([0, 2, 1]), steps=2)
     assert out.dtype == torch.uint8 and out.shape == (3, 1, 28, 28)
     uncond = tiny_pipeline(0)
+    assert cond.kind == "class" and uncond.kind == "unconditional"
     assert uncond.request(3)[1] is None and uncond.generate(n=2, steps=2, guidance=1.0).shape == (2, 1, 28, 28)
     with pytest.raises(UserError, match="unconditional"):
         uncond.generate(n=2, class_index=1)

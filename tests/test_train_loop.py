@@ -218,7 +218,8 @@ def test_a_checkpoint_of_noisecraft_0_1_still_resumes_and_informs(cli, tmp_path)
     shutil.copytree(FIXTURE, run)
     code, out, err = cli("info", "--checkpoint", run)
     assert code == 0, err
-    assert json.loads(out)["step"] == 2
+    info = json.loads(out)
+    assert info["step"] == 2 and info["task"] == "diffusion" and info["parts"] == ["unet", "unet_ema"]
     code, _, err = cli("train", "--out", run, "--resume", "--steps", 4, "--no-progress")
     assert code == 0, err
     from noisecraft.checkpoint import load_checkpoint

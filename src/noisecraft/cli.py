@@ -116,9 +116,9 @@ def cmd_info(args, extra) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     meta, cfg = ckpt.meta, ckpt.config
     n = count_parameters(build_model(cfg.model))
-    info = {"checkpoint": meta["path"], "step": meta["step"], "parameters": n,
-            "best_val_loss": meta.get("best_val_loss"), "class_names": meta.get("class_names"),
-            "config": cfg.to_dict()}
+    info = {"checkpoint": meta["path"], "step": meta["step"], "task": meta.get("task", cfg.train.task),
+            "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
+            "class_names": meta.get("class_names"), "config": cfg.to_dict()}
     print(to_json(info))
     return 0
 

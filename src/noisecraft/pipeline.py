@@ -100,6 +100,13 @@ class Pipeline:
         return self.config.model.num_classes
 
     @property
+    def kind(self) -> str:
+        """What a request names: "class" (class labels), "text" (prompts, cross-attention) or "unconditional"."""
+        if self.config.model.context_dim:
+            return "text"
+        return "class" if self.num_classes else "unconditional"
+
+    @property
     def sample_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of what the sampler draws (a latent pipeline draws latents and decodes them)."""
         m = self.config.model

@@ -135,7 +135,7 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     distributed.barrier(dist_info)  # every rank is done with the collectives; rank 0 alone draws the pictures
     summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time}
     if run.main:
-        summary.update(_finish(task, run, saver, tc))
+        _finish(task, run, saver, tc, summary)
     else:
         summary["rank"] = dist_info.rank
     distributed.teardown(dist_info)
@@ -165,16 +165,16 @@ def _cadence(task: Task, run: RunDir, saver: "Saver", val_data, done: int, tc) -
         task.pictures(run.root, done)
 
 
-def _finish(task: Task, run: RunDir, saver: "Saver", tc) -> dict:
+def _finish(task: Task, run: RunDir, saver: "Saver", tc, summary: dict) -> None:
+    """Final figures, summary.json (`summary` completed in place) and the finished status (main process)."""
     from noisecraft.viz import plot_loss_curves
 
     if tc.final_figures:
         plot_loss_curves(read_log(run.log_path, "train"), read_log(run.log_path, "val"), run.root / "loss.png")
         task.pictures(run.root, None)
-    summary = {"best_val_loss": saver.best_val, "params": task.metadata().get("params"), "run_dir": str(run.root)}
+    summary.update(best_val_loss=saver.best_val, params=task.metadata().get("params"), run_dir=str(run.root))
     (run.root / "summary.json").write_text(to_json(summary) + "\n")
     run.status("finished")
-    return summary
 
 
 def _plot_metrics(run: RunDir) -> None:
