@@ -3,6 +3,7 @@ solutions, prediction-type conversions, classifier-free guidance, determinism, a
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -347,10 +348,23 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
 
     flags = prec.cpu_bf16_flags()
     assert flags <= {"amx_bf16", "avx512_bf16"}  # read from this machine's /proc/cpuinfo, whatever it has
-    for found, expected in ((frozenset(), False), (frozenset({"avx512_bf16"}), True), (frozenset({"amx_bf16"}), True)):
+    for found, capped, expected in ((frozenset(), False, False), (frozenset({"avx512_bf16"}), False, True),
+                                    (frozenset({"amx_bf16"}), False, True), (frozenset({"avx512_bf16"}), True, False)):
         monkeypatch.setattr(prec, "cpu_bf16_flags", lambda found=found: found)
+        monkeypatch.setattr(prec, "kernels_capped_below_avx512", lambda capped=capped: capped)
         assert prec.use_bf16("cpu", "auto") is expected
         assert prec.use_bf16("cpu", "bf16") and not prec.use_bf16("cpu", "fp32")  # explicit choices win
+
+
+def test_auto_precision_stays_fp32_when_the_kernels_are_capped_to_avx2():
+    """Emulating an AVX2 laptop on an AVX-512 machine (the README's recipe): auto must not pick emulated bf16."""
+    import subprocess
+    import sys
+
+    code = "import noisecraft.precision as p; print(p.use_bf16('cpu', 'auto'), p.kernels_capped_below_avx512())"
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
 
 
 # ---- the CLI, end to end, on a tiny trained checkpoint --------------------------------------------------------

@@ -22,14 +22,26 @@ def cpu_bf16_flags() -> frozenset[str]:
     return frozenset()
 
 
+def kernels_capped_below_avx512() -> bool:
+    """True when PyTorch's kernels (ATEN_CPU_CAPABILITY) or oneDNN's (ONEDNN_MAX_CPU_ISA) are limited to less than
+    AVX-512, as when emulating an AVX2 CPU on a newer one: bf16 then runs emulated, slower than fp32."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return True
+    try:
+        return not torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's own check, which honours its ISA cap
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def use_bf16(device: torch.device | str, precision: str) -> bool:
-    """`auto` means bf16 autocast on GPUs and on CPUs with native bf16 instructions (AMX or AVX512-BF16), fp32
-    elsewhere; weights stay fp32 in all cases. Measured for the digits U-Net on a 2-core AVX512-BF16 CPU (AMD
-    EPYC, no AMX): bf16 trains 1.4-1.65x and samples ~1.55x faster than fp32 (benchmarks/throughput.py); on AMX
-    CPUs ~1.4x for training. CPUs without native bf16 (AVX2 only) stay in fp32."""
+    """`auto` means bf16 autocast where bf16 is native and fast: GPUs, and CPUs with AMX or AVX512-BF16 whose
+    kernels are not capped below AVX-512; fp32 elsewhere (AVX2-only CPUs emulate bf16, slower than fp32). Weights
+    stay fp32 in all cases. Measured figures per CPU: README and benchmarks/results/."""
     device = torch.device(device)
     if precision == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and bool(cpu_bf16_flags()))
+        if device.type == "cuda":
+            return True
+        return device.type == "cpu" and bool(cpu_bf16_flags()) and not kernels_capped_below_avx512()
     return precision == "bf16"
 
 

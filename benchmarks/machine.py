@@ -1,0 +1,24 @@
+"""What every benchmark records about the machine it ran on, so a figure always names its CPU."""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, the ISA flags that decide kernels and precision (/proc/cpuinfo), any kernel cap set
+    to emulate an older CPU (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) and the load average."""
+    info = {"cpu": platform.processor() or platform.machine(), "isa_flags": [],
+            "kernels_capped_to": os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "load_average_1_5_15": list(os.getloadavg())}
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return info
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            info["cpu"] = value.strip()
+        elif key.strip() == "flags":
+            info["isa_flags"] = sorted(set(value.split()) & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    return info
