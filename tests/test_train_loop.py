@@ -227,3 +227,14 @@ def test_a_checkpoint_of_noisecraft_0_1_still_resumes_and_informs(cli, tmp_path)
     ckpt = load_checkpoint(run, prefer="last")
     assert ckpt.step == 4 and ckpt.meta["version"] == 2 and ckpt.meta["modules"] == ["unet", "unet_ema"]
     assert [r["step"] for r in _records(run) if r["kind"] == "train"] == [1, 2, 3, 4]  # old records kept, read by keys
+
+
+def test_learning_rate_schedules():
+    from noisecraft.config import apply_overrides, preset
+    from noisecraft.train.loop import lr_at
+
+    tc = apply_overrides(preset("digits"), {"train.steps": 500, "train.warmup_steps": 100, "train.lr": 1e-3}).train
+    assert lr_at(0, tc) == pytest.approx(1e-5) and lr_at(99, tc) == lr_at(400, tc) == pytest.approx(1e-3)
+    tc.lr_schedule = "cosine"
+    assert lr_at(99, tc) == pytest.approx(1e-3) and lr_at(300, tc) == pytest.approx(5e-4)
+    assert 0 < lr_at(499, tc) < 1e-6  # decays to 0 at the last step

@@ -1,8 +1,9 @@
 """Datasets as uint8 tensors, and a batcher that draws and augments batches on the training device.
 
 Small-image datasets (the embedded digits, MNIST, CIFAR-10: all under 200 MB as uint8) fit in memory, so a
-dataset is one `(N, C, H, W)` uint8 tensor plus labels; batches are gathered and flipped with tensor ops, no
-per-image Python. This module knows nothing about diffusion.
+dataset is one `(N, C, H, W)` uint8 tensor plus labels (and captions, `noisecraft.captions`, when the config asks
+for them); batches are gathered and flipped with tensor ops, no per-image Python. This module knows nothing about
+diffusion.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +21,13 @@ from noisecraft.config import DataConfig
 from noisecraft.errors import UserError
 from noisecraft.registry import DATASETS
 
+if TYPE_CHECKING:
+    from noisecraft.captions import Captions
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DIGIT_CLASSES = [str(i) for i in range(10)]
+DIGIT_DATASETS = ("digits", "mnist")  # grayscale digits: captions also name thickness, slant and size
 SPLIT_SEED = 1234  # fixed: the held-out split must not change between runs
 
 
@@ -33,6 +39,7 @@ class ImageData:
     labels: torch.Tensor | None  # (N,) int64, or None when unconditional
     class_names: list[str]
     name: str
+    captions: "Captions | None" = None  # text-to-image: the captions of each image (data.captions)
 
     @property
     def num_classes(self) -> int:
@@ -58,6 +65,10 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     if len(data) == 0:
         hint = " (the held-out split takes 1 image in 5: use at least 5 images)" if cfg.dataset == "folder" else ""
         raise UserError(f"dataset '{cfg.dataset}' has no images in its {split} split{hint}")
+    if cfg.captions == "on" and data.captions is None:  # attributes are measured at the native size
+        from noisecraft.captions import class_captions
+
+        data.captions = class_captions(data.labels, data.class_names, data.images, digits=data.name in DIGIT_DATASETS)
     if cfg.image_size is not None and cfg.image_size != data.image_size:
         data.images = resize_uint8(data.images, cfg.image_size)
     return data
@@ -147,7 +158,7 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
     if len(idx) == 0:
         raise UserError(f"{root} holds {len(files)} image(s): too few for a {split} split (the held-out split "
                         f"takes 1 image in 5: use at least 5 images)")
-    pil, labels, bad = [], [], []
+    pil, labels, paths, bad = [], [], [], []
     for i in idx:
         path, label = files[i]
         try:
@@ -155,6 +166,7 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
                 im.load()
                 pil.append(_to_8bit(im))
             labels.append(label)
+            paths.append(path)
         except Exception as e:  # noqa: BLE001 - any decoder failure (truncated, corrupt, decompression bomb)
             bad.append((path, e))
     _warn_skipped(bad, split, root)
@@ -167,7 +179,15 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
     images = torch.from_numpy(np.stack(arrays))
     images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
     label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
-    return ImageData(images, label_t, class_names, "folder")
+    return ImageData(images, label_t, class_names, "folder", _folder_captions(cfg, root, paths, label_t, class_names))
+
+
+def _folder_captions(cfg: DataConfig, root: Path, paths: list[Path], labels, class_names: list[str]):
+    if cfg.captions == "off":
+        return None
+    from noisecraft.captions import folder_captions
+
+    return folder_captions(root, paths, labels, class_names, required=cfg.captions == "on")
 
 
 def _folder_listing(cfg: DataConfig) -> tuple[Path, list[tuple[Path, int]], list[str]]:
@@ -243,6 +263,8 @@ class FolderStream(torch.utils.data.Dataset):
             raise UserError(f"none of the images in {root} could be read")
         self.mode = _folder_mode(modes)
         self.size = _folder_size(cfg, sizes, root)
+        labels = torch.tensor(self.labels) if self.class_names else None
+        self.captions = _folder_captions(cfg, root, self.files, labels, self.class_names)
 
     channels = property(lambda self: 1 if self.mode == "L" else 3)
     image_size = property(lambda self: self.size)
@@ -346,6 +368,7 @@ class DeviceBatcher:
             raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         self.images = data.images.to(device)
         self.labels = data.labels.to(device) if data.labels is not None else None
+        self.captions = data.captions.to(device) if data.captions is not None else None
         self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
         self.rank, self.world_size = rank, world_size
         self.num_items, self.index_device = len(data), device
@@ -371,10 +394,20 @@ class DeviceBatcher:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns x (B, C, H, W) in [-1, 1] and labels (B,) or None."""
+        """Returns x (B, C, H, W) in [-1, 1] and the condition: caption indices (B,) into `data.captions.texts`
+        when the data has captions, else labels (B,) or None."""
         idx = self.indices(step)
         y = self.labels[idx] if self.labels is not None else None
+        if self.captions is not None:
+            y = self._caption_ids(idx, step)
         return self._augment(to_model_range(self.images[idx]), step), y
+
+    def _caption_ids(self, idx: torch.Tensor, step: int) -> torch.Tensor:
+        """One caption of each image's group, drawn from (seed, step) for the global batch (this rank's slice)."""
+        g = torch.Generator(self.captions.group.device).manual_seed(self.seed * 6_271 + step + 1)
+        u = torch.rand(self.batch_size, generator=g, device=self.captions.group.device)
+        local = self.batch_size // self.world_size
+        return self.captions.draw(idx.to(u.device), u[self.rank * local:(self.rank + 1) * local])
 
     def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if self.hflip:
@@ -395,6 +428,7 @@ class StreamBatcher(DeviceBatcher):
         if batch_size % world_size:
             raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         self.data, self.num_workers = data, num_workers
+        self.captions = data.captions  # on the CPU, like the indices
         self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
         self.rank, self.world_size = rank, world_size
         self.num_items, self.index_device = len(data), torch.device("cpu")
@@ -416,4 +450,6 @@ class StreamBatcher(DeviceBatcher):
         self._next_step = step + 1
         x = self._augment(to_model_range(images.to(self.device, non_blocking=True)), step)
         y = labels.to(self.device, non_blocking=True) if self.data.num_classes else None
+        if self.captions is not None:
+            y = self._caption_ids(self.indices(step), step).to(self.device)
         return x, y

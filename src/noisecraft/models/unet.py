@@ -4,10 +4,12 @@ Read top to bottom: embeddings, the residual block, attention, then the U-Net th
 The network knows nothing about schedules: it maps (x, noise_label, class_labels, context) to an output the
 size of x, and `diffusion.Denoiser` decides what that output means (noise, x0, v or EDM's F).
 
-Conditioning enters in two ways, so later text conditioning needs no rewrite:
-  * a global embedding (noise level + class, with an extra "null class" index for classifier-free guidance)
-    that scales and shifts every residual block's normalised activations;
-  * optional token context `(B, L, context_dim)` read by cross-attention in every attention block.
+Conditioning enters in two ways:
+  * a global embedding (noise level + class, with an extra "null class" index for classifier-free guidance, or +
+    the prompt's pooled text embedding, as Imagen does) that scales and shifts every residual block's normalised
+    activations;
+  * for text models, the prompt's token embeddings `(B, L, context_dim)` with their padding mask `(B, L)`, read by
+    cross-attention blocks at `cfg.cross_attn_resolutions` and in the middle block (Rombach et al. 2022).
 """
 from __future__ import annotations
 
@@ -66,20 +68,31 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Scaled dot-product attention, (B, heads, L, d) -> (B, heads, L, d). On CPUs it runs in fp32 even under
-    bf16 autocast: PyTorch's bf16 flash-attention backward on CPU took 8x the fp32 time at 49 tokens (10% of a
-    digits training step), while attention is a small share of the FLOPs."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention, (B, heads, L, d) -> (B, heads, L, d); `mask` (B, 1, 1, L_k) is True where a
+    key may be attended to. On CPUs it runs in fp32 even under bf16 autocast: PyTorch's bf16 flash-attention
+    backward on CPU took 8x the fp32 time at 49 tokens (10% of a digits training step), while attention is a small
+    share of the FLOPs."""
     if q.device.type == "cpu" and (q.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v)
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:  # (B, L, C) -> (B, heads, L, C/heads)
+    b, n, c = t.shape
+    return t.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def merge_heads(t: torch.Tensor) -> torch.Tensor:  # (B, heads, L, d) -> (B, L, heads*d)
+    b, h, n, d = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * d)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over pixels, then (if context_dim) cross-attention to context tokens."""
+    """Multi-head self-attention over pixels."""
 
-    def __init__(self, channels: int, head_channels: int, context_dim: int | None = None):
+    def __init__(self, channels: int, head_channels: int):
         super().__init__()
         self.heads = max(1, channels // head_channels)
         self.norm = group_norm(channels)
@@ -87,34 +100,44 @@ class Attention(nn.Module):
         self.proj = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
-        if context_dim is not None:
-            self.cross_norm = nn.LayerNorm(channels)
-            self.cross_q = nn.Linear(channels, channels)
-            self.cross_kv = nn.Linear(context_dim, 2 * channels)
-            self.cross_proj = nn.Linear(channels, channels)
-            nn.init.zeros_(self.cross_proj.weight)
-            nn.init.zeros_(self.cross_proj.bias)
-        self.has_cross = context_dim is not None
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, heads, L, C/heads)
-        b, n, c = t.shape
-        return t.view(b, n, self.heads, c // self.heads).transpose(1, 2)
-
-    def _merge(self, t: torch.Tensor) -> torch.Tensor:  # (B, heads, L, d) -> (B, L, heads*d)
-        b, h, n, d = t.shape
-        return t.transpose(1, 2).reshape(b, n, h * d)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hh, ww = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
-        out = attention(self._split(q), self._split(k), self._split(v))
-        h = x.flatten(2).transpose(1, 2) + self.proj(self._merge(out))  # (B, HW, C)
-        if self.has_cross and context is not None:
-            q = self.cross_q(self.cross_norm(h))
-            k, v = self.cross_kv(context).chunk(2, dim=-1)  # (B, L, C) each
-            h = h + self.cross_proj(self._merge(attention(self._split(q), self._split(k), self._split(v))))
+        q, k, v = (split_heads(t, self.heads) for t in self.qkv(tokens).chunk(3, dim=-1))
+        h = x.flatten(2).transpose(1, 2) + self.proj(merge_heads(attention(q, k, v)))  # (B, HW, C)
         return h.transpose(1, 2).reshape(b, c, hh, ww)
+
+
+class CrossAttention(nn.Module):
+    """Pixels attend to the prompt's token embeddings (Rombach et al. 2022, "High-Resolution Image Synthesis with
+    Latent Diffusion Models"); padding tokens are masked out, so they change nothing.
+
+    Set `maps` to a list to record each call's attention probabilities, (B, HW, L) averaged over heads, with the
+    feature map's (H, W): what the cross-attention figure draws. None (the default) records nothing."""
+
+    def __init__(self, channels: int, head_channels: int, context_dim: int):
+        super().__init__()
+        self.heads = max(1, channels // head_channels)
+        self.norm = group_norm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)  # starts as the identity, like every residual branch here
+        nn.init.zeros_(self.proj.bias)
+        self.maps: list | None = None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        q = split_heads(self.q(self.norm(x).flatten(2).transpose(1, 2)), self.heads)  # (B, heads, HW, d)
+        k, v = (split_heads(t, self.heads) for t in self.kv(context).chunk(2, dim=-1))  # (B, heads, L, d)
+        keep = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L)
+        if self.maps is not None:
+            logits = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, heads, HW, L)
+            probs = logits.masked_fill(~keep, float("-inf")) if keep is not None else logits
+            self.maps.append((probs.softmax(-1).mean(1), (hh, ww)))
+        h = self.proj(merge_heads(attention(q, k, v, keep)))  # (B, HW, C)
+        return x + h.transpose(1, 2).reshape(b, c, hh, ww)
 
 
 class Downsample(nn.Module):
@@ -136,9 +159,11 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; attention at the resolutions in `cfg.attn_resolutions`.
+    """Encoder-decoder with skip connections; self-attention at the resolutions in `cfg.attn_resolutions`, and for
+    text models (`cfg.context_dim`) cross-attention at `cfg.cross_attn_resolutions` (None: the same) and mid.
 
-    forward(x (B, C, H, W), noise_label (B,), class_labels (B,) | None, context (B, L, D) | None) -> (B, C, H, W)
+    forward(x (B, C, H, W), noise_label (B,), class_labels (B,) | None, context (B, L, D) | None,
+            context_mask (B, L) bool | None, context_pooled (B, D) | None) -> (B, C, H, W)
     Class index `num_classes` is the null class (no label), used for classifier-free guidance.
     """
 
@@ -149,6 +174,12 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.num_classes = cfg.num_classes
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
+        if cfg.context_dim:  # LayerNorm on the frozen text embeddings, as Imagen found helps: a sentence encoder's
+            # unit-norm outputs differ little between "leaning left" and "leaning right" (cosine 0.95)
+            self.context_norm = nn.LayerNorm(cfg.context_dim)
+            self.text_emb = nn.Sequential(nn.LayerNorm(cfg.context_dim), nn.Linear(cfg.context_dim, emb_dim))
+        else:
+            self.context_norm = self.text_emb = None
 
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -157,8 +188,7 @@ class UNet(nn.Module):
             for _ in range(cfg.num_res_blocks):
                 blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
                 cur = ch * mult
-                if res in cfg.attn_resolutions:
-                    blocks.append(Attention(cur, cfg.head_channels, cfg.context_dim))
+                blocks.extend(self._attention(cfg, cur, res))
                 self.down.append(blocks)
                 skips.append(cur)
             if level < len(cfg.channel_mult) - 1:
@@ -167,7 +197,7 @@ class UNet(nn.Module):
                 res = (res + 1) // 2
 
         self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.scale_shift),
-                                  Attention(cur, cfg.head_channels, cfg.context_dim),
+                                  *self._attention(cfg, cur, res, mid=True),
                                   ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.scale_shift)])
 
         self.up = nn.ModuleList()
@@ -175,8 +205,7 @@ class UNet(nn.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
                 cur = ch * mult
-                if res in cfg.attn_resolutions:
-                    blocks.append(Attention(cur, cfg.head_channels, cfg.context_dim))
+                blocks.extend(self._attention(cfg, cur, res))
                 self.up.append(blocks)
             if level > 0:
                 self.up.append(nn.ModuleList([Upsample(cur)]))
@@ -187,14 +216,27 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    @staticmethod
+    def _attention(cfg: ModelConfig, channels: int, res: int, mid: bool = False) -> list[nn.Module]:
+        """The attention blocks after a residual block at feature-map size `res`; the middle block has both."""
+        cross_res = cfg.attn_resolutions if cfg.cross_attn_resolutions is None else cfg.cross_attn_resolutions
+        blocks = [Attention(channels, cfg.head_channels)] if mid or res in cfg.attn_resolutions else []
+        if cfg.context_dim and (mid or res in cross_res):
+            blocks.append(CrossAttention(channels, cfg.head_channels, cfg.context_dim))
+        return blocks
+
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_labels: torch.Tensor | None = None,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                context_pooled: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(x.dtype))  # (B, 4ch)
         if self.class_emb is not None:
             if class_labels is None:  # no label given: the null class
                 class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
             emb = emb + self.class_emb(class_labels)
+        if self.text_emb is not None and context_pooled is not None:
+            emb = emb + self.text_emb(context_pooled.to(emb.dtype))
         emb = F.silu(emb)
+        context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
 
         h = self.conv_in(x)  # (B, ch, H, W)
         hs = [h]
@@ -215,7 +257,10 @@ class UNet(nn.Module):
             if isinstance(block, ResBlock):
                 h = block(h, emb)
             elif isinstance(block, Attention):
-                h = block(h, context)
+                h = block(h)
+            elif isinstance(block, CrossAttention):
+                if context is not None:  # a text model called without a prompt skips its cross-attention
+                    h = block(h, *context)
             else:
                 h = block(h)
         return h

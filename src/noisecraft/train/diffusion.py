@@ -1,17 +1,22 @@
 """The diffusion task: a denoiser (U-Net + preconditioning) trained by denoising score matching, its EMA, label
-dropout for classifier-free guidance, its validation loss and its pictures (sample grids, forward and reverse
-process)."""
+(or caption) dropout for classifier-free guidance, its validation loss and its pictures (sample grids, forward and
+reverse process, and for text models the cross-attention figure).
+
+Data with captions trains a text-to-image model: the captions' embeddings come from a frozen text encoder once,
+before the first step (`conditioning.text.TextEmbeddings`, cached in the run directory), and a step only gathers
+the rows of its batch's captions."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from noisecraft.conditioning import class_cond
+from noisecraft.conditioning import class_cond, take
 from noisecraft.config import Config
 from noisecraft.data import ImageData, to_model_range, to_uint8
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
+from noisecraft.errors import UserError
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
 from noisecraft.train.task import EMA, StepResult, Task, TaskContext, adamw, optimizer_step
@@ -37,6 +42,11 @@ class DiffusionTask(Task):
     def __init__(self, cfg: Config, ctx: TaskContext):
         super().__init__(cfg, ctx)
         self.class_names = list(ctx.class_names)
+        self.text, self._val_texts = None, None
+        if cfg.model.context_dim:  # text-to-image: every training caption embedded once, up front
+            self.text, self.caption_table = self._embed_captions(ctx)
+            self.preview_prompts = ctx.captions.examples(10)  # the rows of the sample grids
+            self.figure_prompt = max(ctx.captions.texts[:200], key=len)  # digits: one naming all three attributes
         self.net = build_model(cfg.model).to(self.device)
         tc = cfg.train
         self.channels_last = self.device.type == "cuda" if tc.channels_last is None else tc.channels_last
@@ -53,8 +63,32 @@ class DiffusionTask(Task):
     @classmethod
     def configure(cls, cfg: Config, data) -> Config:
         cfg.model.in_channels, cfg.model.image_size = data.channels, data.image_size
-        cfg.model.num_classes = data.num_classes
+        if data.captions is None:
+            if cfg.model.text_encoder:
+                raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
+                                f"--data.captions=on")
+            cfg.model.num_classes = data.num_classes
+            return cfg
+        from noisecraft.conditioning.text import default_text_encoder, encoder_spec
+
+        cfg.model.text_encoder = cfg.model.text_encoder or default_text_encoder()
+        cfg.model.context_dim = encoder_spec(cfg.model.text_encoder)["dim"]
+        cfg.model.num_classes = 0  # the captions condition the model, not the classes
         return cfg
+
+    def _embed_captions(self, ctx: TaskContext):
+        """The text embeddings (loaded from the run directory's cache, the rest encoded now and saved there) and
+        the training captions' rows on the device: (T, L, D) tokens, (T, L) mask, (T, D) pooled."""
+        from noisecraft.conditioning.text import EMBEDDINGS_FILE, TextEmbeddings
+
+        m = self.cfg.model
+        file = ctx.root / EMBEDDINGS_FILE if ctx.root is not None else None
+        text = TextEmbeddings(m.text_encoder, m.text_max_tokens, self.device, file)
+        cached = len(text)
+        table = text(ctx.captions.texts, self.device)
+        if file is not None and len(text) > cached and ctx.dist.is_main:
+            text.save(file)
+        return text, table
 
     def modules(self):
         return {"unet": self.net, "unet_ema": self.ema.module}
@@ -63,7 +97,21 @@ class DiffusionTask(Task):
         return {"unet": self.optimizer}
 
     def metadata(self):
-        return {"class_names": self.class_names, "params": count_parameters(self.net)}
+        meta = {"class_names": self.class_names, "params": count_parameters(self.net)}
+        if self.text is not None:  # what evaluation measures generated digits against
+            meta["attribute_thresholds"] = self.ctx.captions.thresholds
+        return meta
+
+    def condition(self, y: torch.Tensor | None, drop: torch.Tensor | None = None) -> dict | None:
+        """The network's conditioning for a batch's condition ids y (B,): class labels, or (text) indices of the
+        training captions; `drop` (B,) marks those replaced by the null class or the empty prompt (caption 0)."""
+        if y is None:
+            return None
+        if self.text is None:
+            null = self.cfg.model.num_classes
+            return class_cond(y if drop is None else torch.where(drop, torch.full_like(y, null), y))
+        ids = y if drop is None else torch.where(drop, torch.zeros_like(y), y)
+        return {k: v[ids] for k, v in self.caption_table.items()}
 
     def step(self, batch, step: int) -> StepResult:
         tc = self.cfg.train
@@ -71,10 +119,9 @@ class DiffusionTask(Task):
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         sigma, eps, u = global_batch_draws(self.denoiser, x0, tc.batch_size, self.ctx.dist.rank)
-        if y is not None:  # label dropout for classifier-free guidance: the null class replaces a share of labels
-            y = torch.where(u < tc.label_dropout, torch.full_like(y, self.cfg.model.num_classes), y)
+        cond = self.condition(y, u < tc.label_dropout)  # dropout for classifier-free guidance
         with autocast_ctx(self.device, tc.precision):
-            loss = diffusion_loss(self.step_fn, x0, class_cond(y), sigma=sigma, eps=eps).mean()
+            loss = diffusion_loss(self.step_fn, x0, cond, sigma=sigma, eps=eps).mean()
         finite = optimizer_step(self.optimizer, loss, self.net.parameters(), tc.grad_clip,
                                 check_loss=not self.ctx.dist.enabled)
         self.ema.update(self.net, step)
@@ -87,21 +134,34 @@ class DiffusionTask(Task):
         bs, total = self.cfg.train.batch_size, 0.0
         for start in range(0, len(data), bs):
             x0 = to_model_range(data.images[start:start + bs].to(self.device))
-            y = data.labels[start:start + bs].to(self.device) if data.labels is not None else None
             with autocast_ctx(self.device, self.cfg.train.precision):
-                total += float(diffusion_loss(self.ema_denoiser, x0, class_cond(y), generator=g).sum())
+                cond = self._val_condition(data, start, start + bs)
+                total += float(diffusion_loss(self.ema_denoiser, x0, cond, generator=g).sum())
         return total / max(1, len(data))
+
+    def _val_condition(self, data: ImageData, start: int, stop: int) -> dict | None:
+        """Held-out images' conditioning: their labels, or (text) one caption each, the same every call."""
+        if self.text is None:
+            return class_cond(data.labels[start:stop].to(self.device) if data.labels is not None else None)
+        if self._val_texts is None:
+            caps, n = data.captions, len(data)
+            ids = caps.draw(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(54321)))
+            self._val_texts = [caps.texts[i] for i in ids.tolist()]
+        return self.text(self._val_texts[start:stop], self.device)
 
     def evaluate(self, step: int) -> dict[str, float] | None:
         if not self.cfg.train.eval_every:
             return None
         from noisecraft.evaluate.during_training import training_metrics
 
-        return training_metrics(self.ema_denoiser, self.cfg, self.device)
+        return training_metrics(self.ema_denoiser, self.cfg, self.device, pipe=self.pipeline())
 
     def pipeline(self):
-        from noisecraft.pipeline import Pipeline
+        from noisecraft.pipeline import Pipeline, TextPipeline
 
+        if self.text is not None:
+            return TextPipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
+                                device=self.device, text=self.text)
         return Pipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
                         device=self.device)
 
@@ -111,15 +171,28 @@ class DiffusionTask(Task):
             return
         self.sample_grid(root / "samples" / "final.png")
         self.process_figures(root)
+        if self.text is not None:
+            from noisecraft.cross_attention import cross_attention_figure
+
+            cross_attention_figure(self.pipeline(), self.figure_prompt, root / "cross_attention.png")
+
+    def rows(self, n: int | None = None) -> torch.Tensor | list[str] | None:
+        """What the figures' rows show: every class (labels), preview prompts (text), or None (unconditional)."""
+        if self.text is not None:
+            return self.preview_prompts[:n]
+        k = self.cfg.model.num_classes
+        return torch.arange(k)[:n] if k else None
 
     def sample_grid(self, path: Path, per_class: int = 8, steps: int | None = None) -> None:
-        """One row per class (or 8 x 8 unconditional samples), fixed seeds so rows compare over time."""
+        """One row per class or preview prompt (or 8 x 8 unconditional samples), fixed seeds so rows compare over
+        time."""
         from noisecraft.viz import save_grid
 
-        k = self.cfg.model.num_classes
-        labels = torch.arange(k).repeat_interleave(per_class) if k else None
-        images = self.pipeline().generate(n=per_class * k if k else 64, labels=labels, steps=steps, seed=0)
-        save_grid(images, path, nrow=per_class if k else 8)
+        rows = self.rows()
+        n = per_class * len(rows) if rows is not None else 64
+        labels = take(rows, [i // per_class for i in range(n)])
+        images = self.pipeline().generate(n=n, labels=labels, steps=steps, seed=0)
+        save_grid(images, path, nrow=per_class if rows is not None else 8)
 
     def process_figures(self, root: Path, data: ImageData | None = None) -> None:
         """forward_process.png (real images noised to growing sigma) and reverse_process.png (x_t while
@@ -138,11 +211,11 @@ class DiffusionTask(Task):
         plot_process(rows, [f"σ={float(s):.2g}" for s in sigmas], "forward process q(x_t | x_0)",
                      root / "forward_process.png")
 
-        steps, k = 50, self.cfg.model.num_classes
+        steps, rows = 50, self.rows(n_rows)
         keep = set(torch.linspace(1, steps, n_cols - 1).round().long().tolist())
         snaps, final = [], None
-        for ev in self.pipeline().stream(n=n_rows, labels=torch.arange(n_rows) % k if k else None,
-                                         sampler="ddim", steps=steps, seed=0):
+        labels = None if rows is None else take(rows, [i % len(rows) for i in range(n_rows)])
+        for ev in self.pipeline().stream(n=n_rows, labels=labels, sampler="ddim", steps=steps, seed=0):
             if ev.kind == "step" and ev.step in keep:  # x_t as the step saw it
                 snaps.append((ev.sigma, ev.x_t * alpha_bar_from_sigma(torch.tensor(ev.sigma)).sqrt()))
             elif ev.kind == "images":

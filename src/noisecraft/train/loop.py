@@ -30,7 +30,11 @@ from noisecraft.train.task import Task, TaskContext
 
 
 def lr_at(step: int, cfg) -> float:
-    """Linear warm-up, then constant (Ho et al. 2020 use constant 2e-4 after 5000 warm-up steps)."""
+    """Linear warm-up over `warmup_steps`, then `lr_schedule`: constant (Ho et al. 2020: 2e-4 after 5000 warm-up
+    steps) or cosine down to 0 at the last step."""
+    if cfg.lr_schedule == "cosine" and step >= cfg.warmup_steps:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
@@ -81,7 +85,7 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     ckpt = load_checkpoint(run.last) if resume else None
     if ckpt is not None:
         cfg = _resumed_config(ckpt, cfg.train.steps)
-    distributed.barrier(dist_info)  # an --overwrite'n directory is gone before any rank writes
+    distributed.barrier(dist_info)  # with --overwrite, the old run is gone before any rank reads or writes
     task_cls = TASKS.load(cfg.train.task)
     train_data = load_train_data(cfg.data)  # in memory, or a folder streamed by DataLoader workers
     val_data = load_dataset(cfg.data, "val")
@@ -92,7 +96,8 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     distributed.barrier(dist_info)
 
     torch.manual_seed(tc.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
-    task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names))
+    task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names,
+                                     train_data.captions, run.root))
     if ckpt is not None:
         task.load(ckpt)
     meter = LossMeter(device, ckpt)

