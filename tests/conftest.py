@@ -50,3 +50,19 @@ def bare_generate(denoiser, *, n: int, labels, num_classes: int, shape: tuple[in
     cfg = Config()
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = shape[0], shape[1], num_classes
     return Pipeline(denoiser, cfg).generate(n, labels=labels if num_classes else None, **options)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """A --runs directory for the server's tests: "digits", a tiny class-conditional run trained 4 steps (sample
+    grids at step 2 and at the end, train and validation curves), and "digits-b", a copy to compare with."""
+    import shutil
+
+    from noisecraft.cli import main
+
+    root = tmp_path_factory.mktemp("runs")
+    args = ["train", "--preset", "digits", "--out", str(root / "digits"), "--steps", "4", "--no-progress", *TINY,
+            "--train.sample_every=2", "--train.num_threads=1"]
+    assert main(args) == 0
+    shutil.copytree(root / "digits", root / "digits-b")
+    return root

@@ -87,10 +87,25 @@ def _sampling_options(args):
 
     return SamplingOptions(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                            guidance_interval=parse_guidance_interval(args.guidance_interval), seed=args.seed,
-                           batch_size=args.batch_size, precision=args.precision)
+                           batch_size=args.batch_size, precision=args.precision, negative_prompt=args.negative_prompt)
+
+
+def _prompts(args) -> list[str] | None:
+    """The prompts of --prompt (repeatable) and --prompt-file (one a line; blank lines and # comments skipped)."""
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        try:
+            lines = Path(args.prompt_file).read_text().splitlines()
+        except OSError as e:
+            raise UserError(f"cannot read prompt file {args.prompt_file}: {e.strerror}") from None
+        prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not prompts:
+            raise UserError(f"prompt file {args.prompt_file} holds no prompt")
+    return prompts or None
 
 
 def cmd_sample(args, extra) -> int:
+    from noisecraft.imageinfo import image_settings
     from noisecraft.viz import save_images
     from noisecraft.pipeline import load_pipeline
 
@@ -98,10 +113,14 @@ def cmd_sample(args, extra) -> int:
         raise UserError(f"unexpected argument '{extra[0]}'")
     options = _sampling_options(args)
     pipe = load_pipeline(args.checkpoint, args.device)
-    n, labels = pipe.request(args.n, args.class_index)
-    images = pipe.generate(n, labels=labels, options=options, progress=True)
-    out = save_images(images, args.out)
-    if labels is not None:
+    n, labels = pipe.request(args.n, args.class_index, prompt=_prompts(args))
+    opts = pipe.resolve(options)
+    images = pipe.generate(n, labels=labels, options=opts, progress=True)
+    settings = image_settings(pipe, opts, model=str(args.checkpoint), n=n, labels=labels)  # PNG `parameters`
+    out = save_images(images, args.out, settings=settings)
+    if isinstance(labels, list):  # a text model's prompts
+        (out / "prompts.json").write_text(json.dumps(labels, indent=0) + "\n")
+    elif labels is not None:
         (out / "labels.json").write_text(json.dumps(labels.tolist()) + "\n")
     print(f"wrote {len(images)} images and grid.png to {out}")
     return 0
@@ -113,13 +132,64 @@ def cmd_info(args, extra) -> int:
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
-    ckpt = load_checkpoint(args.checkpoint)
+    if args.checkpoint and args.path:
+        raise UserError("give the checkpoint either as --checkpoint or as the argument, not both")
+    path = args.checkpoint or args.path
+    if path is None:
+        raise UserError("give a run directory, a checkpoint file or a PNG image")
+    if Path(path).suffix.lower() == ".png":
+        return _print_png_parameters(path)
+    ckpt = load_checkpoint(path)
     meta, cfg = ckpt.meta, ckpt.config
     n = count_parameters(build_model(cfg.model))
     info = {"checkpoint": meta["path"], "step": meta["step"], "task": meta.get("task", cfg.train.task),
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
-            "class_names": meta.get("class_names"), "config": cfg.to_dict()}
+            "class_names": meta.get("class_names"), "text_encoder": _text_encoder_info(cfg),
+            "config": cfg.to_dict()}
     print(to_json(info))
+    return 0
+
+
+def _text_encoder_info(cfg: Config) -> dict | None:
+    """What `info` says about a text model's frozen encoder (None for class and unconditional models)."""
+    m = cfg.model
+    if not m.context_dim:
+        return None
+    info = {"name": m.text_encoder, "token_dim": m.context_dim, "max_tokens": m.text_max_tokens,
+            "cross_attn_resolutions": m.attn_resolutions if m.cross_attn_resolutions is None else
+            m.cross_attn_resolutions}
+    try:
+        from noisecraft.conditioning.text import encoder_spec
+
+        spec = encoder_spec(m.text_encoder)
+        info.update(path=spec["path"], max_tokens=min(m.text_max_tokens, spec["max_tokens"]))
+    except UserError as e:  # the text extra is missing here: say so, the rest of info still holds
+        info["unavailable"] = str(e)
+    return info
+
+
+def _print_png_parameters(path: str) -> int:
+    from noisecraft.imageinfo import read_parameters
+
+    try:
+        text = read_parameters(path)
+    except OSError as e:  # missing, unreadable, or not an image (PIL's UnidentifiedImageError is an OSError)
+        raise UserError(f"cannot read {path}: {e}") from None
+    if text is None:
+        raise UserError(f"{path} has no `parameters` text chunk (not written by noisecraft or a diffusion web UI)")
+    print(text)
+    return 0
+
+
+def cmd_serve(args, extra) -> int:
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    try:
+        from noisecraft.serve import ServeConfig, serve
+    except ImportError as e:
+        raise UserError(f"the web app needs the serve extra ({e}): pip install -e '.[serve]'") from None
+    serve(ServeConfig(runs=args.runs, data_root=args.data_root, host=args.host, port=args.port, device=args.device,
+                      cache_mb=args.cache_mb, max_queue=args.max_queue, threads=args.threads))
     return 0
 
 
@@ -128,7 +198,8 @@ def cmd_evaluate(args, extra) -> int:
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
-    opts = EvalOptions(n=args.n, sampling=_sampling_options(args), device=args.device,
+    opts = EvalOptions(n=args.n, sampling=_sampling_options(args), device=args.device, prompts=_prompts(args),
+                       clip_weights=args.clip_weights,
                        inception=not args.no_inception, inception_weights=args.inception_weights,
                        classifier=not args.no_classifier, progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
@@ -171,6 +242,12 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
     p.add_argument("--precision", choices=PRECISIONS.names(),
                    help=f"network precision while sampling: {PRECISIONS.help()} (default: the checkpoint's "
                    "sample.precision)")
+    p.add_argument("--prompt", action="append", help="text models: a prompt (repeat for several; the images cycle "
+                   "through them)")
+    p.add_argument("--prompt-file", "--prompts", dest="prompt_file", metavar="FILE",
+                   help="text models: prompts, one a line (blank lines and # comments skipped)")
+    p.add_argument("--negative-prompt", help="text models: guidance steers away from this prompt instead of the "
+                   "empty one")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -208,11 +285,15 @@ def make_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "
                        "classifier's class accuracy, Fréchet distance and precision/recall, next to the same for "
-                       "real held-out data) and, when Inception-v3 weights are available, FID, KID and IS.")
+                       "real held-out data) and, when Inception-v3 weights are available, FID, KID and IS. A text "
+                       "model draws them for --prompts (cycled; default: one template prompt per class) and adds "
+                       "text alignment: the named class's accuracy, attribute agreement and CLIPScore.")
     _add_sampling_args(e, n_default=2000, n_help="number of samples (default 2000)")
     e.add_argument("--out", help="report directory (default: <run>/eval)")
     e.add_argument("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
                    "(or .safetensors); default: the torch hub cache")
+    e.add_argument("--clip-weights", metavar="DIR", help="text models: a local CLIP model (Hugging Face format) for "
+                   "CLIPScore (torchmetrics)")
     e.add_argument("--no-inception", action="store_true", help="skip FID/KID/IS")
     e.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -230,9 +311,26 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train_classifier)
 
-    i = sub.add_parser("info", help="config and parameter count of a checkpoint")
-    i.add_argument("--checkpoint", required=True)
+    i = sub.add_parser("info", help="config and parameter count of a checkpoint; the settings of a PNG image")
+    i.add_argument("path", nargs="?", help="run directory or .safetensors file; or a PNG image: print the settings it "
+                   "was drawn with (its `parameters` text chunk)")
+    i.add_argument("--checkpoint", help="run directory or .safetensors file")
     i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("serve", help="web app and HTTP API: generate with a live preview, follow and start runs",
+                       description="Serve the page and the HTTP API (OpenAPI docs at /docs) over every run directory "
+                       "under --runs. Binds 127.0.0.1 by default: anyone who can reach the port can sample, start "
+                       "and stop training.")
+    v.add_argument("--runs", required=True, help="directory of run directories: each run under it is a model")
+    v.add_argument("--data-root", help="the only directory training started from the page may read data from")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=7860)
+    v.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N for sampling")
+    v.add_argument("--cache-mb", type=int, default=2048, help="memory for loaded checkpoints (least recently used "
+                   "ones are dropped)")
+    v.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are answered 429")
+    v.add_argument("--threads", type=int, default=0, help="CPU threads for sampling (default: all cores)")
+    v.set_defaults(func=cmd_serve)
     return p
 
 

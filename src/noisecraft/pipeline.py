@@ -1,9 +1,11 @@
-"""The pipeline: a denoiser and everything needed to turn a request (class, sampler, steps, guidance, seed) into
-images. `load_pipeline(path)` builds one from a run directory; the trainer builds one around its EMA denoiser.
+"""The pipeline: a denoiser and everything needed to turn a request (class or prompt, sampler, steps, guidance,
+seed) into images. `load_pipeline(path)` builds one from a run directory; the trainer builds one around its EMA
+denoiser.
 
     pipe = load_pipeline("runs/digits")
     images = pipe.generate(n=4, class_index=3, steps=10, seed=0)  # uint8 (4, 1, 28, 28)
     for ev in pipe.stream(n=4, class_index=3, preview_every=5): ...  # one event per sampler step
+    load_pipeline("runs/digits-text").generate(prompt=["a bold seven leaning right"], n=4)  # a `TextPipeline`
 
 A request passes through separate steps that an extension may replace (text prompts, latent decoding):
 `request` (which images, with which condition), `condition` (a batch's conditioning dict), `null_condition`
@@ -21,7 +23,7 @@ from typing import Protocol
 import torch
 
 from noisecraft.checkpoint import load_checkpoint
-from noisecraft.conditioning import class_cond, null_cond, sample_labels
+from noisecraft.conditioning import class_cond, null_cond, sample_labels, take
 from noisecraft.config import Config
 from noisecraft.data import to_uint8
 from noisecraft.device import pick_device
@@ -47,6 +49,7 @@ class SamplingOptions:
     batch_size: int | None = None  # None: the device's fastest (noisecraft.precision.default_sampling_batch)
     precision: str | None = None  # auto | fp32 | bf16 for the network; resolved to fp32 or bf16 on this device
     clip_x0: bool | None = None  # clamp x0 estimates to the data range [-1, 1]
+    negative_prompt: str | None = None  # text models: guidance steers away from it; None: the empty prompt
 
 
 @dataclass
@@ -134,7 +137,8 @@ class Pipeline:
         steps, guidance = pick(o.steps, s.steps), float(pick(o.guidance, s.guidance))
         interval = tuple(pick(o.guidance_interval, s.guidance_interval))
         precision = PRECISIONS.get(pick(o.precision, s.precision), "precision").name
-        batch_size = pick(o.batch_size, default_sampling_batch(self.device, self.num_classes > 0 and guidance != 0))
+        guided = self.kind != "unconditional" and guidance != 0
+        batch_size = pick(o.batch_size, default_sampling_batch(self.device, guided))
         if steps <= 0:
             raise UserError(f"steps must be > 0, got {steps}")
         if not math.isfinite(guidance):
@@ -143,15 +147,23 @@ class Pipeline:
             raise UserError(f"guidance_interval must be (lo, hi) or () for every step, got {interval}")
         if batch_size <= 0:
             raise UserError(f"batch_size must be > 0, got {batch_size}")
+        if o.negative_prompt is not None and self.kind != "text":
+            raise UserError(f"this model is {self.kind}-conditional: a negative prompt needs a text-to-image model"
+                            if self.kind == "class" else "this model is unconditional: it takes no negative prompt")
         return SamplingOptions(sampler, steps, guidance, interval, pick(o.seed, 0), batch_size,
-                               "bf16" if use_bf16(self.device, precision) else "fp32", pick(o.clip_x0, s.clip_x0))
+                               "bf16" if use_bf16(self.device, precision) else "fp32", pick(o.clip_x0, s.clip_x0),
+                               o.negative_prompt)
 
     # ---- conditioning and decoding: the steps a text or latent pipeline changes
 
     def request(self, n: int | None = None, class_index: int | list[int] | None = None,
-                labels: torch.Tensor | None = None) -> tuple[int, torch.Tensor | None]:
+                labels: torch.Tensor | None = None, prompt: str | list[str] | None = None
+                ) -> tuple[int, torch.Tensor | None]:
         """The number of images and the class of each, (n,) or None for an unconditional model: `class_index`
         (one class, or a list cycled), `labels` (n,) as given, or neither: all classes in turn."""
+        if prompt is not None:
+            raise UserError("this model is class-conditional: it takes a class (--class), not a prompt"
+                            if self.num_classes else "this model is unconditional: it takes no prompt")
         if labels is not None:
             if class_index is not None:
                 raise UserError("give class_index or labels, not both")
@@ -172,8 +184,9 @@ class Pipeline:
         """The conditioning dict the network takes for one batch of requested labels (B,)."""
         return class_cond(None if labels is None else labels.to(self.device))
 
-    def null_condition(self) -> dict:
-        """The 'no condition' the guided denoiser contrasts with (Ho & Salimans 2022)."""
+    def null_condition(self, negative_prompt: str | None = None) -> dict:
+        """The 'no condition' the guided denoiser contrasts with (Ho & Salimans 2022); `negative_prompt` is for
+        text pipelines."""
         return null_cond(self.num_classes, self.device)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,8 +196,9 @@ class Pipeline:
     def denoise_fn(self, opts: SamplingOptions) -> Denoise:
         """The denoiser as the sampler calls it, for resolved options: at their precision, guided, x0 clipped."""
         d = _with_precision(self.denoiser, self.device, opts.precision)
-        if self.num_classes > 0 and opts.guidance != 0:
-            d = cfg_denoiser(d, opts.guidance, self.null_condition(), tuple(opts.guidance_interval) or None)
+        if self.kind != "unconditional" and opts.guidance != 0:
+            d = cfg_denoiser(d, opts.guidance, self.null_condition(opts.negative_prompt),
+                             tuple(opts.guidance_interval) or None)
         if opts.clip_x0:
             base = d
             d = lambda x, sigma, cond=None: base(x, sigma, cond).clamp_(-1, 1)
@@ -193,33 +207,39 @@ class Pipeline:
     # ---- sampling
 
     def stream(self, n: int | None = None, class_index: int | list[int] | None = None, *,
-               labels: torch.Tensor | None = None, preview_every: int = 0, cancel: CancelFlag | None = None,
+               labels: torch.Tensor | None = None, prompt: str | list[str] | None = None,
+               seeds: list[int] | None = None, preview_every: int = 0, cancel: CancelFlag | None = None,
                options: SamplingOptions | None = None, **overrides) -> Iterator[SampleEvent]:
         """Draw n images batch by batch, yielding a "step" event after every sampler step (with a uint8 preview
         of the x0 estimate every `preview_every` steps) and an "images" event when a batch is done. Nothing runs
         between events: once the caller stops iterating (closes the generator) or sets `cancel`, no further
-        network call is made. Options are `SamplingOptions` fields (None: the checkpoint's default)."""
-        n, labels = self.request(n, class_index, labels)
+        network call is made. Options are `SamplingOptions` fields (None: the checkpoint's default). `seeds`
+        gives image i its own seed instead of seed + i (the images of several requests drawn as one batch).
+        A text model takes `prompt` (one, or a list cycled over the n images) instead of a class."""
+        n, labels = self.request(n, class_index, labels, prompt)
+        if seeds is not None and len(seeds) != n:
+            raise UserError(f"seeds must give one seed per image ({n}), got {len(seeds)}")
         opts = self.resolve(options, **overrides)
         if preview_every < 0:
             raise UserError(f"preview_every must be >= 0, got {preview_every}")
         sigmas = get_sigmas(self.denoiser, opts.sampler, opts.steps).to(self.device)
-        run = _BatchRun(self, get_sampler(opts.sampler), self.denoise_fn(opts), sigmas, opts, preview_every, cancel)
+        run = _BatchRun(self, get_sampler(opts.sampler), self.denoise_fn(opts), sigmas, opts, preview_every, cancel,
+                        seeds)
         batches = math.ceil(n / opts.batch_size)
         for b, start in enumerate(range(0, n, opts.batch_size)):
             if run.cancelled():
                 return
             idx = list(range(start, min(n, start + opts.batch_size)))
-            yield from run.events(b, batches, idx, None if labels is None else labels[idx])
+            yield from run.events(b, batches, idx, take(labels, idx))
 
     def generate(self, n: int | None = None, class_index: int | list[int] | None = None, *,
-                 labels: torch.Tensor | None = None, options: SamplingOptions | None = None, progress: bool = False,
-                 **overrides) -> torch.Tensor:
+                 labels: torch.Tensor | None = None, prompt: str | list[str] | None = None,
+                 options: SamplingOptions | None = None, progress: bool = False, **overrides) -> torch.Tensor:
         """Draw n images as uint8 (n, C, H, W): `stream` run to its end. Image i uses seed + i for all its noise,
         so it does not depend on the batch size or on n. Arguments as for `stream`."""
         from tqdm.auto import tqdm
 
-        n, labels = self.request(n, class_index, labels)
+        n, labels = self.request(n, class_index, labels, prompt)
         opts = self.resolve(options, **overrides)
         out = []
         with tqdm(total=n, desc=f"sampling ({opts.sampler}, {opts.steps} steps)", unit="img", disable=not progress,
@@ -242,6 +262,7 @@ class _BatchRun:
     opts: SamplingOptions
     preview_every: int
     cancel: CancelFlag | None
+    seeds: list[int] | None = None  # per image of the request; None: opts.seed + i
 
     def __post_init__(self):
         self.levels = self.sigmas.tolist()  # a host copy: events read sigma without a device sync
@@ -250,9 +271,10 @@ class _BatchRun:
         return self.cancel is not None and self.cancel.is_set()
 
     @torch.no_grad()
-    def events(self, b: int, batches: int, idx: list[int], labels: torch.Tensor | None) -> Iterator[SampleEvent]:
+    def events(self, b: int, batches: int, idx: list[int], labels: torch.Tensor | list[str] | None
+               ) -> Iterator[SampleEvent]:
         pipe, total = self.pipe, len(self.levels) - 1
-        noise = PerImageNoise([self.opts.seed + i for i in idx], pipe.device)
+        noise = PerImageNoise([self.opts.seed + i if self.seeds is None else self.seeds[i] for i in idx], pipe.device)
         x = noise(torch.empty(len(idx), *pipe.sample_shape, device=pipe.device))  # (B, C, H, W)
         x = x * pipe.denoiser.prior_std(self.levels[0])
         steps = self.sampler(self.denoise, x, self.sigmas, pipe.condition(labels), noise=noise)
@@ -270,11 +292,58 @@ class _BatchRun:
         yield SampleEvent("images", b, batches, idx, total, total, 0.0, 0.0, x, x, s.x0, images=pipe.decode(x))
 
 
+class TextPipeline(Pipeline):
+    """A text-to-image pipeline: a request names prompts, which a frozen text encoder embeds (each distinct prompt
+    once; a run's training captions come from its cache file, see `conditioning.text`); guidance contrasts with the
+    empty prompt or a negative prompt."""
+
+    def __init__(self, denoiser: Denoiser, config: Config, *, text=None, **kwargs):
+        super().__init__(denoiser, config, **kwargs)
+        self._text = text
+
+    @property
+    def text(self):
+        """The `TextEmbeddings` of this pipeline (the encoder itself loads at the first prompt not cached)."""
+        if self._text is None:
+            from noisecraft.conditioning.text import EMBEDDINGS_FILE, TextEmbeddings
+
+            m = self.config.model
+            cache = Path(self.path).parent.parent / EMBEDDINGS_FILE if self.path else None
+            self._text = TextEmbeddings(m.text_encoder, m.text_max_tokens, self.device, cache)
+        return self._text
+
+    def request(self, n: int | None = None, class_index: int | list[int] | None = None,
+                labels: list[str] | None = None, prompt: str | list[str] | None = None) -> tuple[int, list[str]]:
+        """The number of images and the prompt of each: `prompt` (one, or a list cycled over n; n defaults to
+        its length) or `labels` (one prompt per image)."""
+        if class_index is not None or (labels is not None and not all(isinstance(p, str) for p in labels)):
+            raise UserError("this model is text-to-image: it takes a prompt (--prompt or --prompt-file), not a class")
+        if labels is not None and prompt is not None:
+            raise UserError("give prompt or labels, not both")
+        prompts = list(labels) if labels is not None else [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if not prompts:
+            raise UserError("this text-to-image model needs a prompt (--prompt TEXT or --prompt-file FILE)")
+        n = len(prompts) if n is None else n
+        if n <= 0 or (labels is not None and len(labels) != n):
+            raise UserError(f"n must be > 0 and match the {len(prompts)} prompts given as labels, got {n}")
+        return n, [prompts[i % len(prompts)] for i in range(n)]
+
+    def condition(self, prompts: list[str]) -> dict:
+        """Token embeddings (B, L, D), padding mask (B, L) and pooled embedding (B, D) of a batch's prompts."""
+        return self.text(prompts, self.device)
+
+    def null_condition(self, negative_prompt: str | None = None) -> dict:
+        """The empty prompt's embeddings (as caption dropout trained it), or a negative prompt's, (1, ...)."""
+        return self.text([negative_prompt or ""], self.device)
+
+
 def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best") -> Pipeline:
-    """A run directory or checkpoint file as a Pipeline over its EMA weights (part "unet_ema"). `device`: auto
-    (the first GPU, else the CPU), cpu, cuda or cuda:N; `prefer`: which checkpoint of a run (best or last)."""
+    """A run directory or checkpoint file as a Pipeline over its EMA weights (part "unet_ema"); a `TextPipeline`
+    for a text-to-image run. `device`: auto (the first GPU, else the CPU), cpu, cuda or cuda:N; `prefer`: which
+    checkpoint of a run (best or last)."""
     device = pick_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(path, prefer)
     net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
     denoiser = Denoiser(net, ckpt.config.diffusion).to(device).eval()
-    return Pipeline(denoiser, ckpt.config, device=device, meta=ckpt.meta)
+    cls = TextPipeline if ckpt.config.model.context_dim else Pipeline
+    return cls(denoiser, ckpt.config, device=device, meta=ckpt.meta)

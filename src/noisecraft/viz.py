@@ -23,9 +23,12 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, p
     to_pil(grid).save(path)
 
 
-def save_images(images: torch.Tensor, out_dir: str | Path, nrow: int | None = None) -> Path:
-    """One PNG per image plus grid.png; returns the output directory."""
+def save_images(images: torch.Tensor, out_dir: str | Path, nrow: int | None = None,
+                settings: list[dict] | None = None) -> Path:
+    """One PNG per image plus grid.png; returns the output directory. `settings` (one dict per image, see
+    `noisecraft.imageinfo.image_settings`) go into each PNG's `parameters` text chunk."""
     from noisecraft.errors import UserError
+    from noisecraft.imageinfo import png_info
 
     out = Path(out_dir)
     try:
@@ -33,7 +36,7 @@ def save_images(images: torch.Tensor, out_dir: str | Path, nrow: int | None = No
     except OSError as e:
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
     for i, img in enumerate(images):
-        to_pil(img).save(out / f"{i:05d}.png")
+        to_pil(img).save(out / f"{i:05d}.png", pnginfo=png_info(settings[i]) if settings else None)
     save_grid(images, out / "grid.png", nrow=nrow)
     return out
 

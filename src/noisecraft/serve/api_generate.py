@@ -1,0 +1,179 @@
+"""HTTP API for sampling: models, options, jobs and their event streams."""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from noisecraft.config import PRESETS
+from noisecraft.errors import UserError
+from noisecraft.imageinfo import format_parameters
+from noisecraft.registry import DATASETS, SAMPLERS
+from noisecraft.serve.images import data_url, strip_png
+from noisecraft.serve.jobs import Job, JobQueue, JobSpec, QueueFull, image_url
+from noisecraft.serve.paths import find_runs
+from noisecraft.serve.runs import read_json, run_summary
+from noisecraft.serve.schemas import GenerateRequest
+from noisecraft.serve.service import Service, Svc, service
+
+router = APIRouter(prefix="/api", tags=["generate"])
+
+
+@router.get("/options")
+def options(svc: Svc) -> dict:
+    """What a request may choose: samplers, presets and datasets (from the registries) and the server's limits."""
+    lim = svc.cfg.limits
+    return {"samplers": [{"name": n, "help": SAMPLERS.get(n).help} for n in SAMPLERS],
+            "presets": [{"name": n, "help": PRESETS.get(n).help} for n in PRESETS],
+            "datasets": [{"name": n, "help": DATASETS.get(n).help} for n in DATASETS],
+            "limits": {"n": lim.max_n, "steps": lim.max_steps, "prompt": lim.max_prompt, "body_bytes": lim.max_body},
+            "data_root": svc.data_root is not None}
+
+
+@router.get("/models")
+def models(svc: Svc) -> dict:
+    """Every run under --runs with a checkpoint: its kind (class, text, unconditional), classes and defaults."""
+    out = []
+    for name in find_runs(svc.runs_root):
+        info = run_summary(svc.runs_root, name)
+        if not info["has_checkpoint"] or info["kind"] is None:
+            continue
+        ckpt_dir = svc.runs_root / name / "checkpoints"
+        meta = read_json(ckpt_dir / "best.json") or read_json(ckpt_dir / "last.json") or {}
+        sample = (read_json(svc.runs_root / name / "config.json") or {}).get("sample", {})
+        out.append({"name": name, "kind": info["kind"], "state": info["state"], "step": meta.get("step"),
+                    "image_size": info["image_size"], "channels": info["channels"],
+                    "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])
+                    if info["kind"] == "class" else [],
+                    "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")}})
+    return {"models": out}
+
+
+def _check_limits(body: GenerateRequest, svc: Service) -> None:
+    lim = svc.cfg.limits
+    if body.n > lim.max_n:
+        raise UserError(f"n must be at most {lim.max_n} images per request, got {body.n}")
+    if body.steps is not None and body.steps > lim.max_steps:
+        raise UserError(f"steps must be at most {lim.max_steps}, got {body.steps}")
+    for field in ("prompt", "negative_prompt"):
+        text = getattr(body, field)
+        if text is not None and len(text) > lim.max_prompt:
+            raise UserError(f"{field} must be at most {lim.max_prompt} characters, got {len(text)}")
+
+
+def _job_spec(body: GenerateRequest, svc: Service) -> JobSpec:
+    """The request checked against the model (its classes, kind and sampling defaults) -> a job to queue."""
+    _check_limits(body, svc)
+    path = svc.run_path(body.model)
+    if path is None:
+        raise UserError(f"unknown model '{body.model}' (GET /api/models lists them)")
+    key, pipe = svc.cache.get(path)
+    seed = secrets.randbelow(2**31) if body.seed is None else body.seed
+    # The pipeline's own rules: a class for a class model, a prompt for a text model, a negative prompt only there.
+    opts = pipe.resolve(sampler=body.sampler, steps=body.steps, guidance=body.guidance, seed=seed,
+                        negative_prompt=body.negative_prompt or None)
+    n, labels = pipe.request(body.n, body.class_index, prompt=body.prompt or None)
+    return JobSpec(body.model, key, pipe, opts, n, labels)
+
+
+@router.post("/generate", status_code=202)
+def generate(body: GenerateRequest, svc: Svc) -> dict:
+    """Queue a sampling job; follow it at `events` (server-sent events) or poll `status`. 429 when the queue is
+    full; 422 for a request the model or the limits refuse (the message says why)."""
+    spec = _job_spec(body, svc)
+    try:
+        job = svc.queue.submit(spec)
+    except QueueFull as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": "5"}) from None
+    return {"id": job.id, "state": job.state, "position": svc.queue.position(job), "seed": spec.opts.seed,
+            "events": f"/api/jobs/{job.id}/events", "status": f"/api/jobs/{job.id}"}
+
+
+def _job(job_id: str, svc: Service) -> Job:
+    job = svc.queue.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job '{job_id[:64]}' (finished jobs are kept for a while, then dropped)")
+    return job
+
+
+@router.get("/jobs/{job_id}")
+def job_status(job_id: str, svc: Svc) -> dict:
+    job = _job(job_id, svc)
+    return job.status() | {"position": svc.queue.position(job)}
+
+
+@router.delete("/jobs/{job_id}")
+def cancel_job(job_id: str, svc: Svc) -> dict:
+    """Cancel a job: a queued one leaves the queue, a running one stops after the current step (its batch-mates
+    go on)."""
+    job = _job(job_id, svc)
+    svc.queue.cancel(job)
+    return job.status()
+
+
+@router.get("/jobs/{job_id}/images/{index:int}.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def job_image(job_id: str, index: int, svc: Svc) -> Response:
+    """Image `index` of a finished job, a PNG carrying its settings in the `parameters` text chunk."""
+    job = _job(job_id, svc)
+    if not 0 <= index < len(job.images):
+        raise HTTPException(404, f"job has no image {index}")
+    seed = job.settings[index].get("image_seed")
+    return Response(job.images[index], media_type="image/png",
+                    headers={"Content-Disposition": f'inline; filename="noisecraft-{seed}.png"',
+                             "Cache-Control": "private, max-age=86400"})
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request) -> EventSourceResponse:
+    """Server-sent events: `queued` (place in the queue), `progress` (step, total, eta_s and a PNG data URL of the
+    x0 estimate), then one of `done` (image URLs and settings), `cancelled` or `error`. A job whose every event
+    stream closes before it ends is cancelled: the client went away."""
+    svc = service(request)
+    return EventSourceResponse(_events(_job(job_id, svc), svc.queue), ping=10)
+
+
+async def _events(job: Job, queue: JobQueue):
+    job.subscribers += 1
+    try:
+        position, step = None, -1
+        while True:
+            version, state = job.version, job.state
+            if state == "queued":
+                if queue.position(job) != position:
+                    position = queue.position(job)
+                    yield _event("queued", id=job.id, position=position)
+            elif state == "running":
+                if job.step != step:
+                    step = job.step
+                    yield _event("progress", **_progress(job))
+            else:
+                yield _event(state, **_outcome(job))
+                return
+            await job.wait_change(version, timeout=5.0)
+    finally:
+        job.subscribers -= 1
+        if job.subscribers == 0 and not job.done:
+            queue.cancel(job, "the client went away")
+
+
+def _event(kind: str, **data) -> dict:
+    return {"event": kind, "data": json.dumps(data, allow_nan=False)}
+
+
+def _progress(job: Job) -> dict:
+    preview = job.preview
+    return {"step": job.step, "total": job.total, "eta_s": job.eta_s, "elapsed_s": time.time() - job.started,
+            "batched_with": job.batched_with, "preview": None if preview is None else data_url(strip_png(preview))}
+
+
+def _outcome(job: Job) -> dict:
+    if job.state != "done":
+        return {"message": job.message}
+    return {"elapsed_s": job.finished - job.started, "batched_with": job.batched_with,
+            "images": [{"url": image_url(job.id, i), "settings": s, "parameters": format_parameters(s)}
+                       for i, s in enumerate(job.settings)]}

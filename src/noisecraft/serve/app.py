@@ -1,0 +1,149 @@
+"""The FastAPI app: pages and assets shipped in the package (no CDN: it works offline, the API docs too), the HTTP
+API, a cap on request bodies, and UserErrors answered 422 with their message."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import warnings
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+
+from noisecraft.errors import UserError
+from noisecraft.serve import api_generate, api_runs
+from noisecraft.serve.service import ServeConfig, Service
+from noisecraft.serve.training import Conflict
+
+STATIC = Path(__file__).parent / "static"
+# The page loads only its own scripts, styles and images; previews arrive as data: URLs.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 422 before the app sees it. The body is read
+    here (chunked uploads have no Content-Length to trust) and replayed to the app."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                response = JSONResponse({"detail": f"request body over the limit of {self.max_bytes} bytes"}, 422)
+                return await response(scope, receive, send)
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the client to go away, as the server would
+
+        return await self.app(scope, replay, send)
+
+
+class SecurityHeaders:
+    """ASGI middleware: nosniff on every response, and the page's CSP on ours (pure ASGI, so event streams pass
+    through unbuffered and see the client go away)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        page = not scope["path"].startswith("/docs")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if page and any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
+def create_app(cfg: ServeConfig) -> FastAPI:
+    svc = Service(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc.queue.start(asyncio.get_running_loop())
+        yield
+        svc.queue.stop()
+        await asyncio.to_thread(svc.training.shutdown)
+
+    app = FastAPIOffline(title="noisecraft", summary="Sample diffusion models with a live preview; follow, compare "
+                         "and start training runs.", lifespan=lifespan, static_url="/static/docs")
+    app.state.service = svc
+    app.include_router(api_generate.router)
+    app.include_router(api_runs.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def generate_page() -> FileResponse:
+        return _page("index.html")
+
+    @app.get("/runs", include_in_schema=False)
+    def runs_page() -> FileResponse:
+        return _page("runs.html")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input back, which fails to encode for NaN (a 500): field and reason only
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, 422)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 409 if isinstance(exc, Conflict) else 422)
+
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=cfg.limits.max_body)
+    return app
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Run the server until Ctrl-C (which also stops, with a checkpoint, the trainings it started)."""
+    import uvicorn
+
+    if not is_loopback(cfg.host):
+        warnings.warn(f"serving on {cfg.host}: anyone who can reach port {cfg.port} can sample, and start and stop "
+                      f"training, with no login; bind 127.0.0.1 (the default) unless that is what you want",
+                      stacklevel=2)
+    app = create_app(cfg)
+    print(f"noisecraft: serving {app.state.service.runs_root} at http://{cfg.host}:{cfg.port}  (API docs: /docs)")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)

@@ -1,0 +1,121 @@
+"""What the runs page shows of a run directory: its status, config, curves, sample grids, figures and evaluation
+reports, read from the files the trainer and `evaluate` write (see `noisecraft.train.run`)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from noisecraft.config import Config
+from noisecraft.errors import UserError
+from noisecraft.train.run import LOG_KINDS, read_log
+
+MAX_POINTS = 2000  # per curve: a long run's log is thinned so the page stays fast
+MAX_JSON_BYTES = 4 << 20  # status, config and reports larger than this are not ours
+_STEP_GRID = re.compile(r"step_(\d+)\.png")
+
+
+def read_json(path: Path) -> Any:
+    """A small JSON file, or None when it is missing, too large or torn (a run writing it right now)."""
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            return None
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: Any) -> bool | None:
+    """Whether a process with this pid exists on this machine (None: no pid recorded)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def run_kind(config: Config) -> str:
+    """What a request to this run's model names, by the pipeline's own rule (no weights loaded)."""
+    from noisecraft.pipeline import Pipeline
+
+    return Pipeline(None, config).kind
+
+
+def run_summary(root: Path, name: str) -> dict[str, Any]:
+    """One line of the runs table: status.json, with whether its process is alive, plus what the config says."""
+    path = root / name
+    status = read_json(path / "status.json") or {}
+    state = status.get("state", "unknown")
+    alive = pid_alive(status.get("pid")) if state == "running" else None
+    out = {"name": name, "state": state, "step": status.get("step"), "total_steps": status.get("total_steps"),
+           "images_per_s": status.get("images_per_s"), "started": status.get("started"),
+           "updated": status.get("updated"), "error": status.get("error"), "process_gone": alive is False,
+           "has_checkpoint": any((path / "checkpoints" / f"{c}.safetensors").is_file() for c in ("best", "last"))}
+    try:
+        cfg = Config.load(path / "config.json")
+    except UserError:
+        return out | {"kind": None}
+    return out | {"kind": run_kind(cfg), "dataset": cfg.data.dataset, "image_size": cfg.model.image_size,
+                  "channels": cfg.model.in_channels, "num_classes": cfg.model.num_classes}
+
+
+def curves(path: Path) -> dict[str, list[dict]]:
+    """log.jsonl by kind (train, val, eval), each thinned to at most MAX_POINTS records (the last one kept)."""
+    log = path / "log.jsonl"
+    records = read_log(log) if log.is_file() else []
+    out = {}
+    for kind in LOG_KINDS:
+        recs = [r for r in records if r["kind"] == kind]
+        if len(recs) > MAX_POINTS:
+            stride = -(-len(recs) // MAX_POINTS)
+            recs = recs[::stride] + ([recs[-1]] if (len(recs) - 1) % stride else [])
+        out[kind] = recs
+    return out
+
+
+def sample_grids(path: Path, name: str) -> list[dict[str, Any]]:
+    """samples/step_N.png by step, then samples/final.png (step None)."""
+    grids = []
+    samples = path / "samples"
+    if samples.is_dir():
+        for f in samples.iterdir():
+            m = _STEP_GRID.fullmatch(f.name)
+            if m:
+                grids.append({"step": int(m.group(1)), "url": file_url(name, f"samples/{f.name}")})
+        grids.sort(key=lambda g: g["step"])
+        if (samples / "final.png").is_file():
+            grids.append({"step": None, "url": file_url(name, "samples/final.png")})
+    return grids
+
+
+def reports(path: Path, name: str) -> list[dict[str, Any]]:
+    """Evaluation reports: every report.json directly in the run or one folder down (eval/ by default)."""
+    out = []
+    for f in sorted([*path.glob("report.json"), *path.glob("*/report.json")]):
+        rel = f.relative_to(path).parent.as_posix()
+        md = f.with_suffix(".md")
+        out.append({"name": rel if rel != "." else "report", "report": read_json(f),
+                    "markdown_url": file_url(name, md.relative_to(path).as_posix()) if md.is_file() else None})
+    return out
+
+
+def run_detail(root: Path, name: str) -> dict[str, Any]:
+    """Everything the runs page shows of one run."""
+    path = root / name
+    figures = sorted(f.name for f in path.glob("*.png"))
+    return run_summary(root, name) | {
+        "config": read_json(path / "config.json"), "curves": curves(path), "grids": sample_grids(path, name),
+        "figures": [{"name": f, "url": file_url(name, f)} for f in figures], "reports": reports(path, name),
+        "train_log_url": file_url(name, "train.log") if (path / "train.log").is_file() else None}
+
+
+def file_url(run: str, rel: str) -> str:
+    from urllib.parse import quote
+
+    return "/files/" + quote(f"{run}/{rel}")

@@ -1,0 +1,48 @@
+"""Request bodies of the HTTP API. Pydantic checks types and absolute bounds (422 with the field and the reason);
+the server's configured limits (`Limits`) are checked by the routes with a message naming the limit."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_n: int = 16  # images per request
+    max_steps: int = 1000  # sampler steps (DDPM walks the schedule's 1000)
+    max_prompt: int = 500  # characters of a prompt or negative prompt
+    max_body: int = 64 * 1024  # bytes of a request body
+    max_train_steps: int = 10_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not silently ignored
+
+
+class GenerateRequest(_Strict):
+    model: str = Field(min_length=1, max_length=512, description="a run's name under --runs (GET /api/models)")
+    class_index: int | None = Field(None, ge=0, le=1_000_000, description="class of a class-conditional model; "
+                                    "null: all classes in turn")
+    prompt: str | None = Field(None, max_length=100_000, description="text models: what to draw")
+    negative_prompt: str | None = Field(None, max_length=100_000, description="text models: what to steer away from")
+    sampler: str | None = Field(None, max_length=64, description="null: the model's default (GET /api/options)")
+    steps: int | None = Field(None, ge=1, le=1_000_000, description="null: the model's default")
+    guidance: float | None = Field(None, ge=-100, le=100, allow_inf_nan=False,
+                                   description="classifier-free guidance weight w (0 = off); null: the model's")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="image i uses seed + i; null: a random seed")
+    n: int = Field(1, ge=1, le=1_000_000, description="number of images")
+
+
+class TrainBody(_Strict):
+    name: str = Field(min_length=1, max_length=64, description="the new run's directory under --runs")
+    preset: str = Field("digits", max_length=64)
+    dataset: str | None = Field(None, max_length=64, description="null: the preset's dataset")
+    data_dir: str | None = Field(None, max_length=1024, description="a folder under the server's data root")
+    steps: int | None = Field(None, ge=1, le=Limits.max_train_steps)
+    overrides: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=64,
+                                                           description='config fields, e.g. {"train.lr": "1e-3"}')
+
+
+class ResumeBody(_Strict):
+    steps: int | None = Field(None, ge=1, le=Limits.max_train_steps, description="null: the run's own total")

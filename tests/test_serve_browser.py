@@ -1,0 +1,106 @@
+"""The web app in a real browser (Debian's Chromium driven by Playwright): generate from a tiny checkpoint and see
+the live preview change at least three times and then the images, cancel a second job, keep the gallery across a
+reload, reuse an image's settings, and open the runs page with its curves and sample grids. Screenshots go to
+tests/.screenshots/ (or $NOISECRAFT_SCREENSHOTS)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+
+from serve_support import LiveServer  # noqa: E402
+
+expect = sync_api.expect
+
+from noisecraft.serve import ServeConfig  # noqa: E402
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+# Debian's Chromium, headless, as root, with no calls home (this machine's closed network refuses them)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SHOTS = Path(os.environ.get("NOISECRAFT_SCREENSHOTS", Path(__file__).parent / ".screenshots"))
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (apt-get install chromium; .ci/run does)")
+
+# Every distinct preview frame the page shows, recorded as it is set.
+WATCH_PREVIEW = """() => {
+  window.frames_seen = new Set();
+  new MutationObserver(() => window.frames_seen.add(document.getElementById("preview").src))
+    .observe(document.getElementById("preview"), {attributes: true, attributeFilter: ["src"]});
+}"""
+
+
+@pytest.fixture(scope="module")
+def page(tiny_runs):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with LiveServer(ServeConfig(runs=tiny_runs, device="cpu")) as live, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.base_url, page.live, page.errors = live.url, live, errors
+        yield page
+        browser.close()
+
+
+def test_generate_with_live_preview_cancel_gallery_and_reuse(page):
+    page.goto(page.base_url + "/")
+    page.wait_for_selector("#model option[value=digits]", state="attached")
+    page.select_option("#model", "digits")
+    page.select_option("#class", "3")
+    page.fill("#steps", "80")
+    page.fill("#n", "4")
+    page.fill("#seed", "21")
+    page.evaluate(WATCH_PREVIEW)
+    page.click("#generate")
+    expect(page.locator("#gallery .card")).to_have_count(4, timeout=60_000)
+    assert page.evaluate("window.frames_seen.size") >= 3  # the x0 estimate, live, step after step
+    assert page.inner_text("#status").startswith("done: 4 image(s)")
+    cards = page.locator("#gallery .card")
+    assert cards.first.locator("a").get_attribute("href").startswith("data:image/png;base64,")  # the download
+    assert "seed 21" in cards.first.inner_text() and "class 3" in cards.first.inner_text()
+    page.screenshot(path=SHOTS / "generate.png", full_page=True)
+
+    # a second, long job: cancel stops it, and it adds nothing to the gallery
+    page.fill("#steps", "1000")
+    page.fill("#n", "16")
+    page.click("#generate")
+    expect(page.locator("#status")).to_have_text(re.compile(r"^step \d+ / 1000"), timeout=30_000)
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_text(re.compile("^cancelled"), timeout=10_000)
+    assert page.live.service.queue.jobs()[-1].state == "cancelled"
+    assert page.locator("#gallery .card").count() == 4
+    page.screenshot(path=SHOTS / "generate-cancelled.png", full_page=True)
+
+    # the gallery survives a reload; "reuse" fills the form to draw that very image again
+    page.reload()
+    page.wait_for_selector("#gallery .card")
+    assert page.locator("#gallery .card").count() == 4
+    page.locator("#gallery .card").nth(2).locator("button", has_text="reuse").click()
+    assert (page.input_value("#seed"), page.input_value("#n"), page.input_value("#class")) == ("23", "1", "3")
+    assert page.input_value("#steps") == "80" and not page.errors, page.errors
+
+
+def test_runs_page_shows_curves_grids_and_compares_runs(page):
+    page.goto(page.base_url + "/runs?run=digits")
+    page.wait_for_selector("#runs-table tbody tr[data-run=digits]")
+    expect(page.locator("#loss-chart path.series")).to_have_count(2, timeout=20_000)  # train loss, validation
+    assert "finished" in page.inner_text("#runs-table tbody tr[data-run=digits]")
+    page.locator("#runs-table tbody tr[data-run=digits-b] input[type=checkbox]").check()
+    expect(page.locator("#loss-chart path.series")).to_have_count(4)  # and the compared run's
+    # the sample grids over training: step 2, then the final grid
+    assert page.inner_text("#grid-label").startswith("final samples")
+    page.locator("#grid-slider").fill("0")
+    assert page.inner_text("#grid-label").startswith("step 2")
+    expect(page.locator("#grid-img")).to_have_js_property("complete", True)
+    assert page.evaluate("document.getElementById('grid-img').naturalWidth") > 0
+    assert '"base_channels": 8' in page.inner_text("#config")
+    page.screenshot(path=SHOTS / "runs.png", full_page=True)
+    assert not page.errors, page.errors
