@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import write_result  # noqa: E402
+
 BUDGET_S = 300.0
 
 
@@ -78,7 +81,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from noisecraft.checkpoint import load_checkpoint
-    from noisecraft.config import to_json
     from noisecraft.evaluate.classifier import get_classifier
     from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
     from noisecraft.pipeline import SamplingOptions
@@ -133,11 +135,7 @@ def main(argv=None) -> int:
     print(f"evaluate: {args.n} samples, {args.sampler} {args.steps} steps: {result['samples_per_s']} samples/s, "
           f"sampling {result['sampling_s']} s, metrics {result['offline_metrics_s']} s, total {result['total_s']} s "
           f"(budget {BUDGET_S:.0f} s: {'OK' if result['within_budget'] else 'OVER'})")
-    text = to_json(result)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluate_speed.json").write_text(text + "\n")
+    write_result(result, args.out, "evaluate_speed")
     tmp.cleanup()
     return 0
 

@@ -22,3 +22,17 @@ def cpu_info() -> dict:
         elif key.strip() == "flags":
             info["isa_flags"] = sorted(set(value.split()) & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     return info
+
+
+def write_result(result: dict, out_dir: str, name: str) -> str:
+    """Print `result` as strict JSON and write it to `out_dir/name.json`; returns the text."""
+    from pathlib import Path
+
+    from noisecraft.config import to_json
+
+    text = to_json(result)
+    print(text)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(text + "\n")
+    return text

@@ -12,34 +12,20 @@ the CPU (lscpu's model name, whether it has avx512_bf16 / amx_bf16 / avx2) and t
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from noisecraft.config import preset, to_json
+from noisecraft.config import preset
 from noisecraft.diffusion import Denoiser
 from noisecraft.models import build_model, count_parameters
 from noisecraft.pipeline import Pipeline
 
-
-def cpu_facts() -> dict:
-    """lscpu's model name and the vector / bf16 flags that decide the CPU's precision and speed."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Model name")), None)
-    except (OSError, subprocess.SubprocessError):
-        model = None
-    try:
-        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
-        flags = set(line.split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        flags = set()
-    return {"cpu_model": model or platform.processor() or platform.machine(),
-            **{f: f in flags for f in ("avx2", "avx512_bf16", "amx_bf16")}}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_info, write_result  # noqa: E402
 
 
 def digits_pipeline(device: torch.device) -> Pipeline:
@@ -104,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
              "images_per_s": round(args.n / median[name], 2), "seconds": [round(s, 4) for s in seconds[name]]}
             for name in runs]
     gpu = {"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}
-    result = {"benchmark": "stream_overhead", "device": str(device), **cpu_facts(), **gpu, "torch": torch.__version__,
+    result = {"benchmark": "stream_overhead", "device": str(device), **cpu_info(), **gpu, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "precision": opts.precision, "n": args.n, "steps": args.steps,
               "sampler": opts.sampler, "guidance": opts.guidance, "guidance_interval": list(opts.guidance_interval),
               "batch_size": opts.batch_size, "rounds": args.rounds, "params": count_parameters(pipe.denoiser.net),
@@ -115,11 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         print(f"  {r['way']:28s} {r['median_s']:8.3f} s  {r['images_per_s']:8.2f} img/s  "
               f"x{r['ratio_to_generate']:.3f} of generate   rounds: {', '.join(f'{s:.3f}' for s in r['seconds'])}")
-    text = to_json(result)
-    print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stream_overhead.json").write_text(text + "\n")
+    write_result(result, args.out, "stream_overhead")
     return result
 
 
