@@ -106,8 +106,8 @@ def _prompts(args) -> list[str] | None:
 
 def cmd_sample(args, extra) -> int:
     from noisecraft.imageinfo import image_settings
-    from noisecraft.viz import save_images
     from noisecraft.pipeline import load_pipeline
+    from noisecraft.viz import save_images
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
@@ -144,28 +144,16 @@ def cmd_info(args, extra) -> int:
     n = count_parameters(build_model(cfg.model))
     info = {"checkpoint": meta["path"], "step": meta["step"], "task": meta.get("task", cfg.train.task),
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
-            "class_names": meta.get("class_names"), "text_encoder": _text_encoder_info(cfg),
+            "class_names": meta.get("class_names"), "text_encoder": _encoder_info(cfg),
             "config": cfg.to_dict()}
     print(to_json(info))
     return 0
 
 
-def _text_encoder_info(cfg: Config) -> dict | None:
-    """What `info` says about a text model's frozen encoder (None for class and unconditional models)."""
-    m = cfg.model
-    if not m.context_dim:
-        return None
-    info = {"name": m.text_encoder, "token_dim": m.context_dim, "max_tokens": m.text_max_tokens,
-            "cross_attn_resolutions": m.attn_resolutions if m.cross_attn_resolutions is None else
-            m.cross_attn_resolutions}
-    try:
-        from noisecraft.conditioning.text import encoder_spec
+def _encoder_info(cfg: Config) -> dict | None:
+    from noisecraft.conditioning.text import describe_encoder
 
-        spec = encoder_spec(m.text_encoder)
-        info.update(path=spec["path"], max_tokens=min(m.text_max_tokens, spec["max_tokens"]))
-    except UserError as e:  # the text extra is missing here: say so, the rest of info still holds
-        info["unavailable"] = str(e)
-    return info
+    return describe_encoder(cfg.model) if cfg.model.context_dim else None
 
 
 def _print_png_parameters(path: str) -> int:

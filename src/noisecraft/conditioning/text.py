@@ -64,6 +64,21 @@ def encoder_spec(name: str) -> dict:
     return {"path": str(path), "dim": int(cfg.get("hidden_size") or cfg["d_model"]), "max_tokens": limit}
 
 
+def describe_encoder(model_cfg) -> dict:
+    """What `noisecraft info` says about a text model's frozen encoder; names the missing extra when it is not
+    installed here (the rest still holds)."""
+    m = model_cfg
+    info = {"name": m.text_encoder, "token_dim": m.context_dim, "max_tokens": m.text_max_tokens,
+            "cross_attn_resolutions": m.attn_resolutions if m.cross_attn_resolutions is None else
+            m.cross_attn_resolutions}
+    try:
+        spec = encoder_spec(m.text_encoder)
+        info.update(path=spec["path"], max_tokens=min(m.text_max_tokens, spec["max_tokens"]))
+    except UserError as e:
+        info["unavailable"] = str(e)
+    return info
+
+
 class TextEncoder:
     """A frozen pretrained text encoder (eval mode, no gradients) loaded from local files only.
 

@@ -33,8 +33,9 @@ def valid_run_name(name: str) -> bool:
 
 def is_run_dir(path: Path) -> bool:
     """A run, or a run the server started that has not written its status yet (train.log: its output)."""
-    return any((path / f).is_file() for f in ("config.json", "status.json", "checkpoints/last.safetensors",
-                                               "train.log"))
+    from noisecraft.train.run import RunDir
+
+    return RunDir(path).holds_run() or any((path / f).is_file() for f in ("status.json", "train.log"))
 
 
 def find_runs(root: Path, max_depth: int = 3) -> list[str]:
