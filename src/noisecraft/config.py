@@ -41,6 +41,9 @@ class ModelConfig:
     head_channels: int = 32  # channels per attention head
     dropout: float = 0.1
     scale_shift: bool = True  # embedding scales+shifts GroupNorm output (Improved DDPM); False: added bias (DDPM)
+    # Side of the pixel patches folded into channels before the first convolution and unfolded after the last (space
+    # to depth, as U-ViT and simple diffusion do): the U-Net's top level runs at image_size / patch_size.
+    patch_size: int = 1
     # Text-to-image (data with captions): a frozen encoder's token embeddings feed cross-attention, its pooled
     # embedding joins the time embedding. A name in registry.TEXT_ENCODERS or a local sentence-transformers / Hugging
     # Face model directory; None: all-MiniLM-L6-v2 when the data has captions.
@@ -197,6 +200,7 @@ class Config:
         _positive("model.head_channels", self.model.head_channels)
         _positive("sample.steps", self.sample.steps)
         _positive("model.base_channels", self.model.base_channels)
+        _positive("model.patch_size", self.model.patch_size)
         _positive("diffusion.timesteps", self.diffusion.timesteps)
         if not self.model.channel_mult or any(m <= 0 for m in self.model.channel_mult):
             raise UserError("model.channel_mult must be a non-empty list of positive integers")
