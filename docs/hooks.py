@@ -36,7 +36,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _flag_row(a: argparse.Action) -> list[str]:
     names = ", ".join(f"`{s}`" for s in a.option_strings) or f"`{a.dest}`"
     if a.choices:
-        value = " \\| ".join(f"`{c}`" for c in a.choices)
+        value = " | ".join(f"`{c}`" for c in a.choices)
     elif a.nargs == 0:
         value = ""
     else:
@@ -95,8 +95,9 @@ def config_markdown() -> str:
 
 # ---------------------------------------------------------------- benchmarks
 
-MACHINE_KEYS = ("machine", "cpu", "cpu_model", "device", "threads", "torch_threads", "precision", "avx512_bf16",
-                "amx_bf16", "torch", "isa_flags", "kernels_capped_to")
+MACHINE_KEYS = ("machine", "cpu", "cpu_model", "device", "threads", "torch_threads", "precision", "avx2",
+                "avx512_bf16", "amx_bf16", "torch", "isa_flags", "kernels_capped_to")
+NOT_FIGURES = ("what", "benchmark", "run", "load_average_1_5_15", "load_average_after", "loadavg_start")
 
 
 def _scalar(v) -> bool:
@@ -119,7 +120,8 @@ def _records(d: dict) -> list[str]:
     out = []
     for k, v in d.items():
         if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
-            keys = [c for c in dict.fromkeys(c for r in v for c in r) if all(_scalar(r.get(c)) for r in v)]
+            keys = [c for c in dict.fromkeys(c for r in v for c in r) if all(_scalar(r.get(c)) for r in v)
+                    and c not in MACHINE_KEYS + NOT_FIGURES]
             out += [f"**{k}**", "", _table(keys, [[r.get(c, "") for c in keys] for r in v]), ""]
     return out
 
@@ -142,7 +144,7 @@ def benchmarks_markdown() -> str:
         d = json.loads(path.read_text())
         what = d.get("what") or d.get("benchmark") or d.get("model") or ""
         out += [f"{what}", "", f"Measured on: {_machine(d)}.", ""]
-        rows = [r for r in _flat({k: v for k, v in d.items() if k not in MACHINE_KEYS})]
+        rows = _flat({k: v for k, v in d.items() if k not in MACHINE_KEYS + NOT_FIGURES})
         out += [_table(["figure", "value"], rows), ""] + _records(d)
     return "\n".join(out)
 

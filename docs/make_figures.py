@@ -30,18 +30,21 @@ RUN_FIGURES = {"loss.png": "loss.png", "samples/final.png": "samples_final.png",
 
 
 def train_run(name: str, steps: int, out: Path, retrain: bool) -> dict:
-    """Train preset `name` for `steps` steps into `out` (unless a finished run of those steps is there)."""
+    """Train preset `name` for `steps` steps into `out` (unless a finished run of those steps is there); returns
+    what its status.json says about it."""
+    from datetime import datetime
+
     from noisecraft.train import train
 
     status = out / "status.json"
     done = status.is_file() and json.loads(status.read_text()).get("state") == "finished"
     cfg = apply_overrides(preset(name), {"train.steps": steps})
-    if done and not retrain and json.loads((out / "config.json").read_text())["train"]["steps"] == steps:
-        return {"preset": name, "steps": steps, "reused": True}
-    start = time.perf_counter()
-    summary = train(cfg, out, overwrite=True, progress=False)
-    return {"preset": name, "steps": steps, "train_wall_s": round(time.perf_counter() - start, 1),
-            "params": summary.get("params")}
+    if retrain or not done or json.loads((out / "config.json").read_text())["train"]["steps"] != steps:
+        train(cfg, out, overwrite=True, progress=False)
+    st = json.loads(status.read_text())
+    wall = datetime.fromisoformat(st["updated"]) - datetime.fromisoformat(st["started"])
+    return {"preset": name, "steps": steps, "train_wall_s": round(wall.total_seconds(), 1),
+            "images_per_s": round(st.get("images_per_s", 0.0), 1), "trained": st["started"][:10]}
 
 
 def cpu_name() -> str:
@@ -79,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     from noisecraft.explain import ExplainOptions, explain
 
     runs, figures, start = Path(args.runs), Path(args.figures), time.perf_counter()
-    record = {"noisecraft": __version__, "cpu": cpu_name(), "runs": {}}
+    import torch
+
+    record = {"noisecraft": __version__, "cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "runs": {}}
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
     quickstart_figures(runs / "digits", figures / "quickstart")
     explain(runs / "digits", figures / "explain", ExplainOptions(n=3, steps=args.explain_steps))

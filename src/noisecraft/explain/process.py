@@ -4,6 +4,7 @@ and returns what the index should record about it (the settings it was drawn wit
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import torch
@@ -91,7 +92,7 @@ def reverse_figure(ctx, path: Path) -> dict:
     grid, row_labels = [], []
     for r in range(o.n):
         grid += [[x_t[k][r] for k in keep], [x0[k][r] for k in keep]]
-        row_labels += [f"x_t {names[r]}"[:18], "x̂0 estimate"]
+        row_labels += [f"x_t ({names[r]})"[:18] if names[r] else "x_t", "x̂0 estimate"]
     plot_process(grid, [f"step {k}\nσ={s:.2g}" for k, s in zip(keep, sigmas)],
                  f"reverse process ({o.sampler}, {o.steps} steps): x_t and the x0 estimate", path, row_labels)
     return {"sampler": o.sampler, "steps": o.steps, "shown_steps": keep, "sigmas": [round(s, 4) for s in sigmas],
@@ -108,9 +109,9 @@ def samplers_figure(ctx, path: Path) -> dict:
                      for k in o.sampler_steps])
         nfe[name] = {k: network_calls(name, k) for k in o.sampler_steps}
     row_labels = [f"{name}\n{', '.join(str(v) for v in nfe[name].values())} calls" for name in SAMPLERS.names()]
-    what = ", ".join(filter(None, [f"seed {o.seed}", ctx.row_names(label)[0]]))
-    plot_process(grid, [f"{k} steps" for k in o.sampler_steps], f"samplers and step counts ({what}); network "
-                 "calls per image, x2 where guided", path, row_labels)
+    what = ", ".join(filter(None, [f"seed {o.seed}", ctx.row_names(label)[0] and f"row {ctx.row_names(label)[0]}"]))
+    plot_process(grid, [f"{k} steps" for k in o.sampler_steps], f"samplers and step counts ({what})\nnetwork calls "
+                 "per image (x2 where guided)", path, row_labels)
     return {"samplers": list(SAMPLERS.names()), "steps": list(o.sampler_steps), "network_calls": nfe,
             "guidance": pipe.resolve().guidance, "row": ctx.row_names(label)[0]}
 
@@ -123,7 +124,7 @@ def guidance_figure(ctx, path: Path) -> dict:
     columns = [pipe.generate(n=o.n, labels=rows, sampler=o.sampler, steps=o.steps, guidance=w, guidance_interval=(),
                              seed=o.seed) for w in o.guidance]
     grid = [[col[r] for col in columns] for r in range(o.n)]
-    names = [n[:18] for n in ctx.row_names(rows)]
+    names = [textwrap.fill(n, 16) for n in ctx.row_names(rows)]  # prompts wrap beside their row
     plot_process(grid, [f"w = {w:g}" for w in o.guidance], f"classifier-free guidance ({o.sampler}, {o.steps} "
                  "steps, every step guided)", path, names)
     return {"guidance": list(o.guidance), "sampler": o.sampler, "steps": o.steps, "rows": ctx.row_names(rows)}
