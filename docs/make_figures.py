@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout's code
 
-from noisecraft import __version__  # noqa: E402
-from noisecraft.config import apply_overrides, preset  # noqa: E402
+from noisecraft import __version__
+from noisecraft.config import apply_overrides, preset
 
 RUN_FIGURES = {"loss.png": "loss.png", "samples/final.png": "samples_final.png",
                "forward_process.png": "forward_process.png", "reverse_process.png": "reverse_process.png"}

@@ -2,7 +2,6 @@
 have are skipped or refused, the U-Net diagram's numbers are the network's, and a latent pipeline's hook is used."""
 import json
 
-import pytest
 import torch
 from PIL import Image
 
@@ -16,7 +15,7 @@ FAST = ["--steps", "3", "--n", "2"]
 
 
 def test_explain_draws_every_supported_figure(tiny_runs, tmp_path, cli):
-    code, out, err = cli("explain", "--checkpoint", tiny_runs / "digits", "--out", tmp_path, *FAST)
+    code, _, err = cli("explain", "--checkpoint", tiny_runs / "digits", "--out", tmp_path, *FAST)
     assert code == 0, err
     index = json.loads((tmp_path / "explain.json").read_text())
     drawn = [f["name"] for f in index["figures"]]

@@ -155,7 +155,7 @@ def latents_figure(ctx, path: Path) -> dict:
     z = pipe.encode(to_model_range(real.to(pipe.device)))  # (n, c, h, w)
     decoded = pipe.decode(z)
     sampled = pipe.stream(n=o.n, labels=ctx.rows(o.n), sampler=o.sampler, steps=o.steps, seed=o.seed)
-    final = [ev for ev in sampled if ev.kind == "images"][0]
+    final = next(ev for ev in sampled if ev.kind == "images")
     c = z.shape[1]
     blank = torch.full_like(real[0], 255)
     grid = [[real[r], *_channels(z[r]), decoded[r]] for r in range(o.n)]
