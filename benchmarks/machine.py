@@ -5,15 +5,17 @@ import os
 import platform
 
 
-def cpu_info() -> dict:
+def cpu_info(env=None) -> dict:
     """The CPU's model name, the ISA flags that decide kernels and precision (/proc/cpuinfo), any kernel cap set
     to emulate an older CPU (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), the load average, and the cores this
-    process may use (taskset) and OMP_NUM_THREADS, which decide torch's thread count."""
+    process may use (taskset) and OMP_NUM_THREADS, which decide torch's thread count. `env`: the environment of
+    the process the figures come from, when it is a child started with its own (default: this one's)."""
+    env = os.environ if env is None else env
     info = {"cpu": platform.processor() or platform.machine(), "isa_flags": [],
-            "kernels_capped_to": os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "kernels_capped_to": env.get("ATEN_CPU_CAPABILITY") or env.get("ONEDNN_MAX_CPU_ISA"),
             "load_average_1_5_15": list(os.getloadavg()),
             "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_num_threads": env.get("OMP_NUM_THREADS")}
     try:
         lines = open("/proc/cpuinfo").read().splitlines()
     except OSError:

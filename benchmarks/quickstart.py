@@ -51,7 +51,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits", "--out", str(run), "--no-progress"]
     cmd += ["--steps", str(args.steps)] if args.steps else []
     cmd += ["--train.precision=fp32"] if args.avx2 else []
-    machine = cpu_info()  # the load average before the run
+    machine = cpu_info(env)  # the load average before the run
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     wall = time.perf_counter() - t0
