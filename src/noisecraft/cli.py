@@ -148,11 +148,12 @@ def cmd_info(args, extra) -> int:
         return _print_png_parameters(path)
     ckpt = load_checkpoint(path)
     meta, cfg = ckpt.meta, ckpt.config
-    n = count_parameters(build_model(cfg.model))
-    info = {"checkpoint": meta["path"], "step": meta["step"], "task": meta.get("task", cfg.train.task),
+    task = meta.get("task", cfg.train.task)
+    n = count_parameters(build_model(cfg.model)) if task == "diffusion" else meta.get("params")
+    info = {"checkpoint": meta["path"], "step": meta["step"], "task": task,
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
             "class_names": meta.get("class_names"), "text_encoder": _encoder_info(cfg),
-            "config": cfg.to_dict()}
+            **{k: meta[k] for k in ("autoencoder", "latent_scale") if k in meta}, "config": cfg.to_dict()}
     print(to_json(info))
     return 0
 
@@ -200,6 +201,17 @@ def cmd_evaluate(args, extra) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
     print(to_json(report))
     print(f"wrote report.json, report.md and samples.png to {report['out']}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate_autoencoder(args, extra) -> int:
+    from noisecraft.evaluate.autoencoder import AutoencoderEvalOptions, evaluate_autoencoder
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    opts = AutoencoderEvalOptions(n=args.n, device=args.device, classifier=not args.no_classifier)
+    report = evaluate_autoencoder(args.checkpoint, args.out, opts)
+    print(to_json(report))
     return 0
 
 
@@ -309,6 +321,17 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+    r = sub.add_parser("evaluate-autoencoder", help="reconstruction quality of an autoencoder run (PSNR, SSIM, judge)",
+                       description="Reconstruct the held-out split of an autoencoder run's data and report PSNR, SSIM, "
+                       "the offline classifier's accuracy and Fréchet distance on the reconstructions, and their "
+                       "sharpness, next to the originals' (report.json, reconstructions.png).")
+    r.add_argument("--checkpoint", required=True, help="autoencoder run directory or .safetensors file")
+    r.add_argument("--n", type=int, help="held-out images to reconstruct (default: all)")
+    r.add_argument("--out", help="report directory (default: <run>/eval-autoencoder)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
+    r.set_defaults(func=cmd_evaluate_autoencoder)
+
     c = sub.add_parser("train-classifier", help="train and cache the offline judge classifier for a dataset",
                        description="Train the small CNN that `evaluate` uses for offline metrics (class accuracy, "
                        "Fréchet distance and precision/recall in its feature space) and cache it under "
@@ -316,7 +339,8 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", choices=DATASETS.names(), default="digits",
                    help=f"{DATASETS.help()} (default: digits)")
     c.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
-    c.add_argument("--image-size", type=int, help="resize images to N x N (match the diffusion model's size)")
+    c.add_argument("--image-size", type=int, help="image folders: resize images to N x N (built-in datasets are "
+                   "judged at their native size)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train_classifier)

@@ -485,7 +485,7 @@ def _preset_digits64_ae() -> Config:
         train=TrainConfig(task="autoencoder", steps=1200, batch_size=32, lr=1e-3, warmup_steps=50, grad_clip=0.0,
                           ema_decay=0.99, val_every=400, sample_every=400, ckpt_every=400),
         autoencoder=AutoencoderConfig(downsample=4, latent_channels=4, base_channels=16, channel_mult=(1, 2, 4),
-                                      num_res_blocks=1, disc_start=0, disc_channels=32, disc_layers=3),
+                                      num_res_blocks=1, disc_start=400, disc_channels=32, disc_layers=3),
     )
 
 
