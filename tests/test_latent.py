@@ -160,7 +160,7 @@ def test_latent_run_samples_with_nothing_else_present(cli, tmp_path):
     code, _, err = cli("train", "--autoencoder", ae, "--out", ldm, "--steps", 2, *TINY_LATENT)
     assert code == 0, err
     meta = json.loads((ldm / "checkpoints" / "last.json").read_text())
-    ae_meta = json.loads((ae / "checkpoints" / "best.json").read_text())
+    ae_meta = json.loads((ae / "checkpoints" / "last.json").read_text())
     assert meta["config"]["model"]["in_channels"] == 2 and meta["config"]["model"]["image_size"] == 4
     assert meta["autoencoder"]["scale"] == ae_meta["latent_scale"] and len(meta["autoencoder"]["sha256"]) == 64
     shutil.rmtree(ae)

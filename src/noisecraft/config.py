@@ -479,13 +479,16 @@ def _preset_digits64() -> Config:
 
 def _preset_digits64_ae() -> Config:
     # Latent diffusion's first stage for the 64x64 digits: f = 4 (16x16x4 latents), a narrow encoder/decoder (16
-    # channels at full resolution) so it trains on a laptop CPU, the discriminator on from the start.
+    # channels at full resolution) so it trains on a laptop CPU. The discriminator joins half-way, once L1 has
+    # shaped the digits, with a lower disc_weight than latent diffusion's 0.5: a fresh discriminator's gradients
+    # at that weight undid the reconstruction at this learning rate.
     return Config(
         data=DataConfig(dataset="digits", image_size=64, val_size=500),
         train=TrainConfig(task="autoencoder", steps=1200, batch_size=32, lr=1e-3, warmup_steps=50, grad_clip=0.0,
-                          ema_decay=0.99, val_every=400, sample_every=400, ckpt_every=400),
+                          lr_schedule="cosine", ema_decay=0.99, val_every=400, sample_every=400, ckpt_every=400),
         autoencoder=AutoencoderConfig(downsample=4, latent_channels=4, base_channels=16, channel_mult=(1, 2, 4),
-                                      num_res_blocks=1, disc_start=400, disc_channels=32, disc_layers=3),
+                                      num_res_blocks=1, disc_start=600, disc_weight=0.1, disc_channels=32,
+                                      disc_layers=3),
     )
 
 
@@ -496,6 +499,8 @@ def _preset_digits64_latent() -> Config:
     cfg.data.image_size = 64
     cfg.model = ModelConfig(base_channels=64, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
                             dropout=0.0)
+    cfg.train.steps = 1000
+    cfg.train.val_every = cfg.train.sample_every = cfg.train.ckpt_every = 500
     cfg.autoencoder = AutoencoderConfig(latent=True)
     return cfg
 

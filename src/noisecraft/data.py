@@ -474,7 +474,6 @@ class LatentData:
     class_names: list[str]
     name: str
     flipped: bool  # rows N.. hold the mirrored images' latents
-    captions: None = None
 
     def __len__(self) -> int:
         return self.latents.shape[0] // (2 if self.flipped else 1)

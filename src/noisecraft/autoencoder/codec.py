@@ -34,7 +34,7 @@ def _source_files(path: Path) -> list[Path]:
         return [path / f for f in DIFFUSERS_FILES if (path / f).is_file()]
     from noisecraft.checkpoint import resolve_checkpoint
 
-    return [resolve_checkpoint(path, "best")]
+    return [resolve_checkpoint(path, "last")]
 
 
 def content_hash(files: list[Path]) -> str:
@@ -102,7 +102,7 @@ def _load_noisecraft(path: Path, device) -> LatentCodec:
     from noisecraft.checkpoint import load_checkpoint
     from noisecraft.models import build_autoencoder
 
-    ckpt = load_checkpoint(path, "best")
+    ckpt = load_checkpoint(path, "last")  # the end of training (`best` is by L1 alone, blind to the GAN term)
     if ckpt.meta.get("task") != "autoencoder":
         raise UserError(f"{path} is not an autoencoder run (its task is '{ckpt.meta.get('task', 'diffusion')}'): "
                         f"train one with `noisecraft train-autoencoder`, or give a diffusers AutoencoderKL folder")

@@ -75,7 +75,7 @@ def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
 
     opts = opts or AutoencoderEvalOptions()
     device = pick_device(opts.device)
-    ckpt = load_checkpoint(run, "best")
+    ckpt = load_checkpoint(run, "last")  # the one latent diffusion uses (see autoencoder.codec)
     codec = load_codec(run, device)
     data_cfg = ckpt.config.data
     val = load_dataset(data_cfg, "val")
