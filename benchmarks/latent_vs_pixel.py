@@ -30,6 +30,8 @@ NO_CADENCE = ["--train.val_every=1000000", "--train.sample_every=1000000", "--tr
 def train_for(name: str, preset: str, extra: list[str], args) -> dict:
     """Train `preset` for args.budget seconds of wall clock; the run's training images/s from its log."""
     run = Path(args.work) / name
+    if args.reuse:  # judge the runs a previous call trained
+        return {"run": str(run), "wall_s": None, **_log_figures(run)}
     cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", preset, "--out", str(run), "--overwrite",
            "--no-progress", *NO_CADENCE, *extra]
     t0 = time.perf_counter()
@@ -39,12 +41,16 @@ def train_for(name: str, preset: str, extra: list[str], args) -> dict:
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)  # finishes the step, saves checkpoints/last
         proc.wait()
-    wall = time.perf_counter() - t0
+    return {"run": str(run), "wall_s": round(time.perf_counter() - t0, 1), **_log_figures(run)}
+
+
+def _log_figures(run: Path) -> dict:
+    """Steps trained and the median training images/s of the log's records (the first, which includes the
+    start-up, only when it is the only one)."""
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    rates = [r["img_per_s"] for r in records if r.get("kind") == "train" and "img_per_s" in r][1:]  # skip warm-up
+    rates = [r["img_per_s"] for r in records if r.get("kind") == "train" and "img_per_s" in r]
     steps = max(r["step"] for r in records if r.get("kind") == "train")
-    return {"run": str(run), "wall_s": round(wall, 1), "steps": steps,
-            "train_img_per_s": round(statistics.median(rates), 1) if rates else None}
+    return {"steps": steps, "train_img_per_s": round(statistics.median(rates[1:] or rates), 1)}
 
 
 def sample_and_judge(run: str, n: int) -> dict:
@@ -70,6 +76,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=180.0, help="training wall-clock seconds for each model")
     ap.add_argument("--n", type=int, default=200, help="samples judged per model")
     ap.add_argument("--work", default="runs/latent_vs_pixel")
+    ap.add_argument("--reuse", action="store_true", help="judge the runs in --work that a previous call trained")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": cpu_info(),
