@@ -26,21 +26,34 @@ import torch.nn.functional as F
 
 def reference_unet(model, image_size: int = 28, channels: int = 1, num_classes: int = 10):
     """A UNet2DModel with the widths of noisecraft's `model` config (`block_out_channels` = base_channels x
-    channel_mult, `layers_per_block` = num_res_blocks), three levels, attention at the lowest one and in the
-    middle. For the digits preset, channels (32, 32, 64): 0.81M parameters vs noisecraft's 0.88M (-7.5%), and the
-    same forward FLOPs per image (239M)."""
+    channel_mult, `layers_per_block` = num_res_blocks), attention at the lowest level and in the middle. With
+    `model.patch_size` p > 1 it runs on the space-to-depth image (C p^2 channels at image_size / p), between
+    pixel_unshuffle and pixel_shuffle, as noisecraft's U-Net does: the same network, built the diffusers way."""
     from diffusers import UNet2DModel
 
-    if len(model.channel_mult) != 3:
-        raise ValueError(f"the reference is built with 3 levels; channel_mult={model.channel_mult}")
-    return UNet2DModel(
-        sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=model.num_res_blocks,
-        block_out_channels=tuple(model.base_channels * m for m in model.channel_mult),
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    p, levels = getattr(model, "patch_size", 1), len(model.channel_mult)
+    unet = UNet2DModel(
+        sample_size=image_size // p, in_channels=channels * p * p, out_channels=channels * p * p,
+        layers_per_block=model.num_res_blocks, block_out_channels=tuple(model.base_channels * m for m in model.channel_mult),
+        down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
         attention_head_dim=model.head_channels, class_embed_type=None,
         num_class_embeds=num_classes + 1 if num_classes else None,
     )
+    return unet if p == 1 else _Patched(unet, p)
+
+
+class _Patched(torch.nn.Module):
+    """A UNet2DModel on pixel_unshuffle(x, p); returns what it returns, with `.sample` shuffled back."""
+
+    def __init__(self, unet, p: int):
+        super().__init__()
+        self.unet, self.p, self.config = unet, p, unet.config
+
+    def forward(self, x, timesteps, class_labels=None):
+        out = self.unet(F.pixel_unshuffle(x, self.p), timesteps, class_labels=class_labels)
+        out.sample = F.pixel_shuffle(out.sample, self.p)
+        return out
 
 
 class _PILDigits(torch.utils.data.Dataset):

@@ -1,6 +1,6 @@
-"""How long `noisecraft evaluate` takes: 2,000 digit samples at 50 DDIM steps, plus all the metrics.
+"""How long `noisecraft evaluate` takes: 2,000 digit samples with the run's sampling defaults, plus all the metrics.
 
-    python benchmarks/evaluate_speed.py [--checkpoint runs/digits] [--n 2000] [--steps 50] [--device cpu]
+    python benchmarks/evaluate_speed.py [--checkpoint runs/digits] [--n 2000] [--sampler S] [--steps K]
                                         [--guidance W] [--guidance-interval LO,HI] [--out benchmarks/results]
 
 Runs the library function behind `noisecraft evaluate` (`evaluate_checkpoint`) on the quickstart checkpoint
@@ -17,7 +17,6 @@ Prints JSON and writes it to `--out/evaluate_speed.json`.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import write_result  # noqa: E402
+from machine import cpu_info, write_result  # noqa: E402
 
 BUDGET_S = 300.0
 
@@ -70,8 +69,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="runs/digits")
     p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's sample.steps")
+    p.add_argument("--sampler", default=None, help="default: the checkpoint's sample.sampler")
     p.add_argument("--guidance", type=float, help="default: the checkpoint's sample.guidance")
     p.add_argument("--guidance-interval", help="LO,HI or 'all' (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the device's fastest")
@@ -114,8 +113,9 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "evaluate_speed",
         "checkpoint": report["checkpoint"], "trained_checkpoint": trained,
-        "n": args.n, "sampler": args.sampler, "steps": args.steps, "batch_size": args.batch_size,
-        "device": args.device, "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+        "n": args.n, "sampler": report["sampling"]["sampler"], "steps": report["sampling"]["steps"],
+        "batch_size": args.batch_size, "device": args.device, "torch_threads": torch.get_num_threads(),
+        "machine": cpu_info(),
         "samples_per_s": round(args.n / report["timing"]["sampling_s"], 2),
         "sampling_s": report["timing"]["sampling_s"],
         "offline_metrics_s": report["timing"]["offline_metrics_s"],
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
             {**j, "gap_points": round(100 * abs(j["class_accuracy"] - off["generated"]["class_accuracy"]), 2)
              if "generated" in off else None} for j in judges],
     }
-    print(f"evaluate: {args.n} samples, {args.sampler} {args.steps} steps: {result['samples_per_s']} samples/s, "
+    print(f"evaluate: {args.n} samples, {result['sampler']} {result['steps']} steps: {result['samples_per_s']} samples/s, "
           f"sampling {result['sampling_s']} s, metrics {result['offline_metrics_s']} s, total {result['total_s']} s "
           f"(budget {BUDGET_S:.0f} s: {'OK' if result['within_budget'] else 'OVER'})")
     write_result(result, args.out, "evaluate_speed")

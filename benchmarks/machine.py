@@ -7,10 +7,13 @@ import platform
 
 def cpu_info() -> dict:
     """The CPU's model name, the ISA flags that decide kernels and precision (/proc/cpuinfo), any kernel cap set
-    to emulate an older CPU (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) and the load average."""
+    to emulate an older CPU (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), the load average, and the cores this
+    process may use (taskset) and OMP_NUM_THREADS, which decide torch's thread count."""
     info = {"cpu": platform.processor() or platform.machine(), "isa_flags": [],
             "kernels_capped_to": os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA"),
-            "load_average_1_5_15": list(os.getloadavg())}
+            "load_average_1_5_15": list(os.getloadavg()),
+            "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     try:
         lines = open("/proc/cpuinfo").read().splitlines()
     except OSError:

@@ -298,10 +298,12 @@ def test_evaluate_writes_report_with_offline_metrics_and_perfect_row(cli, tiny_r
 
     report = strict_json((tmp_path / "r" / "report.json").read_text())
     assert strict_json(out)["offline"] == report["offline"]
+    from noisecraft.config import preset
     from noisecraft.precision import use_bf16
 
-    assert report["sampling"] == {"n": 30, "sampler": "ddim", "steps": 2, "guidance": 1.0,
-                                  "guidance_interval": [2.0, "inf"], "seed": 0,  # the digits preset's
+    defaults = preset("digits").sample  # what the run was trained with; --steps overrides its steps
+    assert report["sampling"] == {"n": 30, "sampler": defaults.sampler, "steps": 2, "guidance": defaults.guidance,
+                                  "guidance_interval": [2.0, "inf"], "seed": 0,
                                   "precision": "bf16" if use_bf16("cpu", "auto") else "fp32", "class_balanced": True}
     off = report["offline"]
     assert off["classifier"]["heldout_accuracy"] == 0.1

@@ -81,3 +81,25 @@ def test_attention_runs_in_fp32_on_cpu_under_bf16_autocast():
     torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
     out.float().sum().backward()
     assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (q, k, v))
+
+
+def test_patch_size_folds_pixels_into_channels():
+    """patch_size=p is a U-Net on the space-to-depth image: the same weights in a p=1 network with p*p times the
+    channels on pixel_unshuffle(x) give pixel_unshuffle of the output."""
+    from noisecraft.errors import UserError
+
+    torch.manual_seed(0)
+    cfg = preset("digits").model
+    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.patch_size, cfg.channel_mult = 1, 28, 10, 2, (1, 2)
+    net = build_model(cfg).eval()
+    for p in net.parameters():  # zero-initialised output layers would hide a wrong fold
+        p.data.normal_(0, 0.1)
+    flat = build_model(type(cfg)(**{**vars(cfg), "in_channels": 4, "image_size": 14, "patch_size": 1})).eval()
+    flat.load_state_dict(net.state_dict())
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([0.5, 5.0, 50.0]), torch.tensor([1, 7, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.nn.functional.pixel_unshuffle(net(x, t, y), 2),
+                                   flat(torch.nn.functional.pixel_unshuffle(x, 2), t, y))
+    cfg.patch_size = 3
+    with pytest.raises(UserError, match="patch_size=3 must divide the image size 28"):
+        build_model(cfg)

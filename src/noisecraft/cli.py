@@ -9,7 +9,7 @@ from pathlib import Path
 
 from noisecraft.config import PRESETS, Config, apply_overrides, preset, to_json
 from noisecraft.errors import Interrupted, UserError
-from noisecraft.registry import DATASETS, PRECISIONS, SAMPLERS
+from noisecraft.registry import DATASETS, FIGURES, PRECISIONS, SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -230,6 +230,19 @@ def cmd_train_classifier(args, extra) -> int:
     return 0
 
 
+def cmd_explain(args, extra) -> int:
+    from noisecraft.explain import ExplainOptions, explain
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    figures = tuple(f.strip() for f in args.figures.split(",") if f.strip()) if args.figures else None
+    index = explain(args.checkpoint, args.out, ExplainOptions(figures=figures, seed=args.seed, n=args.n,
+                                                              steps=args.steps, class_index=args.class_index,
+                                                              prompts=list(args.prompt or [])), device=args.device)
+    print(f"wrote {len(index['figures'])} figures and explain.json to {args.out}")
+    return 0
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) -> None:
     """The flags `sample` and `evaluate` share: which checkpoint, how many images, and how to draw them."""
     p.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
@@ -245,7 +258,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=PRECISIONS.names(),
                    help=f"network precision while sampling: {PRECISIONS.help()} (default: the checkpoint's "
                    "sample.precision)")
@@ -268,7 +281,7 @@ def _add_train_args(t: argparse.ArgumentParser, default_preset: str) -> None:
     t.add_argument("--image-size", type=int, help="resize images to N x N")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--steps", type=int, help="total optimizer steps")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help="seed of weights, batches and noise (train.seed)")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--autoencoder", metavar="PATH", help="latent diffusion: a noisecraft autoencoder run or a "
                    "diffusers AutoencoderKL folder (config.json + weights)")
@@ -328,7 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help="autoencoder run directory or .safetensors file")
     r.add_argument("--n", type=int, help="held-out images to reconstruct (default: all)")
     r.add_argument("--out", help="report directory (default: <run>/eval-autoencoder)")
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
     r.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
     r.set_defaults(func=cmd_evaluate_autoencoder)
 
@@ -341,7 +354,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
     c.add_argument("--image-size", type=int, help="image folders: resize images to N x N (built-in datasets are "
                    "judged at their native size)")
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train_classifier)
 
@@ -351,6 +364,25 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("--checkpoint", help="run directory or .safetensors file")
     i.set_defaults(func=cmd_info)
 
+    x = sub.add_parser("explain", help="figures that explain a run: schedules, forward and reverse process, "
+                       "samplers, guidance, the U-Net, cross-attention, latents",
+                       description="Draw figures from a trained run into --out (one PNG each, and explain.json "
+                       f"listing them). Figures: {FIGURES.help()}.")
+    x.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
+    x.add_argument("--out", required=True, help="directory for the PNGs and explain.json")
+    x.add_argument("--figures", metavar="A,B", help=f"comma-separated, of {', '.join(FIGURES.names())} (default: "
+                   "every one the run supports)")
+    x.add_argument("--seed", type=int, default=0, help="image i of a row uses seed + i (default 0)")
+    x.add_argument("--n", type=int, default=4, help="rows of the process and guidance figures (default 4)")
+    x.add_argument("--steps", type=int, default=50, help="sampler steps of the reverse process and guidance sweep "
+                   "(default 50)")
+    x.add_argument("--class", dest="class_index", type=int, help="class models: the class of every row (default: "
+                   "classes 0, 1, ... in turn)")
+    x.add_argument("--prompt", action="append", help="text models: a row's prompt (repeat; default: the dataset's "
+                   "captions)")
+    x.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    x.set_defaults(func=cmd_explain)
+
     v = sub.add_parser("serve", help="web app and HTTP API: generate with a live preview, follow and start runs",
                        description="Serve the page and the HTTP API (OpenAPI docs at /docs) over every run directory "
                        "under --runs. Binds 127.0.0.1 by default: anyone who can reach the port can sample, start "
@@ -358,7 +390,7 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--runs", required=True, help="directory of run directories: each run under it is a model")
     v.add_argument("--data-root", help="the only directory training started from the page may read data from")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=int, default=7860)
+    v.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     v.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N for sampling")
     v.add_argument("--cache-mb", type=int, default=2048, help="memory for loaded checkpoints (least recently used "
                    "ones are dropped)")

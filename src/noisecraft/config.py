@@ -20,6 +20,8 @@ from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, LOSS_WEIGHTIN
 
 @dataclass
 class DataConfig:
+    """`data`: which images, and how they are loaded and held out."""
+
     dataset: str = "digits"  # a name in registry.DATASETS
     data_root: str | None = None  # torchvision root for mnist/cifar10, the image folder for `folder`
     download: bool = False  # only ever download when asked
@@ -33,14 +35,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "unet"
-    base_channels: int = 64
-    channel_mult: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (7,)
+    """`model`: the network (a U-Net) and its conditioning."""
+
+    arch: str = "unet"  # the network architecture (models/); only the U-Net today
+    base_channels: int = 64  # channels of the first level; level i has base_channels * channel_mult[i]
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # one entry per resolution level; each level after the first halves H, W
+    num_res_blocks: int = 2  # residual blocks per encoder level (the decoder has one more per level)
+    attn_resolutions: tuple[int, ...] = (7,)  # feature-map sizes with self-attention after each residual block
     head_channels: int = 32  # channels per attention head
-    dropout: float = 0.1
+    dropout: float = 0.1  # dropout inside the residual blocks
     scale_shift: bool = True  # embedding scales+shifts GroupNorm output (Improved DDPM); False: added bias (DDPM)
+    # Side of the pixel patches folded into channels before the first convolution and unfolded after the last (space
+    # to depth, as U-ViT and simple diffusion do): the U-Net's top level runs at image_size / patch_size.
+    patch_size: int = 1
     # Text-to-image (data with captions): a frozen encoder's token embeddings feed cross-attention, its pooled
     # embedding joins the time embedding. A name in registry.TEXT_ENCODERS or a local sentence-transformers / Hugging
     # Face model directory; None: all-MiniLM-L6-v2 when the data has captions.
@@ -49,48 +56,52 @@ class ModelConfig:
     cross_attn_resolutions: tuple[int, ...] | None = None  # where blocks cross-attend (+ mid); None: attn_resolutions
     context_dim: int | None = None  # text-token width (filled in from the text encoder); None: no text
     # Filled in from the dataset when the run starts, so a checkpoint is self-describing.
-    in_channels: int = 0
-    image_size: int = 0
+    in_channels: int = 0  # image channels (1 grey, 3 RGB)
+    image_size: int = 0  # side of the square images the network sees
     num_classes: int = 0  # 0 = unconditional
 
 
 @dataclass
 class DiffusionConfig:
+    """`diffusion`: the noise schedule, what the network predicts and how the loss weighs noise levels."""
+
     schedule: str = "linear"  # registry.SCHEDULES: linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
-    timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
+    timesteps: int = 1000  # T: steps of the discrete schedule the network is trained on
+    beta_start: float = 1e-4  # the linear schedule's first beta (noise variance added at step 1)
+    beta_end: float = 0.02  # the linear schedule's last beta
     prediction: str = "eps"  # registry.PREDICTIONS: eps | x0 | v | edm (Karras et al. 2022 preconditioning)
     loss_weighting: str = "none"  # registry.LOSS_WEIGHTINGS: none | min-snr (Hang et al. 2023)
-    min_snr_gamma: float = 5.0
-    # EDM (used when prediction == "edm")
-    sigma_data: float = 0.5
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    p_mean: float = -1.2
-    p_std: float = 1.2
+    min_snr_gamma: float = 5.0  # min-SNR weighting clips the loss weight at SNR = gamma
+    # EDM (prediction == "edm"):
+    sigma_data: float = 0.5  # std of the data, which EDM's preconditioning scales for
+    sigma_min: float = 0.002  # lowest noise level of the sampling grid
+    sigma_max: float = 80.0  # highest noise level of the sampling grid (the prior's std)
+    p_mean: float = -1.2  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2)
+    p_std: float = 1.2  # see p_mean
 
 
 @dataclass
 class TrainConfig:
+    """`train`: the optimizer, its schedule, precision, and the cadence of logs, checkpoints and pictures."""
+
     steps: int = 10_000  # total optimizer steps
-    batch_size: int = 128
-    lr: float = 2e-4
-    warmup_steps: int = 500
+    batch_size: int = 128  # images per optimizer step, over all processes
+    lr: float = 2e-4  # AdamW learning rate after the warm-up
+    warmup_steps: int = 500  # linear learning-rate warm-up from 0
     lr_schedule: str = "constant"  # after the warm-up: constant | cosine (decays to 0 at train.steps)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the gradient's global norm to this; 0 = off
+    ema_decay: float = 0.999  # exponential moving average of the weights, which sampling uses
     # Classifier-free guidance: share of class labels replaced by the null class (captions: by the empty prompt).
     label_dropout: float = 0.1
     precision: str = "auto"  # registry.PRECISIONS: auto (bf16 autocast where the hardware has it) | fp32 | bf16
-    seed: int = 0
-    log_every: int = 50
-    val_every: int = 500
-    sample_every: int = 1000
-    ckpt_every: int = 500
+    seed: int = 0  # seeds weights, batches and noise: the same config trains the same run
+    log_every: int = 50  # steps between `train` records in log.jsonl
+    val_every: int = 500  # steps between validation losses (EMA weights)
+    sample_every: int = 1000  # steps between sample grids in samples/
+    ckpt_every: int = 500  # steps between checkpoints (last, best, step_N)
     keep_last: int = 2  # keep this many step checkpoints besides `last` and `best`
-    compile: bool = False
+    compile: bool = False  # torch.compile the network
     max_nonfinite_steps: int = 10  # stop after this many steps in a row with a non-finite loss or gradient
     final_figures: bool = True  # loss.png, samples/final.png and the process figures when training ends
     channels_last: bool | None = None  # NHWC activations; None = auto: on for CUDA, off on CPU (slower there)
@@ -99,14 +110,16 @@ class TrainConfig:
     eval_n: int = 500  # samples per evaluation during training
     eval_steps: int = 20  # DDIM steps for those samples
     best_metric: str = "val_loss"  # what picks `best`: a name in registry.BEST_METRICS
-    device: str = "auto"
+    device: str = "auto"  # auto (the first GPU, else the CPU) | cpu | cuda | cuda:N
     task: str = "diffusion"  # what the loop trains (noisecraft.registry.TASKS)
 
 
 @dataclass
 class SampleConfig:
+    """`sample`: the run's sampling defaults (`sample`, `evaluate`, `serve` and the pipeline start from them)."""
+
     sampler: str = "ddim"  # a name in registry.SAMPLERS
-    steps: int = 50
+    steps: int = 50  # sampler steps
     guidance: float = 0.0  # classifier-free guidance weight w (Ho & Salimans 2022); 0 = off
     # (sigma_lo, sigma_hi): guide only where sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024); () = always;
     # sigma_hi may be inf. Steps outside the interval cost one network call instead of two.
@@ -221,6 +234,7 @@ class Config:
         _positive("model.head_channels", self.model.head_channels)
         _positive("sample.steps", self.sample.steps)
         _positive("model.base_channels", self.model.base_channels)
+        _positive("model.patch_size", self.model.patch_size)
         _positive("diffusion.timesteps", self.diffusion.timesteps)
         if not self.model.channel_mult or any(m <= 0 for m in self.model.channel_mult):
             raise UserError("model.channel_mult must be a non-empty list of positive integers")
@@ -256,6 +270,29 @@ class Config:
         for name in ("kl_weight", "disc_weight", "disc_start", "lpips_weight"):
             if not getattr(a, name) >= 0:
                 raise UserError(f"autoencoder.{name} must be >= 0, got {getattr(a, name)}")
+
+
+def field_docs(section: type) -> dict[str, str]:
+    """The documentation of each field of a config dataclass: the comment lines right above it, then the comment at
+    the end of its line. Field comments are the config's documentation (the reference pages are generated from
+    them, and a test requires one for every field), so they are read from the source rather than written twice."""
+    import inspect
+    import io
+    import tokenize
+
+    names, docs, above = {f.name for f in dataclasses.fields(section)}, {}, []
+    for line in inspect.getsource(section).splitlines():
+        code = line.strip()
+        if code.startswith("#"):
+            above.append(code.lstrip("#").strip())
+            continue
+        name = code.split(":", 1)[0]
+        if name in names:
+            tokens = tokenize.generate_tokens(io.StringIO(code + "\n").readline)
+            trailing = [t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT]
+            docs[name] = " ".join(above + trailing).strip()
+        above = []
+    return docs
 
 
 def to_json(obj: Any) -> str:
@@ -380,21 +417,22 @@ def _v_min_snr() -> DiffusionConfig:
 
 
 def _preset_digits() -> Config:
-    # Sized for the quickstart on a 2-core CPU: 800 steps of 64 images (~51k images, ~11 epochs), ~4 min in bf16 on
-    # an AVX512-BF16 CPU. The 0.88M-parameter U-Net keeps 32 channels at 14x14 (channel_mult 1,1,2): 239M FLOPs a
-    # forward pass against 378M for (1,2,2), whose 64-channel decoder at 28x28 dominated. Measured on that CPU in
-    # bf16: the forward pass 1.5x faster (730 vs 480 images/s), and 800 steps of it train in the time of 600 steps
-    # of (1,2,2) (228 vs 235 s) to as good a model (97.4% vs 97.0% of DDIM-50 samples classified as the digit asked
-    # for, 500 samples). v-prediction with min-SNR weighting and guidance w=1 give class-faithful digits that early.
-    # Guiding only above sigma = 2 (15 of 50 DDIM steps; Kynkäänniemi et al. 2024) costs ~1 point of accuracy
-    # against guiding every step, lowers the classifier Fréchet distance (more diversity) and samples 1.3x faster.
+    # Sized for the quickstart on any 2-core CPU, AVX2-only laptops in fp32 included (issue 14): 700 steps of 64
+    # images (~45k images, ~10 epochs). The U-Net folds 2x2 pixel patches into channels (patch_size 2) and runs at
+    # 14x14 and 7x7 with 32 and 64 channels: the 28x28 level it used to have held most of the FLOPs, and digits lose
+    # nothing at 14x14 with 4 channels. lr 2e-3 suits the short run. v-prediction with min-SNR weighting and
+    # guidance w=1 give class-faithful digits that early; guiding only above sigma = 2 (Kynkaanniemi et al. 2024)
+    # keeps diversity and halves the cost of the low-noise steps. Sampling defaults to DPM-Solver++(2M) with 15
+    # steps: as accurate as DDIM-50 within noise, at a third of the network calls. The experiments behind each
+    # choice: benchmarks/results/recipes.jsonl and sampling_quality_digits.json.
     return Config(
         data=DataConfig(dataset="digits", val_size=500),
-        model=ModelConfig(base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0),
+        model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
+                          patch_size=2),
         diffusion=_v_min_snr(),
-        train=TrainConfig(steps=800, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-                          val_every=400, sample_every=400, ckpt_every=400),
-        sample=SampleConfig(sampler="ddim", steps=50, guidance=1.0, guidance_interval=(2.0, math.inf)),
+        train=TrainConfig(steps=700, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995,
+                          val_every=350, sample_every=350, ckpt_every=350),
+        sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=1.0, guidance_interval=(2.0, math.inf)),
     )
 
 
@@ -532,7 +570,7 @@ def _preset_cifar10_latent() -> Config:
 # Presets are config, so their registry lives here; each target builds a fresh Config.
 PRESETS: Registry[Entry] = Registry("preset")
 PRESETS.register("digits", "noisecraft.config:_preset_digits",
-                 "the embedded digits, 0.88M-parameter U-Net, 800 steps (minutes on a laptop CPU)")
+                 "the embedded digits, 0.76M-parameter U-Net on 2x2 patches, 700 steps (minutes on a laptop CPU)")
 PRESETS.register("digits-edm", "noisecraft.config:_preset_digits_edm",
                  "digits with EDM preconditioning (Karras et al. 2022) and the Heun sampler")
 PRESETS.register("digits-text", "noisecraft.config:_preset_digits_text",

@@ -169,3 +169,26 @@ PREDICTIONS.register("edm", help="EDM preconditioning on continuous sigmas, Karr
 LOSS_WEIGHTINGS: Registry[Entry] = Registry("loss weighting")
 LOSS_WEIGHTINGS.register("none", help="the objective's own weighting")
 LOSS_WEIGHTINGS.register("min-snr", help="min-SNR-gamma, Hang et al. 2023 (diffusion.min_snr_gamma)")
+
+# The figures `noisecraft explain` draws from a run, in the order it draws them. `needs`: what the run must have
+# for the figure to mean something ("condition": class labels or prompts to guide; "text": cross-attention;
+# "autoencoder": a latent run, whose pipeline has an autoencoder); figures whose need is unmet are skipped.
+FIGURES: Registry[Entry] = Registry("figure")
+FIGURES.register("schedules", "noisecraft.explain.process:schedules_figure",
+                 "alpha_bar, SNR and sigma per step of the linear and cosine schedules", needs=None)
+FIGURES.register("forward", "noisecraft.explain.process:forward_figure",
+                 "real images of the run's dataset noised to growing sigma", needs=None)
+FIGURES.register("reverse", "noisecraft.explain.process:reverse_figure",
+                 "sampling: x_t and the denoiser's x0 estimate side by side at chosen steps", needs=None)
+FIGURES.register("samplers", "noisecraft.explain.process:samplers_figure",
+                 "the same seed under every sampler and several step counts", needs=None)
+FIGURES.register("guidance", "noisecraft.explain.process:guidance_figure",
+                 "a classifier-free guidance sweep, the same seeds at growing weight", needs="condition")
+FIGURES.register("unet", "noisecraft.explain.unet_diagram:unet_figure",
+                 "the U-Net drawn from the config: levels, resolutions, channels, attention, parameters",
+                 needs=None)
+FIGURES.register("cross-attention", "noisecraft.explain.process:cross_attention_figure",
+                 "text models: which image regions attend to which word, at three noise levels", needs="text")
+FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
+                 "latent runs: latents (per channel) and their decodings, for real and sampled images",
+                 needs="autoencoder")

@@ -69,8 +69,10 @@ def plot_loss_curves(train: list[dict], val: list[dict], out_path: str | Path) -
     plt.close(fig)
 
 
-def plot_process(rows: list[list[torch.Tensor]], labels: list[str], title: str, out_path: str | Path) -> None:
-    """A figure of image rows (each a list of uint8 (C, H, W)) with one column label per step."""
+def plot_process(rows: list[list[torch.Tensor]], labels: list[str], title: str, out_path: str | Path,
+                 row_labels: list[str] | None = None) -> None:
+    """A figure of image rows (each a list of uint8 (C, H, W)) with one column label per step (and optionally
+    one label per row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,6 +89,8 @@ def plot_process(rows: list[list[torch.Tensor]], labels: list[str], title: str, 
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(labels[c], fontsize=8)
+            if c == 0 and row_labels:
+                ax.set_ylabel(row_labels[r], fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from noisecraft.config import ModelConfig
+from noisecraft.errors import UserError
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -181,9 +182,12 @@ class UNet(nn.Module):
         else:
             self.context_norm = self.text_emb = None
 
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        p = cfg.patch_size
+        if cfg.image_size % p:
+            raise UserError(f"model.patch_size={p} must divide the image size {cfg.image_size}")
+        self.conv_in = nn.Conv2d(cfg.in_channels * p * p, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        skips, res, cur = [ch], cfg.image_size, ch
+        skips, res, cur = [ch], cfg.image_size // p, ch
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
                 blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
@@ -212,7 +216,7 @@ class UNet(nn.Module):
                 res *= 2  # approximate for odd sizes; only used to place attention
 
         self.norm_out = group_norm(cur)
-        self.conv_out = nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(cur, cfg.in_channels * p * p, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -238,7 +242,7 @@ class UNet(nn.Module):
         emb = F.silu(emb)
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
 
-        h = self.conv_in(x)  # (B, ch, H, W)
+        h = self.conv_in(F.pixel_unshuffle(x, self.cfg.patch_size))  # (B, ch, H/p, W/p)
         hs = [h]
         for blocks in self.down:
             h = self._run(blocks, h, emb, context)
@@ -249,7 +253,8 @@ class UNet(nn.Module):
                 h = blocks[0](h, hs[-1].shape[-2:])
             else:
                 h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb, context)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+        h = self.conv_out(F.silu(self.norm_out(h)))  # (B, C*p*p, H/p, W/p)
+        return F.pixel_shuffle(h, self.cfg.patch_size)  # (B, C, H, W)
 
     @staticmethod
     def _run(blocks: nn.ModuleList, h, emb, context):

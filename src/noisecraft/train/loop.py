@@ -24,6 +24,7 @@ from noisecraft.config import Config, to_json
 from noisecraft.data import load_dataset, load_train_data, make_batcher
 from noisecraft.device import pick_device
 from noisecraft.errors import Interrupted, UserError
+from noisecraft.precision import use_bf16
 from noisecraft.registry import BEST_METRICS, TASKS
 from noisecraft.train.run import RunDir, read_log
 from noisecraft.train.task import Task, TaskContext
@@ -138,7 +139,8 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     bar.close()
     train_time = meter.seconds()
     distributed.barrier(dist_info)  # every rank is done with the collectives; rank 0 alone draws the pictures
-    summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time}
+    summary = {"steps": tc.steps, "start_step": start_step, "train_seconds": train_time,
+               "precision": "bf16" if use_bf16(device, tc.precision) else "fp32"}  # what `auto` resolved to
     if run.main:
         _finish(task, run, saver, tc, summary)
     else:

@@ -1,0 +1,103 @@
+"""Make every picture of the documentation from real runs, so the pages stay true when the code changes.
+
+    python docs/make_figures.py                  # trains two small runs under runs/docs/, writes docs/figures/
+    python docs/make_figures.py --steps 40 --text-steps 0 --figures /tmp/f   # a smoke run (what the tests do)
+
+It trains the quickstart's `digits` preset (fewer steps than the preset's 800, so it takes minutes on a CPU) and,
+with the text extra installed, the `digits-text` preset; copies the figures training writes (loss curve, sample
+grid, forward and reverse process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on
+both runs. `docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version,
+the CPU and the wall time. A run directory that already holds a finished run is reused (--retrain to train again).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # document this checkout's code
+
+from noisecraft import __version__
+from noisecraft.config import apply_overrides, preset
+
+RUN_FIGURES = {"loss.png": "loss.png", "samples/final.png": "samples_final.png",
+               "forward_process.png": "forward_process.png", "reverse_process.png": "reverse_process.png"}
+
+
+def train_run(name: str, steps: int, out: Path, retrain: bool) -> dict:
+    """Train preset `name` for `steps` steps into `out` (unless a finished run of those steps is there); returns
+    what its status.json says about it."""
+    from datetime import datetime
+
+    from noisecraft.train import train
+
+    status = out / "status.json"
+    done = status.is_file() and json.loads(status.read_text()).get("state") == "finished"
+    cfg = apply_overrides(preset(name), {"train.steps": steps})
+    if retrain or not done or json.loads((out / "config.json").read_text())["train"]["steps"] != steps:
+        train(cfg, out, overwrite=True, progress=False)
+    st = json.loads(status.read_text())
+    wall = datetime.fromisoformat(st["updated"]) - datetime.fromisoformat(st["started"])
+    return {"preset": name, "steps": steps, "train_wall_s": round(wall.total_seconds(), 1),
+            "images_per_s": round(st.get("images_per_s", 0.0), 1), "trained": st["started"][:10]}
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def quickstart_figures(run: Path, out: Path) -> None:
+    """The files training wrote, and a `noisecraft sample --class 7`-style grid."""
+    from noisecraft.pipeline import load_pipeline
+    from noisecraft.viz import save_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    for src, dst in RUN_FIGURES.items():
+        shutil.copy(run / src, out / dst)
+    pipe = load_pipeline(run)
+    save_grid(pipe.generate(n=16, class_index=7, seed=0), out / "sample_seven.png", nrow=8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=500, help="training steps of the digits run (preset: 800)")
+    p.add_argument("--text-steps", type=int, default=300, help="training steps of the digits-text run; 0: skip it")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "docs"), help="where the runs are trained")
+    p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="where the figures go")
+    p.add_argument("--explain-steps", type=int, default=50, help="sampler steps of the explain figures")
+    p.add_argument("--retrain", action="store_true", help="train again even if the runs are there")
+    args = p.parse_args(argv)
+
+    from noisecraft.explain import ExplainOptions, explain
+
+    runs, figures, start = Path(args.runs), Path(args.figures), time.perf_counter()
+    import torch
+
+    record = {"noisecraft": __version__, "cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "runs": {}}
+    record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
+    quickstart_figures(runs / "digits", figures / "quickstart")
+    explain(runs / "digits", figures / "explain", ExplainOptions(n=3, steps=args.explain_steps))
+    if args.text_steps > 0:
+        record["runs"]["digits-text"] = train_run("digits-text", args.text_steps, runs / "digits-text", args.retrain)
+        explain(runs / "digits-text", figures / "text", ExplainOptions(
+            figures=("cross-attention", "guidance"), n=3, steps=args.explain_steps,
+            prompts=["a bold seven leaning to the right", "a thin two", "a small three"]))
+    record["wall_s"] = round(time.perf_counter() - start, 1)
+    (figures / "figures.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
