@@ -167,6 +167,12 @@ def test_latent_run_samples_with_nothing_else_present(cli, tmp_path):
     assert _sample(cli, ldm, tmp_path / "s").size == (16, 16)  # decoded to pixels by the run's own copy
     code, out, _ = cli("info", ldm)
     assert code == 0 and json.loads(out)["autoencoder"]["kind"] == "noisecraft"
+    code, _, err = cli("explain", "--checkpoint", ldm, "--out", tmp_path / "x", "--figures", "latents,reverse",
+                       "--n", 2, "--steps", 2, "--device", "cpu")
+    assert code == 0, err
+    index = json.loads((tmp_path / "x" / "explain.json").read_text())
+    latents = next(f for f in index["figures"] if f["name"] == "latents")
+    assert latents["latent_shape"] == [2, 4, 4] and latents["image_shape"] == [1, 16, 16]
 
 
 def test_a_latent_run_without_a_copy_needs_its_unchanged_autoencoder(cli, tmp_path):

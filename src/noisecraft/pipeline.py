@@ -358,6 +358,15 @@ class LatentPipeline(Pipeline):
         f = self.codec.downsample
         return (self.codec.image_channels, h * f, w * f)
 
+    @property
+    def autoencoder(self):
+        """The frozen autoencoder (`LatentCodec`) between this run's latents and pixels."""
+        return self.codec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] -> scaled latents (B, z, H/f, W/f): the space the sampler works in."""
+        return self.codec.encode(x.to(self.device))
+
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents (B, z, h, w) -> uint8 images (B, C, h f, w f) on the CPU."""
         return to_uint8(self.codec.decode(x.to(self.device))).cpu()
@@ -368,8 +377,8 @@ class LatentPipeline(Pipeline):
 
 def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best") -> Pipeline:
     """A run directory or checkpoint file as a Pipeline over its EMA weights (part "unet_ema"); a `TextPipeline`
-    for a text-to-image run, a `LatentPipeline` for a latent diffusion run. `device`: auto (the first GPU, else the CPU), cpu, cuda or cuda:N; `prefer`: which
-    checkpoint of a run (best or last)."""
+    for a text-to-image run, a `LatentPipeline` for a latent diffusion run. `device`: auto (the first GPU, else the
+    CPU), cpu, cuda or cuda:N; `prefer`: which checkpoint of a run (best or last)."""
     device = pick_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(path, prefer)
     net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
