@@ -1,12 +1,12 @@
 """Make every picture of the documentation from real runs, so the pages stay true when the code changes.
 
     python docs/make_figures.py                  # trains two small runs under runs/docs/, writes docs/figures/
-    python docs/make_figures.py --steps 40 --text-steps 0 --figures /tmp/f   # a smoke run (what the tests do)
+    python docs/make_figures.py --steps 40 --text-steps 0 --latent-steps 0 --figures /tmp/f   # a smoke run
 
-It trains the quickstart's `digits` preset (fewer steps than the preset's 800, so it takes minutes on a CPU) and,
-with the text extra installed, the `digits-text` preset; copies the figures training writes (loss curve, sample
-grid, forward and reverse process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on
-both runs. `docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version,
+It trains the quickstart's `digits` preset (minutes on a CPU), with the text extra installed the `digits-text`
+preset, and a latent pair: `digits64-ae` (the autoencoder) then `digits64-latent` in its latent space, both for
+fewer steps than their presets; copies the figures training writes (loss curve, sample grid, forward and reverse
+process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on every run. `docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version,
 the CPU and the wall time. A run directory that already holds a finished run is reused (--retrain to train again).
 """
 from __future__ import annotations
@@ -29,16 +29,17 @@ RUN_FIGURES = {"loss.png": "loss.png", "samples/final.png": "samples_final.png",
                "forward_process.png": "forward_process.png", "reverse_process.png": "reverse_process.png"}
 
 
-def train_run(name: str, steps: int, out: Path, retrain: bool) -> dict:
-    """Train preset `name` for `steps` steps into `out` (unless a finished run of those steps is there); returns
-    what its status.json says about it."""
+def train_run(name: str, steps: int | None, out: Path, retrain: bool, **overrides) -> dict:
+    """Train preset `name` (with config `overrides`) for `steps` steps (None: the preset's) into `out`, unless a
+    finished run of those steps is there; returns what its status.json says about it."""
     from datetime import datetime
 
     from noisecraft.train import train
 
     status = out / "status.json"
     done = status.is_file() and json.loads(status.read_text()).get("state") == "finished"
-    cfg = apply_overrides(preset(name), {"train.steps": steps})
+    cfg = apply_overrides(preset(name), {"train.steps": steps or preset(name).train.steps, **overrides})
+    steps = cfg.train.steps
     if retrain or not done or json.loads((out / "config.json").read_text())["train"]["steps"] != steps:
         train(cfg, out, overwrite=True, progress=False)
     st = json.loads(status.read_text())
@@ -71,8 +72,10 @@ def quickstart_figures(run: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=500, help="training steps of the digits run (preset: 800)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of the digits run (default: the preset's)")
     p.add_argument("--text-steps", type=int, default=300, help="training steps of the digits-text run; 0: skip it")
+    p.add_argument("--ae-steps", type=int, default=600, help="training steps of the digits64-ae autoencoder")
+    p.add_argument("--latent-steps", type=int, default=500, help="training steps of digits64-latent; 0: skip both")
     p.add_argument("--runs", default=str(ROOT / "runs" / "docs"), help="where the runs are trained")
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="where the figures go")
     p.add_argument("--explain-steps", type=int, default=50, help="sampler steps of the explain figures")
@@ -93,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         explain(runs / "digits-text", figures / "text", ExplainOptions(
             figures=("cross-attention", "guidance"), n=3, steps=args.explain_steps,
             prompts=["a bold seven leaning to the right", "a thin two", "a small three"]))
+    if args.latent_steps > 0:  # the autoencoder first, then diffusion in its latent space
+        ae, ldm = runs / "digits64-ae", runs / "digits64-latent"
+        record["runs"]["digits64-ae"] = train_run("digits64-ae", args.ae_steps, ae, args.retrain)
+        record["runs"]["digits64-latent"] = train_run("digits64-latent", args.latent_steps, ldm, args.retrain,
+                                                      **{"autoencoder.path": str(ae)})
+        explain(ldm, figures / "latent", ExplainOptions(figures=("latents", "reverse"), n=3,
+                                                        steps=args.explain_steps))
     record["wall_s"] = round(time.perf_counter() - start, 1)
     (figures / "figures.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

@@ -145,6 +145,10 @@ def test_presets_build_a_fresh_valid_config_each_time():
     for name in PRESETS:
         a, b = preset(name), preset(name)
         assert a is not b and a.to_dict() == b.to_dict()
+        if a.autoencoder.latent:  # a latent preset names no autoencoder: the user gives one (--autoencoder)
+            with pytest.raises(UserError, match="--autoencoder PATH"):
+                a.validate()
+            a.autoencoder.path = "runs/ae"
         a.validate()
 
 

@@ -40,7 +40,12 @@ def build_config(args, extra: list[str]) -> Config:
     else:
         cfg = preset(args.preset)
     flags = {"data.dataset": args.dataset, "data.data_root": args.data_root, "data.image_size": args.image_size,
-             "train.steps": args.steps, "train.device": args.device, "train.seed": args.seed}
+             "train.steps": args.steps, "train.device": args.device, "train.seed": args.seed,
+             "autoencoder.path": args.autoencoder, "autoencoder.lpips_weights": args.lpips_weights}
+    if args.autoencoder:
+        flags["autoencoder.latent"] = True
+    if args.command == "train-autoencoder":
+        flags["train.task"] = "autoencoder"
     if args.download:
         flags["data.download"] = True
     overrides = {k: v for k, v in flags.items() if v is not None}
@@ -55,12 +60,14 @@ def cmd_train(args, extra) -> int:
         # The run's own config (its checkpoint holds the same); a resume may only train longer or move device.
         changed = [f for f, v in (("--config", args.config), ("--preset", args.preset_given), ("--dataset", args.dataset),
                                   ("--data-root", args.data_root), ("--image-size", args.image_size),
-                                  ("--seed", args.seed), ("--download", args.download)) if v] + extra[:1]
+                                  ("--seed", args.seed), ("--download", args.download),
+                                  ("--autoencoder", args.autoencoder), ("--lpips-weights", args.lpips_weights)) if v]
+        changed += extra[:1]
         if changed:
             raise UserError(f"--resume continues the run with its saved config; only --steps and --device may "
                             f"change, not {changed[0]}")
         saved = Path(args.out) / "config.json"
-        cfg = Config.load(saved) if saved.is_file() else preset("digits")
+        cfg = Config.load(saved) if saved.is_file() else preset(args.default_preset)
         cfg = apply_overrides(cfg, {k: v for k, v in (("train.steps", args.steps), ("train.device", args.device))
                                     if v is not None})
     else:
@@ -141,11 +148,12 @@ def cmd_info(args, extra) -> int:
         return _print_png_parameters(path)
     ckpt = load_checkpoint(path)
     meta, cfg = ckpt.meta, ckpt.config
-    n = count_parameters(build_model(cfg.model))
-    info = {"checkpoint": meta["path"], "step": meta["step"], "task": meta.get("task", cfg.train.task),
+    task = meta.get("task", cfg.train.task)
+    n = count_parameters(build_model(cfg.model)) if task == "diffusion" else meta.get("params")
+    info = {"checkpoint": meta["path"], "step": meta["step"], "task": task,
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
             "class_names": meta.get("class_names"), "text_encoder": _encoder_info(cfg),
-            "config": cfg.to_dict()}
+            **{k: meta[k] for k in ("autoencoder", "latent_scale") if k in meta}, "config": cfg.to_dict()}
     print(to_json(info))
     return 0
 
@@ -193,6 +201,17 @@ def cmd_evaluate(args, extra) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
     print(to_json(report))
     print(f"wrote report.json, report.md and samples.png to {report['out']}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate_autoencoder(args, extra) -> int:
+    from noisecraft.evaluate.autoencoder import AutoencoderEvalOptions, evaluate_autoencoder
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    opts = AutoencoderEvalOptions(n=args.n, device=args.device, classifier=not args.no_classifier)
+    report = evaluate_autoencoder(args.checkpoint, args.out, opts)
+    print(to_json(report))
     return 0
 
 
@@ -251,16 +270,10 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
                    "empty one")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="noisecraft", description="Train, sample and evaluate image diffusion models.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
-                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). "
-                       "SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves checkpoints/last and exits with "
-                       "130 or 143; --resume continues exactly where it stopped, also after a crash or kill -9.")
+def _add_train_args(t: argparse.ArgumentParser, default_preset: str) -> None:
+    """The flags of `train` and `train-autoencoder`."""
     t.add_argument("--preset", choices=PRESETS.names(), default=None,
-                   help=f"starting config (default: digits): {PRESETS.help()}")
+                   help=f"starting config (default: {default_preset}): {PRESETS.help()}")
     t.add_argument("--config", help="JSON config file (instead of a preset)")
     t.add_argument("--dataset", choices=DATASETS.names(), help=DATASETS.help())
     t.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
@@ -270,12 +283,33 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="total optimizer steps")
     t.add_argument("--seed", type=int, help="seed of weights, batches and noise (train.seed)")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--autoencoder", metavar="PATH", help="latent diffusion: a noisecraft autoencoder run or a "
+                   "diffusers AutoencoderKL folder (config.json + weights)")
+    t.add_argument("--lpips-weights", metavar="FILE", help="autoencoders: torchvision's VGG16 ImageNet weights for "
+                   "the LPIPS term (without them the term is off)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(from step 0 with a clean log when it stopped before its first checkpoint)")
     t.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it (its checkpoints, "
                    "samples, logs and figures) and start again")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, default_preset=default_preset)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="noisecraft", description="Train, sample and evaluate image diffusion models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
+                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). "
+                       "SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves checkpoints/last and exits with "
+                       "130 or 143; --resume continues exactly where it stopped, also after a crash or kill -9. "
+                       "--autoencoder PATH trains in the latent space of an autoencoder (latent diffusion).")
+    _add_train_args(t, "digits")
+    a = sub.add_parser("train-autoencoder", help="train a KL autoencoder with a patch discriminator (for latent "
+                       "diffusion)", description="Train the first stage of latent diffusion: a KL-regularised "
+                       "autoencoder against a PatchGAN discriminator (train with train.task=autoencoder). Overrides, "
+                       "signals and --resume as for `train`. Its run directory is what `train --autoencoder` takes.")
+    _add_train_args(a, "digits64-ae")
 
     s = sub.add_parser("sample", help="draw images from a checkpoint")
     _add_sampling_args(s, n_default=64, n_help="number of images")
@@ -300,6 +334,17 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+    r = sub.add_parser("evaluate-autoencoder", help="reconstruction quality of an autoencoder run (PSNR, SSIM, judge)",
+                       description="Reconstruct the held-out split of an autoencoder run's data and report PSNR, SSIM, "
+                       "the offline classifier's accuracy and Fréchet distance on the reconstructions, and their "
+                       "sharpness, next to the originals' (report.json, reconstructions.png).")
+    r.add_argument("--checkpoint", required=True, help="autoencoder run directory or .safetensors file")
+    r.add_argument("--n", type=int, help="held-out images to reconstruct (default: all)")
+    r.add_argument("--out", help="report directory (default: <run>/eval-autoencoder)")
+    r.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    r.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
+    r.set_defaults(func=cmd_evaluate_autoencoder)
+
     c = sub.add_parser("train-classifier", help="train and cache the offline judge classifier for a dataset",
                        description="Train the small CNN that `evaluate` uses for offline metrics (class accuracy, "
                        "Fréchet distance and precision/recall in its feature space) and cache it under "
@@ -307,7 +352,8 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", choices=DATASETS.names(), default="digits",
                    help=f"{DATASETS.help()} (default: digits)")
     c.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
-    c.add_argument("--image-size", type=int, help="resize images to N x N (match the diffusion model's size)")
+    c.add_argument("--image-size", type=int, help="image folders: resize images to N x N (built-in datasets are "
+                   "judged at their native size)")
     c.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train_classifier)
@@ -358,11 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, extra = make_parser().parse_known_args(argv)
-        if args.command == "train":
+        if args.command in ("train", "train-autoencoder"):
             args.preset_given = args.preset is not None
             if args.preset and args.config:
                 raise UserError("pass either --preset or --config, not both")
-            args.preset = args.preset or "digits"
+            args.preset = args.preset or args.default_preset
         return args.func(args, extra)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

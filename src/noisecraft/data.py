@@ -308,9 +308,12 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
     return load_dataset(cfg, "train")
 
 
-def make_batcher(data: "ImageData | FolderStream", batch_size: int, device: torch.device, *, hflip: bool = False,
+def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int, device: torch.device, *, hflip: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
-    """`DeviceBatcher` for in-memory data, `StreamBatcher` for a stream; both give the same batches."""
+    """`DeviceBatcher` for in-memory data, `StreamBatcher` for a stream, `LatentBatcher` for cached latents; all
+    give the same batches."""
+    if isinstance(data, LatentData):  # flips are in the cache
+        return LatentBatcher(data, batch_size, device, seed=seed, rank=rank, world_size=world_size)
     if isinstance(data, FolderStream):
         return StreamBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size,
                              num_workers=num_workers)
@@ -409,13 +412,16 @@ class DeviceBatcher:
         local = self.batch_size // self.world_size
         return self.captions.draw(idx.to(u.device), u[self.rank * local:(self.rank + 1) * local])
 
+    def flips(self, step: int) -> torch.Tensor:
+        """Which images of this rank's share of batch `step` are flipped (B,) bool, drawn from (seed, step)."""
+        g = torch.Generator(self.device).manual_seed(self.seed * 7_919 + step)
+        flip = torch.rand(self.batch_size, generator=g, device=self.device)
+        local = self.batch_size // self.world_size
+        return flip[self.rank * local:(self.rank + 1) * local] < 0.5
+
     def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if self.hflip:
-            g = torch.Generator(self.device).manual_seed(self.seed * 7_919 + step)
-            flip = torch.rand(self.batch_size, generator=g, device=self.device)
-            local = self.batch_size // self.world_size
-            flip = flip[self.rank * local:(self.rank + 1) * local] < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            x = torch.where(self.flips(step)[:, None, None, None], x.flip(-1), x)
         return x
 
 
@@ -453,3 +459,79 @@ class StreamBatcher(DeviceBatcher):
         if self.captions is not None:
             y = self._caption_ids(self.indices(step), step).to(self.device)
         return x, y
+
+
+# ---------------------------------------------------------------- latent caches (latent diffusion)
+
+
+@dataclass
+class LatentData:
+    """A training set encoded once by a frozen autoencoder: the latents of its N images, then (with flips on)
+    those of the N mirrored images, so a flipped draw of image i is row N + i."""
+
+    latents: torch.Tensor  # (N or 2N, z, h, w) float32
+    labels: torch.Tensor | None  # (N,) int64, or None when unconditional
+    class_names: list[str]
+    name: str
+    flipped: bool  # rows N.. hold the mirrored images' latents
+
+    def __len__(self) -> int:
+        return self.latents.shape[0] // (2 if self.flipped else 1)
+
+
+@torch.no_grad()
+def encode_images(images: torch.Tensor, encode, device: torch.device, hflip: bool = False,
+                  batch_size: int = 128) -> torch.Tensor:
+    """`encode` ([-1, 1] (B, C, H, W) -> latents) over uint8 images (N, C, H, W), then over their mirror images
+    when `hflip`: (N or 2N, z, h, w) float32 on the CPU."""
+    out = []
+    for flip in ([False, True] if hflip else [False]):
+        for chunk in images.split(batch_size):
+            x = to_model_range(chunk.to(device))  # (B, C, H, W)
+            out.append(encode(x.flip(-1) if flip else x).float().cpu())
+    return torch.cat(out)
+
+
+def latent_cache(data: ImageData, encode, device: torch.device, hflip: bool, path: Path | None,
+                 key: str) -> LatentData:
+    """The training set's latents from `path` when it was written for the same autoencoder and data (`key`),
+    else encoded now (once) and saved there."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    if path is not None and path.is_file():
+        try:
+            with safe_open(str(path), "pt") as f:
+                same = (f.metadata() or {}).get("key") == key
+            if same:
+                return LatentData(load_file(str(path))["latents"], data.labels, data.class_names, data.name, hflip)
+        except Exception:  # noqa: BLE001 - a torn or foreign cache is encoded again
+            pass
+    latents = encode_images(data.images, encode, device, hflip)
+    if path is not None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"latents": latents.contiguous()}, str(tmp), metadata={"key": key})
+        tmp.replace(path)
+    return LatentData(latents, data.labels, data.class_names, data.name, hflip)
+
+
+class LatentBatcher(DeviceBatcher):
+    """The batches `DeviceBatcher` draws (same indices, same flips), taken from cached latents: a flipped image
+    is its mirrored latent row, not a mirrored latent."""
+
+    def __init__(self, data: LatentData, batch_size: int, device: torch.device, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size % world_size:
+            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self.latents = data.latents.to(device)
+        self.labels = data.labels.to(device) if data.labels is not None else None
+        self.captions, self.flipped = None, data.flipped
+        self.batch_size, self.device, self.hflip, self.seed = batch_size, device, data.flipped, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_items, self.index_device = len(data), device
+        self._perm_epoch, self._perm = -1, None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self.indices(step)
+        rows = idx + self.num_items * self.flips(step).long() if self.flipped else idx
+        return self.latents[rows], self.labels[idx] if self.labels is not None else None

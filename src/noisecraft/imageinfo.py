@@ -25,7 +25,7 @@ def image_settings(pipe, opts, *, model: str, n: int, labels=None, seeds: list[i
     """The settings of each of a request's n images: `pipe` (a Pipeline) and `opts` (its resolved
     SamplingOptions), `labels` as `pipe.request` gives them (classes (n,), prompts, or None), image i seeded
     seeds[i] (default opts.seed + i); `extra` is added to every image's settings."""
-    _, h, w = pipe.sample_shape
+    _, h, w = pipe.image_shape
     out = []
     for i in range(n):  # the web UIs' order: what was drawn, how, which seed; then the model
         s: dict[str, Any] = {}

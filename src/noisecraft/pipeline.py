@@ -116,6 +116,11 @@ class Pipeline:
         return (m.in_channels, m.image_size, m.image_size)
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images `decode` returns (a latent pipeline's are larger than its samples)."""
+        return self.sample_shape
+
+    @property
     def step(self) -> int | None:
         return self.meta.get("step")
 
@@ -337,13 +342,52 @@ class TextPipeline(Pipeline):
         return self.text([negative_prompt or ""], self.device)
 
 
+class LatentPipeline(Pipeline):
+    """Latent diffusion: the sampler draws latents (B, z, h, w) and `decode` turns them into images through the
+    run's frozen autoencoder (`autoencoder.codec.LatentCodec`); previews decode the x0 estimate the same way.
+    Clipping x0 to [-1, 1] is a rule of pixel space, so it is off here."""
+
+    def __init__(self, denoiser: Denoiser, config: Config, *, codec, **kwargs):
+        super().__init__(denoiser, config, **kwargs)
+        self.codec = codec.to(self.device)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the decoded images."""
+        _, h, w = self.sample_shape
+        f = self.codec.downsample
+        return (self.codec.image_channels, h * f, w * f)
+
+    @property
+    def autoencoder(self):
+        """The frozen autoencoder (`LatentCodec`) between this run's latents and pixels."""
+        return self.codec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] -> scaled latents (B, z, H/f, W/f): the space the sampler works in."""
+        return self.codec.encode(x.to(self.device))
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents (B, z, h, w) -> uint8 images (B, C, h f, w f) on the CPU."""
+        return to_uint8(self.codec.decode(x.to(self.device))).cpu()
+
+    def denoise_fn(self, opts: SamplingOptions) -> Denoise:
+        return super().denoise_fn(dataclasses.replace(opts, clip_x0=False))
+
+
 def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best") -> Pipeline:
     """A run directory or checkpoint file as a Pipeline over its EMA weights (part "unet_ema"); a `TextPipeline`
-    for a text-to-image run. `device`: auto (the first GPU, else the CPU), cpu, cuda or cuda:N; `prefer`: which
-    checkpoint of a run (best or last)."""
+    for a text-to-image run, a `LatentPipeline` for a latent diffusion run. `device`: auto (the first GPU, else the
+    CPU), cpu, cuda or cuda:N; `prefer`: which checkpoint of a run (best or last)."""
     device = pick_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(path, prefer)
     net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
     denoiser = Denoiser(net, ckpt.config.diffusion).to(device).eval()
+    if ckpt.config.autoencoder.latent:  # the run's copy of its autoencoder, else the one it recorded
+        from noisecraft.autoencoder.codec import load_run_codec
+
+        codec = load_run_codec(ckpt.path.parent.parent, ckpt.meta.get("autoencoder", {}), ckpt.config.autoencoder.path,
+                               device)
+        return LatentPipeline(denoiser, ckpt.config, codec=codec, device=device, meta=ckpt.meta)
     cls = TextPipeline if ckpt.config.model.context_dim else Pipeline
     return cls(denoiser, ckpt.config, device=device, meta=ckpt.meta)

@@ -87,6 +87,8 @@ class Registry(Generic[E]):
 TASKS: Registry[Entry] = Registry("task")  # what the training loop trains: modules, optimizers, step, pictures
 TASKS.register("diffusion", "noisecraft.train.diffusion:DiffusionTask",
                "a denoiser (U-Net) trained by denoising score matching, with EMA and classifier-free guidance")
+TASKS.register("autoencoder", "noisecraft.train.autoencoder:AutoencoderTask",
+               "a KL autoencoder (latent diffusion's first stage) against a PatchGAN discriminator, with EMA")
 
 # Samplers share one signature (see noisecraft.samplers.common). Facts for the caller: `grid` is the sigma grid
 # the sampler walks on a discrete schedule ("timesteps": the schedule's own trained timesteps; "karras": the

@@ -95,3 +95,25 @@ def plot_process(rows: list[list[torch.Tensor]], labels: list[str], title: str, 
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
+
+
+def plot_gan_losses(train: list[dict], out_path: str | Path) -> None:
+    """The discriminator's hinge loss and the generator's adversarial loss (and its reconstruction L1) against
+    step, from an autoencoder run's train records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, label in (("disc", "discriminator (hinge)"), ("g_adv", "generator (adversarial)"), ("l1", "L1")):
+        points = [(r["step"], r[name]) for r in train if name in r]
+        if points:
+            ax.plot(*zip(*points), "-", label=label, alpha=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

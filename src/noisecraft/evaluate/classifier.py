@@ -226,8 +226,10 @@ def canonical_data(data_cfg: DataConfig | str) -> DataConfig:
     one, so a diffusion run's own `val_size` does not change (or leak into) the judge's training set."""
     if isinstance(data_cfg, str):
         return DataConfig(dataset=data_cfg)
-    return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=data_cfg.image_size,
-                      hflip=data_cfg.hflip)
+    # A built-in dataset is judged at its native size (samples at another size are resized to it, see `_prepare`):
+    # one judge for the 28x28 and the 64x64 digits. An image folder has no native size: its --image-size is it.
+    size = data_cfg.image_size if data_cfg.dataset == "folder" else None
+    return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=size, hflip=data_cfg.hflip)
 
 
 def dataset_key(data_cfg: DataConfig) -> str:

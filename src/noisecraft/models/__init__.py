@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from noisecraft.config import ModelConfig
+from noisecraft.config import AutoencoderConfig, ModelConfig
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -14,6 +14,18 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
         return UNet(cfg)
     raise ValueError(f"unknown architecture {cfg.arch}")
+
+
+def build_autoencoder(cfg: AutoencoderConfig, image_channels: int) -> nn.Module:
+    from noisecraft.models.autoencoder import Autoencoder
+
+    return Autoencoder(cfg, image_channels)
+
+
+def build_discriminator(cfg: AutoencoderConfig, image_channels: int) -> nn.Module:
+    from noisecraft.models.discriminator import PatchDiscriminator
+
+    return PatchDiscriminator(image_channels, cfg.disc_channels, cfg.disc_layers)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -13,7 +13,7 @@ import torch
 
 from noisecraft.conditioning import class_cond, take
 from noisecraft.config import Config
-from noisecraft.data import ImageData, to_model_range, to_uint8
+from noisecraft.data import ImageData, encode_images, latent_cache, to_model_range, to_uint8
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.diffusion.schedules import alpha_bar_from_sigma
 from noisecraft.errors import UserError
@@ -35,7 +35,11 @@ def global_batch_draws(denoiser: Denoiser, x0: torch.Tensor, global_batch: int, 
 
 
 class DiffusionTask(Task):
-    """Parts: `unet` (trained weights), `unet_ema` (their EMA: what sampling uses); optimizer `unet`."""
+    """Parts: `unet` (trained weights), `unet_ema` (their EMA: what sampling uses); optimizer `unet`.
+
+    Latent diffusion (autoencoder.latent): the U-Net learns the scaled latents of a frozen autoencoder
+    (`autoencoder.codec`), which encodes the whole training set (and its mirror images when flips are on) once
+    into `<run>/latents.safetensors`; the run keeps a copy of the autoencoder in `<run>/autoencoder/`."""
 
     name = "diffusion"
 
@@ -43,6 +47,8 @@ class DiffusionTask(Task):
         super().__init__(cfg, ctx)
         self.class_names = list(ctx.class_names)
         self.text, self._val_texts = None, None
+        self.codec = self._latent_codec(ctx) if cfg.autoencoder.latent else None
+        self._latents, self._val_latents = None, None
         if cfg.model.context_dim:  # text-to-image: every training caption embedded once, up front
             self.text, self.caption_table = self._embed_captions(ctx)
             self.preview_prompts = ctx.captions.examples(10)  # the rows of the sample grids
@@ -63,6 +69,8 @@ class DiffusionTask(Task):
     @classmethod
     def configure(cls, cfg: Config, data) -> Config:
         cfg.model.in_channels, cfg.model.image_size = data.channels, data.image_size
+        if cfg.autoencoder.latent:
+            cls._configure_latent(cfg, data)
         if data.captions is None:
             if cfg.model.text_encoder:
                 raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
@@ -75,6 +83,49 @@ class DiffusionTask(Task):
         cfg.model.context_dim = encoder_spec(cfg.model.text_encoder)["dim"]
         cfg.model.num_classes = 0  # the captions condition the model, not the classes
         return cfg
+
+    @staticmethod
+    def _configure_latent(cfg: Config, data) -> None:
+        """The U-Net's input is the autoencoder's latent: its channels and size."""
+        from noisecraft.autoencoder.codec import load_codec
+
+        if data.captions is not None:
+            raise UserError("latent diffusion trains class-conditional or unconditional models: add "
+                            "--data.captions=off")
+        codec = load_codec(cfg.autoencoder.path)
+        if codec.image_channels != data.channels:
+            raise UserError(f"the autoencoder at {cfg.autoencoder.path} takes {codec.image_channels}-channel images, "
+                            f"the {cfg.data.dataset} data has {data.channels}")
+        cfg.model.in_channels, cfg.model.image_size, _ = codec.latent_shape(data.image_size)
+
+    def _latent_codec(self, ctx: TaskContext):
+        """The frozen autoencoder: the run's own copy when it has one (a resumed run), else autoencoder.path,
+        copied into the run (main process) unless autoencoder.copy_into_run is off."""
+        from noisecraft.autoencoder.codec import RUN_COPY, load_codec
+
+        copy = ctx.root / RUN_COPY if ctx.root is not None else None
+        if copy is not None and copy.is_dir():
+            codec = load_codec(copy, self.device)
+            codec.source = self.cfg.autoencoder.path
+            return codec
+        codec = load_codec(self.cfg.autoencoder.path, self.device)
+        if copy is not None and self.cfg.autoencoder.copy_into_run and ctx.dist.is_main:
+            codec.copy_into(ctx.root)
+        return codec
+
+    def training_data(self):
+        """Pixels, or (latent diffusion) the training set's latents, encoded once and cached in the run."""
+        if self.codec is None:
+            return self.ctx.train_data
+        if self._latents is None:
+            data = self.ctx.train_data
+            if not isinstance(data, ImageData):
+                raise UserError("latent diffusion encodes the training set in memory: this image folder is larger "
+                                "than data.max_memory_mb; raise it")
+            key = f"{self.codec.sha256}:{self.codec.scale!r}:{len(data)}:{data.image_size}:{self.cfg.data.hflip}"
+            path = self.ctx.root / "latents.safetensors" if self.ctx.root is not None else None
+            self._latents = latent_cache(data, self.codec.encode, self.device, self.cfg.data.hflip, path, key)
+        return self._latents
 
     def _embed_captions(self, ctx: TaskContext):
         """The text embeddings (loaded from the run directory's cache, the rest encoded now and saved there) and
@@ -98,6 +149,8 @@ class DiffusionTask(Task):
 
     def metadata(self):
         meta = {"class_names": self.class_names, "params": count_parameters(self.net)}
+        if self.codec is not None:  # which autoencoder the latents are of
+            meta["autoencoder"] = self.codec.record()
         if self.text is not None:  # what evaluation measures generated digits against
             meta["attribute_thresholds"] = self.ctx.captions.thresholds
         return meta
@@ -133,11 +186,19 @@ class DiffusionTask(Task):
         g = torch.Generator(self.device).manual_seed(12345)
         bs, total = self.cfg.train.batch_size, 0.0
         for start in range(0, len(data), bs):
-            x0 = to_model_range(data.images[start:start + bs].to(self.device))
+            x0 = self._val_x0(data, start, start + bs)
             with autocast_ctx(self.device, self.cfg.train.precision):
                 cond = self._val_condition(data, start, start + bs)
                 total += float(diffusion_loss(self.ema_denoiser, x0, cond, generator=g).sum())
         return total / max(1, len(data))
+
+    def _val_x0(self, data: ImageData, start: int, stop: int) -> torch.Tensor:
+        """Held-out images in [-1, 1], or (latent diffusion) their latents, encoded at the first call."""
+        if self.codec is None:
+            return to_model_range(data.images[start:stop].to(self.device))
+        if self._val_latents is None:
+            self._val_latents = encode_images(data.images, self.codec.encode, self.device)
+        return self._val_latents[start:stop].to(self.device)
 
     def _val_condition(self, data: ImageData, start: int, stop: int) -> dict | None:
         """Held-out images' conditioning: their labels, or (text) one caption each, the same every call."""
@@ -157,8 +218,11 @@ class DiffusionTask(Task):
         return training_metrics(self.ema_denoiser, self.cfg, self.device, pipe=self.pipeline())
 
     def pipeline(self):
-        from noisecraft.pipeline import Pipeline, TextPipeline
+        from noisecraft.pipeline import LatentPipeline, Pipeline, TextPipeline
 
+        if self.codec is not None:
+            return LatentPipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
+                                  device=self.device, codec=self.codec)
         if self.text is not None:
             return TextPipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
                                 device=self.device, text=self.text)
@@ -170,7 +234,8 @@ class DiffusionTask(Task):
             self.sample_grid(root / "samples" / f"step_{step:08d}.png", steps=20)
             return
         self.sample_grid(root / "samples" / "final.png")
-        self.process_figures(root)
+        if self.codec is None:  # the figures show pixels being noised; a latent run's noise is in latent space
+            self.process_figures(root)
         if self.text is not None:
             from noisecraft.cross_attention import cross_attention_figure
 

@@ -98,13 +98,13 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
 
     torch.manual_seed(tc.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
     task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names,
-                                     train_data.captions, run.root))
+                                     train_data.captions, run.root, train_data))
     if ckpt is not None:
         task.load(ckpt)
     meter = LossMeter(device, ckpt)
     saver = Saver(run, task, cfg, ckpt, meter)
     nonfinite = faults.NonFiniteMonitor(tc.max_nonfinite_steps, device)
-    batcher = make_batcher(train_data, tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
+    batcher = make_batcher(task.training_data(), tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
                            rank=dist_info.rank, world_size=dist_info.world_size, num_workers=cfg.data.num_workers)
     bar = tqdm(total=tc.steps, initial=start_step, desc=f"train ({task.name})", unit="step",
                disable=not (progress and run.main), dynamic_ncols=True)

@@ -31,6 +31,7 @@ class TaskContext:
     class_names: list[str] = field(default_factory=list)  # of the training data; [] when unlabelled
     captions: Any = None  # the training data's `captions.Captions` (text-to-image), or None
     root: Path | None = None  # the run directory (a task may keep files there, e.g. cached text embeddings)
+    train_data: Any = None  # the training split as loaded (`data.ImageData` or a streamed folder)
 
 
 @dataclass
@@ -69,6 +70,11 @@ class Task:
             ckpt.load_module(name, module)
         for name, optimizer in self.optimizers().items():
             ckpt.load_optimizer(name, optimizer)
+
+    def training_data(self) -> Any:
+        """What the loop draws batches from: the training data as loaded, or the task's view of it (latent
+        diffusion: the training set's cached latents)."""
+        return self.ctx.train_data
 
     def step(self, batch: Any, step: int) -> StepResult:
         raise NotImplementedError

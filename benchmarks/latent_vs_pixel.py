@@ -1,0 +1,95 @@
+"""Pixel vs latent diffusion on the 64x64 digits, side by side: `digits64` against `digits64-latent` (in the
+latents of a trained digits64-ae run).
+
+Each trains in a subprocess for the same wall-clock budget (stopped by SIGTERM, which saves `last`; the latent
+run's budget includes encoding its latent cache), then draws N class-balanced DDIM-50 samples (the presets'
+guidance; the latent run's time includes decoding) judged by the offline digits classifier at its native size.
+Records training images/s, sampling images/s and judge accuracy, with the CPU and its threads.
+
+    python benchmarks/latent_vs_pixel.py --autoencoder runs/ae64 --budget 180 --n 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_info, write_result  # noqa: E402
+
+NO_CADENCE = ["--train.val_every=1000000", "--train.sample_every=1000000", "--train.ckpt_every=1000000",
+              "--train.final_figures=false", "--steps", "1000000"]
+
+
+def train_for(name: str, preset: str, extra: list[str], args) -> dict:
+    """Train `preset` for args.budget seconds of wall clock; the run's training images/s from its log."""
+    run = Path(args.work) / name
+    if args.reuse:  # judge the runs a previous call trained
+        return {"run": str(run), "wall_s": None, **_log_figures(run)}
+    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", preset, "--out", str(run), "--overwrite",
+           "--no-progress", *NO_CADENCE, *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=args.budget)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # finishes the step, saves checkpoints/last
+        proc.wait()
+    return {"run": str(run), "wall_s": round(time.perf_counter() - t0, 1), **_log_figures(run)}
+
+
+def _log_figures(run: Path) -> dict:
+    """Steps trained and the median training images/s of the log's records (the first, which includes the
+    start-up, only when it is the only one)."""
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rates = [r["img_per_s"] for r in records if r.get("kind") == "train" and "img_per_s" in r]
+    steps = max(r["step"] for r in records if r.get("kind") == "train")
+    return {"steps": steps, "train_img_per_s": round(statistics.median(rates[1:] or rates), 1)}
+
+
+def sample_and_judge(run: str, n: int) -> dict:
+    import torch
+
+    from noisecraft.evaluate.classifier import classifier_accuracy
+    from noisecraft.pipeline import load_pipeline
+
+    pipe = load_pipeline(run, "cpu", prefer="last")
+    n, labels = pipe.request(n)  # class-balanced
+    pipe.generate(2, labels=labels[:2], steps=2)  # warm-up: first-call allocations
+    t0 = time.perf_counter()
+    images = pipe.generate(n, labels=labels, sampler="ddim", steps=50, seed=10_000)
+    seconds = time.perf_counter() - t0
+    return {"sample_img_per_s": round(n / seconds, 2), "sampling_s": round(seconds, 1), "n": n,
+            "image_shape": list(images.shape[1:]), "threads": torch.get_num_threads(),
+            "judge_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--autoencoder", required=True, help="a digits64-ae run directory")
+    ap.add_argument("--budget", type=float, default=180.0, help="training wall-clock seconds for each model")
+    ap.add_argument("--n", type=int, default=200, help="samples judged per model")
+    ap.add_argument("--work", default="runs/latent_vs_pixel")
+    ap.add_argument("--reuse", action="store_true", help="judge the runs in --work that a previous call trained")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args()
+    result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": cpu_info(),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "autoencoder": args.autoencoder}
+    for name, preset, extra in (("pixel", "digits64", []), ("latent", "digits64-latent",
+                                                            ["--autoencoder", args.autoencoder])):
+        result[name] = {"preset": preset, **train_for(name, preset, extra, args)}
+        result[name].update(sample_and_judge(result[name]["run"], args.n))
+    p, q = result["pixel"], result["latent"]
+    result["latent_speedup"] = {"train": round(q["train_img_per_s"] / p["train_img_per_s"], 2),
+                                "sampling": round(q["sample_img_per_s"] / p["sample_img_per_s"], 2)}
+    write_result(result, args.out, "latent_vs_pixel")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The frozen autoencoder of a latent diffusion run: images <-> scaled latents.
+
+Two sources: a noisecraft autoencoder run (its EMA weights, and the latent scale measured on its training data,
+see `train.autoencoder`) or a diffusers `AutoencoderKL` folder (config.json + weights, e.g. Stable Diffusion's VAE,
+with its own `scaling_factor` and `shift_factor`). A diffusion run records which one it used (`record()`: kind,
+source path, sha256 of its files, scale) and by default keeps a copy in `<run>/autoencoder/`, so the run alone
+samples.
+
+    z = (mean of q(z | x) - shift) * scale          x = decode(z / scale + shift)
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from noisecraft.errors import UserError
+
+RUN_COPY = "autoencoder"  # the copy's folder inside a diffusion run
+NOISECRAFT_FILE = "autoencoder.safetensors"  # a noisecraft autoencoder's copy: its EMA weights and config
+DIFFUSERS_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in DIFFUSERS_FILES[1:])
+
+
+def _source_files(path: Path) -> list[Path]:
+    """The files that define an autoencoder: a diffusers folder's config and weights, or a noisecraft checkpoint."""
+    if is_diffusers_folder(path):
+        return [path / f for f in DIFFUSERS_FILES if (path / f).is_file()]
+    from noisecraft.checkpoint import resolve_checkpoint
+
+    return [resolve_checkpoint(path, "last")]
+
+
+def content_hash(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        if len(files) > 1:  # a diffusers folder: which bytes are the config and which the weights
+            h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class LatentCodec(nn.Module):
+    """A frozen autoencoder (eval mode, no gradients) with its latent scale and shift."""
+
+    def __init__(self, ae: nn.Module, kind: str, scale: float, shift: float, image_channels: int, downsample: int,
+                 latent_channels: int, source: str, sha256: str):
+        super().__init__()
+        self.ae = ae.eval().requires_grad_(False)
+        self.kind, self.scale, self.shift = kind, float(scale), float(shift)
+        self.image_channels, self.downsample, self.latent_channels = image_channels, downsample, latent_channels
+        self.source, self.sha256 = source, sha256
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [-1, 1] -> (B, z, H/f, W/f)
+        if self.kind == "diffusers":
+            mean = self.ae.encode(x).latent_dist.mean
+        else:
+            mean = self.ae.encode(x).mode()
+        return (mean.float() - self.shift) * self.scale
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:  # (B, z, h, w) -> (B, C, h f, w f), about [-1, 1]
+        z = z / self.scale + self.shift
+        out = self.ae.decode(z).sample if self.kind == "diffusers" else self.ae.decode(z)
+        return out.float()
+
+    def latent_shape(self, image_size: int) -> tuple[int, int, int]:
+        if image_size % self.downsample:
+            raise UserError(f"the autoencoder's downsampling factor {self.downsample} must divide the image size "
+                            f"{image_size}: pick --image-size a multiple of {self.downsample}")
+        return (self.latent_channels, image_size // self.downsample, image_size // self.downsample)
+
+    def record(self) -> dict:
+        """What a diffusion run keeps in its checkpoints' metadata about this autoencoder."""
+        return {"kind": self.kind, "source": self.source, "sha256": self.sha256, "scale": self.scale,
+                "shift": self.shift, "downsample": self.downsample, "latent_channels": self.latent_channels}
+
+    def copy_into(self, run_root: Path) -> Path:
+        """Keep this autoencoder in `run_root/autoencoder/` (its EMA weights and config; a diffusers folder's
+        files as they are), so the run samples without the original."""
+        dest = Path(run_root) / RUN_COPY
+        dest.mkdir(parents=True, exist_ok=True)
+        src = Path(self.source)
+        if self.kind == "diffusers":
+            for f in _source_files(src):
+                shutil.copyfile(f, dest / f.name)
+        else:
+            shutil.copyfile(_source_files(src)[0], dest / NOISECRAFT_FILE)
+        return dest
+
+
+def _load_noisecraft(path: Path, device) -> LatentCodec:
+    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.models import build_autoencoder
+
+    ckpt = load_checkpoint(path, "last")  # the end of training (`best` is by L1 alone, blind to the GAN term)
+    if ckpt.meta.get("task") != "autoencoder":
+        raise UserError(f"{path} is not an autoencoder run (its task is '{ckpt.meta.get('task', 'diffusion')}'): "
+                        f"train one with `noisecraft train-autoencoder`, or give a diffusers AutoencoderKL folder")
+    if "latent_scale" not in ckpt.meta:
+        raise UserError(f"{ckpt.path} holds no latent scale (written before its training data was seen)")
+    a = ckpt.config.autoencoder
+    ae = ckpt.load_module("autoencoder_ema", build_autoencoder(a, ckpt.config.model.in_channels))
+    return LatentCodec(ae.to(device), "noisecraft", ckpt.meta["latent_scale"], 0.0, ckpt.config.model.in_channels,
+                       a.downsample, a.latent_channels, str(path), content_hash([ckpt.path]))
+
+
+def _load_diffusers(path: Path, device) -> LatentCodec:
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise UserError("a diffusers AutoencoderKL needs the diffusers package: pip install diffusers") from None
+    ae = AutoencoderKL.from_pretrained(str(path))
+    c = ae.config
+    return LatentCodec(ae.to(device), "diffusers", c.scaling_factor, c.get("shift_factor") or 0.0, c.in_channels,
+                       2 ** (len(c.block_out_channels) - 1), c.latent_channels, str(path),
+                       content_hash(_source_files(path)))
+
+
+def load_codec(path: str | Path, device: torch.device | str = "cpu") -> LatentCodec:
+    """The autoencoder at `path`: a diffusers AutoencoderKL folder, a noisecraft autoencoder run or checkpoint,
+    or a diffusion run's copy (`<run>/autoencoder`)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"autoencoder not found: {p}")
+    if is_diffusers_folder(p):
+        return _load_diffusers(p, device)
+    if (p / NOISECRAFT_FILE).is_file():
+        p = p / NOISECRAFT_FILE
+    return _load_noisecraft(p, device)
+
+
+def load_run_codec(run_root: Path, record: dict, source: str | None, device) -> LatentCodec:
+    """A diffusion run's autoencoder: its own copy when it has one, else the recorded source, which must still
+    hold the same files (sha256)."""
+    copy = Path(run_root) / RUN_COPY
+    if copy.is_dir():
+        codec = load_codec(copy, device)
+    elif source and Path(source).exists():
+        codec = load_codec(source, device)
+        if record.get("sha256") and codec.sha256 != record["sha256"]:
+            raise UserError(f"the autoencoder at {source} has changed since {run_root} was trained on it (sha256 "
+                            f"{codec.sha256[:12]} != {record['sha256'][:12]})")
+    else:
+        raise UserError(f"{run_root} was trained in the latent space of {source}, which is gone, and holds no copy "
+                        f"of it ({copy})")
+    codec.source, codec.sha256 = record.get("source", codec.source), record.get("sha256", codec.sha256)
+    if record.get("scale") is not None:
+        codec.scale = float(record["scale"])  # the scale the U-Net was trained with
+    return codec

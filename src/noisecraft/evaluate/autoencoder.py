@@ -1,0 +1,106 @@
+"""How well an autoencoder reconstructs held-out images: PSNR and SSIM (torchmetrics), the offline judge's
+accuracy on the reconstructions and their Fréchet distance in its feature space (FD-clf), and sharpness (variance
+of the Laplacian; share of spectral energy above half the Nyquist frequency), each next to the originals' own."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from noisecraft.config import to_json
+from noisecraft.errors import UserError
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian_variance(images_uint8: torch.Tensor) -> float:
+    """Mean over images of the variance of their Laplacian (pixels in [0, 1]): blur lowers it."""
+    x = images_uint8.float() / 255.0  # (N, C, H, W)
+    k = LAPLACIAN.to(x)[None, None].repeat(x.shape[1], 1, 1, 1)
+    lap = F.conv2d(x, k, groups=x.shape[1])
+    return float(lap.flatten(1).var(1).mean())
+
+
+def high_frequency_energy(images_uint8: torch.Tensor) -> float:
+    """Share of the images' spectral energy (mean removed) above half the Nyquist frequency, in either axis."""
+    x = images_uint8.float() / 255.0
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs().pow(2)  # (N, C, H, W)
+    fy = torch.fft.fftfreq(x.shape[-2]).abs()[:, None]
+    fx = torch.fft.fftfreq(x.shape[-1]).abs()[None, :]
+    high = (torch.maximum(fy, fx) > 0.25).to(power)  # 0.5 is Nyquist
+    return float((power * high).sum() / power.sum().clamp_min(1e-12))
+
+
+def reconstruction_quality(x: torch.Tensor, rec: torch.Tensor) -> dict:
+    """PSNR (dB, mean over images) and SSIM of uint8 reconstructions `rec` of uint8 images `x` (N, C, H, W)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    a, b = rec.float() / 255.0, x.float() / 255.0
+    psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(a, b, data_range=1.0)
+    return {"psnr_db": float(psnr.mean()), "ssim": float(ssim)}
+
+
+@dataclass
+class AutoencoderEvalOptions:
+    n: int | None = None  # held-out images to reconstruct; None: all of the val split
+    device: str = "auto"
+    classifier: bool = True  # the offline judge's accuracy and FD-clf on the reconstructions
+    batch_size: int = 128
+
+
+@torch.no_grad()
+def reconstruct(codec, images_uint8: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """uint8 reconstructions decode(mean of q(z | x)) of uint8 images, in batches."""
+    from noisecraft.data import to_model_range, to_uint8
+
+    device = next(codec.ae.parameters()).device
+    return torch.cat([to_uint8(codec.decode(codec.encode(to_model_range(chunk.to(device))))).cpu()
+                      for chunk in images_uint8.split(batch_size)])
+
+
+def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
+                         opts: AutoencoderEvalOptions | None = None) -> dict:
+    """Reconstruct the held-out split of the autoencoder run's data; write report.json and reconstructions.png
+    (originals over reconstructions) to `out` (default: <run>/eval-autoencoder)."""
+    from noisecraft.autoencoder.codec import load_codec
+    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.data import load_dataset
+    from noisecraft.device import pick_device
+    from noisecraft.evaluate.report import classifier_metrics
+    from noisecraft.viz import save_grid
+
+    opts = opts or AutoencoderEvalOptions()
+    device = pick_device(opts.device)
+    ckpt = load_checkpoint(run, "last")  # the one latent diffusion uses (see autoencoder.codec)
+    codec = load_codec(run, device)
+    data_cfg = ckpt.config.data
+    val = load_dataset(data_cfg, "val")
+    x = val.images[:opts.n] if opts.n else val.images
+    labels = val.labels[:len(x)] if val.labels is not None else None
+    if len(x) < 2:
+        raise UserError(f"need at least 2 held-out images, got {len(x)}")
+    rec = reconstruct(codec, x, opts.batch_size)
+    report = {"checkpoint": str(ckpt.path), "step": ckpt.step, "dataset": data_cfg.dataset,
+              "image_size": x.shape[-1], "n": len(x), "latent_scale": ckpt.meta.get("latent_scale"),
+              "lpips": bool(ckpt.meta.get("lpips")), **reconstruction_quality(x, rec),
+              "sharpness": {"laplacian_variance": laplacian_variance(rec), "high_freq_energy": high_frequency_energy(rec),
+                            "originals_laplacian_variance": laplacian_variance(x),
+                            "originals_high_freq_energy": high_frequency_energy(x)}}
+    if opts.classifier:
+        m = classifier_metrics(rec, labels, data_cfg, device)
+        report["judge"] = {"accuracy": m["generated"].get("class_accuracy"), "fd_clf": m["generated"]["fd"],
+                           "originals_accuracy": m["real_heldout"].get("class_accuracy"),
+                           "originals_fd_clf": m["real_heldout"]["fd"], "classifier": m["classifier"]}
+    out = Path(out) if out is not None else ckpt.path.parent.parent / "eval-autoencoder"
+    out.mkdir(parents=True, exist_ok=True)
+    k = min(32, len(x) // 8 * 8) or len(x)
+    nrow = min(8, k)
+    pairs = torch.stack([x[:k].view(-1, nrow, *x.shape[1:]), rec[:k].view(-1, nrow, *x.shape[1:])], 1)
+    save_grid(pairs.flatten(0, 2), out / "reconstructions.png", nrow=nrow)
+    (out / "report.json").write_text(to_json(report) + "\n")
+    report["out"] = str(out)
+    return report
