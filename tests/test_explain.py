@@ -93,3 +93,13 @@ def test_every_figure_is_registered_with_an_implementation():
     for name in FIGURES:
         assert callable(FIGURES.get(name).load()), name
         assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder")
+
+
+def test_unet_structure_of_a_patch_network_starts_at_the_folded_resolution():
+    from noisecraft.config import preset
+
+    cfg = preset("digits").model  # 2x2 patches: levels at 14x14 and 7x7
+    cfg.in_channels, cfg.image_size, cfg.num_classes = 1, 28, 10
+    s = unet_structure(cfg)
+    assert [lv["resolution"] for lv in s["levels"]] == [28 // cfg.patch_size, 28 // cfg.patch_size // 2]
+    assert s["levels"][-1]["encoder"]["attention"] == ["self-attn"] and s["patch_size"] == 2

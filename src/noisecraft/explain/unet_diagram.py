@@ -40,7 +40,8 @@ def unet_structure(model_cfg) -> dict:
     n = len(model_cfg.channel_mult)
     down = _walk(net.down, list(range(n)), Downsample)
     up = {d["level"]: d for d in _walk(net.up, list(reversed(range(n))), Upsample)}
-    levels, res = [], model_cfg.image_size
+    p = model_cfg.patch_size
+    levels, res = [], model_cfg.image_size // p  # p x p pixel patches are folded into channels before level 0
     for i, mult in enumerate(model_cfg.channel_mult):
         levels.append({"level": i, "resolution": res, "channels": model_cfg.base_channels * mult,
                        "encoder": down[i], "decoder": up[i]})
@@ -51,7 +52,7 @@ def unet_structure(model_cfg) -> dict:
     inner = sum(lv["encoder"]["params"] + lv["decoder"]["params"] for lv in levels) + mid["params"]
     return {"levels": levels, "mid": mid, "stem_params": total - inner, "total_params": total,
             "class_embedding": model_cfg.num_classes > 0, "text": bool(model_cfg.context_dim),
-            "in_channels": model_cfg.in_channels}
+            "in_channels": model_cfg.in_channels, "patch_size": p, "image_size": model_cfg.image_size}
 
 
 def _fmt(n: int) -> str:
@@ -98,7 +99,10 @@ def unet_figure(ctx, path: Path) -> dict:
             ax.text(x + 1.6, -i * 1.3 - 0.65, word, fontsize=6.5, color="0.35")
     cond = "noise level (sinusoidal → MLP)" + (" + class" if s["class_embedding"] else "") + \
         (" + pooled prompt; tokens → cross-attn" if s["text"] else "")
-    ax.text(3.5, 1.0, f"in: {s['in_channels']}-channel x_t → conv · embedding: {cond} → every res block\n"
+    p = s["patch_size"]
+    fold = f" → {p}×{p} patches as {s['in_channels'] * p * p} channels" if p > 1 else ""
+    ax.text(3.5, 1.0, f"in: {s['in_channels']}-channel {s['image_size']}×{s['image_size']} x_t{fold} → conv · "
+            f"embedding: {cond} → every res block\n"
             f"stem (embeddings, in/out convs) {_fmt(s['stem_params'])} · total {_fmt(s['total_params'])} parameters",
             ha="center", fontsize=8)
     ax.set_xlim(-1.8, 8.8)
