@@ -175,6 +175,20 @@ def test_latent_run_samples_with_nothing_else_present(cli, tmp_path):
     assert latents["latent_shape"] == [2, 4, 4] and latents["image_shape"] == [1, 16, 16]
 
 
+def test_the_server_offers_a_latent_run_at_its_image_size_and_no_autoencoder_run(cli, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from noisecraft.serve import ServeConfig, create_app
+
+    runs = tmp_path / "runs"
+    assert cli("train-autoencoder", "--out", runs / "ae", "--steps", 2, *TINY_AE)[0] == 0
+    assert cli("train", "--autoencoder", runs / "ae", "--out", runs / "ldm", "--steps", 2, *TINY_LATENT)[0] == 0
+    with TestClient(create_app(ServeConfig(runs=runs, device="cpu"))) as client:
+        models = client.get("/api/models").json()["models"]
+        assert [(m["name"], m["image_size"], m["channels"]) for m in models] == [("ldm", 16, 1)]
+        assert {r["name"] for r in client.get("/api/runs").json()["runs"]} == {"ae", "ldm"}
+
+
 def test_a_latent_run_without_a_copy_needs_its_unchanged_autoencoder(cli, tmp_path):
     ae, ldm = tmp_path / "ae", tmp_path / "ldm"
     assert cli("train-autoencoder", "--out", ae, "--steps", 2, *TINY_AE)[0] == 0

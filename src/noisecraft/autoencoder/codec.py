@@ -82,7 +82,8 @@ class LatentCodec(nn.Module):
     def record(self) -> dict:
         """What a diffusion run keeps in its checkpoints' metadata about this autoencoder."""
         return {"kind": self.kind, "source": self.source, "sha256": self.sha256, "scale": self.scale,
-                "shift": self.shift, "downsample": self.downsample, "latent_channels": self.latent_channels}
+                "shift": self.shift, "downsample": self.downsample, "latent_channels": self.latent_channels,
+                "image_channels": self.image_channels}
 
     def copy_into(self, run_root: Path) -> Path:
         """Keep this autoencoder in `run_root/autoencoder/` (its EMA weights and config; a diffusers folder's

@@ -36,17 +36,21 @@ def options(svc: Svc) -> dict:
 
 @router.get("/models")
 def models(svc: Svc) -> dict:
-    """Every run under --runs with a checkpoint: its kind (class, text, unconditional), classes and defaults."""
+    """Every diffusion run under --runs with a checkpoint: its kind (class, text, unconditional), the size of the
+    images it draws, classes and defaults. (Autoencoder runs train and show on the runs page; they draw nothing.)"""
     out = []
     for name in find_runs(svc.runs_root):
         info = run_summary(svc.runs_root, name)
-        if not info["has_checkpoint"] or info["kind"] is None:
+        if not info["has_checkpoint"] or info["kind"] is None or info["task"] != "diffusion":
             continue
         ckpt_dir = svc.runs_root / name / "checkpoints"
         meta = read_json(ckpt_dir / "best.json") or read_json(ckpt_dir / "last.json") or {}
         sample = (read_json(svc.runs_root / name / "config.json") or {}).get("sample", {})
+        ae = meta.get("autoencoder")  # a latent run's images are its latents decoded
+        size = info["image_size"] * ae["downsample"] if ae else info["image_size"]
+        channels = ae.get("image_channels", info["channels"]) if ae else info["channels"]
         out.append({"name": name, "kind": info["kind"], "state": info["state"], "step": meta.get("step"),
-                    "image_size": info["image_size"], "channels": info["channels"],
+                    "image_size": size, "channels": channels,
                     "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])
                     if info["kind"] == "class" else [],
                     "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")}})

@@ -61,7 +61,8 @@ def run_summary(root: Path, name: str) -> dict[str, Any]:
         cfg = Config.load(path / "config.json")
     except UserError:
         return out | {"kind": None}
-    return out | {"kind": run_kind(cfg), "dataset": cfg.data.dataset, "image_size": cfg.model.image_size,
+    return out | {"kind": run_kind(cfg), "task": cfg.train.task, "dataset": cfg.data.dataset,
+                  "image_size": cfg.model.image_size,
                   "channels": cfg.model.in_channels, "num_classes": cfg.model.num_classes}
 
 
