@@ -56,8 +56,8 @@ class ModelConfig:
     cross_attn_resolutions: tuple[int, ...] | None = None  # where blocks cross-attend (+ mid); None: attn_resolutions
     context_dim: int | None = None  # text-token width (filled in from the text encoder); None: no text
     # Filled in from the dataset when the run starts, so a checkpoint is self-describing.
-    in_channels: int = 0  # image channels (1 grey, 3 RGB)
-    image_size: int = 0  # side of the square images the network sees
+    in_channels: int = 0  # channels of what the network sees: the images' (1 grey, 3 RGB), or the latents'
+    image_size: int = 0  # side of the square inputs the network sees (images, or latents in latent diffusion)
     num_classes: int = 0  # 0 = unconditional
 
 
