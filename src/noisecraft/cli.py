@@ -364,6 +364,13 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("--checkpoint", help="run directory or .safetensors file")
     i.set_defaults(func=cmd_info)
 
+    _add_explain_parser(sub)
+    _add_serve_parser(sub)
+    return p
+
+
+def _add_explain_parser(sub) -> None:
+    """`explain`: figures drawn from a run."""
     x = sub.add_parser("explain", help="figures that explain a run: schedules, forward and reverse process, "
                        "samplers, guidance, the U-Net, cross-attention, latents",
                        description="Draw figures from a trained run into --out (one PNG each, and explain.json "
@@ -383,6 +390,9 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
     x.set_defaults(func=cmd_explain)
 
+
+def _add_serve_parser(sub) -> None:
+    """`serve`: the web app and HTTP API."""
     v = sub.add_parser("serve", help="web app and HTTP API: generate with a live preview, follow and start runs",
                        description="Serve the page and the HTTP API (OpenAPI docs at /docs) over every run directory "
                        "under --runs. Binds 127.0.0.1 by default: anyone who can reach the port can sample, start "
@@ -397,7 +407,6 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are answered 429")
     v.add_argument("--threads", type=int, default=0, help="CPU threads for sampling (default: all cores)")
     v.set_defaults(func=cmd_serve)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
