@@ -60,6 +60,13 @@ def plot_loss_curves(train: list[dict], val: list[dict], out_path: str | Path) -
             ax.plot(*zip(*points), "o-" if label.startswith("validation") else "-", label=label, alpha=0.8)
     if all(v > 0 for _, points in curves for _, v in points):  # an adversarial loss may be <= 0
         ax.set_yscale("log")
+    _save_loss_axes(fig, ax, out_path)
+
+
+def _save_loss_axes(fig, ax, out_path: str | Path) -> None:
+    """Label a loss-against-step plot, save it and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -110,10 +117,4 @@ def plot_gan_losses(train: list[dict], out_path: str | Path) -> None:
         points = [(r["step"], r[name]) for r in train if name in r]
         if points:
             ax.plot(*zip(*points), "-", label=label, alpha=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
+    _save_loss_axes(fig, ax, out_path)
