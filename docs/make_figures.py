@@ -1,19 +1,19 @@
 """Make every picture of the documentation from real runs, so the pages stay true when the code changes.
 
-    python docs/make_figures.py                  # trains two small runs under runs/docs/, writes docs/figures/
+    python docs/make_figures.py                  # trains small runs under runs/docs/, writes docs/figures/
     python docs/make_figures.py --steps 40 --text-steps 0 --latent-steps 0 --figures /tmp/f   # a smoke run
 
 It trains the quickstart's `digits` preset (minutes on a CPU), with the text extra installed the `digits-text`
 preset, and a latent pair: `digits64-ae` (the autoencoder) then `digits64-latent` in its latent space, both for
 fewer steps than their presets; copies the figures training writes (loss curve, sample grid, forward and reverse
-process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on every run. `docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version,
-the CPU and the wall time. A run directory that already holds a finished run is reused (--retrain to train again).
+process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on every run.
+`docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version, the CPU and
+the wall time. A run directory that already holds a finished run is reused (--retrain to train again).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
@@ -21,8 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout's code
+sys.path.insert(0, str(ROOT / "benchmarks"))  # machine.cpu_info: what every result records about the CPU
 
 from noisecraft import __version__
+from machine import cpu_info
 from noisecraft.config import apply_overrides, preset
 
 RUN_FIGURES = {"loss.png": "loss.png", "samples/final.png": "samples_final.png",
@@ -46,16 +48,6 @@ def train_run(name: str, steps: int | None, out: Path, retrain: bool, **override
     wall = datetime.fromisoformat(st["updated"]) - datetime.fromisoformat(st["started"])
     return {"preset": name, "steps": steps, "train_wall_s": round(wall.total_seconds(), 1),
             "images_per_s": round(st.get("images_per_s", 0.0), 1), "trained": st["started"][:10]}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def quickstart_figures(run: Path, out: Path) -> None:
@@ -87,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     runs, figures, start = Path(args.runs), Path(args.figures), time.perf_counter()
     import torch
 
-    record = {"noisecraft": __version__, "cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "runs": {}}
+    record = {"noisecraft": __version__, "cpu": cpu_info()["cpu"], "torch_threads": torch.get_num_threads(),
+              "runs": {}}
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
     quickstart_figures(runs / "digits", figures / "quickstart")
     explain(runs / "digits", figures / "explain", ExplainOptions(n=3, steps=args.explain_steps))

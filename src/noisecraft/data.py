@@ -308,8 +308,8 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
     return load_dataset(cfg, "train")
 
 
-def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int, device: torch.device, *, hflip: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
+def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int, device: torch.device, *,
+                 hflip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
     """`DeviceBatcher` for in-memory data, `StreamBatcher` for a stream, `LatentBatcher` for cached latents; all
     give the same batches."""
     if isinstance(data, LatentData):  # flips are in the cache
@@ -367,14 +367,19 @@ class DeviceBatcher:
 
     def __init__(self, data: ImageData, batch_size: int, device: torch.device, hflip: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self._init_draws(len(data), batch_size, device, hflip, seed, rank, world_size)
         self.images = data.images.to(device)
         self.labels = data.labels.to(device) if data.labels is not None else None
         self.captions = data.captions.to(device) if data.captions is not None else None
+
+    def _init_draws(self, num_items: int, batch_size: int, device: torch.device, hflip: bool, seed: int, rank: int,
+                    world_size: int) -> None:
+        """What the draws of indices and flips depend on (every batcher shares them)."""
+        if batch_size % world_size:
+            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
         self.rank, self.world_size = rank, world_size
-        self.num_items, self.index_device = len(data), device
+        self.num_items, self.index_device = num_items, device
         self._perm_epoch, self._perm = -1, None
 
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -431,14 +436,10 @@ class StreamBatcher(DeviceBatcher):
 
     def __init__(self, data: FolderStream, batch_size: int, device: torch.device, hflip: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
-        if batch_size % world_size:
-            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self._init_draws(len(data), batch_size, device, hflip, seed, rank, world_size)
+        self.index_device = torch.device("cpu")  # the workers take indices on the CPU
         self.data, self.num_workers = data, num_workers
         self.captions = data.captions  # on the CPU, like the indices
-        self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
-        self.rank, self.world_size = rank, world_size
-        self.num_items, self.index_device = len(data), torch.device("cpu")
-        self._perm_epoch, self._perm = -1, None
         self._next_step, self._it = None, None
 
     def _steps_from(self, start: int):
@@ -521,15 +522,10 @@ class LatentBatcher(DeviceBatcher):
 
     def __init__(self, data: LatentData, batch_size: int, device: torch.device, seed: int = 0, rank: int = 0,
                  world_size: int = 1):
-        if batch_size % world_size:
-            raise UserError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self._init_draws(len(data), batch_size, device, data.flipped, seed, rank, world_size)
         self.latents = data.latents.to(device)
         self.labels = data.labels.to(device) if data.labels is not None else None
         self.captions, self.flipped = None, data.flipped
-        self.batch_size, self.device, self.hflip, self.seed = batch_size, device, data.flipped, seed
-        self.rank, self.world_size = rank, world_size
-        self.num_items, self.index_device = len(data), device
-        self._perm_epoch, self._perm = -1, None
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = self.indices(step)

@@ -13,7 +13,7 @@ import torch
 
 from noisecraft.autoencoder.loss import AutoencoderLoss, discriminator_on, hinge_d_loss
 from noisecraft.config import Config
-from noisecraft.data import ImageData, to_model_range, to_uint8
+from noisecraft.data import ImageData, encode_images, to_model_range, to_uint8
 from noisecraft.errors import UserError
 from noisecraft.models import build_autoencoder, build_discriminator, count_parameters
 from noisecraft.precision import autocast_ctx
@@ -22,15 +22,9 @@ from noisecraft.train.task import EMA, StepResult, Task, TaskContext, optimizer_
 GAN_BETAS = (0.5, 0.9)  # Adam's betas for both players, as latent diffusion's autoencoders
 
 
-@torch.no_grad()
-def encode_means(ae, images_uint8: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """Posterior means (N, z, h, w) of uint8 images (N, C, H, W), in batches, on the CPU."""
-    return torch.cat([ae.encode(to_model_range(chunk.to(device))).mode().cpu() for chunk in images_uint8.split(batch_size)])
-
-
 def latent_scale(ae, data: ImageData, device: torch.device) -> float:
     """1 / std of the training set's latents (posterior means)."""
-    return float(1.0 / encode_means(ae, data.images, device).std())
+    return float(1.0 / encode_images(data.images, lambda x: ae.encode(x).mode(), device).std())
 
 
 class AutoencoderTask(Task):

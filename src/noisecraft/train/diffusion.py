@@ -13,9 +13,8 @@ import torch
 
 from noisecraft.conditioning import class_cond, take
 from noisecraft.config import Config
-from noisecraft.data import ImageData, encode_images, latent_cache, to_model_range, to_uint8
+from noisecraft.data import ImageData, encode_images, latent_cache, to_model_range
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
-from noisecraft.diffusion.schedules import alpha_bar_from_sigma
 from noisecraft.errors import UserError
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
@@ -259,32 +258,13 @@ class DiffusionTask(Task):
         images = self.pipeline().generate(n=n, labels=labels, steps=steps, seed=0)
         save_grid(images, path, nrow=per_class if rows is not None else 8)
 
-    def process_figures(self, root: Path, data: ImageData | None = None) -> None:
-        """forward_process.png (real images noised to growing sigma) and reverse_process.png (x_t while
-        sampling), both in the VP view sqrt(alpha_bar) x that the network sees."""
-        from noisecraft.data import load_dataset
-        from noisecraft.samplers import get_sigmas
-        from noisecraft.viz import plot_process
+    def process_figures(self, root: Path) -> None:
+        """forward_process.png and reverse_process.png: `noisecraft explain`'s forward and reverse figures of this
+        model (4 images, 8 columns, DDIM 50; x_t in the VP view sqrt(alpha_bar) x that the network sees)."""
+        from noisecraft.explain import ExplainContext, ExplainOptions
+        from noisecraft.explain.process import forward_figure, reverse_figure
 
-        n_rows, n_cols = 4, 8
-        data = data or load_dataset(self.cfg.data, "val")
-        x0 = to_model_range(data.images[:n_rows].to(self.device))
-        sigmas = get_sigmas(self.ema_denoiser, "ddim", n_cols - 1).flip(0).to(self.device)  # 0, then growing
-        eps = torch.randn(x0.shape, generator=torch.Generator(self.device).manual_seed(0), device=self.device)
-        rows = [[to_uint8((x0[r] + s * eps[r]) * alpha_bar_from_sigma(s).sqrt()).cpu() for s in sigmas]
-                for r in range(n_rows)]
-        plot_process(rows, [f"σ={float(s):.2g}" for s in sigmas], "forward process q(x_t | x_0)",
-                     root / "forward_process.png")
-
-        steps, rows = 50, self.rows(n_rows)
-        keep = set(torch.linspace(1, steps, n_cols - 1).round().long().tolist())
-        snaps, final = [], None
-        labels = None if rows is None else take(rows, [i % len(rows) for i in range(n_rows)])
-        for ev in self.pipeline().stream(n=n_rows, labels=labels, sampler="ddim", steps=steps, seed=0):
-            if ev.kind == "step" and ev.step in keep:  # x_t as the step saw it
-                snaps.append((ev.sigma, ev.x_t * alpha_bar_from_sigma(torch.tensor(ev.sigma)).sqrt()))
-            elif ev.kind == "images":
-                final = ev.images
-        rows = [[to_uint8(x[r]).cpu() for _, x in snaps] + [final[r]] for r in range(n_rows)]
-        plot_process(rows, [f"σ={s:.2g}" for s, _ in snaps] + ["x0"], f"reverse process (DDIM, {steps} steps)",
-                     root / "reverse_process.png")
+        prompts = list(self.preview_prompts[:4]) if self.text is not None else []
+        ctx = ExplainContext(self.pipeline(), ExplainOptions(n=4, columns=8, steps=50, prompts=prompts))
+        forward_figure(ctx, root / "forward_process.png")
+        reverse_figure(ctx, root / "reverse_process.png")
