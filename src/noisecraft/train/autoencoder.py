@@ -2,8 +2,9 @@
 discriminator, two optimizers, an EMA of the autoencoder, its validation loss and its pictures (reconstructions
 next to originals; the discriminator's and generator's losses over steps).
 
-Every checkpoint carries the latent scale, 1 / std of the EMA encoder's latents over the training set, which a
-latent diffusion run multiplies latents by so the U-Net sees unit variance (Rombach et al. 2022, sec. G)."""
+Every checkpoint carries the latent scale, 1 / std of the EMA encoder's latents over a fixed sample of the training
+set (`SCALE_SAMPLE` images spaced evenly, so a checkpoint costs the same whatever the set's size), which a latent
+diffusion run multiplies latents by so the U-Net sees unit variance (Rombach et al. 2022, sec. G)."""
 from __future__ import annotations
 
 import warnings
@@ -20,11 +21,14 @@ from noisecraft.precision import autocast_ctx
 from noisecraft.train.task import EMA, StepResult, Task, TaskContext, optimizer_step
 
 GAN_BETAS = (0.5, 0.9)  # Adam's betas for both players, as latent diffusion's autoencoders
+SCALE_SAMPLE = 512  # training images the latent scale is measured on, at every checkpoint
 
 
-def latent_scale(ae, data: ImageData, device: torch.device) -> float:
-    """1 / std of the training set's latents (posterior means)."""
-    return float(1.0 / encode_images(data.images, lambda x: ae.encode(x).mode(), device).std())
+def latent_scale(ae, data: ImageData, device: torch.device, n: int = SCALE_SAMPLE) -> float:
+    """1 / std of the latents (posterior means) of n training images spaced evenly over the set (the same n every
+    checkpoint, whatever the set's size)."""
+    idx = torch.linspace(0, len(data) - 1, min(n, len(data))).round().long().unique()
+    return float(1.0 / encode_images(data.images[idx], lambda x: ae.encode(x).mode(), device).std())
 
 
 class AutoencoderTask(Task):
