@@ -76,7 +76,7 @@ def toy_task(monkeypatch):
 
 def _records(run: Path) -> list[dict]:
     """The log without wall-clock fields, each line parsed strictly (records of 0.1 get their kind by keys)."""
-    from noisecraft.train.run import read_log
+    from noisecraft.rundir import read_log
 
     for line in (run / "log.jsonl").read_text().splitlines():
         strict_json(line)

@@ -56,20 +56,17 @@ def build_config(args, extra: list[str]) -> Config:
 def cmd_train(args, extra) -> int:
     from noisecraft.train import train
 
-    if args.resume:
-        # The run's own config (its checkpoint holds the same); a resume may only train longer or move device.
+    if args.resume:  # the run's own config (rundir owns the resume rules)
+        from noisecraft.rundir import RunDir
+
         changed = [f for f, v in (("--config", args.config), ("--preset", args.preset_given), ("--dataset", args.dataset),
                                   ("--data-root", args.data_root), ("--image-size", args.image_size),
                                   ("--seed", args.seed), ("--download", args.download),
                                   ("--autoencoder", args.autoencoder), ("--lpips-weights", args.lpips_weights)) if v]
-        changed += extra[:1]
-        if changed:
-            raise UserError(f"--resume continues the run with its saved config; only --steps and --device may "
-                            f"change, not {changed[0]}")
-        saved = Path(args.out) / "config.json"
-        cfg = Config.load(saved) if saved.is_file() else preset(args.default_preset)
-        cfg = apply_overrides(cfg, {k: v for k, v in (("train.steps", args.steps), ("train.device", args.device))
-                                    if v is not None})
+        cfg = RunDir(args.out).resume_config(changed + extra[:1], args.steps, args.device)
+        if cfg is None:  # nothing saved: the run's own rules say what may happen (RunDir.prepare)
+            cfg = apply_overrides(preset(args.default_preset), {k: v for k, v in (("train.steps", args.steps),
+                                                                              ("train.device", args.device)) if v is not None})
     else:
         cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)

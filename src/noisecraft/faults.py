@@ -128,34 +128,6 @@ def all_finite(*modules: torch.nn.Module) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Keep only the records of `path` (JSON lines) at or before `step`.
-
-    The loop writes a step's records before its checkpoint, so after a crash the log may hold records past the
-    checkpoint a resumed run starts from, and its last line may be torn; both are dropped so the resumed curve
-    has no duplicates."""
-    from noisecraft.checkpoint import atomic_write_bytes
-
-    path = Path(path)
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
-
-
-def remove_stale_temp_files(directory: Path) -> None:
-    """Temp files of atomic writes that a killed process left behind (`.<name>.<random>.tmp`)."""
-    for tmp in Path(directory).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def disk_error(e: OSError, what: str) -> UserError | None:
     """A UserError for out-of-space / read-only / permission errors, None for anything else (a real bug)."""
     if e.errno not in DISK_ERRNOS:

@@ -32,7 +32,7 @@ def _source_files(path: Path) -> list[Path]:
     """The files that define an autoencoder: a diffusers folder's config and weights, or a noisecraft checkpoint."""
     if is_diffusers_folder(path):
         return [path / f for f in DIFFUSERS_FILES if (path / f).is_file()]
-    from noisecraft.checkpoint import resolve_checkpoint
+    from noisecraft.rundir import resolve_checkpoint
 
     return [resolve_checkpoint(path, "last")]
 

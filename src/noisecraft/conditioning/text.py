@@ -201,7 +201,7 @@ class TextEmbeddings:
         """Write the cache (real tokens only: padding is not stored) atomically, with the prompts in its header."""
         from safetensors.torch import save
 
-        from noisecraft.checkpoint import atomic_write_bytes
+        from noisecraft.rundir import atomic_write_bytes
 
         mask = self.tensors["context_mask"]
         blob = save({"tokens": self.tensors["context"][mask].contiguous(), "lengths": mask.sum(1),

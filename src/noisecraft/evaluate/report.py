@@ -114,7 +114,7 @@ def inception_reference(net, data_cfg: DataConfig, weights_id: str, batch_size: 
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    from noisecraft.checkpoint import atomic_write_bytes
+    from noisecraft.rundir import atomic_write_bytes
     from noisecraft.data import load_dataset
     from noisecraft.evaluate.classifier import cache_dir, dataset_key
     from noisecraft.evaluate.frechet import GaussianStats

@@ -1,5 +1,5 @@
 """What the runs page shows of a run directory: its status, config, curves, sample grids, figures and evaluation
-reports, read from the files the trainer and `evaluate` write (see `noisecraft.train.run`)."""
+reports, read from the files the trainer and `evaluate` write (see `noisecraft.rundir`)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from typing import Any
 
 from noisecraft.config import Config
 from noisecraft.errors import UserError
-from noisecraft.train.run import LOG_KINDS, read_log
+from noisecraft.rundir import LOG_KINDS, read_log
 
 MAX_POINTS = 2000  # per curve: a long run's log is thinned so the page stays fast
 MAX_JSON_BYTES = 4 << 20  # status, config and reports larger than this are not ours

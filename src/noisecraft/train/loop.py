@@ -26,7 +26,7 @@ from noisecraft.device import pick_device
 from noisecraft.errors import Interrupted, UserError
 from noisecraft.precision import use_bf16
 from noisecraft.registry import BEST_METRICS, TASKS
-from noisecraft.train.run import RunDir, read_log
+from noisecraft.rundir import RunDir, read_log
 from noisecraft.train.task import Task, TaskContext
 
 
@@ -85,7 +85,7 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     cfg, resume = run.prepare(cfg, resume, overwrite)
     ckpt = load_checkpoint(run.last) if resume else None
     if ckpt is not None:
-        cfg = _resumed_config(ckpt, cfg.train.steps)
+        cfg = RunDir.resumed(ckpt.config, ckpt.step, cfg.train.steps)
     distributed.barrier(dist_info)  # with --overwrite, the old run is gone before any rank reads or writes
     task_cls = TASKS.load(cfg.train.task)
     train_data = load_train_data(cfg.data)  # in memory, or a folder streamed by DataLoader workers
@@ -188,14 +188,6 @@ def _plot_metrics(run: RunDir) -> None:
     from noisecraft.evaluate.during_training import plot_metric_curves
 
     plot_metric_curves(read_log(run.log_path, "eval"), run.root / "metrics.png")
-
-
-def _resumed_config(ckpt: Checkpoint, steps: int) -> Config:
-    if steps < ckpt.step:
-        raise UserError(f"--steps {steps} is below the step of {ckpt.path} ({ckpt.step})")
-    cfg = ckpt.config
-    cfg.train.steps = steps  # the one thing a resume may change: train longer
-    return cfg
 
 
 def _configured(task_cls: type[Task], cfg: Config, data, ckpt: Checkpoint | None) -> Config:
