@@ -232,8 +232,9 @@ def test_latent_diffusion_refuses_an_autoencoder_for_other_images(cli, tmp_path)
     ae = tmp_path / "ae"
     assert cli("train-autoencoder", "--out", ae, "--steps", 2, *TINY_AE)[0] == 0
     code, _, err = cli("train", "--autoencoder", ae, "--out", tmp_path / "x", "--steps", 2, *TINY_LATENT,
-                       "--image-size", 18)
-    assert code == 2 and "multiple of 4" in err
+                       "--image-size", 20)  # a multiple of f = 4, but not the size the autoencoder learnt
+    assert code == 2 and "trained on 16x16 images" in err and "--image-size 16" in err, err
+    assert not (tmp_path / "x" / "config.json").exists()  # nothing written half-way
     code, _, err = cli("train", "--autoencoder", tmp_path / "nowhere", "--out", tmp_path / "y", *TINY_LATENT)
     assert code == 2 and "not found" in err
 

@@ -117,11 +117,11 @@ def cmd_sample(args, extra) -> int:
         raise UserError(f"unexpected argument '{extra[0]}'")
     options = _sampling_options(args)
     pipe = load_pipeline(args.checkpoint, args.device)
-    n, labels = pipe.request(args.n, args.class_index, prompt=_prompts(args))
-    opts = pipe.resolve(options)
-    images = pipe.generate(n, labels=labels, options=opts, progress=True)
-    settings = image_settings(pipe, opts, model=str(args.checkpoint), n=n, labels=labels)  # PNG `parameters`
+    req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), options=options)
+    images = pipe.generate(request=req, progress=True)
+    settings = image_settings(pipe, req, model=str(args.checkpoint))  # PNG `parameters`
     out = save_images(images, args.out, settings=settings)
+    labels = req.labels
     if isinstance(labels, list):  # a text model's prompts
         (out / "prompts.json").write_text(json.dumps(labels, indent=0) + "\n")
     elif labels is not None:

@@ -60,6 +60,13 @@ class ModelConfig:
     image_size: int = 0  # side of the square inputs the network sees (images, or latents in latent diffusion)
     num_classes: int = 0  # 0 = unconditional
 
+    @property
+    def conditioning(self) -> str:
+        """What a request to this model names: "text" (prompts), "class" (labels) or "unconditional"."""
+        if self.context_dim:
+            return "text"
+        return "class" if self.num_classes else "unconditional"
+
 
 @dataclass
 class DiffusionConfig:
@@ -134,6 +141,7 @@ class AutoencoderConfig:
     latent: bool = False  # diffuse in the autoencoder's latent space (needs `path`); False: pixel space
     path: str | None = None  # a noisecraft autoencoder run, or a diffusers AutoencoderKL folder (config.json + weights)
     copy_into_run: bool = True  # keep the autoencoder's weights in the diffusion run, so the run alone samples
+    image_channels: int = 0  # channels of the decoded images (filled in from the autoencoder); 0: not recorded
     # The KL-regularised autoencoder itself (train.task=autoencoder; Rombach et al. 2022).
     downsample: int = 4  # spatial factor f of the latents (a power of 2: 4, or 8)
     latent_channels: int = 4  # channels of a latent (B, latent_channels, H/f, W/f)
@@ -159,6 +167,17 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images a model of this config draws: what the network sees in pixel space, or the
+        decoded images of a latent run (data.image_size; channels as recorded from its autoencoder, or 0 when a
+        run from before that record did not say)."""
+        m = self.model
+        if not self.autoencoder.latent:
+            return (m.in_channels, m.image_size, m.image_size)
+        size = self.data.image_size or m.image_size
+        return (self.autoencoder.image_channels, size, size)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as strict JSON takes it (an open guidance interval's inf becomes "inf")."""

@@ -6,11 +6,9 @@ The trainer calls these between steps; none of them syncs the device every step.
 from __future__ import annotations
 
 import errno
-import json
 import signal
 import threading
 import warnings
-from pathlib import Path
 
 import torch
 

@@ -29,6 +29,7 @@ from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
+from noisecraft.rundir import run_root
 from noisecraft.samplers import describe_interval
 
 REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
@@ -193,10 +194,9 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     if opts.n < 2:
         raise UserError(f"--n must be at least 2 (metrics need a sample covariance), got {opts.n}")
     pipe = load_pipeline(checkpoint, opts.device)
-    sampling = pipe.resolve(opts.sampling)
     cfg, device = pipe.config, pipe.device
     ckpt_path = Path(pipe.path)
-    out = Path(out) if out is not None else ckpt_path.parent.parent / "eval"
+    out = Path(out) if out is not None else run_root(ckpt_path) / "eval"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -208,11 +208,12 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         from noisecraft.evaluate.text import default_prompts
 
         prompts = default_prompts(pipe.class_names, cfg.data.dataset)
-    _, labels = pipe.request(opts.n, prompt=prompts)  # class-balanced: i % K; or the prompts cycled
+    req = pipe.prepare(opts.n, prompt=prompts, options=opts.sampling)  # class-balanced: i % K; or prompts cycled
+    labels, sampling = req.labels, req.options
     text = isinstance(labels, list)
 
     t0 = time.perf_counter()
-    images = pipe.generate(opts.n, labels=labels, options=sampling, progress=opts.progress)
+    images = pipe.generate(request=req, progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
     s, interval = sampling, sampling.guidance_interval
