@@ -267,3 +267,21 @@ def test_sharpness_measures_fall_with_blur():
     blur = torch.nn.functional.avg_pool2d(sharp.float(), 3, 1, 1).round().to(torch.uint8)
     assert laplacian_variance(blur) < laplacian_variance(sharp)
     assert high_frequency_energy(blur) < high_frequency_energy(sharp)
+
+
+def test_the_latent_scale_costs_the_same_whatever_the_data_sets_size():
+    from noisecraft.data import ImageData
+    from noisecraft.train.autoencoder import SCALE_SAMPLE, latent_scale
+
+    class Counting(torch.nn.Module):  # an "encoder" whose latents are its input, counting what it encodes
+        seen = 0
+
+        def encode(self, x):
+            Counting.seen += len(x)
+            return type("Posterior", (), {"mode": lambda self: x})()
+
+    images = (torch.arange(4000) % 256).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    for n in (1000, 4000):
+        Counting.seen = 0
+        scale = latent_scale(Counting(), ImageData(images[:n], None, [], "x"), torch.device("cpu"))
+        assert Counting.seen == SCALE_SAMPLE and 1.5 < scale < 2.0  # 1 / std of evenly spread values in [-1, 1]

@@ -563,6 +563,19 @@ def _preset_digits64_latent() -> Config:
     return cfg
 
 
+def _preset_digits64_text_latent() -> Config:
+    # Stable Diffusion's composition on the 64x64 digits: the digits-text captions and frozen all-MiniLM-L6-v2,
+    # cross-attending at both latent resolutions (16x16 and 8x8, and mid) of the digits64-latent U-Net, in the
+    # 16x16x4 latents of a digits64-ae run (--autoencoder). Sampling as digits-text: DDIM 50 with guidance w = 2.
+    cfg = _preset_digits64_latent()
+    text = _preset_digits_text()
+    cfg.data.captions = "on"
+    cfg.model.cross_attn_resolutions = (16, 8)
+    cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
+    cfg.sample = text.sample
+    return cfg
+
+
 def _preset_cifar10_ae() -> Config:
     # CIFAR-10 upscaled to 64x64 (seed documents); f = 4 and 4 latent channels (latent diffusion's KL-f4 shape),
     # the discriminator switched on once reconstructions are good (as latent diffusion's disc_start).
@@ -603,6 +616,9 @@ PRESETS.register("digits64-ae", "noisecraft.config:_preset_digits64_ae",
                  "(noisecraft train-autoencoder)")
 PRESETS.register("digits64-latent", "noisecraft.config:_preset_digits64_latent",
                  "latent diffusion on the 64x64 digits in the latents of --autoencoder (a digits64-ae run)")
+PRESETS.register("digits64-text-latent", "noisecraft.config:_preset_digits64_text_latent",
+                 "text-to-image in the latents of --autoencoder (a digits64-ae run): the digits-text captions, "
+                 "cross-attention at the latent resolutions (Stable Diffusion's composition; pip install -e \".[text]\")")
 PRESETS.register("mnist", "noisecraft.config:_preset_mnist", "MNIST (torchvision), 50k steps")
 PRESETS.register("cifar10", "noisecraft.config:_preset_cifar10",
                  "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")

@@ -201,9 +201,8 @@ class Pipeline:
         guided = self.kind != "unconditional" and guidance != 0
         batch_size = pick(o.batch_size, default_sampling_batch(self.device, guided))
         _check_options(steps, guidance, interval, batch_size)
-        if o.negative_prompt is not None and self.kind != "text":
-            raise UserError(f"this model is {self.kind}-conditional: a negative prompt needs a text-to-image model"
-                            if self.kind == "class" else "this model is unconditional: it takes no negative prompt")
+        if o.negative_prompt is not None:
+            self.conditioner.check_negative(o.negative_prompt)
         return SamplingOptions(sampler, steps, guidance, interval, pick(o.seed, 0), batch_size,
                                "bf16" if use_bf16(self.device, precision) else "fp32", pick(o.clip_x0, s.clip_x0),
                                o.negative_prompt)

@@ -83,8 +83,11 @@ class Unconditional:
     def condition(self, conditions, device) -> dict | None:
         return None
 
+    def check_negative(self, negative_prompt: str) -> None:
+        raise UserError("this model is unconditional: it takes no negative prompt")
+
     def null(self, negative_prompt: str | None, device) -> dict | None:
-        return None  # (a negative prompt is refused when the request is resolved)
+        return None
 
 
 class ClassLabels(Unconditional):
@@ -116,6 +119,9 @@ class ClassLabels(Unconditional):
 
     def condition(self, labels: torch.Tensor, device) -> dict:
         return class_cond(labels.to(device))
+
+    def check_negative(self, negative_prompt: str) -> None:
+        raise UserError("this model is class-conditional: a negative prompt needs a text-to-image model")
 
     def null(self, negative_prompt: str | None, device) -> dict:
         return null_cond(self.num_classes, device)

@@ -27,6 +27,7 @@ from noisecraft.errors import UserError
 from noisecraft.registry import TEXT_ENCODERS
 
 EMBEDDINGS_FILE = "text_embeddings.safetensors"
+MAX_PROMPT_CHARS = 2000  # longer is no prompt a model of tens of tokens reads: refused, not silently truncated
 KEYS = ("context", "context_mask", "context_pooled")
 TEXT_EXTRA = 'pip install -e ".[text]"'
 
@@ -255,8 +256,10 @@ class TextPrompts:
         if labels is not None and prompt is not None:
             raise UserError("give prompt or labels, not both")
         prompts = list(labels) if labels is not None else [prompt] if isinstance(prompt, str) else list(prompt or [])
-        if not prompts:
-            raise UserError("this text-to-image model needs a prompt (--prompt TEXT or --prompt-file FILE)")
+        if not prompts or any(not p.strip() for p in prompts):
+            raise UserError("this text-to-image model needs a prompt (--prompt TEXT or --prompt-file FILE); an empty "
+                            "one is the unconditional model, which guidance contrasts with")
+        check_prompt_length(prompts)
         n = len(prompts) if n is None else n
         if n <= 0 or (labels is not None and len(labels) != n):
             raise UserError(f"n must be > 0 and match the {len(prompts)} prompts given as labels, got {n}")
@@ -266,6 +269,16 @@ class TextPrompts:
         """Token embeddings (B, L, D), padding mask (B, L) and pooled embedding (B, D) of a batch's prompts."""
         return self.text(prompts, device)
 
+    def check_negative(self, negative_prompt: str) -> None:
+        check_prompt_length([negative_prompt], "negative prompt")
+
     def null(self, negative_prompt: str | None, device) -> dict:
         """The empty prompt's embeddings, or a negative prompt's, (1, ...)."""
         return self.text([negative_prompt or ""], device)
+
+
+def check_prompt_length(prompts: list[str], what: str = "prompt") -> None:
+    long = next((p for p in prompts if len(p) > MAX_PROMPT_CHARS), None)
+    if long is not None:
+        raise UserError(f"a {what} must be at most {MAX_PROMPT_CHARS} characters, got {len(long)} (the model reads "
+                        f"its first tokens only)")
