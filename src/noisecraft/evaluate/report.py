@@ -182,6 +182,17 @@ def class_grid_order(labels: torch.Tensor | None, n: int, num_classes: int, per_
     return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)])
 
 
+def _request(pipe, opts: EvalOptions):
+    """The samples to judge, and a text model's distinct prompts: class-balanced (i % K), or the prompts given
+    (default: one template per class) cycled."""
+    prompts = opts.prompts
+    if pipe.kind == "text" and prompts is None:
+        from noisecraft.evaluate.text import default_prompts
+
+        prompts = default_prompts(pipe.class_names, pipe.config.data.dataset)
+    return pipe.prepare(opts.n, prompt=prompts, options=opts.sampling), prompts
+
+
 def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
                         opts: EvalOptions | None = None) -> dict:
     """Evaluate a run directory or checkpoint file; writes report.json, report.md, samples.png, real.png and
@@ -203,12 +214,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
 
     k = pipe.num_classes
-    prompts = opts.prompts
-    if pipe.kind == "text" and prompts is None:
-        from noisecraft.evaluate.text import default_prompts
-
-        prompts = default_prompts(pipe.class_names, cfg.data.dataset)
-    req = pipe.prepare(opts.n, prompt=prompts, options=opts.sampling)  # class-balanced: i % K; or prompts cycled
+    req, prompts = _request(pipe, opts)
     labels, sampling = req.labels, req.options
     text = isinstance(labels, list)
 
