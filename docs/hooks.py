@@ -4,6 +4,8 @@
 - `<!-- generated: cli -->` becomes every command and flag of the argparse parser (`noisecraft.cli.make_parser`);
 - `<!-- generated: config -->` becomes every config field with its type, default and comment
   (`noisecraft.config.field_docs`), then the presets and the registries' names;
+- `<!-- generated: laptop_presets -->` becomes the table of benchmarks/results/laptop_presets.json (as in the
+  README);
 - `<!-- generated: benchmarks -->` becomes the measured figures in benchmarks/results/*.json(l), each with the
   machine it was measured on.
 """
@@ -151,7 +153,20 @@ def benchmarks_markdown() -> str:
 
 # ---------------------------------------------------------------- the hook
 
-GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown}
+def laptop_presets_markdown() -> str:
+    """The laptop presets' table, rendered from benchmarks/results/laptop_presets.json as the README's is."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from laptop_presets import RESULT, render
+
+    if not RESULT.is_file():
+        return "Not measured yet: run `python benchmarks/laptop_presets.py`."
+    return render(json.loads(RESULT.read_text()))
+
+
+GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown,
+              "laptop_presets": laptop_presets_markdown}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

@@ -2,6 +2,7 @@
 them), the pages' shell blocks marked runnable run as shown (on tiny settings), the notebook runs top to bottom,
 and nothing in the README or the docs points outside the repository."""
 import argparse
+import json
 import dataclasses
 import os
 import re
@@ -119,3 +120,13 @@ def test_links_stay_inside_the_repository():
             elif path and not (page.parent / path).exists():
                 bad.append(f"{page.relative_to(ROOT)}: {target} (missing)")
     assert bad == []
+
+
+def test_the_readmes_laptop_preset_figures_are_rendered_from_their_result_file():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from laptop_presets import RESULT, render
+
+    result = json.loads(RESULT.read_text())
+    assert render(result) in (ROOT / "README.md").read_text(), "run python benchmarks/laptop_presets.py --readme"
+    assert [r["preset"] for r in result["rows"]] == ["digits64-ae", "digits64-latent", "digits64-text-latent",
+                                                     "digits-text"]
