@@ -281,7 +281,14 @@ def test_the_latent_scale_costs_the_same_whatever_the_data_sets_size():
             return type("Posterior", (), {"mode": lambda self: x})()
 
     images = (torch.arange(4000) % 256).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
-    for n in (1000, 4000):
+    class Streamed:  # a folder too large for memory: decoded one item at a time
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return images[i], 0
+
+    for data in (ImageData(images[:1000], None, [], "x"), ImageData(images, None, [], "x"), Streamed()):
         Counting.seen = 0
-        scale = latent_scale(Counting(), ImageData(images[:n], None, [], "x"), torch.device("cpu"))
+        scale = latent_scale(Counting(), data, torch.device("cpu"))
         assert Counting.seen == SCALE_SAMPLE and 1.5 < scale < 2.0  # 1 / std of evenly spread values in [-1, 1]

@@ -24,11 +24,12 @@ GAN_BETAS = (0.5, 0.9)  # Adam's betas for both players, as latent diffusion's a
 SCALE_SAMPLE = 512  # training images the latent scale is measured on, at every checkpoint
 
 
-def latent_scale(ae, data: ImageData, device: torch.device, n: int = SCALE_SAMPLE) -> float:
+def latent_scale(ae, data, device: torch.device, n: int = SCALE_SAMPLE) -> float:
     """1 / std of the latents (posterior means) of n training images spaced evenly over the set (the same n every
-    checkpoint, whatever the set's size)."""
+    checkpoint, whatever the set's size; a folder streamed from disk decodes just those n)."""
     idx = torch.linspace(0, len(data) - 1, min(n, len(data))).round().long().unique()
-    return float(1.0 / encode_images(data.images[idx], lambda x: ae.encode(x).mode(), device).std())
+    images = data.images[idx] if isinstance(data, ImageData) else torch.stack([data[i][0] for i in idx.tolist()])
+    return float(1.0 / encode_images(images, lambda x: ae.encode(x).mode(), device).std())
 
 
 class AutoencoderTask(Task):
@@ -80,7 +81,7 @@ class AutoencoderTask(Task):
     def metadata(self):
         meta = {"params": count_parameters(self.ae), "discriminator_params": count_parameters(self.disc),
                 "lpips": self.cfg.autoencoder.lpips_weights is not None}
-        if isinstance(self.ctx.train_data, ImageData):
+        if self.ctx.train_data is not None:
             meta["latent_scale"] = latent_scale(self.ema.module, self.ctx.train_data, self.device)
         return meta
 
