@@ -88,6 +88,14 @@ def judge_text(run: str, n: int, pair_seeds: int) -> dict:
             "judge_sampling_s": round(para["sampling_seconds"] + pairs["sampling_seconds"], 1)}
 
 
+def _commit() -> str | None:
+    """The commit of the code measured (with "+dirty" when the working tree differs from it)."""
+    def git(*a):
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
+    return head and head + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", choices=sorted(SUBCOMMAND), required=True)
@@ -102,7 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     for name, overrides in json.loads(args.variants).items():
         rec = {"variant": name, "preset": args.preset, "overrides": overrides, "autoencoder": args.autoencoder,
-               "note": args.note, "load_average_before": [round(v, 2) for v in os.getloadavg()]}
+               "note": args.note, "code": _commit(), "load_average_before": [round(v, 2) for v in os.getloadavg()]}
         rec.update(train(name, overrides, args))
         t0 = time.perf_counter()
         if args.kind == "ae":
