@@ -1,9 +1,10 @@
-"""Pixel vs latent diffusion on the 64x64 digits, side by side: `digits64` against `digits64-latent` (in the
-latents of a trained digits64-ae run).
+"""Pixel vs latent diffusion on the 64x64 digits, side by side: `digits64` against `digits64-latent` and
+`digits64-text-latent` (in the latents of a trained digits64-ae run).
 
 Each trains in a subprocess for the same wall-clock budget (stopped by SIGTERM, which saves `last`; the latent
 run's budget includes encoding its latent cache), then draws N class-balanced DDIM-50 samples (the presets'
-guidance; the latent run's time includes decoding) judged by the offline digits classifier at its native size.
+guidance; the latent runs' time includes decoding) judged by the offline digits classifier at its native size; the
+text run draws them from one template prompt per digit ("a handwritten seven"), judged as the digit named.
 Records training images/s, sampling images/s and judge accuracy, with the CPU and its threads.
 
     python benchmarks/latent_vs_pixel.py --autoencoder runs/ae64 --budget 180 --n 200
@@ -59,11 +60,15 @@ def sample_and_judge(run: str, n: int) -> dict:
     from noisecraft.evaluate.classifier import classifier_accuracy
     from noisecraft.pipeline import load_pipeline
 
+    from noisecraft.evaluate.text import default_prompts
+
     pipe = load_pipeline(run, "cpu", prefer="last")
-    n, labels = pipe.request(n)  # class-balanced
-    pipe.generate(2, labels=labels[:2], steps=2)  # warm-up: first-call allocations
+    prompts = default_prompts(pipe.class_names, "digits") if pipe.kind == "text" else None
+    req = pipe.prepare(n, prompt=prompts, sampler="ddim", steps=50, seed=10_000)  # class-balanced: i % 10
+    labels = torch.arange(req.n) % 10 if prompts else req.labels
+    pipe.generate(2, labels=req.labels[:2], steps=2)  # warm-up: first-call allocations (and the prompts' embeddings)
     t0 = time.perf_counter()
-    images = pipe.generate(n, labels=labels, sampler="ddim", steps=50, seed=10_000)
+    images = pipe.generate(request=req)
     seconds = time.perf_counter() - t0
     return {"sample_img_per_s": round(n / seconds, 2), "sampling_s": round(seconds, 1), "n": n,
             "image_shape": list(images.shape[1:]), "threads": torch.get_num_threads(),
@@ -81,13 +86,16 @@ def main() -> None:
     args = ap.parse_args()
     result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": cpu_info(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "autoencoder": args.autoencoder}
-    for name, preset, extra in (("pixel", "digits64", []), ("latent", "digits64-latent",
-                                                            ["--autoencoder", args.autoencoder])):
+    ae = ["--autoencoder", args.autoencoder]
+    for name, preset, extra in (("pixel", "digits64", []), ("latent", "digits64-latent", ae),
+                                ("text_latent", "digits64-text-latent", ae)):
         result[name] = {"preset": preset, **train_for(name, preset, extra, args)}
         result[name].update(sample_and_judge(result[name]["run"], args.n))
-    p, q = result["pixel"], result["latent"]
-    result["latent_speedup"] = {"train": round(q["train_img_per_s"] / p["train_img_per_s"], 2),
-                                "sampling": round(q["sample_img_per_s"] / p["sample_img_per_s"], 2)}
+    p = result["pixel"]
+    for name in ("latent", "text_latent"):
+        q = result[name]
+        result[f"{name}_speedup"] = {"train": round(q["train_img_per_s"] / p["train_img_per_s"], 2),
+                                     "sampling": round(q["sample_img_per_s"] / p["sample_img_per_s"], 2)}
     write_result(result, args.out, "latent_vs_pixel")
 
 

@@ -1,7 +1,10 @@
-"""Text-to-image on the embedded digits (issue 15): train `--preset digits-text`, then measure what the issue checks.
+"""Text-to-image on the embedded digits (issues 15 and 22): train `--preset digits-text` (pixels) or
+`digits64-text-latent` (in the latents of a digits64-ae run), then measure what the issues check.
 
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/text_to_image.py   # as a CPU without AVX-512
     python benchmarks/text_to_image.py --run runs/digits-text --no-train                   # judge an existing run
+    python benchmarks/text_to_image.py --preset digits64-text-latent --autoencoder runs/ae64 \
+        --out benchmarks/results/text_to_image_latent.json
 
 Prints and writes benchmarks/results/text_to_image.json:
 * training: the wall time of `noisecraft train --preset digits-text --train.precision=fp32` in a subprocess, as a
@@ -10,8 +13,8 @@ Prints and writes benchmarks/results/text_to_image.json:
   (checked here), >= 500 samples: the share the offline judge classifies as the digit named (goal >= 90%);
 * attribute pairs: prompts differing in one attribute only (bold/thin, leaning right/left, large/small), the same
   seed for both: the share of pairs whose measured attribute differs in the asked direction (goal >= 85%);
-* the step-time ratio: a training step of the text model over the class-conditional step of the same U-Net, from
-  interleaved rounds (goal <= 1.3);
+* the step-time ratio: a training step of the text model over the class-conditional step of the same U-Net (in the
+  same latent space for a latent preset), from interleaved rounds (goal <= 1.3);
 * the machine: CPU model (lscpu), its ISA flags, ATen's CPU capability, precision, threads, /proc/loadavg.
 """
 from __future__ import annotations
@@ -50,10 +53,10 @@ def loadavg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]  # 1, 5 and 15 minutes: others share these cores
 
 
-def train(run: Path) -> dict:
-    """`noisecraft train --preset digits-text` in fp32 as a subprocess; its wall time and the load around it."""
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits-text", "--out", str(run), "--overwrite",
-           "--train.precision=fp32", "--no-progress"]
+def train(run: Path, preset_name: str, autoencoder: str | None) -> dict:
+    """`noisecraft train --preset P [--autoencoder AE]` in fp32 as a subprocess; its wall time and the load."""
+    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", preset_name, "--out", str(run), "--overwrite",
+           "--train.precision=fp32", "--no-progress", *(["--autoencoder", autoencoder] if autoencoder else [])]
     before, t0 = loadavg(), time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
@@ -118,22 +121,25 @@ def attribute_pairs(pipe, opts, seeds: int) -> dict:
     return out
 
 
-def step_ratio(rounds: int = 12, steps: int = 4) -> dict:
-    """Seconds a training step of the digits-text model and of its class-conditional twin (the same U-Net without
-    text: the digits' class labels instead) take, in interleaved rounds on the real batches (fp32)."""
+def step_ratio(preset_name: str, autoencoder: str | None, rounds: int = 12, steps: int = 4) -> dict:
+    """Seconds a training step of the text model and of its class-conditional twin (the same U-Net without
+    text: the digits' class labels instead; in the same latents for a latent preset) take, in interleaved rounds on
+    the real batches (fp32)."""
     from noisecraft.data import load_dataset, make_batcher
     from noisecraft.train.diffusion import DiffusionTask
     from noisecraft.train.task import TaskContext
 
-    text_cfg = apply_overrides(preset("digits-text"), {"train.precision": "fp32"})
+    latent = {"autoencoder.path": autoencoder, "autoencoder.latent": True} if autoencoder else {}
+    text_cfg = apply_overrides(preset(preset_name), {"train.precision": "fp32", **latent})
     class_cfg = apply_overrides(text_cfg, {"data.captions": "off", "model.text_encoder": "none"})
     tasks = {}
     for name, cfg in (("class", class_cfg), ("text", text_cfg)):
         data = load_dataset(cfg.data, "train")
         cfg = DiffusionTask.configure(cfg, data)
         torch.manual_seed(0)
-        task = DiffusionTask(cfg, TaskContext(torch.device("cpu"), class_names=data.class_names, captions=data.captions))
-        tasks[name] = (task, make_batcher(data, cfg.train.batch_size, torch.device("cpu")))
+        task = DiffusionTask(cfg, TaskContext(torch.device("cpu"), class_names=data.class_names, captions=data.captions,
+                                              train_data=data))
+        tasks[name] = (task, make_batcher(task.training_data(), cfg.train.batch_size, torch.device("cpu")))
     times = {name: [] for name in tasks}
     step = 0
     for r in range(rounds + 1):  # round 0 warms up
@@ -155,6 +161,10 @@ def step_ratio(rounds: int = 12, steps: int = 4) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="benchmarks/results/text_to_image_run", help="run directory (trained here)")
+    ap.add_argument("--preset", default="digits-text", help="digits-text, or digits64-text-latent (--autoencoder)")
+    ap.add_argument("--autoencoder", default=None, help="a digits64-ae run, for a latent preset")
+    ap.add_argument("--goal-seconds", type=float, default=300.0,
+                    help="the issue's wall-time goal on a real AVX2 laptop (300: digits-text, 420: text-latent)")
     ap.add_argument("--no-train", action="store_true", help="judge the run in --run as it is")
     ap.add_argument("--n", type=int, default=600, help="held-out paraphrase samples (>= 500)")
     ap.add_argument("--pair-seeds", type=int, default=10, help="seeds per digit and attribute (x10 digits x 3)")
@@ -166,9 +176,10 @@ def main() -> None:
     from noisecraft.pipeline import load_pipeline
 
     run = Path(args.run)
-    result = {"machine": machine(args.precision), "loadavg_start": loadavg()}
+    result = {"preset": args.preset, "autoencoder": args.autoencoder, "machine": machine(args.precision),
+              "loadavg_start": loadavg()}
     if not args.no_train:
-        result["train"] = train(run)
+        result["train"] = train(run, args.preset, args.autoencoder)
         print(to_json(result["train"]))
     pipe = load_pipeline(run, "cpu")
     opts = pipe.resolve(guidance=args.guidance, precision=args.precision, seed=10_000)
@@ -176,10 +187,12 @@ def main() -> None:
                           "guidance_interval": list(opts.guidance_interval), "precision": opts.precision}
     result["held_out_paraphrases"] = paraphrase_accuracy(pipe, opts, args.n)
     result["attribute_pairs"] = attribute_pairs(pipe, opts, args.pair_seeds)
-    result["step_time"] = step_ratio()
+    result["step_time"] = step_ratio(args.preset, args.autoencoder)
     result["loadavg_end"] = loadavg()
+    capped = result["machine"].get("kernels_capped_to") == "avx2"  # the cap runs 2.3x faster than a real laptop
+    limit = args.goal_seconds * (0.4 if capped else 1.0)
     result["goals"] = {
-        "train_minutes_le_10": result.get("train", {}).get("wall_seconds", float("nan")) <= 600,
+        f"train_wall_s_le_{limit:g}": result.get("train", {}).get("wall_seconds", float("nan")) <= limit,
         "held_out_accuracy_ge_0.90": result["held_out_paraphrases"]["accuracy"] >= 0.90,
         "attribute_pairs_ge_0.85": result["attribute_pairs"]["overall"] >= 0.85,
         "step_ratio_le_1.3": result["step_time"]["ratio_median"] <= 1.3}

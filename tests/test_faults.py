@@ -237,7 +237,7 @@ def test_resume_before_first_checkpoint_restarts_from_step_0(cli, tmp_path):
 
 
 def test_resume_truncates_log_past_the_checkpoint(tmp_path):
-    from noisecraft.faults import truncate_log
+    from noisecraft.rundir import truncate_log
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 2, "loss": 1}\n{"step": 4, "val_loss": 1}\n{"step": 6, "loss": 1}\n{"step": 8, "lo')

@@ -232,8 +232,9 @@ def test_latent_diffusion_refuses_an_autoencoder_for_other_images(cli, tmp_path)
     ae = tmp_path / "ae"
     assert cli("train-autoencoder", "--out", ae, "--steps", 2, *TINY_AE)[0] == 0
     code, _, err = cli("train", "--autoencoder", ae, "--out", tmp_path / "x", "--steps", 2, *TINY_LATENT,
-                       "--image-size", 18)
-    assert code == 2 and "multiple of 4" in err
+                       "--image-size", 20)  # a multiple of f = 4, but not the size the autoencoder learnt
+    assert code == 2 and "trained on 16x16 images" in err and "--image-size 16" in err, err
+    assert not (tmp_path / "x" / "config.json").exists()  # nothing written half-way
     code, _, err = cli("train", "--autoencoder", tmp_path / "nowhere", "--out", tmp_path / "y", *TINY_LATENT)
     assert code == 2 and "not found" in err
 
@@ -266,3 +267,21 @@ def test_sharpness_measures_fall_with_blur():
     blur = torch.nn.functional.avg_pool2d(sharp.float(), 3, 1, 1).round().to(torch.uint8)
     assert laplacian_variance(blur) < laplacian_variance(sharp)
     assert high_frequency_energy(blur) < high_frequency_energy(sharp)
+
+
+def test_the_latent_scale_costs_the_same_whatever_the_data_sets_size():
+    from noisecraft.data import ImageData
+    from noisecraft.train.autoencoder import SCALE_SAMPLE, latent_scale
+
+    class Counting(torch.nn.Module):  # an "encoder" whose latents are its input, counting what it encodes
+        seen = 0
+
+        def encode(self, x):
+            Counting.seen += len(x)
+            return type("Posterior", (), {"mode": lambda self: x})()
+
+    images = (torch.arange(4000) % 256).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    for n in (1000, 4000):
+        Counting.seen = 0
+        scale = latent_scale(Counting(), ImageData(images[:n], None, [], "x"), torch.device("cpu"))
+        assert Counting.seen == SCALE_SAMPLE and 1.5 < scale < 2.0  # 1 / std of evenly spread values in [-1, 1]

@@ -174,3 +174,50 @@ def test_import_noisecraft_does_not_import_torch():
     code = ("import sys, noisecraft; assert 'torch' not in sys.modules; "
             "from noisecraft import load_pipeline, Pipeline; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_request_is_resolved_once_and_frozen(pipe):
+    import dataclasses
+
+    req = pipe.prepare(5, [1, 2], steps=3, seed=10)
+    assert req.n == 5 and req.seeds == (10, 11, 12, 13, 14) and req.labels.tolist() == [1, 2, 1, 2, 1]
+    assert req.options == pipe.resolve(steps=3, seed=10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.seeds = (0,)
+    assert torch.equal(pipe.generate(request=req), pipe.generate(5, [1, 2], steps=3, seed=10))
+    own = pipe.prepare(2, 1, seeds=[12, 14], steps=3, seed=10)  # image i's seed given: as images 2 and 4 above
+    diff = pipe.generate(request=own).int() - pipe.generate(request=req)[[2, 4]].int()
+    assert diff.abs().max() <= 1  # the same noise; only the batch's size differs (rounding)
+    merged = type(req).merged([pipe.prepare(1, 4, seed=7, steps=3), pipe.prepare(2, 5, seed=1, steps=3)])
+    assert merged.seeds == (7, 1, 2) and merged.labels.tolist() == [4, 5, 5] and merged.options.batch_size == 3
+
+
+def test_a_guidance_interval_that_guides_no_step_is_refused(pipe):
+    for bad in ((5.0, 1.0), (2.0, 2.0), (-1.0, 3.0)):
+        with pytest.raises(UserError, match="lo < hi"):
+            pipe.prepare(2, 3, guidance=1.0, guidance_interval=bad)
+    assert pipe.prepare(2, 3, guidance_interval=(0.0, float("inf"))).options.guidance_interval == (0.0, float("inf"))
+
+
+def test_the_run_root_of_any_path_inside_a_run(tmp_path):
+    from noisecraft.rundir import run_root
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "checkpoints" / "best.safetensors").write_bytes(b"")
+    loose = tmp_path / "downloaded"  # a folder holding a checkpoint directly is its own run
+    loose.mkdir()
+    (loose / "best.safetensors").write_bytes(b"")
+    assert run_root(run) == run_root(run / "checkpoints") == run_root(run / "checkpoints" / "best.safetensors") == run
+    assert run_root(loose / "best.safetensors") == run_root(loose) == loose
+
+
+def test_kind_and_image_shape_come_from_the_config_without_a_network():
+    from noisecraft.config import Config
+
+    cfg = preset("digits64-text-latent")
+    cfg.model.context_dim, cfg.autoencoder.image_channels = 384, 1
+    cfg.model.in_channels, cfg.model.image_size = 4, 16
+    assert cfg.model.conditioning == "text" and cfg.image_shape == (1, 64, 64)
+    assert Config().model.conditioning == "unconditional" and preset("digits").image_shape == (0, 0, 0)

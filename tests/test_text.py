@@ -214,12 +214,12 @@ class FakeText:
 
 def fake_text_pipeline():
     from noisecraft.diffusion import Denoiser
-    from noisecraft.pipeline import TextPipeline
+    from noisecraft.pipeline import pipeline_for
 
     net, mcfg = text_unet()
     cfg = preset("digits")
     cfg.model = mcfg
-    return TextPipeline(Denoiser(net, cfg.diffusion).eval(), cfg, text=FakeText())
+    return pipeline_for(cfg, Denoiser(net, cfg.diffusion).eval(), text=FakeText())
 
 
 def test_guidance_on_text_runs_the_prompt_and_the_empty_prompt_in_one_batched_call():

@@ -76,7 +76,7 @@ def toy_task(monkeypatch):
 
 def _records(run: Path) -> list[dict]:
     """The log without wall-clock fields, each line parsed strictly (records of 0.1 get their kind by keys)."""
-    from noisecraft.train.run import read_log
+    from noisecraft.rundir import read_log
 
     for line in (run / "log.jsonl").read_text().splitlines():
         strict_json(line)
@@ -238,3 +238,25 @@ def test_learning_rate_schedules():
     tc.lr_schedule = "cosine"
     assert lr_at(99, tc) == pytest.approx(1e-3) and lr_at(300, tc) == pytest.approx(5e-4)
     assert 0 < lr_at(499, tc) < 1e-6  # decays to 0 at the last step
+
+
+def test_training_asks_for_figures_and_metrics_through_its_hooks(tmp_path, tiny_args):
+    import ast
+
+    from noisecraft.config import apply_overrides, preset
+    from noisecraft.train import train
+    from noisecraft.train.task import Hooks
+
+    src = Path(__file__).parents[1] / "src" / "noisecraft" / "train"
+    for f in src.glob("*.py"):  # the loop and its tasks import neither explain nor evaluate
+        names = [n.module for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ImportFrom) and n.module]
+        assert not [m for m in names if m.startswith(("noisecraft.explain", "noisecraft.evaluate"))], f.name
+    asked = []
+    hooks = Hooks(figure=lambda pipe, name, path, **o: asked.append(("figure", name, Path(path).name, o["n"])),
+                  metrics=lambda pipe: asked.append(("metrics", pipe.kind)) or {"fd_clf": 1.0, "class_accuracy": 0.5},
+                  plot_metrics=lambda records, path: asked.append(("plot", len(records))))
+    cfg = apply_overrides(preset("digits"), {"train.steps": 2, "train.eval_every": 2,
+                                             **dict(a[2:].split("=", 1) for a in tiny_args)})
+    train(cfg, tmp_path / "run", progress=False, hooks=hooks)
+    assert asked == [("metrics", "class"), ("plot", 1), ("figure", "forward", "forward_process.png", 4),
+                     ("figure", "reverse", "reverse_process.png", 4)]

@@ -7,8 +7,6 @@ carries the metadata JSON, so the one file is complete and is replaced atomicall
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,42 +15,10 @@ import torch
 
 from noisecraft.config import Config, to_json
 from noisecraft.errors import UserError
+from noisecraft.rundir import atomic_write_bytes, resolve_checkpoint  # noqa: F401  (re-exported)
 
 FORMAT = "noisecraft-checkpoint"
 VERSION = 2  # 2: named parts (modules and optimizers by name); 1: model./ema./optim. (still read)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash at any moment leaves either the old or the new file whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 OPTIM = "optimizer"  # tensor-key prefix of optimizer states: optimizer.<name>.<param index>.<state key>
@@ -99,22 +65,6 @@ def _upgrade_v1(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, torch
     groups = meta.pop("optimizer_param_groups", None) or []
     meta["optimizers"] = {"unet": groups} if groups else {}
     return out
-
-
-def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
-    """A run directory, a checkpoints/ directory, or a .safetensors/.json file -> the .safetensors file."""
-    p = Path(path)
-    if p.is_dir():
-        for d in (p / "checkpoints", p):
-            for name in (prefer, "last", "best"):
-                if (d / f"{name}.safetensors").is_file():
-                    return d / f"{name}.safetensors"
-        raise UserError(f"no checkpoint found in {p} (expected checkpoints/best.safetensors or last.safetensors)")
-    if p.suffix == ".json":
-        p = p.with_suffix(".safetensors")
-    if not p.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    return p
 
 
 @dataclass

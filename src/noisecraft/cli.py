@@ -56,20 +56,17 @@ def build_config(args, extra: list[str]) -> Config:
 def cmd_train(args, extra) -> int:
     from noisecraft.train import train
 
-    if args.resume:
-        # The run's own config (its checkpoint holds the same); a resume may only train longer or move device.
+    if args.resume:  # the run's own config (rundir owns the resume rules)
+        from noisecraft.rundir import RunDir
+
         changed = [f for f, v in (("--config", args.config), ("--preset", args.preset_given), ("--dataset", args.dataset),
                                   ("--data-root", args.data_root), ("--image-size", args.image_size),
                                   ("--seed", args.seed), ("--download", args.download),
                                   ("--autoencoder", args.autoencoder), ("--lpips-weights", args.lpips_weights)) if v]
-        changed += extra[:1]
-        if changed:
-            raise UserError(f"--resume continues the run with its saved config; only --steps and --device may "
-                            f"change, not {changed[0]}")
-        saved = Path(args.out) / "config.json"
-        cfg = Config.load(saved) if saved.is_file() else preset(args.default_preset)
-        cfg = apply_overrides(cfg, {k: v for k, v in (("train.steps", args.steps), ("train.device", args.device))
-                                    if v is not None})
+        cfg = RunDir(args.out).resume_config(changed + extra[:1], args.steps, args.device)
+        if cfg is None:  # nothing saved: the run's own rules say what may happen (RunDir.prepare)
+            cfg = apply_overrides(preset(args.default_preset), {k: v for k, v in (("train.steps", args.steps),
+                                                                              ("train.device", args.device)) if v is not None})
     else:
         cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
@@ -120,11 +117,11 @@ def cmd_sample(args, extra) -> int:
         raise UserError(f"unexpected argument '{extra[0]}'")
     options = _sampling_options(args)
     pipe = load_pipeline(args.checkpoint, args.device)
-    n, labels = pipe.request(args.n, args.class_index, prompt=_prompts(args))
-    opts = pipe.resolve(options)
-    images = pipe.generate(n, labels=labels, options=opts, progress=True)
-    settings = image_settings(pipe, opts, model=str(args.checkpoint), n=n, labels=labels)  # PNG `parameters`
+    req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), options=options)
+    images = pipe.generate(request=req, progress=True)
+    settings = image_settings(pipe, req, model=str(args.checkpoint))  # PNG `parameters`
     out = save_images(images, args.out, settings=settings)
+    labels = req.labels
     if isinstance(labels, list):  # a text model's prompts
         (out / "prompts.json").write_text(json.dumps(labels, indent=0) + "\n")
     elif labels is not None:

@@ -60,6 +60,13 @@ class ModelConfig:
     image_size: int = 0  # side of the square inputs the network sees (images, or latents in latent diffusion)
     num_classes: int = 0  # 0 = unconditional
 
+    @property
+    def conditioning(self) -> str:
+        """What a request to this model names: "text" (prompts), "class" (labels) or "unconditional"."""
+        if self.context_dim:
+            return "text"
+        return "class" if self.num_classes else "unconditional"
+
 
 @dataclass
 class DiffusionConfig:
@@ -134,6 +141,7 @@ class AutoencoderConfig:
     latent: bool = False  # diffuse in the autoencoder's latent space (needs `path`); False: pixel space
     path: str | None = None  # a noisecraft autoencoder run, or a diffusers AutoencoderKL folder (config.json + weights)
     copy_into_run: bool = True  # keep the autoencoder's weights in the diffusion run, so the run alone samples
+    image_channels: int = 0  # channels of the decoded images (filled in from the autoencoder); 0: not recorded
     # The KL-regularised autoencoder itself (train.task=autoencoder; Rombach et al. 2022).
     downsample: int = 4  # spatial factor f of the latents (a power of 2: 4, or 8)
     latent_channels: int = 4  # channels of a latent (B, latent_channels, H/f, W/f)
@@ -159,6 +167,17 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images a model of this config draws: what the network sees in pixel space, or the
+        decoded images of a latent run (data.image_size; channels as recorded from its autoencoder, or 0 when a
+        run from before that record did not say)."""
+        m = self.model
+        if not self.autoencoder.latent:
+            return (m.in_channels, m.image_size, m.image_size)
+        size = self.data.image_size or m.image_size
+        return (self.autoencoder.image_channels, size, size)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as strict JSON takes it (an open guidance interval's inf becomes "inf")."""
@@ -549,6 +568,19 @@ def _preset_digits64_latent() -> Config:
     return cfg
 
 
+def _preset_digits64_text_latent() -> Config:
+    # Stable Diffusion's composition on the 64x64 digits: the digits-text captions and frozen all-MiniLM-L6-v2,
+    # cross-attending at both latent resolutions (16x16 and 8x8, and mid) of the digits64-latent U-Net, in the
+    # 16x16x4 latents of a digits64-ae run (--autoencoder). Sampling as digits-text: DDIM 50 with guidance w = 2.
+    cfg = _preset_digits64_latent()
+    text = _preset_digits_text()
+    cfg.data.captions = "on"
+    cfg.model.cross_attn_resolutions = (16, 8)
+    cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
+    cfg.sample = text.sample
+    return cfg
+
+
 def _preset_cifar10_ae() -> Config:
     # CIFAR-10 upscaled to 64x64 (seed documents); f = 4 and 4 latent channels (latent diffusion's KL-f4 shape),
     # the discriminator switched on once reconstructions are good (as latent diffusion's disc_start).
@@ -589,6 +621,9 @@ PRESETS.register("digits64-ae", "noisecraft.config:_preset_digits64_ae",
                  "(noisecraft train-autoencoder)")
 PRESETS.register("digits64-latent", "noisecraft.config:_preset_digits64_latent",
                  "latent diffusion on the 64x64 digits in the latents of --autoencoder (a digits64-ae run)")
+PRESETS.register("digits64-text-latent", "noisecraft.config:_preset_digits64_text_latent",
+                 "text-to-image in the latents of --autoencoder (a digits64-ae run): the digits-text captions, "
+                 "cross-attention at the latent resolutions (Stable Diffusion's composition; pip install -e \".[text]\")")
 PRESETS.register("mnist", "noisecraft.config:_preset_mnist", "MNIST (torchvision), 50k steps")
 PRESETS.register("cifar10", "noisecraft.config:_preset_cifar10",
                  "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")

@@ -475,6 +475,7 @@ class LatentData:
     class_names: list[str]
     name: str
     flipped: bool  # rows N.. hold the mirrored images' latents
+    captions: "Captions | None" = None  # text-to-image: the captions of each image, as `ImageData.captions`
 
     def __len__(self) -> int:
         return self.latents.shape[0] // (2 if self.flipped else 1)
@@ -505,7 +506,8 @@ def latent_cache(data: ImageData, encode, device: torch.device, hflip: bool, pat
             with safe_open(str(path), "pt") as f:
                 same = (f.metadata() or {}).get("key") == key
             if same:
-                return LatentData(load_file(str(path))["latents"], data.labels, data.class_names, data.name, hflip)
+                return LatentData(load_file(str(path))["latents"], data.labels, data.class_names, data.name, hflip,
+                                  data.captions)
         except Exception:  # noqa: BLE001 - a torn or foreign cache is encoded again
             pass
     latents = encode_images(data.images, encode, device, hflip)
@@ -513,7 +515,7 @@ def latent_cache(data: ImageData, encode, device: torch.device, hflip: bool, pat
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({"latents": latents.contiguous()}, str(tmp), metadata={"key": key})
         tmp.replace(path)
-    return LatentData(latents, data.labels, data.class_names, data.name, hflip)
+    return LatentData(latents, data.labels, data.class_names, data.name, hflip, data.captions)
 
 
 class LatentBatcher(DeviceBatcher):
@@ -525,9 +527,13 @@ class LatentBatcher(DeviceBatcher):
         self._init_draws(len(data), batch_size, device, data.flipped, seed, rank, world_size)
         self.latents = data.latents.to(device)
         self.labels = data.labels.to(device) if data.labels is not None else None
-        self.captions, self.flipped = None, data.flipped
+        self.captions = data.captions.to(device) if data.captions is not None else None
+        self.flipped = data.flipped
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents (B, z, h, w) and the condition, as `DeviceBatcher.batch` draws them (captions included)."""
         idx = self.indices(step)
         rows = idx + self.num_items * self.flips(step).long() if self.flipped else idx
+        if self.captions is not None:
+            return self.latents[rows], self._caption_ids(idx, step)
         return self.latents[rows], self.labels[idx] if self.labels is not None else None

@@ -6,11 +6,9 @@ The trainer calls these between steps; none of them syncs the device every step.
 from __future__ import annotations
 
 import errno
-import json
 import signal
 import threading
 import warnings
-from pathlib import Path
 
 import torch
 
@@ -126,34 +124,6 @@ def all_finite(*modules: torch.nn.Module) -> bool:
     """True when every parameter of `modules` is finite (one host sync; called before writing a checkpoint)."""
     flags = [torch.isfinite(p).all() for m in modules for p in m.parameters()]
     return bool(torch.stack(flags).all()) if flags else True
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep only the records of `path` (JSON lines) at or before `step`.
-
-    The loop writes a step's records before its checkpoint, so after a crash the log may hold records past the
-    checkpoint a resumed run starts from, and its last line may be torn; both are dropped so the resumed curve
-    has no duplicates."""
-    from noisecraft.checkpoint import atomic_write_bytes
-
-    path = Path(path)
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
-
-
-def remove_stale_temp_files(directory: Path) -> None:
-    """Temp files of atomic writes that a killed process left behind (`.<name>.<random>.tmp`)."""
-    for tmp in Path(directory).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def disk_error(e: OSError, what: str) -> UserError | None:

@@ -20,14 +20,12 @@ _TEXT_KEYS = ("prompt", "negative_prompt")  # lines of their own, before the key
 _PAIR = re.compile(r'\s*([A-Za-z][A-Za-z0-9 _-]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 
-def image_settings(pipe, opts, *, model: str, n: int, labels=None, seeds: list[int] | None = None,
-                   **extra: Any) -> list[dict[str, Any]]:
-    """The settings of each of a request's n images: `pipe` (a Pipeline) and `opts` (its resolved
-    SamplingOptions), `labels` as `pipe.request` gives them (classes (n,), prompts, or None), image i seeded
-    seeds[i] (default opts.seed + i); `extra` is added to every image's settings."""
+def image_settings(pipe, request, *, model: str, **extra: Any) -> list[dict[str, Any]]:
+    """The settings of each image of a request: `pipe` (a Pipeline) and `request` (its prepared `Request`: the
+    conditions, seeds and resolved options of the n images); `extra` is added to every image's settings."""
     _, h, w = pipe.image_shape
-    out = []
-    for i in range(n):  # the web UIs' order: what was drawn, how, which seed; then the model
+    opts, labels, out = request.options, request.conditions, []
+    for i in range(request.n):  # the web UIs' order: what was drawn, how, which seed; then the model
         s: dict[str, Any] = {}
         if labels is not None and isinstance(labels[i], str):
             s["prompt"] = labels[i]
@@ -36,7 +34,7 @@ def image_settings(pipe, opts, *, model: str, n: int, labels=None, seeds: list[i
         s.update(steps=opts.steps, sampler=opts.sampler, guidance=opts.guidance)
         if opts.guidance and opts.guidance_interval:
             s["guidance_interval"] = ",".join(str(v) for v in opts.guidance_interval)
-        s.update(seed=opts.seed, index=i, image_seed=opts.seed + i if seeds is None else seeds[i])
+        s.update(seed=opts.seed, index=i, image_seed=request.seeds[i])
         if labels is not None and not isinstance(labels[i], str):
             s["class"] = int(labels[i])
             if s["class"] < len(pipe.class_names):

@@ -90,6 +90,16 @@ TASKS.register("diffusion", "noisecraft.train.diffusion:DiffusionTask",
 TASKS.register("autoencoder", "noisecraft.train.autoencoder:AutoencoderTask",
                "a KL autoencoder (latent diffusion's first stage) against a PatchGAN discriminator, with EMA")
 
+# What training asks of the rest of noisecraft: the loop and its tasks call these through `train.task.Hooks`, so
+# `train` imports neither `explain` nor `evaluate` (a caller may give its own hooks).
+TRAINING_HOOKS: Registry[Entry] = Registry("training hook")
+TRAINING_HOOKS.register("figure", "noisecraft.explain:training_figure",
+                        "draw one registered figure of the model being trained (pipe, name, path, **options)")
+TRAINING_HOOKS.register("metrics", "noisecraft.evaluate.during_training:training_metrics",
+                        "offline metrics of fresh samples from the EMA model (pipe) -> dict")
+TRAINING_HOOKS.register("plot_metrics", "noisecraft.evaluate.during_training:plot_metric_curves",
+                        "metrics.png from the eval records of log.jsonl (records, path)")
+
 # Samplers share one signature (see noisecraft.samplers.common). Facts for the caller: `grid` is the sigma grid
 # the sampler walks on a discrete schedule ("timesteps": the schedule's own trained timesteps; "karras": the
 # Karras et al. 2022 rho = 7 grid; every sampler uses the Karras grid on a continuous EDM model), and its network
@@ -187,7 +197,7 @@ FIGURES.register("guidance", "noisecraft.explain.process:guidance_figure",
 FIGURES.register("unet", "noisecraft.explain.unet_diagram:unet_figure",
                  "the U-Net drawn from the config: levels, resolutions, channels, attention, parameters",
                  needs=None)
-FIGURES.register("cross-attention", "noisecraft.explain.process:cross_attention_figure",
+FIGURES.register("cross-attention", "noisecraft.explain.cross_attention:cross_attention_figure",
                  "text models: which image regions attend to which word, at three noise levels", needs="text")
 FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
                  "latent runs: latents (per channel) and their decodings, for real and sampled images",

@@ -1,4 +1,5 @@
-"""The frozen autoencoder of a latent diffusion run: images <-> scaled latents.
+"""The codec of a pipeline: what turns the space the sampler draws in into images. `IdentityCodec` for pixel
+runs; `LatentCodec`, the frozen autoencoder of a latent diffusion run: images <-> scaled latents.
 
 Two sources: a noisecraft autoencoder run (its EMA weights, and the latent scale measured on its training data,
 see `train.autoencoder`) or a diffusers `AutoencoderKL` folder (config.json + weights, e.g. Stable Diffusion's VAE,
@@ -32,7 +33,7 @@ def _source_files(path: Path) -> list[Path]:
     """The files that define an autoencoder: a diffusers folder's config and weights, or a noisecraft checkpoint."""
     if is_diffusers_folder(path):
         return [path / f for f in DIFFUSERS_FILES if (path / f).is_file()]
-    from noisecraft.checkpoint import resolve_checkpoint
+    from noisecraft.rundir import resolve_checkpoint
 
     return [resolve_checkpoint(path, "last")]
 
@@ -48,12 +49,31 @@ def content_hash(files: list[Path]) -> str:
     return h.hexdigest()
 
 
+class IdentityCodec(nn.Module):
+    """Pixel space: the sampler draws the images themselves, so x0 estimates may be clipped to [-1, 1]."""
+
+    latent, clip_x0 = False, True
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [-1, 1], as it is
+        return x
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def image_shape(self, sample_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(sample_shape)
+
+
 class LatentCodec(nn.Module):
-    """A frozen autoencoder (eval mode, no gradients) with its latent scale and shift."""
+    """A frozen autoencoder (eval mode, no gradients) with its latent scale and shift. Clipping x0 to [-1, 1] is a
+    rule of pixel space, so a latent pipeline never clips."""
+
+    latent, clip_x0 = True, False
 
     def __init__(self, ae: nn.Module, kind: str, scale: float, shift: float, image_channels: int, downsample: int,
-                 latent_channels: int, source: str, sha256: str):
+                 latent_channels: int, source: str, sha256: str, image_size: int | None = None):
         super().__init__()
+        self.image_size = image_size  # the size it was trained at (a noisecraft run); None: any (a diffusers VAE)
         self.ae = ae.eval().requires_grad_(False)
         self.kind, self.scale, self.shift = kind, float(scale), float(shift)
         self.image_channels, self.downsample, self.latent_channels = image_channels, downsample, latent_channels
@@ -72,6 +92,11 @@ class LatentCodec(nn.Module):
         z = z / self.scale + self.shift
         out = self.ae.decode(z).sample if self.kind == "diffusers" else self.ae.decode(z)
         return out.float()
+
+    def image_shape(self, sample_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(C, H, W) of the images that latents of `sample_shape` (z, h, w) decode to."""
+        _, h, w = sample_shape
+        return (self.image_channels, h * self.downsample, w * self.downsample)
 
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.downsample:
@@ -112,7 +137,8 @@ def _load_noisecraft(path: Path, device) -> LatentCodec:
     a = ckpt.config.autoencoder
     ae = ckpt.load_module("autoencoder_ema", build_autoencoder(a, ckpt.config.model.in_channels))
     return LatentCodec(ae.to(device), "noisecraft", ckpt.meta["latent_scale"], 0.0, ckpt.config.model.in_channels,
-                       a.downsample, a.latent_channels, str(path), content_hash([ckpt.path]))
+                       a.downsample, a.latent_channels, str(path), content_hash([ckpt.path]),
+                       ckpt.config.model.image_size)
 
 
 def _load_diffusers(path: Path, device) -> LatentCodec:

@@ -1,6 +1,11 @@
 """Conditioning: class labels with a null token for classifier-free guidance; prompts through a frozen text
 encoder in `conditioning.text`.
 
+A pipeline holds one *conditioner* (`Unconditional`, `ClassLabels`, `conditioning.text.TextPrompts`, chosen by
+`conditioner_for` from the model config): it turns a request into per-image conditions (`request`), a batch of
+them into the network's conditioning dict (`condition`), and gives the "no condition" that guidance contrasts with
+(`null`). It knows nothing about the space the images are drawn in, so any conditioner works with any codec.
+
 A conditioning is a dict of batched tensors passed to the network as keyword arguments (`{"class_labels": (B,)}`,
 or for text `{"context": (B, L, D), "context_mask": (B, L), "context_pooled": (B, D)}`), so the samplers, guidance
 and trainer can batch, concatenate and drop it without knowing what it holds.
@@ -10,6 +15,8 @@ from __future__ import annotations
 import torch
 
 from noisecraft.errors import UserError
+
+Conditions = "torch.Tensor | list[str] | None"  # per-image: class labels (n,), prompts, or None
 
 
 def class_cond(labels: torch.Tensor | None) -> dict | None:
@@ -53,3 +60,88 @@ def take(conditions: torch.Tensor | list[str] | None, index: list[int]) -> torch
     if torch.is_tensor(conditions):
         return conditions[torch.as_tensor(index, dtype=torch.long)]
     return [conditions[i] for i in index]
+
+
+class Unconditional:
+    """No condition: a request names only how many images."""
+
+    kind = "unconditional"
+    num_classes = 0
+
+    def __init__(self, class_names: list[str] | None = None):
+        self.class_names = list(class_names or [])
+
+    def request(self, n: int | None, class_index=None, labels=None, prompt=None) -> tuple[int, None]:
+        if prompt is not None:
+            raise UserError("this model is unconditional: it takes no prompt")
+        if class_index is not None:
+            raise UserError("this model is unconditional: drop --class")
+        if labels is not None:
+            raise UserError("this model is unconditional: it takes no class labels")
+        return _count(n), None
+
+    def condition(self, conditions, device) -> dict | None:
+        return None
+
+    def check_negative(self, negative_prompt: str) -> None:
+        raise UserError("this model is unconditional: it takes no negative prompt")
+
+    def null(self, negative_prompt: str | None, device) -> dict | None:
+        return None
+
+
+class ClassLabels(Unconditional):
+    """Class labels (n,), with the extra class index `num_classes` as the null token."""
+
+    kind = "class"
+
+    def __init__(self, num_classes: int, class_names: list[str] | None = None):
+        super().__init__(class_names)
+        self.num_classes = num_classes
+
+    def request(self, n: int | None, class_index: int | list[int] | None = None, labels=None, prompt=None
+                ) -> tuple[int, torch.Tensor]:
+        """`class_index` (one class, or a list cycled), `labels` (n,) as given, or neither: all classes in turn."""
+        if prompt is not None:
+            raise UserError("this model is class-conditional: it takes a class (--class), not a prompt")
+        if labels is not None:
+            if class_index is not None:
+                raise UserError("give class_index or labels, not both")
+            if not torch.is_tensor(labels) and any(isinstance(v, str) for v in labels):
+                raise UserError("this model is class-conditional: it takes a class (--class), not a prompt")
+            labels = torch.as_tensor(labels)
+            n = len(labels) if n is None else n
+            if len(labels) != n or bool(((labels < 0) | (labels >= self.num_classes)).any()):
+                raise UserError(f"labels must be {n} classes in 0..{self.num_classes - 1}, got {labels.tolist()}")
+            return _count(n), labels
+        n = _count(n)
+        return n, sample_labels(n, self.num_classes, class_index, self.class_names)
+
+    def condition(self, labels: torch.Tensor, device) -> dict:
+        return class_cond(labels.to(device))
+
+    def check_negative(self, negative_prompt: str) -> None:
+        raise UserError("this model is class-conditional: a negative prompt needs a text-to-image model")
+
+    def null(self, negative_prompt: str | None, device) -> dict:
+        return null_cond(self.num_classes, device)
+
+
+def _count(n: int | None) -> int:
+    n = 1 if n is None else n
+    if n <= 0:
+        raise UserError(f"n must be > 0, got {n}")
+    return n
+
+
+def conditioner_for(model_cfg, class_names: list[str] | None = None, *, text=None, text_cache=None, device="cpu"):
+    """The conditioner a model config asks for (`ModelConfig.conditioning`): text models get `TextPrompts` over
+    `text` (a `TextEmbeddings`) or, lazily, over the run's cache file `text_cache`."""
+    kind = model_cfg.conditioning
+    if kind == "text":
+        from noisecraft.conditioning.text import TextPrompts
+
+        return TextPrompts(model_cfg, text=text, cache=text_cache, device=device, class_names=class_names)
+    if kind == "class":
+        return ClassLabels(model_cfg.num_classes, class_names)
+    return Unconditional(class_names)

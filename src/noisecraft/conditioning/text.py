@@ -27,6 +27,7 @@ from noisecraft.errors import UserError
 from noisecraft.registry import TEXT_ENCODERS
 
 EMBEDDINGS_FILE = "text_embeddings.safetensors"
+MAX_PROMPT_CHARS = 2000  # longer is no prompt a model of tens of tokens reads: refused, not silently truncated
 KEYS = ("context", "context_mask", "context_pooled")
 TEXT_EXTRA = 'pip install -e ".[text]"'
 
@@ -201,7 +202,7 @@ class TextEmbeddings:
         """Write the cache (real tokens only: padding is not stored) atomically, with the prompts in its header."""
         from safetensors.torch import save
 
-        from noisecraft.checkpoint import atomic_write_bytes
+        from noisecraft.rundir import atomic_write_bytes
 
         mask = self.tensors["context_mask"]
         blob = save({"tokens": self.tensors["context"][mask].contiguous(), "lengths": mask.sum(1),
@@ -224,3 +225,60 @@ class TextEmbeddings:
         context[mask] = t["tokens"]
         self.tensors = {"context": context, "context_mask": mask, "context_pooled": t["pooled"]}
         self.rows = {text: i for i, text in enumerate(texts)}
+
+
+class TextPrompts:
+    """The text conditioner: a request names prompts, which the frozen encoder embeds (each distinct prompt once;
+    a run's training captions come from its cache file); guidance contrasts with the empty prompt (as caption
+    dropout trained it) or a negative prompt."""
+
+    kind = "text"
+    num_classes = 0
+
+    def __init__(self, model_cfg, *, text: TextEmbeddings | None = None, cache: Path | None = None,
+                 device: torch.device | str = "cpu", class_names: list[str] | None = None):
+        self.model_cfg, self._text, self.cache, self.device = model_cfg, text, cache, torch.device(device)
+        self.class_names = list(class_names or [])
+
+    @property
+    def text(self) -> TextEmbeddings:
+        """The prompts' `TextEmbeddings` (the encoder itself loads at the first prompt not cached)."""
+        if self._text is None:
+            m = self.model_cfg
+            self._text = TextEmbeddings(m.text_encoder, m.text_max_tokens, self.device, self.cache)
+        return self._text
+
+    def request(self, n: int | None, class_index=None, labels: list[str] | None = None,
+                prompt: str | list[str] | None = None) -> tuple[int, list[str]]:
+        """`prompt` (one, or a list cycled over n; n defaults to its length) or `labels` (one prompt per image)."""
+        if class_index is not None or (labels is not None and not all(isinstance(p, str) for p in labels)):
+            raise UserError("this model is text-to-image: it takes a prompt (--prompt or --prompt-file), not a class")
+        if labels is not None and prompt is not None:
+            raise UserError("give prompt or labels, not both")
+        prompts = list(labels) if labels is not None else [prompt] if isinstance(prompt, str) else list(prompt or [])
+        if not prompts or any(not p.strip() for p in prompts):
+            raise UserError("this text-to-image model needs a prompt (--prompt TEXT or --prompt-file FILE); an empty "
+                            "one is the unconditional model, which guidance contrasts with")
+        check_prompt_length(prompts)
+        n = len(prompts) if n is None else n
+        if n <= 0 or (labels is not None and len(labels) != n):
+            raise UserError(f"n must be > 0 and match the {len(prompts)} prompts given as labels, got {n}")
+        return n, [prompts[i % len(prompts)] for i in range(n)]
+
+    def condition(self, prompts: list[str], device) -> dict:
+        """Token embeddings (B, L, D), padding mask (B, L) and pooled embedding (B, D) of a batch's prompts."""
+        return self.text(prompts, device)
+
+    def check_negative(self, negative_prompt: str) -> None:
+        check_prompt_length([negative_prompt], "negative prompt")
+
+    def null(self, negative_prompt: str | None, device) -> dict:
+        """The empty prompt's embeddings, or a negative prompt's, (1, ...)."""
+        return self.text([negative_prompt or ""], device)
+
+
+def check_prompt_length(prompts: list[str], what: str = "prompt") -> None:
+    long = next((p for p in prompts if len(p) > MAX_PROMPT_CHARS), None)
+    if long is not None:
+        raise UserError(f"a {what} must be at most {MAX_PROMPT_CHARS} characters, got {len(long)} (the model reads "
+                        f"its first tokens only)")

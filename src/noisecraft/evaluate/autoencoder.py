@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from noisecraft.config import to_json
 from noisecraft.errors import UserError
+from noisecraft.rundir import run_root
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -95,7 +96,7 @@ def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
         report["judge"] = {"accuracy": m["generated"].get("class_accuracy"), "fd_clf": m["generated"]["fd"],
                            "originals_accuracy": m["real_heldout"].get("class_accuracy"),
                            "originals_fd_clf": m["real_heldout"]["fd"], "classifier": m["classifier"]}
-    out = Path(out) if out is not None else ckpt.path.parent.parent / "eval-autoencoder"
+    out = Path(out) if out is not None else run_root(ckpt.path) / "eval-autoencoder"
     out.mkdir(parents=True, exist_ok=True)
     k = min(32, len(x) // 8 * 8) or len(x)
     nrow = min(8, k)

@@ -252,7 +252,7 @@ def save_classifier(clf: Classifier, path: str | Path) -> Path:
     """Weights as safetensors (metadata JSON in its header) plus a readable `.json` next to it; atomic."""
     from safetensors.torch import save
 
-    from noisecraft.checkpoint import atomic_write_bytes
+    from noisecraft.rundir import atomic_write_bytes
 
     path = Path(path)
     try:
@@ -339,7 +339,7 @@ def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str,
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    from noisecraft.checkpoint import atomic_write_bytes
+    from noisecraft.rundir import atomic_write_bytes
     from noisecraft.data import load_dataset
 
     data_cfg = canonical_data(data_cfg)

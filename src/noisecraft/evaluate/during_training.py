@@ -11,36 +11,28 @@ from pathlib import Path
 
 import torch
 
-from noisecraft.config import Config
 from noisecraft.registry import BEST_METRICS
 
 
-def is_better(metric: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value > best if BEST_METRICS.get(metric, "train.best_metric").higher_is_better else value < best
-
-
 @torch.no_grad()
-def training_metrics(denoiser, cfg: Config, device, n: int | None = None, steps: int | None = None,
-                     pipe=None) -> dict:
-    """{"fd_clf", "precision", "recall"[, "class_accuracy"], "eval_n", "eval_seconds"} of n fresh samples. A text
-    model (`pipe` a TextPipeline) draws them from one template prompt per class ("a handwritten seven")."""
+def training_metrics(pipe, n: int | None = None, steps: int | None = None) -> dict:
+    """{"fd_clf", "precision", "recall"[, "class_accuracy"], "eval_n", "eval_seconds"} of n fresh samples of a
+    pipeline (the trainer's, over its EMA denoiser). A text model draws them from one template prompt per class
+    ("a handwritten seven")."""
     import time
 
     from noisecraft.evaluate.report import classifier_metrics
     from noisecraft.evaluate.text import default_prompts
-    from noisecraft.pipeline import Pipeline
 
-    t0 = time.perf_counter()
-    pipe = pipe or Pipeline(denoiser, cfg, device=device)
+    t0, cfg = time.perf_counter(), pipe.config
     prompts = default_prompts(pipe.class_names, cfg.data.dataset) if pipe.kind == "text" else None
-    n, labels = pipe.request(n or cfg.train.eval_n, prompt=prompts)  # class-balanced: i % K
     # DDIM at the eval step count with fixed seeds; guidance, clipping and precision are the run's sample config.
-    images = pipe.generate(n, labels=labels, sampler="ddim", steps=steps or cfg.train.eval_steps, seed=0)
-    classes = torch.arange(n) % len(prompts) if prompts else labels  # prompt i names class i
-    m = classifier_metrics(images, classes, cfg.data, device, perfect=False)["generated"]
-    out = {"fd_clf": m["fd"], "precision": m["precision"], "recall": m["recall"], "eval_n": n}
+    req = pipe.prepare(n or cfg.train.eval_n, prompt=prompts, sampler="ddim", steps=steps or cfg.train.eval_steps,
+                       seed=0)  # class-balanced: i % K
+    images = pipe.generate(request=req)
+    classes = torch.arange(req.n) % len(prompts) if prompts else req.labels  # prompt i names class i
+    m = classifier_metrics(images, classes, cfg.data, pipe.device, perfect=False)["generated"]
+    out = {"fd_clf": m["fd"], "precision": m["precision"], "recall": m["recall"], "eval_n": req.n}
     if "class_accuracy" in m:
         out["class_accuracy"] = m["class_accuracy"]
     out["eval_seconds"] = time.perf_counter() - t0

@@ -29,6 +29,7 @@ from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
+from noisecraft.rundir import run_root
 from noisecraft.samplers import describe_interval
 
 REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
@@ -114,7 +115,7 @@ def inception_reference(net, data_cfg: DataConfig, weights_id: str, batch_size: 
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    from noisecraft.checkpoint import atomic_write_bytes
+    from noisecraft.rundir import atomic_write_bytes
     from noisecraft.data import load_dataset
     from noisecraft.evaluate.classifier import cache_dir, dataset_key
     from noisecraft.evaluate.frechet import GaussianStats
@@ -181,6 +182,17 @@ def class_grid_order(labels: torch.Tensor | None, n: int, num_classes: int, per_
     return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)])
 
 
+def _request(pipe, opts: EvalOptions):
+    """The samples to judge, and a text model's distinct prompts: class-balanced (i % K), or the prompts given
+    (default: one template per class) cycled."""
+    prompts = opts.prompts
+    if pipe.kind == "text" and prompts is None:
+        from noisecraft.evaluate.text import default_prompts
+
+        prompts = default_prompts(pipe.class_names, pipe.config.data.dataset)
+    return pipe.prepare(opts.n, prompt=prompts, options=opts.sampling), prompts
+
+
 def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
                         opts: EvalOptions | None = None) -> dict:
     """Evaluate a run directory or checkpoint file; writes report.json, report.md, samples.png, real.png and
@@ -193,26 +205,21 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     if opts.n < 2:
         raise UserError(f"--n must be at least 2 (metrics need a sample covariance), got {opts.n}")
     pipe = load_pipeline(checkpoint, opts.device)
-    sampling = pipe.resolve(opts.sampling)
     cfg, device = pipe.config, pipe.device
     ckpt_path = Path(pipe.path)
-    out = Path(out) if out is not None else ckpt_path.parent.parent / "eval"
+    out = Path(out) if out is not None else run_root(ckpt_path) / "eval"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
 
     k = pipe.num_classes
-    prompts = opts.prompts
-    if pipe.kind == "text" and prompts is None:
-        from noisecraft.evaluate.text import default_prompts
-
-        prompts = default_prompts(pipe.class_names, cfg.data.dataset)
-    _, labels = pipe.request(opts.n, prompt=prompts)  # class-balanced: i % K; or the prompts cycled
+    req, prompts = _request(pipe, opts)
+    labels, sampling = req.labels, req.options
     text = isinstance(labels, list)
 
     t0 = time.perf_counter()
-    images = pipe.generate(opts.n, labels=labels, options=sampling, progress=opts.progress)
+    images = pipe.generate(request=req, progress=opts.progress)
     t_sample = time.perf_counter() - t0
 
     s, interval = sampling, sampling.guidance_interval

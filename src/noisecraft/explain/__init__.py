@@ -113,3 +113,10 @@ def explain(checkpoint: str | Path, out: str | Path, options: ExplainOptions | N
              "skipped": {name: FIGURES.get(name).needs for name in unmet}}
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return index
+
+
+def training_figure(pipe, name: str, path: str | Path, **options) -> dict:
+    """One registered figure of a pipeline (the trainer's, over its EMA denoiser), with `ExplainOptions` fields
+    as keywords: what training draws at its end through its hooks (registry.TRAINING_HOOKS)."""
+    ctx = ExplainContext(pipe, ExplainOptions(**options))
+    return FIGURES.load(name)(ctx, Path(path)) or {}

@@ -131,16 +131,6 @@ def guidance_figure(ctx, path: Path) -> dict:
     return {"guidance": list(o.guidance), "sampler": o.sampler, "steps": o.steps, "rows": ctx.row_names(rows)}
 
 
-def cross_attention_figure(ctx, path: Path) -> dict:
-    """`noisecraft.cross_attention`'s figure for the first prompt given, else the longest of the first captions
-    (on digits one that names thickness, slant and size)."""
-    from noisecraft.cross_attention import cross_attention_figure as draw
-
-    prompt = ctx.options.prompts[0] if ctx.options.prompts else max(ctx.data.captions.texts[:200], key=len)
-    draw(ctx.pipe, prompt, path, seed=ctx.options.seed)
-    return {"prompt": prompt}
-
-
 def _channels(z: torch.Tensor) -> list[torch.Tensor]:
     """Each channel of a latent (c, h, w) as a uint8 grey image, scaled to its own range."""
     lo, hi = z.amin(dim=(1, 2), keepdim=True), z.amax(dim=(1, 2), keepdim=True)

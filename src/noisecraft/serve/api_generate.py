@@ -16,7 +16,7 @@ from noisecraft.registry import DATASETS, SAMPLERS
 from noisecraft.serve.images import data_url, strip_png
 from noisecraft.serve.jobs import Job, JobQueue, JobSpec, QueueFull, image_url
 from noisecraft.serve.paths import find_runs
-from noisecraft.serve.runs import read_json, run_summary
+from noisecraft.serve.runs import checkpoint_meta, read_json, run_summary
 from noisecraft.serve.schemas import GenerateRequest
 from noisecraft.serve.service import Service, Svc, service
 
@@ -43,14 +43,10 @@ def models(svc: Svc) -> dict:
         info = run_summary(svc.runs_root, name)
         if not info["has_checkpoint"] or info["kind"] is None or info["task"] != "diffusion":
             continue
-        ckpt_dir = svc.runs_root / name / "checkpoints"
-        meta = read_json(ckpt_dir / "best.json") or read_json(ckpt_dir / "last.json") or {}
+        meta = checkpoint_meta(svc.runs_root / name)
         sample = (read_json(svc.runs_root / name / "config.json") or {}).get("sample", {})
-        ae = meta.get("autoencoder")  # a latent run's images are its latents decoded
-        size = info["image_size"] * ae["downsample"] if ae else info["image_size"]
-        channels = ae.get("image_channels", info["channels"]) if ae else info["channels"]
         out.append({"name": name, "kind": info["kind"], "state": info["state"], "step": meta.get("step"),
-                    "image_size": size, "channels": channels,
+                    "image_size": info["image_size"], "channels": info["channels"],
                     "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])
                     if info["kind"] == "class" else [],
                     "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")}})
@@ -78,10 +74,10 @@ def _job_spec(body: GenerateRequest, svc: Service) -> JobSpec:
     key, pipe = svc.cache.get(path)
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed
     # The pipeline's own rules: a class for a class model, a prompt for a text model, a negative prompt only there.
-    opts = pipe.resolve(sampler=body.sampler, steps=body.steps, guidance=body.guidance, seed=seed,
-                        negative_prompt=body.negative_prompt or None)
-    n, labels = pipe.request(body.n, body.class_index, prompt=body.prompt or None)
-    return JobSpec(body.model, key, pipe, opts, n, labels)
+    request = pipe.prepare(body.n, body.class_index, prompt=body.prompt or None, sampler=body.sampler,
+                           steps=body.steps, guidance=body.guidance, seed=seed,
+                           negative_prompt=body.negative_prompt or None)
+    return JobSpec(body.model, key, pipe, request)
 
 
 @router.post("/generate", status_code=202)

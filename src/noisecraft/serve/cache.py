@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from noisecraft.checkpoint import resolve_checkpoint
+from noisecraft.rundir import resolve_checkpoint
 from noisecraft.pipeline import Pipeline, load_pipeline
 
 Key = tuple[str, int]  # (checkpoint path, mtime in ns)

@@ -9,7 +9,6 @@ the job through its asyncio loop (`Job.wait_change`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import torch
 
 from noisecraft.errors import UserError
 from noisecraft.imageinfo import image_settings
-from noisecraft.pipeline import Pipeline, SamplingOptions
+from noisecraft.pipeline import Pipeline, Request
 from noisecraft.serve.images import png_bytes
 
 log = logging.getLogger("noisecraft.serve")
@@ -35,19 +34,29 @@ class QueueFull(Exception):
 
 @dataclass
 class JobSpec:
-    """A validated request: which model, resolved options (`opts.seed` is this job's seed), images and classes."""
+    """A validated request: which model, and the request `pipe.prepare` resolved (its images, conditions, seeds
+    and options; `request.options.seed` is this job's seed)."""
 
     model: str  # the run's name under --runs
     key: tuple  # the checkpoint it was validated against (see PipelineCache.key)
     pipe: Pipeline
-    opts: SamplingOptions
-    n: int
-    labels: torch.Tensor | list[str] | None  # as `pipe.request` gives them: classes (n,), prompts, or None
+    request: Request
+
+    @property
+    def opts(self):
+        return self.request.options
+
+    @property
+    def n(self) -> int:
+        return self.request.n
+
+    @property
+    def labels(self) -> torch.Tensor | list[str] | None:
+        return self.request.labels
 
     def batch_key(self) -> tuple:
         """Jobs with equal keys can share a sampler call: everything but seeds, classes or prompts, and counts."""
-        opts = dataclasses.replace(self.opts, seed=None, batch_size=None)
-        return (self.key, *(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(opts)))
+        return (self.key, *self.request.batch_key())
 
 
 class Job:
@@ -106,13 +115,6 @@ class Job:
 
 def _plain(labels) -> list | None:
     return labels.tolist() if torch.is_tensor(labels) else labels
-
-
-def _concat(labels: list):
-    """The per-image conditions of several jobs as one request's: class tensors or prompt lists."""
-    if labels[0] is None:
-        return None
-    return torch.cat(labels) if torch.is_tensor(labels[0]) else [p for ps in labels for p in ps]
 
 
 def image_url(job_id: str, i: int) -> str:
@@ -250,15 +252,11 @@ class JobQueue:
                                 j.changed()
 
     def _sample(self, jobs: list[Job]) -> None:
-        spec = jobs[0].spec
-        labels = _concat([j.spec.labels for j in jobs])
-        seeds = [j.spec.opts.seed + i for j in jobs for i in range(j.spec.n)]
+        request = Request.merged([j.spec.request for j in jobs])  # one sampler batch, each image its own seed
         ends = [sum(j.spec.n for j in jobs[:k + 1]) for k in range(len(jobs))]
         spans = list(zip([0, *ends[:-1]], ends))
-        opts = dataclasses.replace(spec.opts, batch_size=len(seeds))  # one sampler batch for all of them
         cancel, t0 = _AllCancelled(jobs, self._stopping), time.perf_counter()
-        stream = spec.pipe.stream(len(seeds), labels=labels, seeds=seeds, preview_every=self.preview_every,
-                                  cancel=cancel, options=opts)
+        stream = jobs[0].spec.pipe.stream(request=request, preview_every=self.preview_every, cancel=cancel)
         for ev in stream:
             if ev.kind == "step":
                 eta = (time.perf_counter() - t0) / ev.step * (ev.total - ev.step)
@@ -277,7 +275,7 @@ class JobQueue:
 
     def _finish(self, job: Job, images: torch.Tensor) -> None:
         s = job.spec
-        settings = image_settings(s.pipe, s.opts, model=s.model, n=s.n, labels=s.labels)
+        settings = image_settings(s.pipe, s.request, model=s.model)
         pngs = [png_bytes(img, st) for img, st in zip(images, settings)]
         with self._cond:
             if job.state != "running":  # cancelled meanwhile

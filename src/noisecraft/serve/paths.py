@@ -33,7 +33,7 @@ def valid_run_name(name: str) -> bool:
 
 def is_run_dir(path: Path) -> bool:
     """A run, or a run the server started that has not written its status yet (train.log: its output)."""
-    from noisecraft.train.run import RunDir
+    from noisecraft.rundir import RunDir
 
     return RunDir(path).holds_run() or any((path / f).is_file() for f in ("status.json", "train.log"))
 

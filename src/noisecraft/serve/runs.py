@@ -1,5 +1,5 @@
 """What the runs page shows of a run directory: its status, config, curves, sample grids, figures and evaluation
-reports, read from the files the trainer and `evaluate` write (see `noisecraft.train.run`)."""
+reports, read from the files the trainer and `evaluate` write (see `noisecraft.rundir`, the owner of their layout)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from typing import Any
 
 from noisecraft.config import Config
 from noisecraft.errors import UserError
-from noisecraft.train.run import LOG_KINDS, read_log
+from noisecraft.rundir import CHECKPOINT_NAMES, CHECKPOINTS, LOG_KINDS, read_log
 
 MAX_POINTS = 2000  # per curve: a long run's log is thinned so the page stays fast
 MAX_JSON_BYTES = 4 << 20  # status, config and reports larger than this are not ours
@@ -40,11 +40,20 @@ def pid_alive(pid: Any) -> bool | None:
     return True
 
 
-def run_kind(config: Config) -> str:
-    """What a request to this run's model names, by the pipeline's own rule (no weights loaded)."""
-    from noisecraft.pipeline import Pipeline
+def checkpoint_meta(path: Path) -> dict:
+    """The metadata sidecar of the checkpoint a run serves (best, else last), {} when there is none."""
+    ckpt_dir = path / CHECKPOINTS
+    return next((m for m in (read_json(ckpt_dir / f"{c}.json") for c in CHECKPOINT_NAMES) if isinstance(m, dict)),
+                {})
 
-    return Pipeline(None, config).kind
+
+def image_shape(path: Path, cfg: Config) -> tuple[int, int, int]:
+    """(C, H, W) of the images a run draws, from its config; a latent run from before its config recorded the
+    decoded channels takes them from its checkpoint's autoencoder record."""
+    c, h, w = cfg.image_shape
+    if not c:
+        c = (checkpoint_meta(path).get("autoencoder") or {}).get("image_channels", 0)
+    return c, h, w
 
 
 def run_summary(root: Path, name: str) -> dict[str, Any]:
@@ -56,14 +65,14 @@ def run_summary(root: Path, name: str) -> dict[str, Any]:
     out = {"name": name, "state": state, "step": status.get("step"), "total_steps": status.get("total_steps"),
            "images_per_s": status.get("images_per_s"), "started": status.get("started"),
            "updated": status.get("updated"), "error": status.get("error"), "process_gone": alive is False,
-           "has_checkpoint": any((path / "checkpoints" / f"{c}.safetensors").is_file() for c in ("best", "last"))}
+           "has_checkpoint": any((path / CHECKPOINTS / f"{c}.safetensors").is_file() for c in CHECKPOINT_NAMES)}
     try:
         cfg = Config.load(path / "config.json")
     except UserError:
         return out | {"kind": None}
-    return out | {"kind": run_kind(cfg), "task": cfg.train.task, "dataset": cfg.data.dataset,
-                  "image_size": cfg.model.image_size,
-                  "channels": cfg.model.in_channels, "num_classes": cfg.model.num_classes}
+    channels, size, _ = image_shape(path, cfg)  # what the run draws: a latent run's decoded images
+    return out | {"kind": cfg.model.conditioning, "task": cfg.train.task, "dataset": cfg.data.dataset,
+                  "image_size": size, "channels": channels, "num_classes": cfg.model.num_classes}
 
 
 def curves(path: Path) -> dict[str, list[dict]]:

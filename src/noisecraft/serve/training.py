@@ -18,7 +18,7 @@ from noisecraft.config import apply_overrides, preset, resolve_key
 from noisecraft.errors import UserError
 from noisecraft.registry import DATASETS
 from noisecraft.serve.paths import resolve_under, valid_run_name
-from noisecraft.train.run import RunDir
+from noisecraft.rundir import RunDir
 
 # Set by the request's own fields (preset, dataset, data_dir, steps), never through overrides.
 _RESERVED = ("data.dataset", "data.data_root", "data.download", "train.steps", "train.device")

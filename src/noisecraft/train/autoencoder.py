@@ -135,6 +135,6 @@ class AutoencoderTask(Task):
         save_grid(pairs.flatten(0, 2), path, nrow=8)
         if step is None:
             save_grid(pairs.flatten(0, 2), root / "reconstructions.png", nrow=8)
-            from noisecraft.train.run import read_log
+            from noisecraft.rundir import read_log
 
             plot_gan_losses(read_log(root / "log.jsonl", "train"), root / "gan_losses.png")

@@ -38,7 +38,8 @@ class DiffusionTask(Task):
 
     Latent diffusion (autoencoder.latent): the U-Net learns the scaled latents of a frozen autoencoder
     (`autoencoder.codec`), which encodes the whole training set (and its mirror images when flips are on) once
-    into `<run>/latents.safetensors`; the run keeps a copy of the autoencoder in `<run>/autoencoder/`."""
+    into `<run>/latents.safetensors`; the run keeps a copy of the autoencoder in `<run>/autoencoder/`. Captions
+    and latents combine: a text-to-image model in a latent space (Stable Diffusion's composition)."""
 
     name = "diffusion"
 
@@ -85,17 +86,23 @@ class DiffusionTask(Task):
 
     @staticmethod
     def _configure_latent(cfg: Config, data) -> None:
-        """The U-Net's input is the autoencoder's latent: its channels and size."""
+        """The U-Net's input is the autoencoder's latent: its channels and size; the decoded images' channels
+        are recorded (what the run draws)."""
         from noisecraft.autoencoder.codec import load_codec
 
-        if data.captions is not None:
-            raise UserError("latent diffusion trains class-conditional or unconditional models: add "
-                            "--data.captions=off")
+        if not cfg.autoencoder.path:
+            raise UserError("latent diffusion needs an autoencoder: --autoencoder RUN (a noisecraft "
+                            "train-autoencoder run) or a diffusers AutoencoderKL folder")
         codec = load_codec(cfg.autoencoder.path)
         if codec.image_channels != data.channels:
             raise UserError(f"the autoencoder at {cfg.autoencoder.path} takes {codec.image_channels}-channel images, "
                             f"the {cfg.data.dataset} data has {data.channels}")
+        if codec.image_size and codec.image_size != data.image_size:
+            raise UserError(f"the autoencoder at {cfg.autoencoder.path} was trained on {codec.image_size}x"
+                            f"{codec.image_size} images, the {cfg.data.dataset} data here are {data.image_size}x"
+                            f"{data.image_size}: pass --image-size {codec.image_size} or train one for this size")
         cfg.model.in_channels, cfg.model.image_size, _ = codec.latent_shape(data.image_size)
+        cfg.autoencoder.image_channels = codec.image_channels
 
     def _latent_codec(self, ctx: TaskContext):
         """The frozen autoencoder: the run's own copy when it has one (a resumed run), else autoencoder.path,
@@ -212,21 +219,14 @@ class DiffusionTask(Task):
     def evaluate(self, step: int) -> dict[str, float] | None:
         if not self.cfg.train.eval_every:
             return None
-        from noisecraft.evaluate.during_training import training_metrics
-
-        return training_metrics(self.ema_denoiser, self.cfg, self.device, pipe=self.pipeline())
+        return self.ctx.hooks.metrics(self.pipeline())
 
     def pipeline(self):
-        from noisecraft.pipeline import LatentPipeline, Pipeline, TextPipeline
+        """The EMA denoiser composed with this run's conditioner and codec, as `load_pipeline` composes it."""
+        from noisecraft.pipeline import pipeline_for
 
-        if self.codec is not None:
-            return LatentPipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
-                                  device=self.device, codec=self.codec)
-        if self.text is not None:
-            return TextPipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
-                                device=self.device, text=self.text)
-        return Pipeline(denoiser=self.ema_denoiser, config=self.cfg, class_names=self.class_names,
-                        device=self.device)
+        return pipeline_for(self.cfg, self.ema_denoiser, device=self.device, class_names=self.class_names,
+                            text=self.text, codec=self.codec, root=self.ctx.root)
 
     def pictures(self, root: Path, step: int | None) -> None:
         if step is not None:
@@ -236,9 +236,8 @@ class DiffusionTask(Task):
         if self.codec is None:  # the figures show pixels being noised; a latent run's noise is in latent space
             self.process_figures(root)
         if self.text is not None:
-            from noisecraft.cross_attention import cross_attention_figure
-
-            cross_attention_figure(self.pipeline(), self.figure_prompt, root / "cross_attention.png")
+            self.ctx.hooks.figure(self.pipeline(), "cross-attention", root / "cross_attention.png",
+                                  prompts=[self.figure_prompt])
 
     def rows(self, n: int | None = None) -> torch.Tensor | list[str] | None:
         """What the figures' rows show: every class (labels), preview prompts (text), or None (unconditional)."""
@@ -261,10 +260,7 @@ class DiffusionTask(Task):
     def process_figures(self, root: Path) -> None:
         """forward_process.png and reverse_process.png: `noisecraft explain`'s forward and reverse figures of this
         model (4 images, 8 columns, DDIM 50; x_t in the VP view sqrt(alpha_bar) x that the network sees)."""
-        from noisecraft.explain import ExplainContext, ExplainOptions
-        from noisecraft.explain.process import forward_figure, reverse_figure
-
         prompts = list(self.preview_prompts[:4]) if self.text is not None else []
-        ctx = ExplainContext(self.pipeline(), ExplainOptions(n=4, columns=8, steps=50, prompts=prompts))
-        forward_figure(ctx, root / "forward_process.png")
-        reverse_figure(ctx, root / "reverse_process.png")
+        pipe = self.pipeline()
+        for name, file in (("forward", "forward_process.png"), ("reverse", "reverse_process.png")):
+            self.ctx.hooks.figure(pipe, name, root / file, n=4, columns=8, steps=50, prompts=prompts)

@@ -26,8 +26,8 @@ from noisecraft.device import pick_device
 from noisecraft.errors import Interrupted, UserError
 from noisecraft.precision import use_bf16
 from noisecraft.registry import BEST_METRICS, TASKS
-from noisecraft.train.run import RunDir, read_log
-from noisecraft.train.task import Task, TaskContext
+from noisecraft.rundir import RunDir, read_log
+from noisecraft.train.task import Hooks, Task, TaskContext
 
 
 def lr_at(step: int, cfg) -> float:
@@ -47,7 +47,8 @@ def due(done: int, every: int, total: int) -> bool:
     return done % every == 0 or done == total
 
 
-def train(cfg: Config, out, resume: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
+def train(cfg: Config, out, resume: bool = False, progress: bool = True, overwrite: bool = False,
+          hooks: Hooks | None = None) -> dict:
     """Train what `cfg.train.task` names, as `cfg` describes, into run directory `out`; returns a summary dict.
 
     Crash safety: checkpoints are replaced atomically, so a kill at any moment leaves the previous one whole,
@@ -55,14 +56,15 @@ def train(cfg: Config, out, resume: bool = False, progress: bool = True, overwri
     or SIGTERM finishes the current step, saves `last` and raises `errors.Interrupted` (the CLI exits 130 or
     143). Steps with a non-finite loss or gradient are skipped with a warning; `train.max_nonfinite_steps`
     of them in a row stop the run with a UserError, keeping the last good checkpoint. A full disk or an
-    unwritable run directory raises a UserError naming the file. status.json follows all of it.
+    unwritable run directory raises a UserError naming the file. status.json follows all of it. `hooks`: how
+    figures and metrics are drawn (default: registry.TRAINING_HOOKS).
     """
     run = None
     with faults.GracefulStop() as stop:
         try:
             dist_info, device = distributed.setup(pick_device(cfg.train.device))
             run = RunDir(out, main=dist_info.is_main)
-            return _train(cfg, run, resume, overwrite, progress, stop, dist_info, device)
+            return _train(cfg, run, resume, overwrite, progress, stop, dist_info, device, hooks or Hooks())
         except (Interrupted, KeyboardInterrupt) as e:
             if run is not None:
                 run.status("interrupted", error=str(e) or "KeyboardInterrupt")
@@ -79,13 +81,13 @@ def train(cfg: Config, out, resume: bool = False, progress: bool = True, overwri
                 run.close()
 
 
-def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, device) -> dict:
+def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, device, hooks: Hooks) -> dict:
     if device.type == "cpu":
         distributed.configure_cpu_threads(cfg.train.num_threads, dist_info)
     cfg, resume = run.prepare(cfg, resume, overwrite)
     ckpt = load_checkpoint(run.last) if resume else None
     if ckpt is not None:
-        cfg = _resumed_config(ckpt, cfg.train.steps)
+        cfg = RunDir.resumed(ckpt.config, ckpt.step, cfg.train.steps)
     distributed.barrier(dist_info)  # with --overwrite, the old run is gone before any rank reads or writes
     task_cls = TASKS.load(cfg.train.task)
     train_data = load_train_data(cfg.data)  # in memory, or a folder streamed by DataLoader workers
@@ -98,7 +100,7 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
 
     torch.manual_seed(tc.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
     task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names,
-                                     train_data.captions, run.root, train_data))
+                                     train_data.captions, run.root, train_data, hooks))
     if ckpt is not None:
         task.load(ckpt)
     meter = LossMeter(device, ckpt)
@@ -162,7 +164,7 @@ def _cadence(task: Task, run: RunDir, saver: "Saver", val_data, done: int, tc) -
         scores = task.evaluate(done)
         if scores is not None:
             run.log("eval", done, **scores)
-            _plot_metrics(run)
+            task.ctx.hooks.plot_metrics(read_log(run.log_path, "eval"), run.root / "metrics.png")
             if saver.is_best(tc.best_metric, scores):
                 saver.save(run.best, done)
     if due(done, tc.ckpt_every, tc.steps):
@@ -182,20 +184,6 @@ def _finish(task: Task, run: RunDir, saver: "Saver", tc, summary: dict) -> None:
     summary.update(best_val_loss=saver.best_val, params=task.metadata().get("params"), run_dir=str(run.root))
     (run.root / "summary.json").write_text(to_json(summary) + "\n")
     run.status("finished")
-
-
-def _plot_metrics(run: RunDir) -> None:
-    from noisecraft.evaluate.during_training import plot_metric_curves
-
-    plot_metric_curves(read_log(run.log_path, "eval"), run.root / "metrics.png")
-
-
-def _resumed_config(ckpt: Checkpoint, steps: int) -> Config:
-    if steps < ckpt.step:
-        raise UserError(f"--steps {steps} is below the step of {ckpt.path} ({ckpt.step})")
-    cfg = ckpt.config
-    cfg.train.steps = steps  # the one thing a resume may change: train longer
-    return cfg
 
 
 def _configured(task_cls: type[Task], cfg: Config, data, ckpt: Checkpoint | None) -> Config:
@@ -291,14 +279,13 @@ class Saver:
         self.last_good = f"{run.last} (step {ckpt.step})" if ckpt is not None else "none was written"
 
     def is_best(self, metric: str, scores: dict) -> bool:
-        from noisecraft.evaluate.during_training import is_better
-
         if not BEST_METRICS.get(metric).needs_eval:  # val_loss: picked at validation
             return False
         if metric not in scores:
             raise UserError(f"train.best_metric={metric} is not available for this model (unconditional: no class "
                             f"accuracy); use fd_clf, precision or recall")
-        if is_better(metric, scores[metric], self.best_score):
+        up = BEST_METRICS.get(metric, "train.best_metric").higher_is_better
+        if self.best_score is None or (scores[metric] > self.best_score if up else scores[metric] < self.best_score):
             self.best_score = scores[metric]
             return True
         return False

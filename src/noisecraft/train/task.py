@@ -19,6 +19,21 @@ from noisecraft import faults
 from noisecraft.checkpoint import Checkpoint
 from noisecraft.config import Config
 from noisecraft.distributed import DistInfo
+from noisecraft.registry import TRAINING_HOOKS
+
+
+def _registered(name: str) -> Callable:
+    return lambda *args, **kwargs: TRAINING_HOOKS.load(name)(*args, **kwargs)  # imported at the first call
+
+
+@dataclass
+class Hooks:
+    """What training asks of the rest of noisecraft: figures and metrics of the model being trained. Whoever
+    starts training may give its own; the defaults are `registry.TRAINING_HOOKS`, loaded when first called."""
+
+    figure: Callable[..., dict] = field(default_factory=lambda: _registered("figure"))  # (pipe, name, path, **opts)
+    metrics: Callable[..., dict] = field(default_factory=lambda: _registered("metrics"))  # (pipe) -> scores
+    plot_metrics: Callable[..., Any] = field(default_factory=lambda: _registered("plot_metrics"))  # (records, path)
 
 
 @dataclass
@@ -32,6 +47,7 @@ class TaskContext:
     captions: Any = None  # the training data's `captions.Captions` (text-to-image), or None
     root: Path | None = None  # the run directory (a task may keep files there, e.g. cached text embeddings)
     train_data: Any = None  # the training split as loaded (`data.ImageData` or a streamed folder)
+    hooks: Hooks = field(default_factory=Hooks)  # figures and metrics, asked for by name
 
 
 @dataclass

@@ -1,8 +1,16 @@
-"""The run directory: where a run keeps its files, what may be started in it, its typed log and its status.
+"""The run directory, the one owner of its layout: where a run keeps its files, how to find the run from any path
+inside it, what may be started in it (the resume rules), its typed log and its status. Torch-free, so the server
+and the CLI read runs without loading a network.
+
+    <run>/config.json                the resolved config
+    <run>/checkpoints/last.safetensors, best.safetensors, step_N.safetensors (+ .json sidecars)
+    <run>/log.jsonl, status.json, summary.json, samples/, *.png, eval/
+    <run>/autoencoder/, latents.safetensors, text_embeddings.safetensors   (what a run depends on, kept with it)
 
 A run directory is either new, or holds a run (its `config.json`). Starting a run where one already is refuses
 with an error that names `--resume` and `--overwrite`; `--overwrite` deletes the old run first; `--resume`
-continues from `checkpoints/last`, or starts again from step 0 with a clean log when no checkpoint was written.
+continues from `checkpoints/last` with the run's saved config (only the number of steps and the device may
+change), or starts again from step 0 with a clean log when no checkpoint was written.
 
 `log.jsonl` holds one strict-JSON record a line, each with a `kind` (train, val, eval) and a `step`.
 `status.json` says whether the run is running, finished, interrupted or failed, rewritten atomically as it goes
@@ -14,14 +22,16 @@ import datetime
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
-from noisecraft import faults
-from noisecraft.checkpoint import atomic_write_bytes
-from noisecraft.config import Config, json_safe
+from noisecraft.config import Config, apply_overrides, json_safe
 from noisecraft.errors import UserError
 
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAMES = ("best", "last")
 RUN_STATES = ("running", "finished", "interrupted", "failed")
 LOG_KINDS = ("train", "val", "eval")
 
@@ -30,14 +40,105 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+# ---------------------------------------------------------------- atomic writes
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash at any moment leaves either the old or the new file whole."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions open() would
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    """Temp files of atomic writes that a killed process left behind (`.<name>.<random>.tmp`)."""
+    for tmp in Path(directory).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep only the records of `path` (JSON lines) at or before `step`.
+
+    The loop writes a step's records before its checkpoint, so after a crash the log may hold records past the
+    checkpoint a resumed run starts from, and its last line may be torn; both are dropped so the resumed curve
+    has no duplicates."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            kept.append(line)
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
+
+
+# ---------------------------------------------------------------- finding checkpoints and runs
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A run directory, a checkpoints/ directory, or a .safetensors/.json file -> the .safetensors file."""
+    p = Path(path)
+    if p.is_dir():
+        for d in (p / CHECKPOINTS, p):
+            for name in (prefer, "last", "best"):
+                if (d / f"{name}.safetensors").is_file():
+                    return d / f"{name}.safetensors"
+        raise UserError(f"no checkpoint found in {p} (expected checkpoints/best.safetensors or last.safetensors)")
+    if p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    return p
+
+
+def run_root(path: str | Path) -> Path:
+    """The run directory of a path inside it: a run directory itself, its checkpoints/ folder, or a checkpoint
+    file in either (a folder holding best.safetensors directly is its own run)."""
+    p = Path(path)
+    d = p if p.is_dir() else p.parent
+    if d.name == CHECKPOINTS and not (d / CONFIG_FILE).is_file():
+        return d.parent
+    return d
+
+
 class RunDir:
     """Paths of a run directory, and the files only the main process writes (the others get no-ops)."""
 
     def __init__(self, root: str | Path, main: bool = True):
         self.root = Path(root)
         self.main = main
-        self.config = self.root / "config.json"
-        self.ckpt_dir = self.root / "checkpoints"
+        self.config = self.root / CONFIG_FILE
+        self.ckpt_dir = self.root / CHECKPOINTS
         self.last = self.ckpt_dir / "last.safetensors"
         self.best = self.ckpt_dir / "best.safetensors"
         self.log_path = self.root / "log.jsonl"
@@ -77,6 +178,25 @@ class RunDir:
                 self.clear()
         return cfg, False
 
+    def resume_config(self, changed: list[str], steps: int | None, device: str | None) -> Config | None:
+        """The config a `--resume` continues with: the run's saved one, with only `steps` and `device` changed.
+        `changed` names the other options the user gave (refused); None when the run saved no config."""
+        if changed:
+            raise UserError(f"--resume continues the run with its saved config; only --steps and --device may "
+                            f"change, not {changed[0]}")
+        if not self.config.is_file():
+            return None
+        return apply_overrides(Config.load(self.config), {k: v for k, v in (("train.steps", steps),
+                                                                            ("train.device", device)) if v is not None})
+
+    @staticmethod
+    def resumed(saved: Config, saved_step: int, steps: int) -> Config:
+        """A checkpoint's config, trained on to `steps` (the one thing a resume may change besides the device)."""
+        if steps < saved_step:
+            raise UserError(f"--steps {steps} is below the step of the checkpoint ({saved_step})")
+        saved.train.steps = steps
+        return saved
+
     def clear(self) -> None:
         """Delete what a run writes (checkpoints/, samples/, eval/ and the top-level JSON, JSONL and PNG files),
         nothing else: --out may name a directory that also holds the user's own files."""
@@ -101,8 +221,8 @@ class RunDir:
         except OSError as e:
             raise UserError(f"cannot write to run directory {self.root}: {e.strerror}") from None
         cfg.save(self.config)
-        faults.truncate_log(self.log_path, start_step)
-        faults.remove_stale_temp_files(self.ckpt_dir)
+        truncate_log(self.log_path, start_step)
+        remove_stale_temp_files(self.ckpt_dir)
         self._log = open(self.log_path, "a")
         self._status = {"state": "running", "step": start_step, "total_steps": cfg.train.steps,
                         "started": _now(), "pid": os.getpid(), "task": cfg.train.task}

@@ -1,10 +1,14 @@
 """The cross-attention figure of a text-to-image model: for one prompt, which image regions attend to which words,
 at a few noise levels (the kind of map Hertz et al. 2022, "Prompt-to-Prompt Image Editing with Cross Attention
-Control", edit with). Written at the end of training as cross_attention.png; also a function:
+Control", edit with). Written at the end of training as cross_attention.png and by `noisecraft explain`; also a
+function:
 
     from noisecraft import load_pipeline
-    from noisecraft.cross_attention import cross_attention_figure
-    cross_attention_figure(load_pipeline("runs/digits-text"), "a bold seven leaning right", "attention.png")
+    from noisecraft.explain.cross_attention import draw_cross_attention
+    draw_cross_attention(load_pipeline("runs/digits-text"), "a bold seven leaning right", "attention.png")
+
+In a latent run the network attends over the latent grid (16x16 for 64x64 digits at f = 4): its maps are
+upsampled to the decoded image they are drawn over, and the network's noisy input is shown decoded.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from noisecraft.data import to_model_range, to_uint8
+from noisecraft.data import to_model_range
 from noisecraft.models.unet import CrossAttention
 
 SIGMAS = (8.0, 2.0, 0.5)  # high, middle and low noise: layout is decided early, strokes late
@@ -24,13 +28,14 @@ SIGMAS = (8.0, 2.0, 0.5)  # high, middle and low noise: layout is decided early,
 def cross_attention_maps(pipe, prompt: str, sigmas: tuple[float, ...] = SIGMAS, seed: int = 0) -> dict:
     """Cross-attention of a prompt's tokens over the image at each noise level.
 
-    The prompt's image is drawn (the run's sampling defaults, seed `seed`), noised to each sigma with fixed noise
-    and denoised once with every cross-attention block recording; each block's map is upsampled to the image size,
-    and blocks and heads are averaged. Returns {"tokens": the T tokens the model reads, "maps": (S, T, H, W) float
-    (each pixel's attention over the tokens), "image": uint8 (C, H, W), "noisy": uint8 (S, C, H, W) in the VP view
-    x / sqrt(1 + sigma^2) the network sees}."""
+    The prompt's image is drawn (the run's sampling defaults, seed `seed`), encoded into the sampler's space (the
+    identity in pixel space), noised to each sigma with fixed noise and denoised once with every cross-attention
+    block recording; each block's map is upsampled to the image size, and blocks and heads are averaged. Returns
+    {"tokens": the T tokens the model reads, "maps": (S, T, H, W) float (each pixel's attention over the tokens),
+    "image": uint8 (C, H, W), "noisy": uint8 (S, C, H, W) the network's input in the VP view x / sqrt(1 + sigma^2),
+    decoded}."""
     image = pipe.generate(n=1, prompt=prompt, seed=seed)  # (1, C, H, W) uint8
-    x0 = to_model_range(image.to(pipe.device))
+    x0 = pipe.encode(to_model_range(image.to(pipe.device)))  # (1, c, h, w): pixels, or latents
     cond = pipe.condition([prompt])
     n = int(cond["context_mask"].sum())
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
@@ -46,16 +51,16 @@ def cross_attention_maps(pipe, prompt: str, sigmas: tuple[float, ...] = SIGMAS, 
         finally:
             for b in blocks:
                 b.maps = None
-        per_block = [F.interpolate(p[:1, :, :n].transpose(1, 2).reshape(1, n, h, w), size=x0.shape[-2:],
+        per_block = [F.interpolate(p[:1, :, :n].transpose(1, 2).reshape(1, n, h, w), size=image.shape[-2:],
                                    mode="bilinear", align_corners=False) for p, (h, w) in recorded]
         maps.append(torch.cat(per_block).mean(0).cpu())  # (T, H, W)
-        noisy.append(to_uint8(x[0] / math.sqrt(1 + sigma**2)).cpu())
+        noisy.append(pipe.decode(x[:1] / math.sqrt(1 + sigma**2))[0])
     return {"tokens": pipe.text.tokens(prompt)[:n], "maps": torch.stack(maps), "image": image[0],
             "noisy": torch.stack(noisy), "sigmas": list(sigmas)}
 
 
-def cross_attention_figure(pipe, prompt: str, path: str | Path, sigmas: tuple[float, ...] = SIGMAS,
-                           seed: int = 0) -> Path:
+def draw_cross_attention(pipe, prompt: str, path: str | Path, sigmas: tuple[float, ...] = SIGMAS,
+                         seed: int = 0) -> Path:
     """Draw `cross_attention_maps` as a PNG: one row per noise level, the network's input, then one map per word
     (the start and end tokens left out), over the final image."""
     import matplotlib
@@ -86,3 +91,11 @@ def cross_attention_figure(pipe, prompt: str, path: str | Path, sigmas: tuple[fl
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def cross_attention_figure(ctx, path: Path) -> dict:
+    """`explain`'s figure: the first prompt given, else the longest of the first captions (on digits one that
+    names thickness, slant and size)."""
+    prompt = ctx.options.prompts[0] if ctx.options.prompts else max(ctx.data.captions.texts[:200], key=len)
+    draw_cross_attention(ctx.pipe, prompt, path, seed=ctx.options.seed)
+    return {"prompt": prompt}
