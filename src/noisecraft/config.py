@@ -570,12 +570,12 @@ def _preset_digits64_latent() -> Config:
 
 def _preset_digits64_text_latent() -> Config:
     # Stable Diffusion's composition on the 64x64 digits: the digits-text captions and frozen all-MiniLM-L6-v2,
-    # cross-attending at both latent resolutions (16x16 and 8x8, and mid) of the digits64-latent U-Net, in the
-    # 16x16x4 latents of a digits64-ae run (--autoencoder). Sampling as digits-text: DDIM 50 with guidance w = 2.
+    # cross-attending at both resolutions (8x8 and 4x4 on 2x2 latent patches, and mid) of the digits64-latent U-Net,
+    # in the 16x16x4 latents of a digits64-ae run (--autoencoder). Sampling as digits-text: DDIM 50 with guidance w = 2.
     cfg = _preset_digits64_latent()
     text = _preset_digits_text()
     cfg.data.captions = "on"
-    cfg.model.cross_attn_resolutions = (16, 8)
+    cfg.model.cross_attn_resolutions = (8, 4)
     cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
     cfg.sample = text.sample
     return cfg
