@@ -572,6 +572,8 @@ def _preset_digits64_text_latent() -> Config:
     # Stable Diffusion's composition on the 64x64 digits: the digits-text captions and frozen all-MiniLM-L6-v2,
     # cross-attending at both resolutions (8x8 and 4x4 on 2x2 latent patches, and mid) of the digits64-latent U-Net,
     # in the 16x16x4 latents of a digits64-ae run (--autoencoder). Sampling as digits-text: DDIM 50 with guidance w = 2.
+    # digits64-latent's 1500 steps of 64 keep paraphrases and attribute pairs well above their goals; 32 images a step
+    # saved a third of the time but left the paraphrases near the goal (benchmarks/results/preset_search.jsonl).
     cfg = _preset_digits64_latent()
     text = _preset_digits_text()
     cfg.data.captions = "on"
