@@ -37,8 +37,12 @@ def measure(args) -> dict:
     from preset_search import judge_ae, judge_latent, judge_text, train
 
     out = {"benchmark": "laptop_presets", "what": __doc__.splitlines()[0], "rows": []}
-    ae = None
+    kept = {r["preset"]: r for r in json.loads(RESULT.read_text())["rows"]} if args.only and RESULT.is_file() else {}
+    ae = str(Path(args.work) / "digits64-ae")
     for name, kind, goal_s, goal_q in PRESETS:
+        if args.only and name not in args.only:  # measured before, in the same work folder: kept as it is
+            out["rows"].append(kept[name])
+            continue
         run_args = argparse.Namespace(work=args.work, kind=kind, preset=name,
                                       autoencoder=ae if name.startswith("digits64-") and kind != "ae" else None)
         rec = train(name, {}, run_args)
@@ -97,6 +101,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="samples judged (latent: DDIM-50; text: paraphrases)")
     ap.add_argument("--pair-seeds", type=int, default=10, help="text: seeds per digit and attribute")
     ap.add_argument("--work", default="/tmp/noisecraft-laptop-presets")
+    ap.add_argument("--only", nargs="*", help="re-measure these presets, keeping the file's other rows (the latent "
+                    "ones use the autoencoder run in --work)")
     args = ap.parse_args()
     if not args.readme:
         RESULT.write_text(json.dumps(measure(args), indent=2) + "\n")

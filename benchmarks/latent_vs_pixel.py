@@ -75,6 +75,34 @@ def sample_and_judge(run: str, n: int) -> dict:
             "judge_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4)}
 
 
+ROWS = (("pixel", "digits64"), ("latent", "digits64-latent"), ("text_latent", "digits64-text-latent"))
+
+
+def render(result: dict) -> str:
+    """latent_vs_pixel.json as a markdown table (the docs' benchmarks page renders it when the site is built)."""
+    m, b = result["machine"], result["budget_s"]
+    cap = f"kernels capped to {m['kernels_capped_to']}" if m.get("kernels_capped_to") else "native kernels"
+    head = [f"`benchmarks/latent_vs_pixel.py --budget {b:g}` on a {m['cores_usable']}-core {m['cpu']} ({cap}, "
+            f"precision auto), each preset trained for the same {b:g} s of wall clock, then "
+            f"{result['pixel']['n']} DDIM-50 samples judged (the text run's from one template prompt per digit):", "",
+            "| what | " + " | ".join(f"`{preset}`" for _, preset in ROWS) + " |", "| --- |" + " --- |" * len(ROWS)]
+
+    def row(label, key, fmt, speedup=None):
+        cells = []
+        for name, _ in ROWS:
+            r = result[name]
+            x = result.get(f"{name}_speedup", {}).get(speedup) if speedup else None
+            cells.append(fmt(r[key]) + (f" ({x:g}x)" if x else ""))
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    return "\n".join(head + [row("training images/s", "train_img_per_s", "{:g}".format, "train"),
+                             row("sampling images/s, DDIM 50 (decoding included)", "sample_img_per_s", "{:g}".format,
+                                 "sampling"),
+                             row(f"steps reached in {b:g} s", "steps", str),
+                             row("samples judged as the digit asked for", "judge_accuracy",
+                                 lambda v: f"{100 * v:.1f}%")])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--autoencoder", required=True, help="a digits64-ae run directory")

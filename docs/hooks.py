@@ -4,6 +4,7 @@
 - `<!-- generated: cli -->` becomes every command and flag of the argparse parser (`noisecraft.cli.make_parser`);
 - `<!-- generated: config -->` becomes every config field with its type, default and comment
   (`noisecraft.config.field_docs`), then the presets and the registries' names;
+- `<!-- generated: latent_vs_pixel -->` becomes the table of benchmarks/results/latent_vs_pixel.json;
 - `<!-- generated: laptop_presets -->` becomes the table of benchmarks/results/laptop_presets.json (as in the
   README);
 - `<!-- generated: benchmarks -->` becomes the measured figures in benchmarks/results/*.json(l), each with the
@@ -165,8 +166,18 @@ def laptop_presets_markdown() -> str:
     return render(json.loads(RESULT.read_text()))
 
 
+def latent_vs_pixel_markdown() -> str:
+    """benchmarks/results/latent_vs_pixel.json as its script renders it."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from latent_vs_pixel import render
+
+    return render(json.loads((ROOT / "benchmarks" / "results" / "latent_vs_pixel.json").read_text()))
+
+
 GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown,
-              "laptop_presets": laptop_presets_markdown}
+              "laptop_presets": laptop_presets_markdown, "latent_vs_pixel": latent_vs_pixel_markdown}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

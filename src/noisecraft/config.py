@@ -572,15 +572,17 @@ def _preset_digits64_latent() -> Config:
 
 def _preset_digits64_text_latent() -> Config:
     # Stable Diffusion's composition on the 64x64 digits: the digits-text captions and frozen all-MiniLM-L6-v2,
-    # cross-attending at both resolutions (8x8 and 4x4 on 2x2 latent patches, and mid) of the digits64-latent U-Net,
+    # cross-attending at the 4x4 level (on 2x2 latent patches) and in the middle block of the digits64-latent U-Net,
     # in the 16x16x4 latents of a digits64-ae run (--autoencoder). Sampling as digits-text: DPM-Solver++(2M) 15 steps
     # with guidance w = 2.
     # digits64-latent's 1500 steps of 64 keep paraphrases and attribute pairs well above their goals; 32 images a step
     # saved a third of the time but left the paraphrases near the goal (benchmarks/results/preset_search.jsonl).
+    # Cross-attention at 4x4 (and mid) only: at 8x8 too, the text step of this small U-Net cost more than 1.3x its
+    # class-conditional twin's (benchmarks/results/text_to_image_latent.json).
     cfg = _preset_digits64_latent()
     text = _preset_digits_text()
     cfg.data.captions = "on"
-    cfg.model.cross_attn_resolutions = (8, 4)
+    cfg.model.cross_attn_resolutions = (4,)
     cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
     cfg.sample = text.sample
     return cfg
