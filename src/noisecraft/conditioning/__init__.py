@@ -16,8 +16,6 @@ import torch
 
 from noisecraft.errors import UserError
 
-Conditions = "torch.Tensor | list[str] | None"  # per-image: class labels (n,), prompts, or None
-
 
 def class_cond(labels: torch.Tensor | None) -> dict | None:
     return None if labels is None else {"class_labels": labels}
