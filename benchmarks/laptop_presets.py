@@ -49,8 +49,6 @@ def measure(args) -> dict:
         t0 = time.perf_counter()
         quality = judge_ae(rec["run"]) if kind == "ae" else judge_latent(rec["run"], args.n) if kind == "latent" \
             else judge_text(rec["run"], args.n, args.pair_seeds)
-        if kind == "ae":
-            ae = rec["run"]
         out["machine"] = rec.pop("machine")
         out["rows"].append({"preset": name, "command": rec["command"], "wall_s": rec["wall_s"],
                             "train_loop_s": rec["train_loop_s"], "steps": rec["steps"], "params": rec["params"],

@@ -154,30 +154,22 @@ def benchmarks_markdown() -> str:
 
 # ---------------------------------------------------------------- the hook
 
-def laptop_presets_markdown() -> str:
-    """The laptop presets' table, rendered from benchmarks/results/laptop_presets.json as the README's is."""
+def _rendered(script: str) -> str:
+    """benchmarks/results/<script>.json as benchmarks/<script>.py renders it (the README's tables come from the
+    same functions)."""
+    import importlib
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from laptop_presets import RESULT, render
-
-    if not RESULT.is_file():
-        return "Not measured yet: run `python benchmarks/laptop_presets.py`."
-    return render(json.loads(RESULT.read_text()))
-
-
-def latent_vs_pixel_markdown() -> str:
-    """benchmarks/results/latent_vs_pixel.json as its script renders it."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from latent_vs_pixel import render
-
-    return render(json.loads((ROOT / "benchmarks" / "results" / "latent_vs_pixel.json").read_text()))
+    result = ROOT / "benchmarks" / "results" / f"{script}.json"
+    if not result.is_file():
+        return f"Not measured yet: run `python benchmarks/{script}.py`."
+    return importlib.import_module(script).render(json.loads(result.read_text()))
 
 
 GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown,
-              "laptop_presets": laptop_presets_markdown, "latent_vs_pixel": latent_vs_pixel_markdown}
+              "laptop_presets": lambda: _rendered("laptop_presets"),
+              "latent_vs_pixel": lambda: _rendered("latent_vs_pixel")}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

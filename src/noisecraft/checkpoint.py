@@ -15,7 +15,7 @@ import torch
 
 from noisecraft.config import Config, to_json
 from noisecraft.errors import UserError
-from noisecraft.rundir import atomic_write_bytes, resolve_checkpoint  # noqa: F401  (re-exported)
+from noisecraft.rundir import atomic_write_bytes, resolve_checkpoint
 
 FORMAT = "noisecraft-checkpoint"
 VERSION = 2  # 2: named parts (modules and optimizers by name); 1: model./ema./optim. (still read)

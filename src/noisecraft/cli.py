@@ -63,10 +63,8 @@ def cmd_train(args, extra) -> int:
                                   ("--data-root", args.data_root), ("--image-size", args.image_size),
                                   ("--seed", args.seed), ("--download", args.download),
                                   ("--autoencoder", args.autoencoder), ("--lpips-weights", args.lpips_weights)) if v]
-        cfg = RunDir(args.out).resume_config(changed + extra[:1], args.steps, args.device)
-        if cfg is None:  # nothing saved: the run's own rules say what may happen (RunDir.prepare)
-            cfg = apply_overrides(preset(args.default_preset), {k: v for k, v in (("train.steps", args.steps),
-                                                                              ("train.device", args.device)) if v is not None})
+        cfg = RunDir(args.out).resume_config(changed + extra[:1], args.steps, args.device,
+                                             preset(args.default_preset))
     else:
         cfg = build_config(args, extra)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)

@@ -405,10 +405,13 @@ class DeviceBatcher:
         """Returns x (B, C, H, W) in [-1, 1] and the condition: caption indices (B,) into `data.captions.texts`
         when the data has captions, else labels (B,) or None."""
         idx = self.indices(step)
-        y = self.labels[idx] if self.labels is not None else None
+        return self._augment(to_model_range(self.images[idx]), step), self._condition(idx, step)
+
+    def _condition(self, idx: torch.Tensor, step: int) -> torch.Tensor | None:
+        """The condition of the images at `idx`: caption indices when the data has captions, else labels or None."""
         if self.captions is not None:
-            y = self._caption_ids(idx, step)
-        return self._augment(to_model_range(self.images[idx]), step), y
+            return self._caption_ids(idx, step)
+        return self.labels[idx] if self.labels is not None else None
 
     def _caption_ids(self, idx: torch.Tensor, step: int) -> torch.Tensor:
         """One caption of each image's group, drawn from (seed, step) for the global batch (this rank's slice)."""
@@ -534,6 +537,4 @@ class LatentBatcher(DeviceBatcher):
         """Latents (B, z, h, w) and the condition, as `DeviceBatcher.batch` draws them (captions included)."""
         idx = self.indices(step)
         rows = idx + self.num_items * self.flips(step).long() if self.flipped else idx
-        if self.captions is not None:
-            return self.latents[rows], self._caption_ids(idx, step)
-        return self.latents[rows], self.labels[idx] if self.labels is not None else None
+        return self.latents[rows], self._condition(idx, step)

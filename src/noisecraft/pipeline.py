@@ -132,12 +132,13 @@ class Pipeline:
     """A denoiser (EMA weights, eval mode) with its config, a conditioner and a codec, and metadata (step, path):
     turns requests into uint8 images with any sampler, guidance and precision."""
 
-    def __init__(self, denoiser: Denoiser, config: Config, *, conditioner=None, codec=None,
-                 class_names: list[str] | None = None, device: torch.device | str = "cpu", meta: dict | None = None):
+    def __init__(self, denoiser: Denoiser, config: Config, *, codec=None, class_names: list[str] | None = None,
+                 text=None, text_cache: Path | None = None, device: torch.device | str = "cpu",
+                 meta: dict | None = None):
         self.denoiser, self.config, self.device = denoiser, config, torch.device(device)
         self.meta = dict(meta or {})
         names = list(self.meta.get("class_names", []) if class_names is None else class_names)
-        self.conditioner = conditioner or conditioner_for(config.model, names, device=self.device)
+        self.conditioner = conditioner_for(config.model, names, text=text, text_cache=text_cache, device=self.device)
         if codec is None and config.autoencoder.latent:
             raise ValueError("a latent run's pipeline needs its codec: build it with pipeline_for or load_pipeline")
         self.codec = (codec or IdentityCodec()).to(self.device)
@@ -271,12 +272,12 @@ class Pipeline:
         opts = req.options
         sigmas = get_sigmas(self.denoiser, opts.sampler, opts.steps).to(self.device)
         run = _BatchRun(self, get_sampler(opts.sampler), self.denoise_fn(opts), sigmas, req, preview_every, cancel)
-        batches = math.ceil(req.n / opts.batch_size)
+        batches, labels = math.ceil(req.n / opts.batch_size), req.labels
         for b, start in enumerate(range(0, req.n, opts.batch_size)):
             if run.cancelled():
                 return
             idx = list(range(start, min(req.n, start + opts.batch_size)))
-            yield from run.events(b, batches, idx, take(req.labels, idx))
+            yield from run.events(b, batches, idx, take(labels, idx))
 
     def generate(self, *args, request: Request | None = None, progress: bool = False, **kwargs) -> torch.Tensor:
         """Draw a request's images as uint8 (n, C, H, W): `stream` run to its end. Image i uses its own seed for
@@ -353,20 +354,17 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
     """The pipeline a config asks for, composed of its parts: the conditioner (`conditioning.conditioner_for`;
     a text model's embeddings are `text`, or the run's cache in `root`) and the codec (`codec`, or for a latent run
     the autoencoder copy in `root` / the recorded source, checked by sha256)."""
-    device = torch.device(device)
-    meta = dict(meta or {})
-    names = list(meta.get("class_names", []) if class_names is None else class_names)
     cache = None
     if text is None and root is not None:
         from noisecraft.conditioning.text import EMBEDDINGS_FILE
 
         cache = Path(root) / EMBEDDINGS_FILE
-    conditioner = conditioner_for(config.model, names, text=text, text_cache=cache, device=device)
     if codec is None and config.autoencoder.latent:
         from noisecraft.autoencoder.codec import load_run_codec
 
-        codec = load_run_codec(root, meta.get("autoencoder", {}), config.autoencoder.path, device)
-    return Pipeline(denoiser, config, conditioner=conditioner, codec=codec, device=device, meta=meta)
+        codec = load_run_codec(root, (meta or {}).get("autoencoder", {}), config.autoencoder.path, device)
+    return Pipeline(denoiser, config, codec=codec, class_names=class_names, text=text, text_cache=cache,
+                    device=device, meta=meta)
 
 
 def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best") -> Pipeline:

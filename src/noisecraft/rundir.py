@@ -178,16 +178,16 @@ class RunDir:
                 self.clear()
         return cfg, False
 
-    def resume_config(self, changed: list[str], steps: int | None, device: str | None) -> Config | None:
-        """The config a `--resume` continues with: the run's saved one, with only `steps` and `device` changed.
-        `changed` names the other options the user gave (refused); None when the run saved no config."""
+    def resume_config(self, changed: list[str], steps: int | None, device: str | None, default: Config) -> Config:
+        """The config a `--resume` continues with: the run's saved one (`default` when it saved none; `prepare`
+        then says what may happen), with only `steps` and `device` changed. `changed` names the other options the
+        user gave (refused)."""
         if changed:
             raise UserError(f"--resume continues the run with its saved config; only --steps and --device may "
                             f"change, not {changed[0]}")
-        if not self.config.is_file():
-            return None
-        return apply_overrides(Config.load(self.config), {k: v for k, v in (("train.steps", steps),
-                                                                            ("train.device", device)) if v is not None})
+        saved = Config.load(self.config) if self.config.is_file() else default
+        return apply_overrides(saved, {k: v for k, v in (("train.steps", steps), ("train.device", device))
+                                       if v is not None})
 
     @staticmethod
     def resumed(saved: Config, saved_step: int, steps: int) -> Config:

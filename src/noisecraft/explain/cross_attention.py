@@ -7,8 +7,8 @@ function:
     from noisecraft.explain.cross_attention import draw_cross_attention
     draw_cross_attention(load_pipeline("runs/digits-text"), "a bold seven leaning right", "attention.png")
 
-In a latent run the network attends over the latent grid (16x16 for 64x64 digits at f = 4): its maps are
-upsampled to the decoded image they are drawn over, and the network's noisy input is shown decoded.
+In a latent run the network attends over its feature maps of the latents: its maps are upsampled to the decoded
+image they are drawn over, and the network's noisy input is shown decoded.
 """
 from __future__ import annotations
 

@@ -90,9 +90,6 @@ class DiffusionTask(Task):
         are recorded (what the run draws)."""
         from noisecraft.autoencoder.codec import load_codec
 
-        if not cfg.autoencoder.path:
-            raise UserError("latent diffusion needs an autoencoder: --autoencoder RUN (a noisecraft "
-                            "train-autoencoder run) or a diffusers AutoencoderKL folder")
         codec = load_codec(cfg.autoencoder.path)
         if codec.image_channels != data.channels:
             raise UserError(f"the autoencoder at {cfg.autoencoder.path} takes {codec.image_channels}-channel images, "
