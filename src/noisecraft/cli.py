@@ -128,6 +128,43 @@ def cmd_sample(args, extra) -> int:
     return 0
 
 
+def _edit_mask(args, image_size: tuple[int, int]):
+    """The mask of `edit`'s flags, at the input image's size (None: img2img)."""
+    from noisecraft.editing import half_mask, rect_mask
+
+    if args.mask_rect:
+        try:
+            x, y, w, h = (int(v) for v in args.mask_rect.split(","))
+        except ValueError:
+            raise UserError(f"--mask-rect takes X,Y,W,H in the image's pixels, got '{args.mask_rect}'") from None
+        return rect_mask(x, y, w, h, image_size)
+    if args.mask_half:
+        return half_mask(args.mask_half, image_size)
+    return args.mask  # a path, or None
+
+
+def cmd_edit(args, extra) -> int:
+    from noisecraft.editing import open_image
+    from noisecraft.imageinfo import image_settings
+    from noisecraft.pipeline import load_pipeline
+    from noisecraft.viz import save_before_after, save_images
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    image = open_image(args.image)  # checked before the model loads
+    mask = _edit_mask(args, image.size)
+    options = _sampling_options(args)
+    options.strength, options.jumps = args.strength, args.jumps
+    pipe = load_pipeline(args.checkpoint, args.device)
+    req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), image=image, mask=mask, options=options)
+    images = pipe.generate(request=req, progress=True)
+    out = save_images(images, args.out, settings=image_settings(pipe, req, model=str(args.checkpoint)))
+    src = req.source
+    save_before_after(src.images[0], None if src.mask is None else src.mask[0], images, out / "before_after.png")
+    print(f"wrote {len(images)} images, grid.png and before_after.png to {out}")
+    return 0
+
+
 def cmd_info(args, extra) -> int:
     from noisecraft.checkpoint import load_checkpoint
     from noisecraft.models import build_model, count_parameters
@@ -312,6 +349,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory (one PNG per image + grid.png)")
     s.set_defaults(func=cmd_sample)
 
+    _add_edit_parser(sub)
+
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "
                        "classifier's class accuracy, Fréchet distance and precision/recall, next to the same for "
@@ -362,6 +401,30 @@ def make_parser() -> argparse.ArgumentParser:
     _add_explain_parser(sub)
     _add_serve_parser(sub)
     return p
+
+
+def _add_edit_parser(sub) -> None:
+    from noisecraft.editing import HALVES
+
+    d = sub.add_parser("edit", help="img2img, inpainting and variations of an image",
+                       description="Edit an image with a trained run: without a mask, img2img (SDEdit: the image is "
+                       "noised to --strength and denoised under the asked class or prompt; low strength = "
+                       "variations); with a mask, inpainting (RePaint: the masked pixels are regenerated, the rest "
+                       "kept). Images of another size or mode are converted as the run's data were.")
+    _add_sampling_args(d, n_default=4, n_help="edited images (each with its own seed)")
+    d.add_argument("--image", required=True, help="the image to edit (PNG, JPEG, ...)")
+    m = d.add_mutually_exclusive_group()
+    m.add_argument("--mask", help="mask image of the input's size: white = regenerate")
+    m.add_argument("--mask-rect", metavar="X,Y,W,H", help="regenerate this rectangle (the input's pixels)")
+    m.add_argument("--mask-half", choices=HALVES, help="regenerate this half of the image")
+    d.add_argument("--strength", type=float, help="how far down the noise levels the image goes, in (0, 1]: 1 = "
+                   "from pure noise (default: 0.6 for img2img, 1 with a mask)")
+    d.add_argument("--jumps", type=int, help="inpainting: RePaint resamplings of each step (default: measured, "
+                   "see benchmarks/editing.py)")
+    d.add_argument("--class", dest="class_index", type=int, help="the class to draw (default: none: the model's "
+                   "unconditional branch keeps what the image shows)")
+    d.add_argument("--out", required=True, help="output directory (PNGs, grid.png, before_after.png)")
+    d.set_defaults(func=cmd_edit)
 
 
 def _add_explain_parser(sub) -> None:

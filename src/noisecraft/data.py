@@ -164,7 +164,7 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
         try:
             with Image.open(path) as im:
                 im.load()
-                pil.append(_to_8bit(im))
+                pil.append(to_8bit(im))
             labels.append(label)
             paths.append(path)
         except Exception as e:  # noqa: BLE001 - any decoder failure (truncated, corrupt, decompression bomb)
@@ -175,7 +175,7 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
 
     mode = _folder_mode(im.mode for im in pil)
     size = _folder_size(cfg, {im.size for im in pil}, root)
-    arrays = [np.asarray(_square(im.convert(mode), size), dtype=np.uint8) for im in pil]
+    arrays = [np.asarray(square_image(im.convert(mode), size), dtype=np.uint8) for im in pil]
     images = torch.from_numpy(np.stack(arrays))
     images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
     label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
@@ -280,7 +280,7 @@ class FolderStream(torch.utils.data.Dataset):
         try:
             with Image.open(self.files[i]) as im:
                 im.load()
-                a = np.asarray(_square(_to_8bit(im).convert(self.mode), self.size), dtype=np.uint8)
+                a = np.asarray(square_image(to_8bit(im).convert(self.mode), self.size), dtype=np.uint8)
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot decode {self.files[i]}: {e}") from None
         x = torch.from_numpy(a.copy())
@@ -320,7 +320,7 @@ def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int,
     return DeviceBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size)
 
 
-def _to_8bit(im):
+def to_8bit(im):
     """A copy of `im` with 8 bits per channel: 16/32-bit grayscale is scaled (PIL's convert would clip it)."""
     from PIL import Image
 
@@ -330,15 +330,16 @@ def _to_8bit(im):
     return im.copy()
 
 
-def _square(im, size: int):
-    """Resize the shorter side to `size` and center-crop to a square."""
+def square_image(im, size: int, resample=None):
+    """Resize the shorter side to `size` (bicubic unless `resample` says otherwise) and center-crop to a square."""
     from PIL import Image
 
     w, h = im.size
     if (w, h) == (size, size):
         return im
     scale = size / min(w, h)
-    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                   Image.Resampling.BICUBIC if resample is None else resample)
     w, h = im.size
     left, top = (w - size) // 2, (h - size) // 2
     return im.crop((left, top, left + size, top + size))

@@ -36,12 +36,26 @@ def image_settings(pipe, request, *, model: str, **extra: Any) -> list[dict[str,
             s["guidance_interval"] = ",".join(str(v) for v in opts.guidance_interval)
         s.update(seed=opts.seed, index=i, image_seed=request.seeds[i])
         if labels is not None and not isinstance(labels[i], str):
-            s["class"] = int(labels[i])
-            if s["class"] < len(pipe.class_names):
+            s["class"] = int(labels[i]) if int(labels[i]) < pipe.num_classes else "none"  # the null token
+            if s["class"] != "none" and s["class"] < len(pipe.class_names):
                 s["class_name"] = pipe.class_names[s["class"]]
+        if request.source is not None:
+            s.update(_edit_settings(request, i))
         s.update(size=f"{w}x{h}", model=model, model_step=pipe.step, precision=opts.precision, **extra)
         out.append(s)
     return out
+
+
+def _edit_settings(request, i: int) -> dict[str, Any]:
+    """An edit's part of image i's settings: strength (A1111's "Denoising strength"), the mask, the source."""
+    from noisecraft.editing import describe_mask
+
+    src, opts = request.source, request.options
+    s: dict[str, Any] = {"denoising_strength": opts.strength}
+    if src.inpainting:
+        s.update(mask=describe_mask(src.mask[i]), jumps=opts.jumps)
+    s["source_sha256"] = src.sha256[i]
+    return s
 
 
 def _label(key: str) -> str:

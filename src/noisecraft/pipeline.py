@@ -27,9 +27,11 @@ from noisecraft.autoencoder.codec import IdentityCodec
 from noisecraft.checkpoint import load_checkpoint
 from noisecraft.conditioning import conditioner_for, take
 from noisecraft.config import Config
-from noisecraft.data import to_uint8
+from noisecraft.data import to_model_range, to_uint8
 from noisecraft.device import pick_device
 from noisecraft.diffusion import Denoiser
+from noisecraft.editing import (IMG2IMG_STRENGTH, INPAINT_JUMPS, EditSource, edit_source, known_region, latent_keep,
+                                paste_known, resampled, strength_grid)
 from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
@@ -53,6 +55,8 @@ class SamplingOptions:
     precision: str | None = None  # auto | fp32 | bf16 for the network; resolved to fp32 or bf16 on this device
     clip_x0: bool | None = None  # clamp x0 estimates to the data range [-1, 1]
     negative_prompt: str | None = None  # text models: guidance steers away from it; None: the empty prompt
+    strength: float | None = None  # edits: how far down the noise levels the image is taken, (0, 1]; 1 = from noise
+    jumps: int | None = None  # inpainting: RePaint resamplings of each step (None: editing.INPAINT_JUMPS)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Request:
     conditions: torch.Tensor | tuple[str, ...] | None  # per image: class labels (n,), prompts, or None
     seeds: tuple[int, ...]  # image i's seed: options.seed + i unless given per image
     options: SamplingOptions  # resolved: no None left but negative_prompt
+    source: EditSource | None = None  # edits: the images (and mask) to start from; None: drawn from noise
 
     @property
     def n(self) -> int:
@@ -76,7 +81,8 @@ class Request:
     def batch_key(self) -> tuple:
         """Requests with equal keys may share a sampler call: everything but conditions, seeds and counts."""
         o = dataclasses.replace(self.options, seed=None, batch_size=None)
-        return tuple(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(o))
+        edit = None if self.source is None else self.source.inpainting
+        return (*(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(o)), edit)
 
     @staticmethod
     def merged(requests: list["Request"]) -> "Request":
@@ -89,7 +95,8 @@ class Request:
         else:
             merged = tuple(p for c in conds for p in c)
         seeds = tuple(s for r in requests for s in r.seeds)
-        return Request(merged, seeds, dataclasses.replace(first.options, batch_size=len(seeds)))
+        source = None if first.source is None else EditSource.cat([r.source for r in requests])
+        return Request(merged, seeds, dataclasses.replace(first.options, batch_size=len(seeds)), source)
 
 
 @dataclass
@@ -187,8 +194,13 @@ class Pipeline:
 
     # ---- resolving a request, once
 
-    def resolve(self, options: SamplingOptions | None = None, **overrides) -> SamplingOptions:
-        """Every option filled in and checked: the user's where given, else the checkpoint's `sample` section."""
+    def resolve(self, options: SamplingOptions | None = None, *, edit: EditSource | None = None, **overrides
+                ) -> SamplingOptions:
+        """Every option filled in and checked: the user's where given, else the checkpoint's `sample` section.
+        An `edit` at strength s < 1 runs s times the checkpoint's steps unless `steps` says how many to run, and
+        guides at every step unless given an interval: a limited interval (Kynkäänniemi et al. 2024) is a rule for
+        drawing from pure noise, and edits that start lower follow the asked class far less under it
+        (benchmarks/editing.py)."""
         o = dataclasses.replace(options or SamplingOptions(), **overrides)
         s = self.config.sample
 
@@ -196,8 +208,13 @@ class Pipeline:
             return default if value is None else value
 
         sampler = SAMPLERS.get(pick(o.sampler, s.sampler), "sampler").name
-        steps, guidance = pick(o.steps, s.steps), float(pick(o.guidance, s.guidance))
-        interval = tuple(float(v) for v in pick(o.guidance_interval, s.guidance_interval))
+        inpainting = edit is not None and edit.inpainting
+        strength = float(pick(o.strength, IMG2IMG_STRENGTH if edit is not None and not inpainting else 1.0))
+        jumps = pick(o.jumps, INPAINT_JUMPS if inpainting else 0)
+        _check_edit_options(strength, jumps)
+        steps, guidance = pick(o.steps, max(1, math.ceil(strength * s.steps))), float(pick(o.guidance, s.guidance))
+        from_noise = edit is None or strength == 1
+        interval = tuple(float(v) for v in pick(o.guidance_interval, s.guidance_interval if from_noise else ()))
         precision = PRECISIONS.get(pick(o.precision, s.precision), "precision").name
         guided = self.kind != "unconditional" and guidance != 0
         batch_size = pick(o.batch_size, default_sampling_batch(self.device, guided))
@@ -206,7 +223,7 @@ class Pipeline:
             self.conditioner.check_negative(o.negative_prompt)
         return SamplingOptions(sampler, steps, guidance, interval, pick(o.seed, 0), batch_size,
                                "bf16" if use_bf16(self.device, precision) else "fp32", pick(o.clip_x0, s.clip_x0),
-                               o.negative_prompt)
+                               o.negative_prompt, strength, int(jumps))
 
     def request(self, n: int | None = None, class_index: int | list[int] | None = None,
                 labels: torch.Tensor | list[str] | None = None, prompt: str | list[str] | None = None
@@ -217,16 +234,32 @@ class Pipeline:
 
     def prepare(self, n: int | None = None, class_index: int | list[int] | None = None, *,
                 labels: torch.Tensor | list[str] | None = None, prompt: str | list[str] | None = None,
-                seeds: list[int] | None = None, options: SamplingOptions | None = None, **overrides) -> Request:
+                seeds: list[int] | None = None, image=None, mask=None, options: SamplingOptions | None = None,
+                **overrides) -> Request:
         """User options + the run's defaults -> one frozen `Request`. `class_index` (one class or a list cycled),
         `labels` (one condition per image) or, for a text model, `prompt` (one, or a list cycled); `seeds` gives
-        image i its own seed instead of seed + i; the rest are `SamplingOptions` fields."""
-        n, conditions = self.request(n, class_index, labels, prompt)
-        opts = self.resolve(options, **overrides)
+        image i its own seed instead of seed + i; the rest are `SamplingOptions` fields.
+
+        Edits start from `image` (uint8 (N, C, H, W) or (C, H, W), a PIL image or a path; one image is repeated
+        n times) and, for inpainting, `mask` (True or white = regenerate). A class model asked for no class edits
+        with its null class (guidance off): the image keeps what it shows."""
+        source = None
+        if image is not None:
+            source, n = edit_source(image, mask, shape=self.image_shape, n=n)
+        elif mask is not None:
+            raise UserError("a mask needs the image it applies to")
+        if source is not None and self.kind == "class" and class_index is None and labels is None:
+            conditions = torch.full((n,), self.num_classes)  # the null token
+            overrides.setdefault("guidance", 0.0)
+        else:
+            n, conditions = self.request(n, class_index, labels, prompt)
+        opts = self.resolve(options, edit=source, **overrides)
+        if source is None and (opts.strength != 1 or opts.jumps):
+            raise UserError("strength and jumps apply to edits: give an image (and a mask for jumps)")
         if seeds is not None and len(seeds) != n:
             raise UserError(f"seeds must give one seed per image ({n}), got {len(seeds)}")
         seeds = tuple(int(s) for s in seeds) if seeds is not None else tuple(opts.seed + i for i in range(n))
-        return Request(tuple(conditions) if isinstance(conditions, list) else conditions, seeds, opts)
+        return Request(tuple(conditions) if isinstance(conditions, list) else conditions, seeds, opts, source)
 
     # ---- the steps between a request and images
 
@@ -270,8 +303,11 @@ class Pipeline:
         if preview_every < 0:
             raise UserError(f"preview_every must be >= 0, got {preview_every}")
         opts = req.options
-        sigmas = get_sigmas(self.denoiser, opts.sampler, opts.steps).to(self.device)
-        run = _BatchRun(self, get_sampler(opts.sampler), self.denoise_fn(opts), sigmas, req, preview_every, cancel)
+        sigmas = strength_grid(lambda k: get_sigmas(self.denoiser, opts.sampler, k), opts.steps, opts.strength)
+        sampler = get_sampler(opts.sampler)
+        if opts.jumps:
+            sampler = resampled(sampler, opts.jumps)
+        run = _BatchRun(self, sampler, self.denoise_fn(opts), sigmas.to(self.device), req, preview_every, cancel)
         batches, labels = math.ceil(req.n / opts.batch_size), req.labels
         for b, start in enumerate(range(0, req.n, opts.batch_size)):
             if run.cancelled():
@@ -293,6 +329,31 @@ class Pipeline:
                     out.append(ev.images)
                     bar.update(len(ev.indices))
         return torch.cat(out)
+
+    # ---- editing: the same stream, started from given images (`noisecraft.editing`)
+
+    def img2img(self, image, strength: float = 0.6, **kwargs) -> torch.Tensor:
+        """SDEdit (Meng et al. 2022): `image` noised to the level `strength` picks (1 = from pure noise) and
+        denoised under the asked class or prompt; `steps` counts the steps run (default: strength x the run's
+        steps). uint8 (n, C, H, W); other arguments as for `generate` (`stream(image=..., strength=...)` streams)."""
+        return self.generate(image=image, strength=strength, **kwargs)
+
+    def inpaint(self, image, mask, strength: float = 1.0, **kwargs) -> torch.Tensor:
+        """RePaint (Lugmayr et al. 2022): regenerate where `mask` is True (bool (N or 1, 1, H, W), or a mask
+        image: white = regenerate), keeping the rest; pixel runs return the known pixels exactly, latent runs
+        paste them back with a feathered edge. `jumps` resamples each step."""
+        return self.generate(image=image, mask=mask, strength=strength, **kwargs)
+
+    def variations(self, image, strength: float = 0.3, n: int = 8, **kwargs) -> torch.Tensor:
+        """n images like `image`: img2img at a low strength, image i with its own seed (seed + i)."""
+        return self.generate(n=n, image=image, strength=strength, **kwargs)
+
+
+def _check_edit_options(strength: float, jumps: int) -> None:
+    if not 0 < strength <= 1:
+        raise UserError(f"strength must be in (0, 1] (1 = from pure noise), got {strength}")
+    if jumps < 0 or int(jumps) != jumps:
+        raise UserError(f"jumps must be a whole number >= 0, got {jumps}")
 
 
 def _check_options(steps: int, guidance: float, interval: tuple[float, ...], batch_size: int) -> None:
@@ -333,8 +394,9 @@ class _BatchRun:
         pipe, total = self.pipe, len(self.levels) - 1
         noise = PerImageNoise([self.request.seeds[i] for i in idx], pipe.device)
         x = noise(torch.empty(len(idx), *pipe.sample_shape, device=pipe.device))  # (B, C, H, W)
-        x = x * pipe.denoiser.prior_std(self.levels[0])
-        steps = self.sampler(self.denoise, x, self.sigmas, pipe.condition(labels), noise=noise)
+        source = None if self.request.source is None else self.request.source.take(idx)
+        x, denoise = self.start(x, source, noise)
+        steps = self.sampler(denoise, x, self.sigmas, pipe.condition(labels), noise=noise)
         try:
             for s in steps:  # each step's network calls run inside next()
                 k = s.i + 1
@@ -346,7 +408,22 @@ class _BatchRun:
                     return
         finally:
             steps.close()  # a closed or cancelled stream leaves no sampler suspended mid-run
-        yield SampleEvent("images", b, batches, idx, total, total, 0.0, 0.0, x, x, s.x0, images=pipe.decode(x))
+        images = pipe.decode(x)
+        if source is not None and source.inpainting:
+            images = paste_known(images, source, feather=pipe.codec.downsample if pipe.codec.latent else 0)
+        yield SampleEvent("images", b, batches, idx, total, total, 0.0, 0.0, x, x, s.x0, images=images)
+
+    def start(self, eps: torch.Tensor, source: EditSource | None, noise: PerImageNoise) -> tuple[torch.Tensor, Denoise]:
+        """The sampler's first x and its denoiser: pure noise at the grid's top, or an edit's images noised to
+        the level its strength picked (SDEdit), with the known region held by RePaint's step when inpainting."""
+        pipe, sigma = self.pipe, self.levels[0]
+        if source is None:
+            return eps * pipe.denoiser.prior_std(sigma), self.denoise
+        x0_known = pipe.encode(to_model_range(source.images))  # (B, c, h, w) in the sampler's space
+        if not source.inpainting:
+            return x0_known + sigma * eps, self.denoise
+        keep = latent_keep(source.mask, x0_known.shape[-2:]) if pipe.codec.latent else ~source.mask
+        return x0_known + sigma * eps, known_region(self.denoise, x0_known, keep.to(pipe.device), noise)
 
 
 def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | str = "cpu", meta: dict | None = None,

@@ -8,11 +8,13 @@ import time
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 
 from noisecraft.config import PRESETS
 from noisecraft.errors import UserError
 from noisecraft.imageinfo import format_parameters
 from noisecraft.registry import DATASETS, SAMPLERS
+from noisecraft.serve.edits import EDIT_OPENAPI, read_edit
 from noisecraft.serve.images import data_url, strip_png
 from noisecraft.serve.jobs import Job, JobQueue, JobSpec, QueueFull, image_url
 from noisecraft.serve.paths import find_runs
@@ -65,8 +67,9 @@ def _check_limits(body: GenerateRequest, svc: Service) -> None:
             raise UserError(f"{field} must be at most {lim.max_prompt} characters, got {len(text)}")
 
 
-def _job_spec(body: GenerateRequest, svc: Service) -> JobSpec:
-    """The request checked against the model (its classes, kind and sampling defaults) -> a job to queue."""
+def _job_spec(body: GenerateRequest, svc: Service, **edit) -> JobSpec:
+    """The request checked against the model (its classes, kind and sampling defaults) -> a job to queue. `edit`:
+    an edit's image, mask, strength and jumps (`Pipeline.prepare`'s arguments)."""
     _check_limits(body, svc)
     path = svc.run_path(body.model)
     if path is None:
@@ -76,7 +79,7 @@ def _job_spec(body: GenerateRequest, svc: Service) -> JobSpec:
     # The pipeline's own rules: a class for a class model, a prompt for a text model, a negative prompt only there.
     request = pipe.prepare(body.n, body.class_index, prompt=body.prompt or None, sampler=body.sampler,
                            steps=body.steps, guidance=body.guidance, seed=seed,
-                           negative_prompt=body.negative_prompt or None)
+                           negative_prompt=body.negative_prompt or None, **edit)
     return JobSpec(body.model, key, pipe, request)
 
 
@@ -84,7 +87,21 @@ def _job_spec(body: GenerateRequest, svc: Service) -> JobSpec:
 def generate(body: GenerateRequest, svc: Svc) -> dict:
     """Queue a sampling job; follow it at `events` (server-sent events) or poll `status`. 429 when the queue is
     full; 422 for a request the model or the limits refuse (the message says why)."""
-    spec = _job_spec(body, svc)
+    return _submit(_job_spec(body, svc), svc)
+
+
+@router.post("/edit", status_code=202, openapi_extra=EDIT_OPENAPI)
+async def edit(request: Request, svc: Svc) -> dict:
+    """Queue an edit of an image: img2img (SDEdit) without a mask, inpainting (RePaint) with one. The body is JSON
+    (`EditRequest`: the image and mask as base64 or data: URLs) or multipart/form-data (the same fields, the image
+    and mask as files). Same job, events, cancel, queue and batching as /api/generate."""
+    body, image, mask = await read_edit(request, svc.runs_root)
+    spec = await run_in_threadpool(_job_spec, body, svc, image=image, mask=mask, strength=body.strength,
+                                   jumps=body.jumps)
+    return _submit(spec, svc)
+
+
+def _submit(spec: JobSpec, svc: Service) -> dict:
     try:
         job = svc.queue.submit(spec)
     except QueueFull as e:

@@ -26,15 +26,16 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` is answered 422 before the app sees it. The body is read
-    here (chunked uploads have no Content-Length to trust) and replayed to the app."""
+    """ASGI middleware: a request body over `max_bytes` (or a path's own limit in `paths`) is answered 422 before
+    the app sees it. The body is read here (chunked uploads have no Content-Length to trust) and replayed."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, paths: dict[str, int] | None = None):
+        self.app, self.max_bytes, self.paths = app, max_bytes, dict(paths or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        limit = self.paths.get(scope["path"], self.max_bytes)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -43,8 +44,8 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
-            if size > self.max_bytes:
-                response = JSONResponse({"detail": f"request body over the limit of {self.max_bytes} bytes"}, 422)
+            if size > limit:
+                response = JSONResponse({"detail": f"request body over the limit of {limit} bytes"}, 422)
                 return await response(scope, receive, send)
         body, sent = b"".join(chunks), False
 
@@ -103,6 +104,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     def generate_page() -> FileResponse:
         return _page("index.html")
 
+    @app.get("/edit", include_in_schema=False)
+    def edit_page() -> FileResponse:
+        return _page("edit.html")
+
     @app.get("/runs", include_in_schema=False)
     def runs_page() -> FileResponse:
         return _page("runs.html")
@@ -119,7 +124,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, 409 if isinstance(exc, Conflict) else 422)
 
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, max_bytes=cfg.limits.max_body)
+    app.add_middleware(BodyLimit, max_bytes=cfg.limits.max_body, paths={"/api/edit": cfg.limits.max_edit_body})
     return app
 
 

@@ -13,6 +13,7 @@ class Limits:
     max_steps: int = 1000  # sampler steps (DDPM walks the schedule's 1000)
     max_prompt: int = 500  # characters of a prompt or negative prompt
     max_body: int = 64 * 1024  # bytes of a request body
+    max_edit_body: int = 8 * 1024 * 1024  # bytes of a POST /api/edit body (it carries an image and a mask)
     max_train_steps: int = 10_000_000
 
 
@@ -32,6 +33,19 @@ class GenerateRequest(_Strict):
                                    description="classifier-free guidance weight w (0 = off); null: the model's")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="image i uses seed + i; null: a random seed")
     n: int = Field(1, ge=1, le=1_000_000, description="number of images")
+
+
+class EditRequest(GenerateRequest):
+    image: str | None = Field(None, max_length=12_000_000, description="the image to edit: a PNG/JPEG/WebP as "
+                              "base64 or a data: URL (multipart: a file field)")
+    image_path: str | None = Field(None, max_length=1024, description="or an image file under --runs, e.g. a run's "
+                                   "sample grid")
+    mask: str | None = Field(None, max_length=12_000_000, description="inpainting: a mask image of the image's size "
+                             "(white or opaque = regenerate), base64 or a data: URL; null: img2img")
+    strength: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="how far down the noise "
+                                   "levels the image goes (1 = from pure noise); null: 0.6, or 1 with a mask")
+    jumps: int | None = Field(None, ge=0, le=20, description="inpainting: RePaint resamplings per step; null: the "
+                              "measured default")
 
 
 class TrainBody(_Strict):
