@@ -104,3 +104,48 @@ def test_runs_page_shows_curves_grids_and_compares_runs(page):
     assert '"base_channels": 8' in page.inner_text("#config")
     page.screenshot(path=SHOTS / "runs.png", full_page=True)
     assert not page.errors, page.errors
+
+
+def _stroke(page, selector: str, points: list[tuple[float, float]]) -> None:
+    """A mouse stroke through `points` (fractions of the element's box)."""
+    box = page.locator(selector).bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for p in xy[1:]:
+        page.mouse.move(*p, steps=5)
+    page.mouse.up()
+
+
+def test_edit_page_draws_paints_a_mask_and_edits(page):
+    page.goto(page.base_url + "/edit")
+    page.wait_for_selector("#model option[value=digits]", state="attached")
+    page.select_option("#model", "digits")
+    before = page.locator("#gallery .card").count()  # the gallery is the generate page's too
+    _stroke(page, "#mask", [(0.5, 0.2), (0.5, 0.8)])  # a hand-drawn "1"
+    drawn = page.evaluate("""() => { const c = document.getElementById('canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let white = 0; for (let i = 0; i < d.length; i += 4) white += d[i] > 127; return white; }""")
+    assert drawn > 50
+    page.check("input[name=tool][value=mask]")
+    _stroke(page, "#mask", [(0.1, 0.75), (0.9, 0.75)])  # regenerate a band across the bottom
+    page.select_option("#class", "7")
+    page.fill("#steps", "3")
+    page.fill("#n", "2")
+    page.click("#edit")
+    expect(page.locator("#gallery .card")).to_have_count(before + 2, timeout=60_000)
+    assert page.inner_text("#status").startswith("done: 2 image(s)")
+    job = page.live.service.queue.jobs()[-1]
+    src = job.spec.request.source
+    assert src.mask is not None and src.mask[0, 0, 21].any() and not src.mask[0, 0, 5].any()
+    assert src.images[0, 0, 5:8, 13:15].float().mean() > 127  # the stroke reached the server at the model's size
+    assert "inpaint 1" in page.locator("#gallery .card").first.inner_text()
+    page.screenshot(path=SHOTS / "edit.png", full_page=True)
+
+    # "edit" on a generated image hands it to the edit page
+    page.goto(page.base_url + "/")
+    page.wait_for_selector("#gallery .card")
+    page.locator("#gallery .card").first.locator("button", has_text="edit").click()
+    page.wait_for_url("**/edit")
+    expect(page.locator("#status")).to_have_text(re.compile("^(image loaded|settings filled)"), timeout=10_000)
+    assert not page.errors, page.errors

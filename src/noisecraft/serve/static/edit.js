@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const BOX = 256; // CSS pixels of the canvas box
 let models = [];
 let size = 28; // the model's image size: what the exported image and mask have
+let strengthTouched = false; // until the slider is moved, a mask sets strength 1 (inpainting) and no mask 0.6
 const view = new JobView("edit");
 const gallery = new Gallery("gallery", { onReuse: reuse, onEdit: (item) => loadImage(item.src) });
 const image = () => $("canvas").getContext("2d");
@@ -24,7 +25,10 @@ async function init() {
   if (!models.length) view.status("no trained models under --runs yet: train one on the Runs page", true);
   $("model").addEventListener("change", () => showModel(true));
   $("form").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
-  $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
+  $("strength").addEventListener("input", () => {
+    strengthTouched = true;
+    $("strength-value").textContent = $("strength").value;
+  });
   $("clear-gallery").addEventListener("click", () => gallery.clear());
   $("clear-image").addEventListener("click", clearImage);
   $("clear-mask").addEventListener("click", clearMask);
@@ -93,6 +97,7 @@ function drawing() {
   };
   top.addEventListener("pointerdown", (e) => {
     top.setPointerCapture(e.pointerId);
+    if (document.querySelector("input[name=tool]:checked").value === "mask") defaultStrength(1);
     last = at(e);
     stroke(last, last);
   });
@@ -117,6 +122,13 @@ function clearImage() {
 
 function clearMask() {
   mask().clearRect(0, 0, $("mask").width, $("mask").height);
+  defaultStrength(0.6);
+}
+
+function defaultStrength(value) {
+  if (strengthTouched) return;
+  $("strength").value = value;
+  $("strength-value").textContent = value;
 }
 
 async function loadImage(src) {
@@ -197,6 +209,7 @@ function reuse(s) {
   $("seed").value = s.image_seed;
   $("n").value = 1;
   if (s.denoising_strength !== undefined) {
+    strengthTouched = true;
     $("strength").value = s.denoising_strength;
     $("strength-value").textContent = s.denoising_strength;
   }
