@@ -199,6 +199,9 @@ FIGURES.register("unet", "noisecraft.explain.unet_diagram:unet_figure",
                  needs=None)
 FIGURES.register("cross-attention", "noisecraft.explain.cross_attention:cross_attention_figure",
                  "text models: which image regions attend to which word, at three noise levels", needs="text")
+FIGURES.register("editing", "noisecraft.explain.editing:editing_figure",
+                 "a held-out image edited: img2img at growing strength, inpainting of each half with the x0 estimate",
+                 needs=None)
 FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
                  "latent runs: latents (per channel) and their decodings, for real and sampled images",
                  needs="autoencoder")

@@ -90,26 +90,40 @@ def plot_process(rows: list[list[torch.Tensor]], labels: list[str], title: str, 
                  row_labels: list[str] | None = None) -> None:
     """A figure of image rows (each a list of uint8 (C, H, W)) with one column label per step (and optionally
     one label per row)."""
+    plot_panels([(rows, labels, row_labels, None)], title, out_path)
+
+
+def plot_panels(panels: list[tuple], title: str, out_path: str | Path) -> None:
+    """Several `plot_process` grids stacked in one figure, each (rows, column labels, row labels or None, its
+    own title or None)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    nr, nc = len(rows), len(labels)
-    fig, axes = plt.subplots(nr, nc, figsize=(1.3 * nc, 1.3 * nr + 0.5), squeeze=False)
-    for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            ax = axes[r][c]
-            arr = img.permute(1, 2, 0).numpy()
-            ax.imshow(arr[..., 0] if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(labels[c], fontsize=8)
-            if c == 0 and row_labels:
-                ax.set_ylabel(row_labels[r], fontsize=8)
+    nc = max(len(labels) for _, labels, _, _ in panels)
+    heights = [len(rows) + (0.35 if sub else 0) for rows, _, _, sub in panels]
+    fig = plt.figure(figsize=(1.3 * nc, 1.3 * sum(heights) + 0.5), layout="constrained")
+    subfigs = fig.subfigures(len(panels), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for sub, (rows, labels, row_labels, subtitle) in zip(subfigs, panels, strict=True):
+        axes = sub.subplots(len(rows), nc, squeeze=False)
+        for r in range(len(rows)):
+            for c in range(nc):
+                ax = axes[r][c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= len(rows[r]):
+                    ax.axis("off")
+                    continue
+                arr = rows[r][c].permute(1, 2, 0).numpy()
+                ax.imshow(arr[..., 0] if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0, vmax=255)
+                if r == 0 and c < len(labels):
+                    ax.set_title(labels[c], fontsize=8)
+                if c == 0 and row_labels:
+                    ax.set_ylabel(row_labels[r], fontsize=8)
+        if subtitle:
+            sub.suptitle(subtitle, fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
 
