@@ -3,7 +3,7 @@ digit shares which half (a source x asked matrix), img2img against strength (cla
 change) and what an edit costs in network calls and time against a full generation.
 
     python benchmarks/editing.py --checkpoint runs/digits --n 500
-    python benchmarks/editing.py render   # the docs' curve (docs/figures/editing/strength_curve.png) from the JSON
+    python benchmarks/editing.py curve    # the docs' curve (docs/figures/editing/strength_curve.png) from the JSON
 
 Every row edits the same N held-out images (the run's `val` split, never trained on) with the same per-image
 seeds at the run's default sampler; the judge is the dataset's offline classifier (`noisecraft.evaluate`). The
@@ -181,7 +181,52 @@ def _img2img(edit, labels, images, k: int, strengths: list[float], interval) -> 
     return rows
 
 
-def render(result_path: Path = RESULT, out: Path = CURVE) -> Path:
+def _machine(r: dict) -> str:
+    m = r["machine"]
+    cap = f"kernels capped to {m['kernels_capped_to']}" if m.get("kernels_capped_to") else "native kernels"
+    return f"{m['cpu']} ({', '.join(m['isa_flags'])}), {cap}, {r['threads']} thread(s), precision auto"
+
+
+def render_table(r: dict) -> str:
+    """editing.json as markdown: inpainting (halves, then jumps compared) and img2img against strength."""
+    g = r["generation"]["network_calls_per_image"]
+    head = (f"`benchmarks/editing.py --n {r['n']}` on the `digits` run (step {r['checkpoint_step']}), "
+            f"{r['sampler']} ({r['steps']} steps for a generation, {g:g} network calls an image), on a "
+            f"{_machine(r)}; `benchmarks/results/editing.json`.")
+    lines = [head, "", "| inpainting, true class asked | jumps | judged as asked | known pixels, max difference | "
+             "seam / real digits' | network calls an image | wall |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in r["inpaint_halves"]:
+        lines.append(f"| {row['side']} half | {row['jumps']} | {100 * row['judged_as_asked']:.1f}% | "
+                     f"{row['known_max_abs_diff']} | {row['seam_ratio']:.2f}x | {row['network_calls_per_image']:g} | "
+                     f"{row['wall_s']:.1f} s |")
+    for row in r["inpaint_jumps"]:
+        lines.append(f"| bottom half | {row['jumps']} | {100 * row['judged_as_asked']:.1f}% | "
+                     f"{row['known_max_abs_diff']} | {row['seam_ratio']:.2f}x | {row['network_calls_per_image']:g} | "
+                     f"{row['wall_s']:.1f} s |")
+    lines += ["", "| img2img strength | steps run | true class asked: kept | mean pixel change (of 255) | another "
+              "class asked: judged as it | network calls an image (/ generation) | under the run's guidance "
+              "interval |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in r["img2img"]:
+        calls, ri = row["network_calls_per_image"], row["run_interval"]["network_calls_per_image"]
+        lines.append(f"| {row['strength']:g} | {row['steps']} | {100 * row['class_kept']:.1f}% | "
+                     f"{row['mean_abs_pixel_change']:.1f} | {100 * row['other_class_judged_as_asked']:.1f}% | "
+                     f"{calls:g} ({calls / g:.2f}x) | {ri:g} ({ri / g:.2f}x) |")
+    return "\n".join(lines)
+
+
+def render_matrix(r: dict) -> str:
+    """The source x asked matrix of editing.json as a markdown table."""
+    m = r.get("inpaint_other_class")
+    if m is None:
+        return "Not measured (run `python benchmarks/editing.py` without --no-matrix)."
+    k = len(m["judged_as_asked"])
+    lines = ["| source ↓ asked → | " + " | ".join(str(a) for a in range(k)) + " |", "|" + " --- |" * (k + 1)]
+    for s_, row in enumerate(m["judged_as_asked"]):
+        lines.append(f"| {s_} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    return "\n".join(lines) + f"\n\n{r['n']} held-out digits, bottom half regenerated; {_machine(r)}."
+
+
+def draw_curve(result_path: Path = RESULT, out: Path = CURVE) -> Path:
     """The docs' figure: class kept and class changed against strength, from the JSON."""
     import json
 
@@ -214,7 +259,7 @@ def render(result_path: Path = RESULT, out: Path = CURVE) -> Path:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["render"]:
-        print(render())
+    if sys.argv[1:2] == ["curve"]:
+        print(draw_curve())
     else:
         main()

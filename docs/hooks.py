@@ -154,7 +154,7 @@ def benchmarks_markdown() -> str:
 
 # ---------------------------------------------------------------- the hook
 
-def _rendered(script: str) -> str:
+def _rendered(script: str, function: str = "render") -> str:
     """benchmarks/results/<script>.json as benchmarks/<script>.py renders it (the README's tables come from the
     same functions)."""
     import importlib
@@ -164,12 +164,14 @@ def _rendered(script: str) -> str:
     result = ROOT / "benchmarks" / "results" / f"{script}.json"
     if not result.is_file():
         return f"Not measured yet: run `python benchmarks/{script}.py`."
-    return importlib.import_module(script).render(json.loads(result.read_text()))
+    return getattr(importlib.import_module(script), function)(json.loads(result.read_text()))
 
 
 GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown,
               "laptop_presets": lambda: _rendered("laptop_presets"),
-              "latent_vs_pixel": lambda: _rendered("latent_vs_pixel")}
+              "latent_vs_pixel": lambda: _rendered("latent_vs_pixel"),
+              "editing": lambda: _rendered("editing", "render_table"),
+              "editing_matrix": lambda: _rendered("editing", "render_matrix")}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

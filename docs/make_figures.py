@@ -65,7 +65,7 @@ def quickstart_figures(run: Path, out: Path) -> None:
 def editing_figures(run: Path, out: Path) -> dict:
     """The editing how-to's pictures, made by the commands it shows (`noisecraft edit` on a held-out digit saved
     as a PNG), the `explain` editing figure, and the strength curve of benchmarks/results/editing.json."""
-    from editing import render
+    from editing import draw_curve
 
     from noisecraft.cli import main as cli
     from noisecraft.data import load_dataset
@@ -85,7 +85,7 @@ def editing_figures(run: Path, out: Path) -> dict:
         shutil.copy(out / name / "before_after.png", out / f"{name}.png")
         shutil.rmtree(out / name)
     explain(run, out, ExplainOptions(figures=("editing",)))
-    render(out=out / "strength_curve.png")
+    draw_curve(out=out / "strength_curve.png")
     return {name: " ".join(["noisecraft edit --checkpoint RUN --image digit.png", *flags])
             for name, flags in commands.items()}
 

@@ -112,6 +112,9 @@ SAMPLERS.register("ddim", "noisecraft.samplers.ddim:sample_ddim", "deterministic
 SAMPLERS.register("dpmpp-2m", "noisecraft.samplers.dpmpp_2m:sample_dpmpp_2m",
                   "DPM-Solver++(2M), Lu et al. 2022: second order, one call a step",
                   grid="timesteps", calls_per_step=1, final_step_calls=1)
+SAMPLERS.register("consistency", "noisecraft.samplers.consistency:sample_consistency",
+                  "multistep consistency sampling, Song et al. 2023: for distilled students (noisecraft distill)",
+                  grid="timesteps", calls_per_step=1, final_step_calls=1)
 SAMPLERS.register("euler", "noisecraft.samplers.karras:sample_euler", "Euler ODE steps, Karras et al. 2022",
                   grid="karras", calls_per_step=1, final_step_calls=1)
 SAMPLERS.register("heun", "noisecraft.samplers.karras:sample_heun",
