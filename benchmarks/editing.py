@@ -184,15 +184,16 @@ def _img2img(edit, labels, images, k: int, strengths: list[float], interval) -> 
 def _machine(r: dict) -> str:
     m = r["machine"]
     cap = f"kernels capped to {m['kernels_capped_to']}" if m.get("kernels_capped_to") else "native kernels"
-    return f"{m['cpu']} ({', '.join(m['isa_flags'])}), {cap}, {r['threads']} thread(s), precision auto"
+    return (f"measured on {m['cpu']} ({', '.join(m['isa_flags'])}), {cap}, {r['threads']} thread(s), precision "
+            f"auto, 1 run")
 
 
 def render_table(r: dict) -> str:
     """editing.json as markdown: inpainting (halves, then jumps compared) and img2img against strength."""
     g = r["generation"]["network_calls_per_image"]
     head = (f"`benchmarks/editing.py --n {r['n']}` on the `digits` run (step {r['checkpoint_step']}), "
-            f"{r['sampler']} ({r['steps']} steps for a generation, {g:g} network calls an image), on a "
-            f"{_machine(r)}; `benchmarks/results/editing.json`.")
+            f"{r['sampler']} ({r['steps']} steps for a generation, {g:g} network calls an image), "
+            f"{_machine(r)}; `editing.json`.")
     lines = [head, "", "| inpainting, true class asked | jumps | judged as asked | known pixels, max difference | "
              "seam / real digits' | network calls an image | wall |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in r["inpaint_halves"]:
@@ -223,7 +224,7 @@ def render_matrix(r: dict) -> str:
     lines = ["| source ↓ asked → | " + " | ".join(str(a) for a in range(k)) + " |", "|" + " --- |" * (k + 1)]
     for s_, row in enumerate(m["judged_as_asked"]):
         lines.append(f"| {s_} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
-    return "\n".join(lines) + f"\n\n{r['n']} held-out digits, bottom half regenerated; {_machine(r)}."
+    return "\n".join(lines) + f"\n\n{r['n']} held-out digits, bottom half regenerated; {_machine(r)}; `editing.json`."
 
 
 def draw_curve(result_path: Path = RESULT, out: Path = CURVE) -> Path:

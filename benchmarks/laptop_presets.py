@@ -4,8 +4,8 @@ digits-text`, every command timed whole (start-up, data, caches, training, check
 kernels capped to AVX2 in fp32 (as on a laptop without AVX-512), then judged by its goal (see preset_search.py):
 reconstructions (PSNR, judge), 500 class-balanced DDIM-50 samples, held-out paraphrases and attribute pairs.
 
-Writes benchmarks/results/laptop_presets.json; `--readme` then rewrites the README's table from that file (the
-README's figures are never typed by hand; tests/test_docs.py checks they match).
+Writes benchmarks/results/laptop_presets.json; `--readme` then rewrites the README's tables from the result files
+(benchmarks/figures.py; the README's figures are never typed by hand, tests/test_docs.py checks they match).
 
     python benchmarks/laptop_presets.py            # both cores, nothing else running
     python benchmarks/laptop_presets.py --readme   # only re-render the README table from the JSON
@@ -15,21 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "laptop_presets.json"
-README = HERE.parent / "README.md"
-BEGIN, END = "<!-- laptop_presets: begin -->", "<!-- laptop_presets: end -->"
 # (name, kind for preset_search's judges, the goal in seconds on a real 2-core AVX2 laptop, the quality goal)
 PRESETS = (("digits64-ae", "ae", 300, "PSNR >= 30 dB, judged >= 97%"),
            ("digits64-latent", "latent", 300, "DDIM-50 judged >= 95%"),
            ("digits64-text-latent", "text", 420, "paraphrases >= 90%, pairs >= 85%"),
            ("digits-text", "text", 300, "paraphrases >= 90%, pairs >= 85%"))
-CAP_SPEEDUP = 2.3  # the AVX2 cap on the AVX-512 EPYC runs this much faster than a real AVX2-only EPYC (issue 14)
 
 
 def measure(args) -> dict:
@@ -68,29 +64,40 @@ def _quality(row: dict) -> str:
     return f"paraphrases {100 * q['paraphrase_accuracy']:.1f}%, attribute pairs {100 * q['pairs_overall']:.1f}%"
 
 
+def cap_factor() -> tuple[float, dict, dict]:
+    """How much faster the AVX2 cap on the AVX-512 EPYC runs than a real AVX2-only EPYC: the digits quickstart's
+    wall on the real one (real_avx2_epyc.json) over the same command's under the cap here (quickstart_avx2.json)."""
+    real = json.loads((HERE / "results" / "real_avx2_epyc.json").read_text())
+    capped = json.loads((HERE / "results" / "quickstart_avx2.json").read_text())
+    return real["wall_s"] / capped["wall_seconds"], real, capped
+
+
 def render(result: dict) -> str:
-    """The README's table of `result` (laptop_presets.json), with its machine."""
-    m = result["machine"]
-    lines = [BEGIN, "", f"Measured on a 2-core {m['cpu']} ({', '.join(m['isa_flags'])}) with kernels capped to "
-             f"{m['kernels_capped_to']}, fp32, {m.get('cores_usable')} cores (`python benchmarks/laptop_presets.py`, "
-             f"`benchmarks/results/laptop_presets.json`). The cap runs about {CAP_SPEEDUP}x faster than a real "
-             f"AVX2-only laptop, so a goal counts at 40% of its value here; the last column is an estimate "
-             f"(x{CAP_SPEEDUP}), not a measurement.", "",
+    """The README's table of `result` (laptop_presets.json), with its machine (benchmarks/figures.py puts it
+    between the README's `<!-- laptop_presets: begin/end -->` markers)."""
+    sys.path.insert(0, str(HERE))
+    from figures import machine
+
+    factor, real, capped = cap_factor()
+    lines = [f"Measured by `python benchmarks/laptop_presets.py` (`benchmarks/results/laptop_presets.json`, one run) "
+             f"on {machine(result, precision='fp32')}. A goal counts at 40% of its value under the cap. The last "
+             f"column is an estimate, not a measurement: the wall time here times {factor:.2f}, the quickstart's "
+             f"{real['wall_s']:g} s on a real 2-core AVX2-only EPYC ({real['source_short']}, `real_avx2_epyc.json`) "
+             f"over its {capped['wall_seconds']:g} s under the cap here (`quickstart_avx2.json`).", "",
              "| command | wall (capped) | goal (capped) | quality | estimated on a real AVX2 laptop |",
              "| --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         cmd = f"`{r['command'].split(' --out ')[0]}`"
         lines.append(f"| {cmd} | {r['wall_s']:.1f} s | <= {r['goal_capped_s']} s | {_quality(r)} | "
-                     f"about {round(r['wall_s'] * CAP_SPEEDUP, -1):.0f} s (goal {r['goal_laptop_s']} s) |")
-    return "\n".join(lines + ["", END])
+                     f"estimate: about {round(r['wall_s'] * factor, -1):.0f} s (goal {r['goal_laptop_s']} s) |")
+    return "\n".join(lines)
 
 
-def rewrite_readme(result: dict, readme: Path = README) -> None:
-    text = readme.read_text()
-    block = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not block.search(text):
-        raise SystemExit(f"{readme} has no {BEGIN} ... {END} block")
-    readme.write_text(block.sub(lambda _: render(result), text))
+def rewrite_readme() -> None:
+    sys.path.insert(0, str(HERE))
+    from figures import rewrite_readme as rewrite
+
+    rewrite()
 
 
 def main() -> None:
@@ -104,7 +111,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.readme:
         RESULT.write_text(json.dumps(measure(args), indent=2) + "\n")
-    rewrite_readme(json.loads(RESULT.read_text()))
+    rewrite_readme()
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def judge_ae(run: str) -> dict:
 def judge_latent(run: str, n: int) -> dict:
     from recipes import judge
 
-    return judge(run, n)
+    return judge(run, n, dict(os.environ, **AVX2_ENV))  # under the cap the training ran with
 
 
 def judge_text(run: str, n: int, pair_seeds: int) -> dict:

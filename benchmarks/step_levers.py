@@ -20,7 +20,11 @@ from pathlib import Path
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def make_step(channels_last: bool, compiled: bool, precision: str):
+# The network of the digits preset before issue 14 (a 28x28 U-Net, no patches), for the "previous_28x28" lever.
+PREVIOUS_28X28 = {"patch_size": 1, "channel_mult": (1, 1, 2)}
+
+
+def make_step(channels_last: bool, compiled: bool, precision: str, model: dict | None = None):
     import torch
 
     from noisecraft.config import preset
@@ -30,6 +34,8 @@ def make_step(channels_last: bool, compiled: bool, precision: str):
 
     cfg = preset("digits")
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 1, 28, 10
+    for k, v in (model or {}).items():
+        setattr(cfg.model, k, v)
     torch.manual_seed(0)
     net = build_model(cfg.model)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -46,11 +52,13 @@ def make_step(channels_last: bool, compiled: bool, precision: str):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    step.params = sum(p.numel() for p in net.parameters())
     return step, b
 
 
 def time_lever(name: str, steps: int, precision: str) -> dict:
-    step, b = make_step(channels_last=name == "channels_last", compiled=name == "compile", precision=precision)
+    step, b = make_step(channels_last=name == "channels_last", compiled=name == "compile", precision=precision,
+                        model=PREVIOUS_28X28 if name == "previous_28x28" else None)
     t0 = time.perf_counter()
     for _ in range(3):  # warm-up; for compile, the compilation
         step()
@@ -59,7 +67,8 @@ def time_lever(name: str, steps: int, precision: str) -> dict:
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - t0
-    return {"lever": name, "img_per_s": round(steps * b / seconds, 1), "warmup_s": round(warm, 1)}
+    return {"lever": name, "img_per_s": round(steps * b / seconds, 1), "warmup_s": round(warm, 1),
+            "params": step.params, "timed_steps": steps}
 
 
 def profile_shares(precision: str, steps: int = 10) -> dict:
@@ -90,7 +99,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--avx2", action="store_true", help="AVX2 kernels only, fp32 (as on a CPU without AVX-512)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per lever")
-    ap.add_argument("--levers", default="eager,channels_last,compile")
+    ap.add_argument("--levers", default="eager,channels_last,compile",
+                    help="comma-separated: eager (the first is the base of the ratios), channels_last, compile, "
+                         "previous_28x28 (the digits preset's network before issue 14: 28x28, no patches)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the profile of the eager step")
+    ap.add_argument("--name", default=None, help="the result file's name (default step_levers_avx2 / _native)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     if args.avx2 and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
@@ -112,8 +125,8 @@ def main() -> None:
               file=sys.stderr)
     result = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "avx2_emulated": args.avx2, "precision": precision, "batch": 64, "levers": rows,
-              "eager_time_shares": profile_shares(precision)}
-    write_result(result, args.out, "step_levers_avx2" if args.avx2 else "step_levers_native")
+              "eager_time_shares": None if args.no_profile else profile_shares(precision)}
+    write_result(result, args.out, args.name or ("step_levers_avx2" if args.avx2 else "step_levers_native"))
 
 
 if __name__ == "__main__":

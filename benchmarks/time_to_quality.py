@@ -7,7 +7,9 @@ Both sides train in chunks of `--chunk-steps` optimizer steps, alternating (so l
 both alike), until their samples reach `--target` or their training time passes `--budget` seconds. After each
 chunk the EMA weights draw `--n` samples (an equal number per digit; DDIM, 20 steps, the preset's guidance
 weight, for both sides) and the offline digits classifier (`noisecraft.evaluate`) reports the share that are the
-digit asked for. Only training time counts towards the budget (ours: the loop time the trainer reports, which
+digit asked for. Both sides train and sample at the same precision (`--precision`, default auto: bf16 where
+native), unless `--reference-precision` says otherwise; the JSON records both. Only training time counts
+towards the budget (ours: the loop time the trainer reports, which
 includes its validation pass at the end of each chunk; reference: its `run` time); sampling and judging do not.
 noisecraft trains through `noisecraft.train.train` resumed chunk by chunk, which continues exactly (batches and
 noise are functions of the step). Prints JSON and writes `--out/time_to_quality.json`.
@@ -48,9 +50,9 @@ class Ours:
 
     def sample(self, labels: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:
         pipe = load_pipeline(self.run, self.device, prefer="last")
-        # guided at every step and in auto precision, as the reference side samples
+        # guided at every step and in the precision it trained in, as the reference side samples
         return pipe.generate(labels=labels, sampler="ddim", steps=steps, guidance=guidance, guidance_interval=(),
-                             precision="auto", seed=0)
+                             precision=self.cfg.train.precision, seed=0)
 
 
 class Reference:
@@ -79,12 +81,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="samples per evaluation (equal per class)")
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--reference-precision", default="fp32", help="the diffusers script's default is fp32")
+    ap.add_argument("--precision", default="auto", help="both sides' training and sampling precision (auto: bf16 "
+                    "where native, else fp32, as noisecraft resolves it)")
+    ap.add_argument("--reference-precision", default=None,
+                    help="the reference side's, when it should differ (the diffusers script's default is fp32); "
+                         "default: the same as --precision, so the comparison is of loops, not number formats")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     device = torch.device(args.device)
+    from noisecraft.precision import use_bf16
+
+    precision = args.precision if args.precision != "auto" else ("bf16" if use_bf16(device, "auto") else "fp32")
+    reference_precision = args.reference_precision or precision
 
     cfg = apply_overrides(preset("digits"), {"train.device": str(device), "train.final_figures": False,
+                                             "train.precision": precision,
                                              "train.val_every": 10**9, "train.sample_every": 10**9})
     data = load_dataset(cfg.data, "train")
     guidance = cfg.sample.guidance
@@ -93,7 +104,7 @@ def main() -> None:
                         torch.zeros(1, dtype=torch.long))  # load (or train and cache) the judge up front
 
     with tempfile.TemporaryDirectory() as tmp:
-        sides = [Ours(cfg, Path(tmp) / "ours", device), Reference(cfg, data, device, args.reference_precision)]
+        sides = [Ours(cfg, Path(tmp) / "ours", device), Reference(cfg, data, device, reference_precision)]
         history = {s.name: [] for s in sides}
         reached = {s.name: None for s in sides}
         active = list(sides)
@@ -117,7 +128,8 @@ def main() -> None:
                   "batch": cfg.train.batch_size, "budget_seconds": args.budget, "target_accuracy": args.target,
                   "chunk_steps": args.chunk_steps, "samples_per_eval": args.n,
                   "sampler": f"ddim {args.sample_steps} steps, guidance {guidance}",
-                  "reference_precision": args.reference_precision, "ours_precision": cfg.train.precision},
+                  "reference_precision": reference_precision, "ours_precision": precision,
+                  "same_precision": reference_precision == precision},
         "seconds_to_target": {k: (v["train_seconds"] if v else None) for k, v in reached.items()},
         "best_accuracy": {k: max(r["accuracy"] for r in h) for k, h in history.items()},
         "history": history,

@@ -4,9 +4,8 @@
 - `<!-- generated: cli -->` becomes every command and flag of the argparse parser (`noisecraft.cli.make_parser`);
 - `<!-- generated: config -->` becomes every config field with its type, default and comment
   (`noisecraft.config.field_docs`), then the presets and the registries' names;
-- `<!-- generated: latent_vs_pixel -->` becomes the table of benchmarks/results/latent_vs_pixel.json;
-- `<!-- generated: laptop_presets -->` becomes the table of benchmarks/results/laptop_presets.json (as in the
-  README);
+- `<!-- generated: NAME -->`, for each table of benchmarks/figures.py (quickstart, laptop_presets, latent_vs_pixel,
+  ...), becomes that table, rendered from benchmarks/results/ (the README's tables come from the same functions);
 - `<!-- generated: benchmarks -->` becomes the measured figures in benchmarks/results/*.json(l), each with the
   machine it was measured on.
 """
@@ -154,24 +153,17 @@ def benchmarks_markdown() -> str:
 
 # ---------------------------------------------------------------- the hook
 
-def _rendered(script: str, function: str = "render") -> str:
-    """benchmarks/results/<script>.json as benchmarks/<script>.py renders it (the README's tables come from the
-    same functions)."""
+def _figures():
+    """benchmarks/figures.py: every table of measured figures, rendered from benchmarks/results/ (the README's
+    tables come from the same functions)."""
     import importlib
-    import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    result = ROOT / "benchmarks" / "results" / f"{script}.json"
-    if not result.is_file():
-        return f"Not measured yet: run `python benchmarks/{script}.py`."
-    return getattr(importlib.import_module(script), function)(json.loads(result.read_text()))
+    return importlib.import_module("figures")
 
 
 GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown,
-              "laptop_presets": lambda: _rendered("laptop_presets"),
-              "latent_vs_pixel": lambda: _rendered("latent_vs_pixel"),
-              "editing": lambda: _rendered("editing", "render_table"),
-              "editing_matrix": lambda: _rendered("editing", "render_matrix")}
+              **{name: (lambda n=name: _figures().render(n)) for name in _figures().TABLES}}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

@@ -68,6 +68,10 @@ def test_sample_writes_pngs_grid_and_labels(cli, run_dir, tmp_path):
     code, _, err = cli("sample", "--checkpoint", run_dir / "checkpoints" / "last.safetensors", "--class", "7",
                        "--n", "5", "--steps", "3", "--out", tmp_path / "again")
     assert code == 0, err
+    again = sorted((tmp_path / "again").glob("0*.png"))
+    assert [p.name for p in again] == [p.name for p in pngs]
+    for a, b in zip(pngs, again, strict=True):  # identical pixels (the PNG's text chunk names the checkpoint path)
+        assert Image.open(a).tobytes() == Image.open(b).tobytes(), a.name
 
 
 def test_info_reports_parameters_and_config(cli, run_dir):

@@ -77,27 +77,35 @@ def test_every_parameterisation_recovers_x0(prediction):
     sigma = d.schedule.sigmas[torch.tensor([5, 100, 500, 900])].float()
     x = x0 + sigma.view(-1, 1, 1, 1) * eps
     torch.testing.assert_close(d(x, sigma), x0, atol=1e-4, rtol=1e-4)
-    # and the training loss of the oracle is zero
+    # the network is fed the timestep the oracle was built for (c_noise = t on this grid) ...
     assert d.precondition(sigma)[3].tolist() == pytest.approx([5, 100, 500, 900], abs=1e-3)
+    # ... and the training loss of the oracle, at those noise levels and that noise, is zero
+    loss = diffusion_loss(d, x0, None, sigma=sigma, eps=eps)
+    assert loss.shape == (4,) and loss.max().item() < 1e-8
+    # while an oracle that is off by 0.1 in every pixel is not
+    off = Denoiser(_Oracle(x0 + 0.1, eps + 0.1, prediction, DiscreteSchedule()), cfg)
+    assert diffusion_loss(off, x0, None, sigma=sigma, eps=eps).min().item() > 1e-4
 
 
 def test_loss_falls_on_real_digits():
-    """A few dozen steps on real digits reduce the loss (and min-SNR weighting keeps it finite)."""
+    """A few dozen steps on 64 real digits reduce the loss on 64 held-out digits (and min-SNR weighting keeps it
+    finite)."""
     from noisecraft.config import DataConfig, ModelConfig
     from noisecraft.data import load_dataset, to_model_range
     from noisecraft.models import build_model
 
     torch.manual_seed(0)
-    data = load_dataset(DataConfig(), "train")
+    data, val = load_dataset(DataConfig(), "train"), load_dataset(DataConfig(), "val")
     x = to_model_range(data.images[:64])
+    x_val, y_val = to_model_range(val.images[:64]), val.labels[:64]  # digits the steps never see
     net = build_model(ModelConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                                   in_channels=1, image_size=28, num_classes=10, dropout=0.0))
     d = Denoiser(net, DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"))
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
 
-    def held_out_loss():
-        return diffusion_loss(d, x, {"class_labels": data.labels[:64]}, generator=g.manual_seed(1)).mean().item()
+    def held_out_loss():  # the same noise levels and noise every time
+        return diffusion_loss(d, x_val, {"class_labels": y_val}, generator=g.manual_seed(1)).mean().item()
 
     before = held_out_loss()
     for _ in range(40):

@@ -2,7 +2,6 @@
 them), the pages' shell blocks marked runnable run as shown (on tiny settings), the notebook runs top to bottom,
 and nothing in the README or the docs points outside the repository."""
 import argparse
-import json
 import dataclasses
 import os
 import re
@@ -19,7 +18,7 @@ from noisecraft.cli import make_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-RUNNABLE = re.compile(r"<!-- runnable -->\s*\n```bash\n(.*?)```", re.S)
+RUNNABLE = re.compile(r"<!-- runnable -->\s*\n```bash\n(.*?)```", re.DOTALL)
 
 
 def test_every_cli_command_and_flag_has_help():
@@ -122,11 +121,76 @@ def test_links_stay_inside_the_repository():
     assert bad == []
 
 
-def test_the_readmes_laptop_preset_figures_are_rendered_from_their_result_file():
+def _figures():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from laptop_presets import RESULT, render
+    import figures
 
-    result = json.loads(RESULT.read_text())
-    assert render(result) in (ROOT / "README.md").read_text(), "run python benchmarks/laptop_presets.py --readme"
-    assert [r["preset"] for r in result["rows"]] == ["digits64-ae", "digits64-latent", "digits64-text-latent",
-                                                     "digits-text"]
+    return figures
+
+
+def test_the_readmes_figures_are_rendered_from_their_result_files():
+    """Every rendered block of the README is what benchmarks/figures.py makes of the result files today: a figure
+    that differs from its file (or a file that changed under it) fails here."""
+    figures = _figures()
+    blocks = figures.readme_blocks((ROOT / "README.md").read_text())
+    assert sorted(blocks) == sorted(figures.README_BLOCKS)
+    stale = [name for name in figures.README_BLOCKS if blocks[name] != figures.render(name).strip()]
+    assert stale == [], f"run python benchmarks/figures.py --readme ({stale} differ from their result files)"
+
+
+def test_every_rendered_row_names_its_machine_and_an_existing_file():
+    figures = _figures()
+    for name in figures.TABLES:
+        if name == "patch_speedup":  # an inline ratio in prose, not a table
+            continue
+        rows = [line for line in figures.render(name).splitlines()
+                if line.startswith("| ") and not line.startswith(("| what", "| command", "| ---"))]
+        assert rows, name
+        for cited in re.findall(r"`([\w.]+\.jsonl?)`", figures.render(name)):
+            assert (ROOT / "benchmarks" / "results" / cited).is_file(), (name, cited)
+        if name in ("laptop_presets", "latent_vs_pixel", "editing", "editing_matrix"):  # one machine, said above
+            assert "Measured by" in figures.render(name) or "on AMD" in figures.render(name)
+            continue
+        for row in rows:
+            assert row.count(".json") >= 1 and re.search(r"thread|cores", row) and re.search(r"fp32|bf16|precision",
+                                                                                             row), (name, row)
+
+
+# A measured figure: a number with a unit of time, speed, share or ratio.
+FIGURE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\s?[-–]\s?\d+(?:\.\d+)?)?\s?"
+                    r"(?:s|ms|min|minutes?|seconds?|%|x|×|dB|images/s|img/s|samples/s|GFLOP/s)(?![\w/])")
+# Numbers with units that are not measurements, each with why.
+NOT_MEASURED = {
+    ("docs/concepts/metrics.md", "100%"): "the definition's example: a model that draws one perfect 7 scores 100%",
+    ("docs/concepts/metrics.md", "99%"): "a hypothetical judge's accuracy, in an argument about resolution",
+    ("docs/howto/larger.md", "5×"): "arithmetic: 64² / 28² pixels",
+}
+
+
+def _prose(text: str) -> str:
+    """A page without what is rendered from result files (README blocks, generated markers) or is code."""
+    text = re.sub(r"<!-- (\w+): begin -->.*?<!-- \1: end -->", "", text, flags=re.DOTALL)
+    text = re.sub(r"<!-- generated: \w+ -->", "", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def test_no_figure_in_readme_or_docs_is_typed_by_hand():
+    """Outside the blocks rendered from benchmarks/results/, README.md and docs/ hold no measured figure: every
+    number with a unit there is rendered from its file at build time (docs) or by figures.py --readme (README),
+    or is listed above as not a measurement."""
+    found = []
+    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        rel = page.relative_to(ROOT).as_posix()
+        found += [(rel, m.group(0)) for m in FIGURE.finditer(_prose(page.read_text()))]
+    assert [f for f in found if f not in NOT_MEASURED] == [], "render these from benchmarks/results/ (figures.py)"
+    assert sorted(set(found)) == sorted(NOT_MEASURED)  # the list holds nothing stale
+
+
+def test_every_generated_marker_has_a_generator():
+    sys.path.insert(0, str(DOCS))
+    import hooks
+
+    markers = {m for page in DOCS.rglob("*.md") for m in re.findall(r"<!-- generated: (\w+) -->", page.read_text())}
+    assert markers and markers <= set(hooks.GENERATORS)
+    assert set(_figures().TABLES) <= set(hooks.GENERATORS)

@@ -326,7 +326,7 @@ def test_guarded_step_skips_fused_adamw_on_device():
     p.grad = torch.tensor([1.0, float("inf"), 1.0, 1.0])
     guarded_step(opt, torch.isfinite(grad_norm([p], 1.0)))
     after = (p.detach(), opt.state[p]["exp_avg"], opt.state[p]["step"])
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 # ---------------------------------------------------------------- disk and output directory
@@ -635,6 +635,7 @@ def test_same_seed_same_samples_whatever_batch_size_or_n(cli, trained, tmp_path)
     b = images("b", "--seed", 7, "--n", 5, "--batch-size", 2)
     c = images("c", "--seed", 7, "--n", 3, "--batch-size", 3)
     d = images("d", "--seed", 8, "--n", 5, "--batch-size", 5)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # same seed: bit-identical
-    assert all(np.array_equal(x, y) for x, y in zip(a, c))  # image i does not depend on batch size or n
-    assert all(np.array_equal(x, y) for x, y in zip(a[1:], d))  # seed 8 image 0 is seed 7 image 1
+    assert (len(a), len(b), len(c), len(d)) == (5, 5, 3, 5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # same seed: bit-identical
+    assert all(np.array_equal(x, y) for x, y in zip(a[:3], c, strict=True))  # image i: whatever batch size or n
+    assert all(np.array_equal(x, y) for x, y in zip(a[1:], d[:4], strict=True))  # seed 8 image 0 is seed 7 image 1

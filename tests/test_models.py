@@ -38,9 +38,10 @@ def test_unet_handles_resized_inputs_and_context(size):
     assert out.shape == x.shape
 
 
-def test_nhwc_sampling_path_matches_nchw():
+def test_nhwc_sampling_path_matches_nchw(monkeypatch):
     """generate() feeds the network NHWC activations on CPUs in fp32 (faster oneDNN convs); the images must be
     those of the plain NCHW network, with and without guidance, and not depend on the batch size."""
+    import noisecraft.pipeline
     from noisecraft.config import DiffusionConfig
     from noisecraft.diffusion import Denoiser
     from conftest import bare_generate as generate
@@ -64,7 +65,11 @@ def test_nhwc_sampling_path_matches_nchw():
     for w in (0.0, 1.5):
         a = generate(den, guidance=w, batch_size=6, **kw)
         b = generate(den, guidance=w, batch_size=4, **kw)
-        assert (a.int() - b.int()).abs().max() <= 1  # uint8 rounding of ~1e-6 float differences at most
+        with monkeypatch.context() as m:  # the same request through the plain NCHW network
+            m.setattr(noisecraft.pipeline, "sampling_channels_last", lambda device, bf16: False)
+            nchw = generate(den, guidance=w, batch_size=6, **kw)
+        for other in (b, nchw):  # uint8 rounding of ~1e-6 float differences at most
+            assert other.shape == a.shape and (a.int() - other.int()).abs().max() <= 1
 
 
 def test_attention_runs_in_fp32_on_cpu_under_bf16_autocast():

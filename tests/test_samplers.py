@@ -97,7 +97,7 @@ def x_T(seed=1):
 
 def assert_trajectories_close(ours, theirs, atol=1e-4):
     assert len(ours) == len(theirs)
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         err = (a - b).abs().max().item()
         assert err < atol, f"step {i}: max |ours - diffusers| = {err:.2e}"
 

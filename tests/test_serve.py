@@ -95,7 +95,7 @@ def test_generate_streams_previews_and_gives_the_pipelines_and_the_clis_images(c
     assert all(d["preview"].startswith("data:image/png;base64,") for d in progress)
     assert events[-1][0] == "done" and status["state"] == "done" and len(status["images"]) == 3
     got = images_of(client, status)
-    for a, b in zip(got, expected(pipe, 3, class_index=3, seed=11, steps=4, sampler="ddim")):
+    for a, b in zip(got, expected(pipe, 3, class_index=3, seed=11, steps=4, sampler="ddim"), strict=True):
         np.testing.assert_array_equal(a, b)
     # the CLI draws the same images, and both write the settings into the PNG
     code, _, err = cli("sample", "--checkpoint", tiny_runs / "digits", "--class", 3, "--n", 3, "--seed", 11,
@@ -134,7 +134,7 @@ def test_eight_concurrent_clients_get_their_own_images_from_one_sampler_call(liv
     assert sorted(results) == list(range(8))
     for k, (status, got) in results.items():
         assert status["state"] == "done" and status["batched_with"] == 8
-        for a, b in zip(got, expected(pipe, 2, class_index=k, seed=100 * k, steps=6, sampler="ddim")):
+        for a, b in zip(got, expected(pipe, 2, class_index=k, seed=100 * k, steps=6, sampler="ddim"), strict=True):
             np.testing.assert_array_equal(a, b)
     assert live.service.queue.sampler_calls - calls_before == 1
 
@@ -186,7 +186,8 @@ def test_cancelling_one_job_leaves_its_batch_mate_running(live, client, pipe):
     assert event == "cancelled"
     _, status = follow(client, b["id"])
     assert status["state"] == "done" and status["batched_with"] == 2
-    for x, y in zip(images_of(client, status), expected(pipe, 2, class_index=2, seed=7, steps=150, sampler="ddim")):
+    want = expected(pipe, 2, class_index=2, seed=7, steps=150, sampler="ddim")
+    for x, y in zip(images_of(client, status), want, strict=True):
         np.testing.assert_array_equal(x, y)
 
 

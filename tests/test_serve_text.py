@@ -50,7 +50,7 @@ def test_a_text_model_is_served_from_prompts(text_runs):
         got = [np.asarray(Image.open(io.BytesIO(c.get(u).content))) for u in status["images"]]
         want = load_pipeline(text_runs / "words", "cpu").generate(2, prompt="a bold seven", seed=3, steps=3,
                                                                    guidance=2.0, negative_prompt="a thin seven")
-        for a, b in zip(got, want):
+        for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b[0].numpy())
         p = parse_parameters(Image.open(io.BytesIO(c.get(status["images"][1]).content)).text["parameters"])
         assert (p["prompt"], p["negative_prompt"], p["image_seed"]) == ("a bold seven", "a thin seven", 4)

@@ -10,6 +10,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -157,7 +158,7 @@ def test_batcher_draws_captions_from_seed_and_step_and_ranks_share_the_global_ba
     halves = [DeviceBatcher(digits, 8, torch.device("cpu"), seed=3, rank=r, world_size=2).batch(5)[1] for r in (0, 1)]
     assert torch.equal(torch.cat(halves), ids)
     idx = one.indices(5)
-    for i, t in zip(idx.tolist(), ids.tolist()):  # each drawn caption is one of its image's
+    for i, t in zip(idx.tolist(), ids.tolist(), strict=True):  # each drawn caption is one of its image's
         assert t in digits.captions.options[digits.captions.group[i]].tolist()
 
 
@@ -357,7 +358,16 @@ def test_sample_info_and_evaluate_of_a_text_run(text_run, cli, tmp_path):
     assert code == 0, err
     report = json.loads(stdout[: stdout.rindex("}") + 1])
     t = report["text"]
-    assert t["n"] == 6 and t["distinct_prompts"] == 2 and t["named_n"] == 6 and 0 <= t["named_class_accuracy"] <= 1
+    assert t["n"] == 6 and t["distinct_prompts"] == 2 and t["named_n"] == 6
+    # the named-class accuracy is the judge's verdict on the saved samples against the digit each prompt names
+    from noisecraft.evaluate.classifier import get_classifier
+
+    saved = np.load(tmp_path / "eval" / "samples.npz")
+    prompts = [str(p) for p in saved["prompts"]]
+    assert sorted(set(prompts)) == ["a bold seven leaning right", "the number 4, small"] and len(prompts) == 6
+    named = torch.tensor([7 if "seven" in p else 4 for p in prompts])
+    pred = get_classifier("digits").predict(torch.from_numpy(saved["images"]))[0].argmax(1)
+    assert t["named_class_accuracy"] == pytest.approx((pred == named).float().mean().item())
     assert {"thickness", "slant", "size"} <= set(t["attributes"]) and "fd" in report["offline"]["generated"]
     assert "## Text alignment" in (tmp_path / "eval" / "report.md").read_text()
 
@@ -424,11 +434,27 @@ def _tiny_clip(root: Path) -> Path:
 @needs_text
 def test_clip_score_runs_on_a_local_clip_model(tmp_path):
     pytest.importorskip("torchmetrics")
+    from transformers import CLIPModel, CLIPProcessor
+
     from noisecraft.evaluate.text import clip_score
 
     images = load_dataset(DataConfig(), "val").images[:4]
-    score = clip_score(images, ["a seven", "a two", "a four", "a one"], str(_tiny_clip(tmp_path / "clip")))
-    assert 0.0 <= score <= 100.0
+    prompts = ["a seven", "a two", "a four", "a one"]
+    weights = str(_tiny_clip(tmp_path / "clip"))
+    score = clip_score(images, prompts, weights)
+    # CLIPScore computed here by hand (Hessel et al. 2021): 100 * max(cos(image, text), 0), averaged
+    model, processor = CLIPModel.from_pretrained(weights).eval(), CLIPProcessor.from_pretrained(weights)
+    inputs = processor(text=prompts, images=[im.expand(3, -1, -1).permute(1, 2, 0).numpy() for im in images],
+                       return_tensors="pt", padding=True)
+    with torch.no_grad():
+        def features(out):
+            return out if torch.is_tensor(out) else out.pooler_output
+
+        img = features(model.get_image_features(pixel_values=inputs["pixel_values"]))
+        txt = features(model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))
+    cos = F.cosine_similarity(img, txt, dim=-1)
+    assert (cos > 0).any()  # not a score that the clamp at 0 makes trivially equal
+    assert score == pytest.approx((100 * cos).clamp(min=0).mean().item(), abs=1e-3)
     with pytest.raises(UserError, match="cannot load CLIP weights"):
         clip_score(images, ["a"] * 4, str(tmp_path / "nothing"))
 

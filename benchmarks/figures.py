@@ -1,0 +1,369 @@
+"""Every table of measured figures in README.md and docs/, rendered from the result files in benchmarks/results/.
+
+Nothing in a table is typed by hand: each row reads its figures from one or two result files, names them, and
+shows the machine they were measured on as the file records it (CPU model, ISA flags, kernel cap, threads,
+precision). The docs' pages get the tables when the site is built (`<!-- generated: NAME -->`, docs/hooks.py);
+the README's blocks (`<!-- NAME: begin -->` ... `<!-- NAME: end -->`) are rewritten by
+
+    python benchmarks/figures.py --readme
+
+and tests/test_docs.py fails when a README block differs from what its files render, or when a page of README.md
+or docs/ carries a figure outside a rendered block.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+README_BLOCKS = ("quickstart", "laptop_presets")  # the README's rendered blocks, in page order
+
+
+def load(name: str):
+    """benchmarks/results/NAME (a .json, or a .jsonl as a list of records)."""
+    path = RESULTS / name
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- machines
+
+
+def _first(*values):
+    return next((v for v in values if v not in (None, "", [])), None)
+
+
+def machine(d: dict, precision: str | None = None, threads=None) -> str:
+    """The machine a result file records, in one line: CPU model (ISA flags), kernel cap, threads, precision.
+    Files written by different scripts keep these in different places; what a file does not record is said."""
+    m = d.get("machine") if isinstance(d.get("machine"), dict) else {}
+    setup = d.get("setup") if isinstance(d.get("setup"), dict) else {}
+    cpu = _first(m.get("cpu"), d.get("cpu_model"), d.get("cpu"), m.get("cpu_model"))
+    if cpu in (None, "x86_64"):
+        cpu = "CPU model not recorded"
+    flags = m.get("isa_flags") or [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if d.get(f) is True]
+    if "kernels_capped_to" in m:
+        cap = m["kernels_capped_to"]
+        cap = f"kernels capped to {cap}" if cap else "native kernels"
+    elif d.get("training_kernels_capped_to"):
+        cap = f"training capped to {d['training_kernels_capped_to']}, judged uncapped"
+    elif "kernels_capped_to" in d:
+        cap = f"kernels capped to {d['kernels_capped_to']}" if d["kernels_capped_to"] else "native kernels"
+    elif "avx2_emulated" in d:
+        cap = "kernels capped to avx2" if d["avx2_emulated"] else "native kernels"
+    else:
+        cap = "kernel cap not recorded"
+    t = _first(threads, d.get("threads"), d.get("torch_threads"), m.get("threads"), m.get("torch_threads"),
+               setup.get("threads"), m.get("omp_num_threads"))
+    if isinstance(t, int) or (isinstance(t, str) and t.isdigit()):
+        t = f"{t} thread{'s' if int(t) != 1 else ''}"
+    elif t is None:
+        t = f"{m['cores_usable']} cores, torch's default threads" if m.get("cores_usable") else "threads not recorded"
+    p = _first(precision, d.get("precision"), m.get("precision"), setup.get("precision"))
+    return f"{cpu} ({', '.join(flags) or 'ISA flags not recorded'}), {cap}, {t}, {p or 'precision not recorded'}"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _file(*names: str) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _runs(k: int) -> str:
+    return f"{k} run" + ("s" if k != 1 else "")
+
+
+HEADER = ["what", "figure", "machine", "file"]
+
+
+# ---------------------------------------------------------------- the quickstart (README and docs)
+
+
+def _evaluate_row(name: str) -> list[str]:
+    e = load(name)
+    what = f"`noisecraft evaluate --n {e['n']}` ({e['sampler']} {e['steps']} steps)"
+    if "whole_command_s" in e:  # evaluate_speed.py since issue 23: the command as a user runs it
+        fig = (f"{e['whole_command_s']:.1f} s, the whole command ({e['start_up_and_loading_s']:.1f} s of it start-up "
+               f"and loading, {e['report_timing_s']['sampling_s']:.1f} s sampling); ran: "
+               f"{'; '.join(e['metrics_ran'])}; skipped: {', '.join(e['metrics_skipped']) or 'nothing'}")
+        if not e["trained_checkpoint"]:
+            what += ", on an untrained checkpoint of the same network (the same speed)"
+    else:  # before issue 23: timed in process, the judge loaded before the clock started
+        fig = (f"{e['total_s']:.1f} s in process, not the whole command: start-up and loading the judge not timed; "
+               f"sampling {e['sampling_s']:.1f} s, offline metrics {e['offline_metrics_s']:.1f} s; Inception "
+               f"{e['inception']}")
+    return [what, fig + ", 1 run", machine(e), _file(name)]
+
+
+def quickstart() -> str:
+    rows = []
+    for kind in ("native", "avx2"):
+        q = load(f"quickstart_{kind}.json")
+        m, f = machine(q), _file(f"quickstart_{kind}.json")
+        rows.append([f"`noisecraft train --preset digits` ({q['steps']} steps), whole command",
+                     (f"{q['wall_seconds']:.1f} s ({q['train_loop_seconds']:.1f} s training loop), "
+                     f"{q['train_images_per_s_median']:.1f} images/s (median of the log), 1 run"), m, f])
+        j = q["judge"]
+        rows.append([f"its samples judged as the digit asked for ({j['ddim50']['n']}), DDIM 50 / DPM-Solver++(2M) 10",
+                     f"{_pct(j['ddim50']['accuracy'])} / {_pct(j['dpmpp10']['accuracy'])}", m, f])
+    rows += [_evaluate_row(f"evaluate_speed_{kind}.json") for kind in ("native", "avx2", "avx2_1thread")]
+    return _table(HEADER, rows)
+
+
+# ---------------------------------------------------------------- the quickstart's kernels and recipe (docs)
+
+
+def quickstart_details() -> str:
+    rows = []
+    for kind in ("native", "avx2"):
+        t = load(f"throughput_{kind}.json")
+        s, f = t["setup"], _file(f"throughput_{kind}.json")
+        for p, r in t["train"].items():
+            m = machine(t, precision=p)
+            per_flop = r.get("ratio_per_flop", r["ratio"] * t["train_flops_per_image"]["ours"]
+                             / t["train_flops_per_image"]["reference"])
+            rows.append([(f"training images/s, noisecraft's loop vs the diffusers-style loop (a UNet2DModel of the same "
+                         f"widths, {s['params_reference']:,} vs our {s['params_ours']:,} parameters, per-image PIL "
+                         f"transforms), both in {p}"),
+                         (f"{r['ours_img_per_s']:.0f} vs {r['reference_img_per_s']:.0f} ({r['ratio']:.2f}x; per "
+                         f"training FLOP {per_flop:.2f}x), median of {s['rounds']} rounds of {s['timed_steps']} steps"),
+                         m, f])
+            best = t["matmul_peak_flops"][p]
+            rows.append([(f"FLOP/s of a training step over the best dense-matmul rate measured in the same run "
+                         f"({best / 1e9:.0f} GFLOP/s in {p}; a measured rate, not the hardware's ceiling)"),
+                         f"noisecraft {r['ours_fraction_of_peak']:.2f}, reference {r['reference_fraction_of_peak']:.2f}",
+                         m, f])
+    for kind in ("native", "avx2"):
+        s = load(f"step_levers_{kind}.json")
+        levers = {r["lever"]: r for r in s["levers"]}
+        cl, co = levers["channels_last"], levers["compile"]
+        rows.append(["kernel levers on the training step (batch 64): channels-last / torch.compile (its warm-up)",
+                     (f"{cl['vs_eager']:.2f}x / {co['vs_eager']:.2f}x ({co['warmup_s']:.0f} s) of eager's "
+                     f"{levers['eager']['img_per_s']:.0f} images/s, 1 run"), machine(s), _file(f"step_levers_{kind}.json")])
+    sh = load("step_levers_avx2.json")["eager_time_shares"]
+    rows.append([("where an eager training step's time goes: convolutions forward / backward, matmuls and attention, "
+                 "the rest"), (f"{_pct(sh['conv_forward'])} / {_pct(sh['conv_backward'])}, "
+                 f"{_pct(sh['matmul_attention'])}, {_pct(sh['other'])}"), machine(load("step_levers_avx2.json")),
+                 _file("step_levers_avx2.json")])
+    p = load("step_levers_patch.json")
+    new, old = _patch_rounds(p)
+    rows.append([(f"training images/s of the digits network on 2x2 patches ({new[0]['params']:,} parameters) vs the "
+                 f"previous preset's 28x28 U-Net ({old[0]['params']:,}), batch 64, alternating"),
+                 (f"{_span(r['img_per_s'] for r in new)} vs {_span(r['img_per_s'] for r in old)} "
+                 f"({_span((a['img_per_s'] / b['img_per_s'] for a, b in zip(new, old, strict=True)), '{:.1f}')}x "
+                 f"in {_runs(len(new))} of {new[0]['timed_steps']} steps each)"), machine(p),
+                 _file("step_levers_patch.json")])
+    return _table(HEADER, rows)
+
+
+def _patch_rounds(p: dict) -> tuple[list[dict], list[dict]]:
+    new = [r for r in p["levers"] if r["lever"] == "eager"]
+    old = [r for r in p["levers"] if r["lever"] == "previous_28x28"]
+    assert len(new) == len(old) > 0
+    return new, old
+
+
+def _span(values, fmt: str = "{:.0f}") -> str:
+    v = sorted(values)
+    return fmt.format(v[0]) if fmt.format(v[0]) == fmt.format(v[-1]) else f"{fmt.format(v[0])}-{fmt.format(v[-1])}"
+
+
+def patch_speedup() -> str:
+    """The ratio of training images/s, patch network over the previous 28x28 one, round by round, for prose."""
+    new, old = _patch_rounds(load("step_levers_patch.json"))
+    return _span((a["img_per_s"] / b["img_per_s"] for a, b in zip(new, old, strict=True)), "{:.1f}") + "×"
+
+
+def sampling_quality() -> str:
+    d = load("sampling_quality_digits.json")
+    m, f = machine(d), _file("sampling_quality_digits.json")
+    rows = [[f"`{r['sampler']}` {r['steps']} steps ({r['nfe']} network calls), {d['n']} samples",
+             f"{_pct(r['accuracy'])} judged right, FD-clf {r['frechet']:.2f}, {r['images_per_s']:.1f} images/s",
+             m, f] for r in d["rows"]]
+    rows.append([f"real held-out digits ({d['real_heldout']['n']})",
+                 f"{_pct(d['real_heldout']['accuracy'])} judged right, FD-clf {d['real_heldout']['frechet']:.2f}", m, f])
+    return (f"The digits recipe's checkpoint `{Path(d['checkpoint']).parts[-3]}` (step {d['checkpoint_step']}), "
+            f"guidance w = {d['guidance']:g} above sigma {d['guidance_interval'][0]:g}:\n\n" + _table(HEADER, rows))
+
+
+# ---------------------------------------------------------------- latent diffusion at 64x64, previous presets (docs)
+
+
+def latent_digits64() -> str:
+    rows = []
+    d = load("latent_digits64.json")
+    m, f = machine(d, precision=d["latent_diffusion"]["sampling"]["precision"]), _file("latent_digits64.json")
+    on, off, lat = d["autoencoder_disc_on"], d["autoencoder_disc_off"], d["latent_diffusion"]
+    e, eo = on["eval"], off["eval"]
+    rows += [[f"`train-autoencoder --preset digits64-ae` ({e['step']} steps)",
+              f"{on['train_wall']} wall (min:s), {on['train_loop_s']:.1f} s training loop", m, f],
+             [f"its reconstructions of {e['n']} held-out digits: PSNR / SSIM / judged right (originals)",
+              (f"{e['psnr_db']:.1f} dB / {e['ssim']:.3f} / {_pct(e['judge']['accuracy'])} "
+              f"({_pct(e['judge']['originals_accuracy'])})"), m, f],
+             ["the same steps without the discriminator: PSNR / FD-clf / variance of the Laplacian",
+              (f"{eo['psnr_db']:.1f} dB / {eo['judge']['fd_clf']:.1f} (with it: {e['judge']['fd_clf']:.1f}) / "
+              f"{eo['sharpness']['laplacian_variance']:.4f} (with it: {e['sharpness']['laplacian_variance']:.4f}; "
+              f"originals {e['sharpness']['originals_laplacian_variance']:.4f})"), m, f],
+             ["`train --preset digits64-latent`", (f"{lat['train_wall']} wall (min:s), {lat['train_loop_s']:.1f} s "
+              f"training loop"), m, f],
+             [f"its {lat['sampling']['n']} class-conditional DDIM-50 samples judged as the digit asked for",
+              f"{_pct(lat['class_accuracy'])}", m, f]]
+    for name in ("latent_digits64_2core.json", "latent_digits64_avx2.json"):
+        d = load(name)
+        a, lt = d["autoencoder"], d["latent"]
+        m, f = machine(d, precision=lt["sampling"]["precision"]), _file(name)
+        rows += [[(f"`train-autoencoder --preset digits64-ae` ({a['eval']['step']} steps): wall; reconstructions "
+                  f"PSNR / SSIM / judged right"), (f"{a['train_wall_s']:.1f} s; {a['eval']['psnr_db']:.1f} dB / "
+                  f"{a['eval']['ssim']:.3f} / {_pct(a['eval']['judge']['accuracy'])}"), m, f],
+                 [(f"`train --preset digits64-latent`: wall; {lt['sampling']['n']} DDIM-50 samples judged right "
+                  f"(FD-clf)"), f"{lt['train_wall_s']:.1f} s; {_pct(lt['class_accuracy'])} ({lt['fd_clf']:.1f})", m, f]]
+    return _table(HEADER, rows)
+
+
+# ---------------------------------------------------------------- the laptop presets and latent vs pixel
+
+
+def laptop_presets() -> str:
+    sys.path.insert(0, str(HERE))
+    from laptop_presets import render
+
+    return render(load("laptop_presets.json"))
+
+
+def latent_vs_pixel() -> str:
+    sys.path.insert(0, str(HERE))
+    from latent_vs_pixel import render
+
+    return render(load("latent_vs_pixel.json"), load("laptop_presets.json"))
+
+
+def editing() -> str:
+    sys.path.insert(0, str(HERE))
+    from editing import render_table
+
+    return render_table(load("editing.json"))
+
+
+def editing_matrix() -> str:
+    sys.path.insert(0, str(HERE))
+    from editing import render_matrix
+
+    return render_matrix(load("editing.json"))
+
+
+# ---------------------------------------------------------------- other measurements (docs)
+
+
+def other() -> str:
+    rows = []
+    s = load("stream_overhead.json")
+    by = {r["way"]: r for r in s["rows"]}
+    rows.append([(f"`Pipeline.stream` vs `generate` ({s['n']} digits, {s['sampler']} {s['steps']}, untrained "
+                 f"{s['params']:,}-parameter network): previews off / a preview every step"),
+                 (f"{by['stream, previews off']['ratio_to_generate']:.3f}x / "
+                 f"{by['stream, preview every step']['ratio_to_generate']:.3f}x the time of generate (medians of "
+                 f"{s['rounds']} rounds, 1 run)"), machine(s), _file("stream_overhead.json")])
+    v = load("serve_latency.json")
+    for r in v["rows"]:
+        rows.append([(f"web server, {r['n_per_job']} image(s) a job ({v['sampler']} {v['steps']}, {v['model']}; "
+                     f"load average {v['machine']['load_average_1_5_15'][0]:.1f}): first preview after the POST "
+                     f"(in process); a job vs `generate`; 8 clients at once vs one client's 8 jobs in turn"),
+                     (f"{1000 * r['time_to_first_preview_s']:.0f} ms ({1000 * r['in_process_first_step_s']:.0f} ms); "
+                     f"{r['server_job_s']:.2f} s vs {r['generate_s']:.2f} s (x{r['server_overhead_ratio']:.2f}); "
+                     f"{r['images_per_s_8_clients']:.1f} vs {r['images_per_s_1_client']:.1f} images/s "
+                     f"(x{r['batching_gain']:.2f}); medians of {v['rounds']} rounds, 1 run"), machine(v),
+                     _file("serve_latency.json")])
+    t = load("text_to_image.json")
+    m, f = machine(t), _file("text_to_image.json")
+    st = t["step_time"]
+    rows += [[(f"the previous `digits-text` preset ({t['train']['steps']} steps, {t['train']['params']:,} "
+              f"parameters): `noisecraft train`, whole command; a text step over the class step of the same U-Net"),
+              (f"{t['train']['wall_seconds']:.1f} s, 1 run; {st['ratio_median']:.3f}x (median of {st['rounds']} "
+              f"rounds)"), m, f],
+             [(f"its samples for {t['held_out_paraphrases']['prompts']} held-out paraphrases ("
+              f"{t['held_out_paraphrases']['n']} samples, {t['sampling']['sampler']} {t['sampling']['steps']}, "
+              f"w = {t['sampling']['guidance']:g})"), (f"{_pct(t['held_out_paraphrases']['accuracy'])} judged as the "
+              f"digit named"), m, f],
+             ["its attribute pairs at the same seed (bold/thin, leaning right/left, large/small)",
+              " / ".join(_pct(t["attribute_pairs"][k]["agreement"]) for k in ("thickness", "slant", "size"))
+              + f" in the asked direction ({t['attribute_pairs']['thickness']['pairs']} pairs each)", m, f]]
+    for name in ("text_to_image_digits_text.json", "text_to_image_latent.json"):
+        t = load(name)
+        st = t["step_time"]
+        rows.append([f"`{t['preset']}`: a text step over the class step of the same U-Net (batch {st['batch_size']})",
+                     f"{st['ratio_median']:.3f}x (median of {st['rounds']} rounds, 1 run)",
+                     machine(t), _file(name)])
+    r = load("refactor_quickstart_compare.json")
+    for k in ("before", "after"):
+        q = r[k]
+        rows.append([(f"issue 13's refactor, {k}: the digits quickstart of then ({q['steps']} steps, {q['params']:,} "
+                     f"parameters), whole command; {q['judge_n']} {q['judge_sampler']} samples judged right"),
+                     (f"{q['wall_seconds']:.1f} s, {q['train_images_per_s_median']:.1f} images/s (median), 1 run; "
+                     f"{_pct(q['conditional_accuracy'])}"), machine(r, precision=q["precision"]),
+                     _file("refactor_quickstart_compare.json")])
+    return _table(HEADER, rows)
+
+
+TABLES = {"quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
+          "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
+          "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
+          "editing_matrix": editing_matrix}
+
+
+def render(name: str) -> str:
+    return TABLES[name]()
+
+
+# ---------------------------------------------------------------- the README
+
+
+def block(name: str) -> re.Pattern:
+    return re.compile(rf"<!-- {name}: begin -->(.*?)<!-- {name}: end -->", re.DOTALL)
+
+
+def readme_blocks(text: str) -> dict[str, str]:
+    """The README's rendered blocks: name -> what is between its begin and end markers (stripped)."""
+    return {name: m.group(1).strip() for name in README_BLOCKS if (m := block(name).search(text))}
+
+
+def rewrite_readme(readme: Path = README) -> None:
+    text = readme.read_text()
+    for name in README_BLOCKS:
+        if not block(name).search(text):
+            raise SystemExit(f"{readme} has no <!-- {name}: begin --> ... <!-- {name}: end --> block")
+        text = block(name).sub(lambda _, n=name: f"<!-- {n}: begin -->\n\n{render(n)}\n\n<!-- {n}: end -->", text)
+    readme.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--readme", action="store_true", help="rewrite the README's blocks from the result files")
+    ap.add_argument("name", nargs="?", choices=sorted(TABLES), help="print one table")
+    args = ap.parse_args()
+    if args.readme:
+        rewrite_readme()
+    elif args.name:
+        print(render(args.name))
+    else:
+        ap.print_help()
+
+
+if __name__ == "__main__":
+    main()
