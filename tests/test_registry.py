@@ -65,7 +65,7 @@ def test_config_defaults_and_presets_use_registered_names():
 def test_config_file_with_an_unknown_sampler_names_the_field():
     d = Config().to_dict()
     d["sample"]["sampler"] = "plms"
-    with pytest.raises(UserError, match=r"sample.sampler must be one of ddpm, ddim, dpmpp-2m, euler, heun; got 'plms'"):
+    with pytest.raises(UserError, match=r"sample.sampler must be one of ddpm, ddim, dpmpp-2m, consistency, euler, heun; got 'plms'"):
         Config.from_dict(d)
 
 

@@ -42,13 +42,14 @@ def save_images(images: torch.Tensor, out_dir: str | Path, nrow: int | None = No
 
 
 def save_before_after(source: torch.Tensor, mask: torch.Tensor | None, images: torch.Tensor, path: str | Path,
-                      nrow: int = 8) -> None:
+                      max_row: int = 10) -> None:
     """An edit at a glance: the source (C, H, W), the source with the regenerated region greyed out when there is
-    a mask (1, H, W), then the edited images (N, C, H, W), in rows of `nrow`."""
+    a mask (1, H, W), then the edited images (N, C, H, W), in rows of at most `max_row`."""
     tiles = [source]
     if mask is not None:
         tiles.append(torch.where(mask, torch.full_like(source, 128), source))
-    save_grid(torch.cat([torch.stack(tiles), images]), path, nrow=nrow)
+    grid = torch.cat([torch.stack(tiles), images])
+    save_grid(grid, path, nrow=min(len(grid), max_row))
 
 
 NOT_LOSSES = ("kind", "step", "lr", "img_per_s", "time", "nonfinite_steps")  # fields of train records
