@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
-README_BLOCKS = ("quickstart", "laptop_presets")  # the README's rendered blocks, in page order
+README_BLOCKS = ("quickstart", "laptop_presets", "fewstep")  # the README's rendered blocks, in page order
 
 
 def load(name: str):
@@ -268,6 +268,13 @@ def editing_matrix() -> str:
     return render_matrix(load("editing.json"))
 
 
+def fewstep() -> str:
+    sys.path.insert(0, str(HERE))
+    from fewstep import render
+
+    return render(load("fewstep.json"))
+
+
 # ---------------------------------------------------------------- other measurements (docs)
 
 
@@ -324,7 +331,7 @@ def other() -> str:
 TABLES = {"quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
-          "editing_matrix": editing_matrix}
+          "editing_matrix": editing_matrix, "fewstep": fewstep}
 
 
 def render(name: str) -> str:

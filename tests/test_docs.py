@@ -62,6 +62,8 @@ def _tiny(line: str) -> str:
     line = re.sub(r"--n \d+", "--n 10", line)
     if line.startswith("noisecraft train") and "--resume" not in line:
         line += " --steps 2 --no-progress " + " ".join(TINY) + " --train.num_threads=1"
+    elif line.startswith("noisecraft distill") and "--resume" not in line:
+        line += " --steps 2 --no-progress --train.num_threads=1"
     elif line.startswith(("noisecraft sample", "noisecraft evaluate", "noisecraft explain")):
         line += " --steps 2"
     return line
@@ -148,7 +150,7 @@ def test_every_rendered_row_names_its_machine_and_an_existing_file():
         assert rows, name
         for cited in re.findall(r"`([\w.]+\.jsonl?)`", figures.render(name)):
             assert (ROOT / "benchmarks" / "results" / cited).is_file(), (name, cited)
-        if name in ("laptop_presets", "latent_vs_pixel", "editing", "editing_matrix"):  # one machine, said above
+        if name in ("laptop_presets", "latent_vs_pixel", "editing", "editing_matrix", "fewstep"):  # one machine above
             assert "Measured by" in figures.render(name) or "on AMD" in figures.render(name)
             continue
         for row in rows:

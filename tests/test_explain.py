@@ -20,7 +20,7 @@ def test_explain_draws_every_supported_figure(tiny_runs, tmp_path, cli):
     index = json.loads((tmp_path / "explain.json").read_text())
     drawn = [f["name"] for f in index["figures"]]
     assert drawn == ["schedules", "forward", "reverse", "samplers", "guidance", "unet", "editing"]  # registry order
-    assert index["skipped"] == {"cross-attention": "text", "latents": "autoencoder"}
+    assert index["skipped"] == {"cross-attention": "text", "fewstep": "student", "latents": "autoencoder"}
     for f in index["figures"]:
         with Image.open(tmp_path / f["file"]) as im:
             assert im.size[0] > 200 and im.size[1] > 100
@@ -92,7 +92,7 @@ def test_latents_figure_uses_the_pipelines_autoencoder(tiny_runs, tmp_path):
 def test_every_figure_is_registered_with_an_implementation():
     for name in FIGURES:
         assert callable(FIGURES.get(name).load()), name
-        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder")
+        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student")
 
 
 def test_unet_structure_of_a_patch_network_starts_at_the_folded_resolution():

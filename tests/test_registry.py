@@ -164,7 +164,7 @@ def test_sampler_facts_count_the_network_calls():
 
     for name in SAMPLERS:
         entry = SAMPLERS.get(name)
-        assert entry.grid in ("timesteps", "karras")
+        assert entry.grid in ("timesteps", "karras", "consistency")
         calls.clear()
         out = entry.load()(counting, torch.zeros(1, 1, 2, 2), sigmas)
         for _ in out if hasattr(out, "__next__") else ():  # a sampler that yields its steps runs when iterated

@@ -73,6 +73,33 @@ def cmd_train(args, extra) -> int:
     return 0
 
 
+def cmd_distill(args, extra) -> int:
+    from noisecraft.train import train
+    from noisecraft.train.distill import student_config
+
+    if args.resume:
+        from noisecraft.rundir import RunDir
+
+        if args.method or args.checkpoint:
+            raise UserError("--resume continues the distillation with its saved config: drop --checkpoint and "
+                            "--method")
+        run = RunDir(args.out)
+        if not run.config.is_file():
+            raise UserError(f"{args.out} holds no distillation to resume (no config.json)")
+        cfg = run.resume_config(extra[:1], args.steps, args.device, None)
+    else:
+        if not args.checkpoint:
+            raise UserError("give the teacher: --checkpoint RUN")
+        overrides = _overrides(extra)
+        if args.device:
+            overrides["train.device"] = args.device
+        cfg = student_config(args.checkpoint, args.method or "cd", args.steps, overrides)
+    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if summary.get("rank", 0) == 0:
+        print(to_json(summary))
+    return 0
+
+
 def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:
     """'LO,HI' -> (LO, HI); 'all' -> () (guide at every step); None -> None (the checkpoint's setting)."""
     if text is None:
@@ -350,6 +377,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     _add_edit_parser(sub)
+    _add_distill_parser(sub)
 
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "
@@ -401,6 +429,27 @@ def make_parser() -> argparse.ArgumentParser:
     _add_explain_parser(sub)
     _add_serve_parser(sub)
     return p
+
+
+def _add_distill_parser(sub) -> None:
+    from noisecraft.registry import DISTILLATIONS
+
+    d = sub.add_parser("distill", help="distil a trained run into a 1-4 step student (consistency distillation)",
+                       description="Tune a student, initialised from a trained diffusion run (the teacher), into a "
+                       "consistency model that draws in 1-4 network calls, with the teacher's guidance distilled "
+                       "into it. A training run like any other (resume, signals, logs, checkpoints); the student run "
+                       "records its teacher and samples on its own. Any config field can be overridden with "
+                       "--section.key=value.")
+    d.add_argument("--checkpoint", help="the teacher: a diffusion run directory or checkpoint file")
+    d.add_argument("--out", required=True, help="the student's run directory")
+    d.add_argument("--method", choices=DISTILLATIONS.names(), help=f"{DISTILLATIONS.help()} (default: cd)")
+    d.add_argument("--steps", type=int, help="optimizer steps (default: measured, see benchmarks/fewstep.py)")
+    d.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    d.add_argument("--resume", action="store_true", help="continue the distillation in --out from its last "
+                   "checkpoint")
+    d.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it and start again")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_distill)
 
 
 def _add_edit_parser(sub) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.errors import UserError
-from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS,
-                                 PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, Entry, Registry)
+from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, DISTILLATIONS, LOSS_WEIGHTINGS, LR_SCHEDULES,
+                                 PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, Entry, Registry)
 
 
 @dataclass
@@ -160,6 +160,24 @@ class AutoencoderConfig:
 
 
 @dataclass
+class DistillConfig:
+    """`distill`: a student tuned from a trained run (train.task=distill, `noisecraft distill`) into a consistency
+    model that samples in 1-4 network calls."""
+
+    teacher: str | None = None  # the teacher's checkpoint file (set by `noisecraft distill`)
+    teacher_sha256: str = ""  # of that file: a resumed distillation refuses a teacher that changed
+    method: str = "cd"  # registry.DISTILLATIONS: cd (consistency distillation, guidance distilled)
+    # The teacher's guidance, distilled into the student (its targets are the guided teacher's ODE steps), so the
+    # student samples unguided: one network call a step.
+    teacher_guidance: float = 0.0  # the teacher's classifier-free guidance weight w
+    teacher_guidance_interval: tuple[float, ...] = ()  # (sigma_lo, sigma_hi) where the teacher guides; () = always
+    grid_start: int = 10  # noise levels of the teacher's discretisation at the first step (coarse: big jumps) ...
+    grid_end: int = 40  # ... growing geometrically to this many (fine: the ODE followed closely) ...
+    grid_ramp_steps: int = 300  # ... over this many steps, then staying (`noisecraft distill`: its --steps)
+    huber_c: float = 0.01  # pseudo-Huber distance sqrt(|d|^2 + (c sqrt(dim))^2) - c sqrt(dim) (Song & Dhariwal 2023)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -167,6 +185,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -235,6 +254,13 @@ class Config:
             raise UserError(f"model.text_max_tokens must be >= 2 (the encoder's start and end tokens), got "
                             f"{self.model.text_max_tokens}")
         TASKS.get(self.train.task, "train.task")
+        DISTILLATIONS.get(self.distill.method, "distill.method")
+        if not 2 <= self.distill.grid_start <= self.distill.grid_end:
+            raise UserError(f"distill.grid_start and grid_end must satisfy 2 <= grid_start <= grid_end, got "
+                            f"{self.distill.grid_start} and {self.distill.grid_end}")
+        _positive("distill.grid_ramp_steps", self.distill.grid_ramp_steps)
+        if not self.distill.huber_c > 0:
+            raise UserError(f"distill.huber_c must be > 0, got {self.distill.huber_c}")
         LR_SCHEDULES.get(self.train.lr_schedule, "train.lr_schedule")
         if BEST_METRICS.get(self.train.best_metric, "train.best_metric").needs_eval and self.train.eval_every <= 0:
             raise UserError(f"train.best_metric={self.train.best_metric} needs train.eval_every > 0")

@@ -89,6 +89,14 @@ TASKS.register("diffusion", "noisecraft.train.diffusion:DiffusionTask",
                "a denoiser (U-Net) trained by denoising score matching, with EMA and classifier-free guidance")
 TASKS.register("autoencoder", "noisecraft.train.autoencoder:AutoencoderTask",
                "a KL autoencoder (latent diffusion's first stage) against a PatchGAN discriminator, with EMA")
+TASKS.register("distill", "noisecraft.train.distill:DistillTask",
+               "a student tuned from a trained run into a consistency model (1-4 network calls a sample)")
+
+# How `noisecraft distill` turns a teacher into a few-step student (distill.method).
+DISTILLATIONS: Registry[Entry] = Registry("distillation method")
+DISTILLATIONS.register("cd", "noisecraft.diffusion.consistency:consistency_distillation_loss",
+                       "consistency distillation, Song et al. 2023, with the guided teacher's ODE steps as targets "
+                       "(guidance distilled, as in Luo et al. 2023) and an EMA target network")
 
 # What training asks of the rest of noisecraft: the loop and its tasks call these through `train.task.Hooks`, so
 # `train` imports neither `explain` nor `evaluate` (a caller may give its own hooks).
@@ -114,7 +122,7 @@ SAMPLERS.register("dpmpp-2m", "noisecraft.samplers.dpmpp_2m:sample_dpmpp_2m",
                   grid="timesteps", calls_per_step=1, final_step_calls=1)
 SAMPLERS.register("consistency", "noisecraft.samplers.consistency:sample_consistency",
                   "multistep consistency sampling, Song et al. 2023: for distilled students (noisecraft distill)",
-                  grid="timesteps", calls_per_step=1, final_step_calls=1)
+                  grid="consistency", calls_per_step=1, final_step_calls=1)
 SAMPLERS.register("euler", "noisecraft.samplers.karras:sample_euler", "Euler ODE steps, Karras et al. 2022",
                   grid="karras", calls_per_step=1, final_step_calls=1)
 SAMPLERS.register("heun", "noisecraft.samplers.karras:sample_heun",
@@ -205,6 +213,9 @@ FIGURES.register("cross-attention", "noisecraft.explain.cross_attention:cross_at
 FIGURES.register("editing", "noisecraft.explain.editing:editing_figure",
                  "a held-out image edited: img2img at growing strength, inpainting of each half with the x0 estimate",
                  needs=None)
+FIGURES.register("fewstep", "noisecraft.explain.fewstep:fewstep_figure",
+                 "distilled students: the same seeds at 1, 2 and 4 network calls beside the teacher at its default",
+                 needs="student")
 FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
                  "latent runs: latents (per channel) and their decodings, for real and sampled images",
                  needs="autoencoder")

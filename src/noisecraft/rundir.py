@@ -19,6 +19,7 @@ change), or starts again from step 0 with a clean log when no checkpoint was wri
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -119,6 +120,18 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     if not p.is_file():
         raise UserError(f"checkpoint not found: {path}")
     return p
+
+
+def content_hash(files: list[Path]) -> str:
+    """sha256 of files' bytes (with their names when there are several: which bytes are which file)."""
+    h = hashlib.sha256()
+    for f in files:
+        if len(files) > 1:
+            h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def run_root(path: str | Path) -> Path:

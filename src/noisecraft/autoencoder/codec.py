@@ -11,7 +11,6 @@ samples.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from noisecraft.errors import UserError
+from noisecraft.rundir import content_hash
 
 RUN_COPY = "autoencoder"  # the copy's folder inside a diffusion run
 NOISECRAFT_FILE = "autoencoder.safetensors"  # a noisecraft autoencoder's copy: its EMA weights and config
@@ -36,17 +36,6 @@ def _source_files(path: Path) -> list[Path]:
     from noisecraft.rundir import resolve_checkpoint
 
     return [resolve_checkpoint(path, "last")]
-
-
-def content_hash(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        if len(files) > 1:  # a diffusers folder: which bytes are the config and which the weights
-            h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 class IdentityCodec(nn.Module):

@@ -76,6 +76,8 @@ class ExplainContext:
             return self.pipe.kind != "unconditional"
         if needs == "text":
             return self.pipe.kind == "text"
+        if needs == "student":  # a distilled run, drawn beside its teacher
+            return self.pipe.config.train.task == "distill"
         if needs == "autoencoder":  # a latent pipeline carries the autoencoder that decodes its samples
             return getattr(self.pipe, "autoencoder", None) is not None
         return needs is None

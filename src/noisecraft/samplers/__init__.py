@@ -7,6 +7,7 @@ import torch
 from noisecraft.registry import SAMPLERS
 from noisecraft.samplers.common import (PerImageNoise, SamplerStep, discrete_timesteps, drain, karras_sigmas,
                                         timestep_sigmas)
+from noisecraft.samplers.consistency import sample_consistency
 from noisecraft.samplers.ddim import sample_ddim
 from noisecraft.samplers.ddpm import sample_ddpm
 from noisecraft.samplers.dpmpp_2m import sample_dpmpp_2m
@@ -14,6 +15,9 @@ from noisecraft.samplers.guidance import cfg_denoiser, describe_interval
 from noisecraft.samplers.karras import sample_euler, sample_heun
 
 KARRAS_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1
+# A consistency draw's intermediate levels (after the first call, from the top): a Karras ramp between these, so
+# 2 steps renoise to CONSISTENCY_SIGMAS[1] and more steps add lower levels (measured: benchmarks/fewstep.py).
+CONSISTENCY_SIGMAS = (0.3, 2.0)  # (lowest, highest)
 
 
 def get_sampler(name: str):
@@ -30,6 +34,8 @@ def network_calls(sampler: str, steps: int) -> int:
 def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
     """The sigma grid (steps + 1 values ending in 0) that `sampler` walks for this denoiser.
 
+    The consistency sampler's grid ("consistency") is the top level, then `steps - 1` levels from
+    CONSISTENCY_SIGMAS: a consistency model maps any level to the image, so its levels are chosen, not walked.
     Samplers whose grid is "timesteps" (DDPM, DDIM, DPM-Solver++) visit the training timesteps of a discrete
     schedule ("trailing" spacing, as diffusers' schedulers with timestep_spacing="trailing"): the network sees the
     integer noise labels it was trained on. The "karras" ones (Euler, Heun), and every sampler on a continuous
@@ -37,6 +43,10 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
     sigma = 80 (EDM's choice for every model, Table 1) rather than at the table's last sigma (~157 linear, ~2e4
     cosine), where steps would be wasted on levels at which x is pure noise to many digits.
     """
+    if SAMPLERS.get(sampler).grid == "consistency":
+        top = denoiser.sigma_max if denoiser.schedule is None else float(timestep_sigmas(denoiser.schedule, 1)[0])
+        middle = karras_sigmas(steps - 1, *CONSISTENCY_SIGMAS)[:-1] if steps > 1 else torch.zeros(0)
+        return torch.cat([torch.tensor([top]), middle, torch.zeros(1)]).float()
     if denoiser.schedule is None:
         return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max)
     if SAMPLERS.get(sampler).grid == "timesteps":
@@ -44,6 +54,7 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
     return karras_sigmas(steps, denoiser.sigma_min, min(denoiser.sigma_max, KARRAS_SIGMA_MAX))
 
 
-__all__ = ["SAMPLERS", "PerImageNoise", "SamplerStep", "cfg_denoiser", "describe_interval", "discrete_timesteps",
-           "drain", "get_sampler", "get_sigmas", "karras_sigmas", "network_calls", "sample_ddim", "sample_ddpm",
-           "sample_dpmpp_2m", "sample_euler", "sample_heun", "timestep_sigmas"]
+__all__ = ["CONSISTENCY_SIGMAS", "SAMPLERS", "PerImageNoise", "SamplerStep", "cfg_denoiser", "describe_interval",
+           "discrete_timesteps", "drain", "get_sampler", "get_sigmas", "karras_sigmas", "network_calls",
+           "sample_consistency", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler", "sample_heun",
+           "timestep_sigmas"]

@@ -23,6 +23,7 @@ from noisecraft.serve.schemas import GenerateRequest
 from noisecraft.serve.service import Service, Svc, service
 
 router = APIRouter(prefix="/api", tags=["generate"])
+DRAWING_TASKS = ("diffusion", "distill")  # runs that draw images (an autoencoder run does not)
 
 
 @router.get("/options")
@@ -38,12 +39,13 @@ def options(svc: Svc) -> dict:
 
 @router.get("/models")
 def models(svc: Svc) -> dict:
-    """Every diffusion run under --runs with a checkpoint: its kind (class, text, unconditional), the size of the
-    images it draws, classes and defaults. (Autoencoder runs train and show on the runs page; they draw nothing.)"""
+    """Every run under --runs that draws (diffusion, or a distilled few-step student: `few_step`) with a checkpoint:
+    its kind (class, text, unconditional), the size of the images it draws, classes and defaults. (Autoencoder runs
+    train and show on the runs page; they draw nothing.)"""
     out = []
     for name in find_runs(svc.runs_root):
         info = run_summary(svc.runs_root, name)
-        if not info["has_checkpoint"] or info["kind"] is None or info["task"] != "diffusion":
+        if not info["has_checkpoint"] or info["kind"] is None or info["task"] not in DRAWING_TASKS:
             continue
         meta = checkpoint_meta(svc.runs_root / name)
         sample = (read_json(svc.runs_root / name / "config.json") or {}).get("sample", {})
@@ -51,7 +53,8 @@ def models(svc: Svc) -> dict:
                     "image_size": info["image_size"], "channels": info["channels"],
                     "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])
                     if info["kind"] == "class" else [],
-                    "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")}})
+                    "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")},
+                    "few_step": info["task"] == "distill"})
     return {"models": out}
 
 

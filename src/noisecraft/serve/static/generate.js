@@ -24,6 +24,7 @@ async function init() {
   });
   $("clear-gallery").addEventListener("click", () => gallery.clear());
   $("random-seed").addEventListener("change", () => { $("seed").disabled = $("random-seed").checked; });
+  for (const id of ["class", "prompt", "seed", "steps", "guidance", "n"]) $(id).addEventListener("change", instant);
   showModel();
   gallery.render();
 }
@@ -43,7 +44,16 @@ function showModel() {
   $("steps").placeholder = m.defaults.steps;
   $("guidance").placeholder = m.defaults.guidance;
   const size = `${m.image_size}×${m.image_size}×${m.channels}`;
-  $("model-info").textContent = `${m.kind} · ${size} · step ${m.step} · ${m.state}`;
+  const fewStep = m.few_step ? " · few-step student: 1-4 calls an image" : "";
+  $("model-info").textContent = `${m.kind} · ${size} · step ${m.step} · ${m.state}${fewStep}`;
+  $("instant-row").hidden = !m.few_step;
+}
+
+// A few-step student draws in a blink: with "instant" on, every change of the settings draws again.
+function instant() {
+  if (!model()?.few_step || !$("instant").checked || view.job) return;
+  clearTimeout(instant.timer);
+  instant.timer = setTimeout(() => view.submit("/api/generate", request(), (images) => gallery.add(images)), 250);
 }
 
 function numberOrNull(id) {

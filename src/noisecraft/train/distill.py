@@ -1,0 +1,171 @@
+"""The distillation task: a student initialised from a trained diffusion run (the teacher) and tuned into a
+consistency model (`diffusion.consistency`) that samples in 1-4 network calls, the teacher's guidance distilled
+into it. Everything else is the diffusion task's: data (pixels, latents, captions), conditioning, EMA, checkpoints
+and pictures; the loop resumes, logs and stops it as any run.
+
+    noisecraft distill --checkpoint runs/digits --out runs/digits-cd      # `student_config` + `train`
+
+The student run records its teacher (checkpoint path, sha256, step) and keeps what sampling needs (its own
+weights, config, text embeddings, autoencoder copy), so `sample`, `evaluate`, `explain` and `serve` need only it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from noisecraft.config import Config, apply_overrides
+from noisecraft.data import ImageData
+from noisecraft.diffusion import Denoiser
+from noisecraft.errors import UserError
+from noisecraft.models import build_model
+from noisecraft.precision import autocast_ctx
+from noisecraft.registry import DISTILLATIONS
+from noisecraft.rundir import content_hash
+from noisecraft.samplers import cfg_denoiser, get_sigmas
+from noisecraft.train.diffusion import DiffusionTask
+from noisecraft.train.task import StepResult, TaskContext, optimizer_step
+
+STUDENT_SAMPLER, STUDENT_STEPS = "consistency", 2  # what a student draws with unless told otherwise
+# A distillation's training settings where the teacher's do not carry over (measured: benchmarks/fewstep.py).
+STUDENT_TRAIN = {"train.steps": 300, "train.lr": 2e-4, "train.warmup_steps": 0, "train.lr_schedule": "constant",
+                 "train.ema_decay": 0.95}
+
+
+def student_config(teacher: str | Path, method: str = "cd", steps: int | None = None,
+                   overrides: dict | None = None) -> Config:
+    """The config of a student of the run or checkpoint `teacher`: the teacher's data, network and diffusion, the
+    distillation's training settings, its guidance recorded to be distilled, and few-step unguided sampling."""
+    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.rundir import run_root
+
+    ckpt = load_checkpoint(teacher, "best")
+    task = ckpt.meta.get("task", "diffusion")
+    if task == "autoencoder":
+        raise UserError(f"{teacher} is an autoencoder run: it draws nothing to distil; give a diffusion run")
+    if ckpt.config.train.task == "distill":
+        raise UserError(f"{teacher} is already a distilled student (of {ckpt.config.distill.teacher}): distil its "
+                        f"teacher instead")
+    cfg, s = ckpt.config, ckpt.config.sample
+    flags = {**STUDENT_TRAIN, "train.task": "distill", "distill.method": method, "distill.teacher": str(ckpt.path),
+             "distill.teacher_sha256": content_hash([ckpt.path]), "distill.teacher_guidance": s.guidance,
+             "distill.teacher_guidance_interval": tuple(s.guidance_interval),
+             "sample.sampler": STUDENT_SAMPLER, "sample.steps": STUDENT_STEPS, "sample.guidance": 0.0,
+             "sample.guidance_interval": ()}
+    if steps is not None:
+        if steps <= 0:
+            raise UserError(f"--steps must be > 0, got {steps}")
+        flags["train.steps"] = steps
+    n = flags["train.steps"]
+    flags.update({"train.val_every": max(1, n // 2), "train.sample_every": max(1, n // 2),
+                  "train.ckpt_every": max(1, n // 2), "distill.grid_ramp_steps": n})
+    copy = run_root(ckpt.path) / "autoencoder"
+    if cfg.autoencoder.latent and copy.is_dir():  # the teacher's own copy: its source may be gone
+        flags["autoencoder.path"] = str(copy)
+    return apply_overrides(cfg, {**flags, **(overrides or {})})
+
+
+def load_teacher(cfg: Config, device: torch.device) -> tuple[Denoiser, int | None]:
+    """The frozen teacher denoiser of `distill.teacher` (EMA weights) and its step; refused if the file is gone or
+    is not the one the distillation started from."""
+    from noisecraft.checkpoint import load_checkpoint
+
+    dc = cfg.distill
+    if not dc.teacher:
+        raise UserError("train.task=distill needs distill.teacher: start it with noisecraft distill --checkpoint RUN")
+    path = Path(dc.teacher)
+    if not path.is_file():
+        raise UserError(f"the teacher checkpoint {path} is gone: a distillation needs its teacher to go on")
+    if dc.teacher_sha256 and content_hash([path]) != dc.teacher_sha256:
+        raise UserError(f"the teacher checkpoint {path} changed since this distillation started (sha256 differs): "
+                        f"distil the new teacher into a new run")
+    ckpt = load_checkpoint(path)
+    net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
+    return Denoiser(net, ckpt.config.diffusion).to(device).eval().requires_grad_(False), ckpt.meta.get("step")
+
+
+class DistillTask(DiffusionTask):
+    """Parts: `unet` (the student, initialised from the teacher), `unet_ema` (its EMA: the consistency target and
+    what sampling uses); optimizer `unet`. The teacher is read from `distill.teacher` and never saved."""
+
+    name = "distill"
+
+    def __init__(self, cfg: Config, ctx: TaskContext):
+        super().__init__(cfg, ctx)
+        self.teacher, self.teacher_step = load_teacher(cfg, self.device)
+        self.net.load_state_dict(self.teacher.net.state_dict())  # a resumed run then loads its own weights
+        self.ema.module.load_state_dict(self.teacher.net.state_dict())
+        dc = cfg.distill
+        interval = tuple(dc.teacher_guidance_interval) or None
+        self.guided_teacher = cfg_denoiser(self.teacher, dc.teacher_guidance, self._null(), interval)
+        self.loss_fn = DISTILLATIONS.load(dc.method)
+
+    def _null(self) -> dict | None:
+        """The 'no condition' the teacher's guidance contrasts with: the null class, or the empty caption."""
+        if self.text is not None:
+            return {k: v[:1] for k, v in self.caption_table.items()}  # caption 0: the empty prompt
+        k = self.cfg.model.num_classes
+        return {"class_labels": torch.tensor([k], device=self.device)} if k else None
+
+    def grid(self, step: int) -> torch.Tensor:
+        """The teacher's noise levels at `step` (N + 1 values ending in 0): N grows geometrically from
+        distill.grid_start to grid_end over distill.grid_ramp_steps, coarse jumps first, as in consistency
+        training's schedule; a run resumed for more steps goes on at grid_end."""
+        dc = self.cfg.distill
+        frac = step / max(1, dc.grid_ramp_steps - 1)
+        n = round(dc.grid_start * (dc.grid_end / dc.grid_start) ** min(1.0, frac))
+        return get_sigmas(self.teacher, "ddim", n).to(self.device)  # the training timesteps (or Karras levels)
+
+    def _draws(self, x0: torch.Tensor, levels: int, generator: torch.Generator | None = None, rank: int = 0,
+               global_batch: int | None = None):
+        """Level indices (B,), noise and dropout uniforms, drawn for the global batch and sliced to this rank."""
+        local = x0.shape[0]
+        total, rows = global_batch or local, slice(rank * local, (rank + 1) * local)
+        idx = torch.randint(0, levels, (total,), device=x0.device, generator=generator)[rows]
+        eps = torch.randn((total, *x0.shape[1:]), device=x0.device, generator=generator)[rows]
+        u = torch.rand(total, device=x0.device, generator=generator)[rows]
+        return idx, eps, u
+
+    def step(self, batch, step: int) -> StepResult:
+        tc, dc = self.cfg.train, self.cfg.distill
+        x0, y = batch  # (B, C, H, W) in [-1, 1] (or latents), (B,) condition ids or None
+        grid = self.grid(step)
+        idx, eps, u = self._draws(x0, len(grid) - 1, rank=self.ctx.dist.rank, global_batch=tc.batch_size)
+        cond = self.condition(y, u < tc.label_dropout)  # the null condition stays meaningful (edits, guidance)
+        with autocast_ctx(self.device, tc.precision):
+            loss = self.loss_fn(self.step_fn, self.ema_denoiser, self.guided_teacher, x0, cond, grid[idx],
+                                grid[idx + 1], eps, dc.huber_c).mean()
+        finite = optimizer_step(self.optimizer, loss, self.net.parameters(), tc.grad_clip,
+                                check_loss=not self.ctx.dist.enabled)
+        self.ema.update(self.net, step)
+        return StepResult({"loss": loss.detach()}, finite)
+
+    @torch.no_grad()
+    def validation_loss(self, data: ImageData) -> float:
+        """The distillation loss of the EMA student against itself on held-out data, at the final grid, with
+        fixed draws (the same every call)."""
+        g = torch.Generator(self.device).manual_seed(12345)
+        grid, bs, total = self.grid(self.cfg.distill.grid_ramp_steps), self.cfg.train.batch_size, 0.0
+        for start in range(0, len(data), bs):
+            x0 = self._val_x0(data, start, start + bs)
+            idx, eps, _ = self._draws(x0, len(grid) - 1, generator=g)
+            with autocast_ctx(self.device, self.cfg.train.precision):
+                cond = self._val_condition(data, start, start + bs)
+                loss = self.loss_fn(self.ema_denoiser, self.ema_denoiser, self.guided_teacher, x0, cond, grid[idx],
+                                    grid[idx + 1], eps, self.cfg.distill.huber_c)
+            total += float(loss.sum())
+        return total / max(1, len(data))
+
+    def metadata(self):
+        dc = self.cfg.distill
+        return {**super().metadata(), "teacher": {"path": dc.teacher, "sha256": dc.teacher_sha256,
+                                                  "step": self.teacher_step, "method": dc.method}}
+
+    def pictures(self, root: Path, step: int | None) -> None:
+        """Sample grids at the student's default (few) steps; at the end, the few-step figure beside the
+        teacher."""
+        if step is not None:
+            self.sample_grid(root / "samples" / f"step_{step:08d}.png")
+            return
+        self.sample_grid(root / "samples" / "final.png")
+        self.ctx.hooks.figure(self.pipeline(), "fewstep", root / "fewstep.png")
