@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.errors import UserError
-from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS,
-                                 PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, Entry, Registry)
+from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, EMOJI_EXCLUDES, EMOJI_GROUPS, LOSS_WEIGHTINGS,
+                                 LR_SCHEDULES, PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, Entry, Registry)
 
 
 @dataclass
@@ -31,6 +31,11 @@ class DataConfig:
     max_memory_mb: int = 200  # a train split larger than this as uint8 (image folders only) streams from disk
     num_workers: int = 4  # DataLoader worker processes decoding a streamed folder
     captions: str = "auto"  # registry.CAPTIONS: auto | on | off; data with captions trains a text-to-image model
+    # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
+    emoji_label: str = "group"  # class of an emoji: its Unicode group (9 classes) | subgroup (about 100)
+    emoji_groups: tuple[str, ...] = ()  # keep only these groups (registry.EMOJI_GROUPS, e.g. food-drink); () = all
+    emoji_exclude: tuple[str, ...] = ("skin-tones",)  # leave these out (registry.EMOJI_EXCLUDES): flags, keycaps, ...
+    emoji_background: str = "white"  # colour the transparent SVGs are composited on: a CSS name or #rrggbb
 
 
 @dataclass
@@ -234,6 +239,7 @@ class Config:
         if self.model.text_max_tokens < 2:
             raise UserError(f"model.text_max_tokens must be >= 2 (the encoder's start and end tokens), got "
                             f"{self.model.text_max_tokens}")
+        self._validate_emoji()
         TASKS.get(self.train.task, "train.task")
         LR_SCHEDULES.get(self.train.lr_schedule, "train.lr_schedule")
         if BEST_METRICS.get(self.train.best_metric, "train.best_metric").needs_eval and self.train.eval_every <= 0:
@@ -270,6 +276,18 @@ class Config:
         if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
             raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
         self._validate_autoencoder()
+
+    def _validate_emoji(self) -> None:
+        d = self.data
+        d.emoji_groups = tuple(g.strip().lower() for g in d.emoji_groups if g.strip())
+        d.emoji_exclude = tuple(e.strip().lower() for e in d.emoji_exclude if e.strip())
+        _choice("data.emoji_label", d.emoji_label, ("group", "subgroup"))
+        for g in d.emoji_groups:
+            EMOJI_GROUPS.get(g, "each of data.emoji_groups")
+        for e in d.emoji_exclude:
+            EMOJI_EXCLUDES.get(e, "each of data.emoji_exclude")
+        if not d.emoji_background.strip():
+            raise UserError("data.emoji_background must be a colour (a CSS name such as white, or #rrggbb)")
 
     def _validate_autoencoder(self) -> None:
         a = self.autoencoder
