@@ -148,3 +148,25 @@ def test_the_real_openmoji_set(tmp_path, monkeypatch):
     for colour in ("red", "orange", "yellow", "green", "blue", "purple"):
         for shape in ("heart", "circle", "square"):
             assert records[f"{colour} {shape}"] == colour, (colour, shape)
+
+
+def test_memorisation_measure_tells_copies_from_new_images():
+    from noisecraft.evaluate.memorisation import memorisation
+
+    g = torch.Generator().manual_seed(0)
+    train, heldout, fresh = (torch.randn(n, 8, generator=g) for n in (400, 200, 300))
+    copies = train[:300] + 1e-3 * torch.randn(300, 8, generator=g)
+    m_new, m_copy = memorisation(fresh, train, heldout), memorisation(copies, train, heldout)
+    assert m_copy["near_copy_share"] == 1.0 and m_copy["median_ratio"] < 0.01
+    assert m_new["near_copy_share"] < 0.15 and 0.7 < m_new["median_ratio"] < 1.3
+    assert m_new["heldout_share"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_colour_agreement_of_text_samples():
+    from noisecraft.evaluate.text import colour_agreement
+
+    img = torch.full((3, 3, 8, 8), 255, dtype=torch.uint8)
+    img[0, :, 2:6, 2:6] = torch.tensor([210, 47, 39])[:, None, None]  # red
+    img[1, :, 2:6, 2:6] = torch.tensor([30, 80, 160])[:, None, None]  # blue
+    out = colour_agreement(img, ["a red heart", "a red circle", "a cat"])  # the second is wrong, the third names none
+    assert out == {"colour": {"agreement": 0.5, "n": 2}}

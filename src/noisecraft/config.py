@@ -630,6 +630,40 @@ def _preset_cifar10_latent() -> Config:
     return cfg
 
 
+EMOJI_PRESET_EXCLUDE = ("flags", "keycaps", "text", "skin-tones")  # about 1,600 emoji that a small U-Net can draw
+
+
+def _preset_emoji32() -> Config:
+    # The OpenMoji colour emoji at 32x32 on white (issue 27), class-conditional by Unicode group (8 classes: flags,
+    # keycaps, text-like symbols and skin-tone variants left out, about 1,600 images). The digits recipe on 2x2 pixel
+    # patches (16x16 and 8x8 with 32 and 64 channels) sized for a 2-core laptop CPU in fp32; no flips (arrows and
+    # faces have a side). The measurements behind it: benchmarks/results/emoji_presets.json.
+    return Config(
+        data=DataConfig(dataset="emoji", image_size=32, val_size=300, captions="off",
+                        emoji_exclude=EMOJI_PRESET_EXCLUDE),
+        model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
+                          patch_size=2),
+        diffusion=_v_min_snr(),
+        train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
+                          sample_every=1500, ckpt_every=750),
+        sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=1.0, guidance_interval=(2.0, math.inf)),
+    )
+
+
+def _preset_emoji32_text() -> Config:
+    # Text-to-image on the emoji of emoji32: captions from each emoji's name, its subgroup and group words and its
+    # dominant hue measured on the pixels ("a red heart", "a yellow grinning face"), through all-MiniLM-L6-v2, with
+    # cross-attention at 16x16, 8x8 and mid as digits-text does. Sampling as digits-text (DPM-Solver++(2M) 15 steps,
+    # guidance w = 2). The measurements behind it: benchmarks/results/emoji_presets.json.
+    cfg = _preset_emoji32()
+    text = _preset_digits_text()
+    cfg.data.captions = "on"
+    cfg.model.cross_attn_resolutions = (16, 8)
+    cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
+    cfg.sample = text.sample
+    return cfg
+
+
 # Presets are config, so their registry lives here; each target builds a fresh Config.
 PRESETS: Registry[Entry] = Registry("preset")
 PRESETS.register("digits", "noisecraft.config:_preset_digits",
@@ -649,6 +683,12 @@ PRESETS.register("digits64-latent", "noisecraft.config:_preset_digits64_latent",
 PRESETS.register("digits64-text-latent", "noisecraft.config:_preset_digits64_text_latent",
                  "text-to-image in the latents of --autoencoder (a digits64-ae run): the digits-text captions, "
                  "cross-attention at the latent resolutions (Stable Diffusion's composition; pip install -e \".[text]\")")
+PRESETS.register("emoji32", "noisecraft.config:_preset_emoji32",
+                 "the OpenMoji colour emoji at 32x32, class-conditional by Unicode group (pip install -e \".[emoji]\"; "
+                 "minutes on a laptop CPU)")
+PRESETS.register("emoji32-text", "noisecraft.config:_preset_emoji32_text",
+                 "text-to-image on the emoji: prompts like 'a red heart' or 'a yellow grinning face' (pip install -e "
+                 "\".[emoji,text]\")")
 PRESETS.register("mnist", "noisecraft.config:_preset_mnist", "MNIST (torchvision), 50k steps")
 PRESETS.register("cifar10", "noisecraft.config:_preset_cifar10",
                  "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")
