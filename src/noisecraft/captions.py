@@ -237,7 +237,8 @@ def parse_prompt(text: str, class_names: list[str], digits: bool) -> tuple[int |
     """The class a prompt names (a digit as a word or numeral; else a class name) and the attribute levels it
     asks for, from the caption vocabulary above: ("a thin seven leaning left") -> (7, {thickness: 0, slant: 0})."""
     words = re.findall(r"[a-z0-9]+", text.lower())
-    vocab = {(DIGIT_WORDS[int(n)] if digits else n.replace("_", " ").lower()): c for c, n in enumerate(class_names)}
+    vocab = {(DIGIT_WORDS[int(n)] if digits else n.replace("_", " ").replace("&", "and").lower()): c
+             for c, n in enumerate(class_names)}
     if digits:
         vocab.update({n: c for c, n in enumerate(class_names)})
     joined = f" {' '.join(words)} "
