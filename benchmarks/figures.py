@@ -328,10 +328,42 @@ def other() -> str:
     return _table(HEADER, rows)
 
 
+def _emoji_quality(q: dict) -> str:
+    if "colour_accuracy" in q:
+        return (f"colour words obeyed {_pct(q['colour_accuracy'])} of {q['n']} ({q['seeds_per_prompt']} a prompt; "
+                f"emoji in the training split {_pct(q['accuracy_prompts_in_training_split'])}, held out "
+                f"{_pct(q['accuracy_prompts_held_out']) if q['accuracy_prompts_held_out'] is not None else 'none'})")
+    mem = q.get("memorisation") or {}
+    return (f"judged as the group asked {_pct(q['generated']['class_accuracy'])} of {q['n']} (real held-out images "
+            f"{_pct(q['real_heldout']['class_accuracy'])}, chance {_pct(q['chance'])}); near-copies {_pct(mem['near_copy_share'])} (held-out "
+            f"{_pct(mem['heldout_share'])})" if mem else "")
+
+
+def emoji_presets() -> str:
+    """The emoji presets as measured by benchmarks/emoji_presets.py, one row a run, with its machine."""
+    d = load("emoji_presets.json")
+    rows = [[f"`noisecraft train --preset {r['preset']}`" + (f" with {', '.join(r['overrides'])}" if r["overrides"]
+                                                             else ""),
+             f"{r['wall_s']:.1f} s whole command ({r['train_loop_s']:.1f} s training loop, {r['steps']} steps)",
+             _emoji_goal(r), _emoji_quality(r["quality"]), machine(r), _file("emoji_presets.json")] for r in d["rows"]]
+    return _table(["command", "wall", "issue's goal", "quality", "machine", "file"], rows)
+
+
+def _emoji_goal(r: dict) -> str:
+    g, cores = r["goal"], r["machine"].get("cores_usable")
+    parts = []
+    if "laptop_s" in g:
+        parts.append(f"whole command <= {g['laptop_s']} s on a real 2-core AVX2 laptop, <= {0.4 * g['laptop_s']:.0f} s "
+                     f"capped on 2 cores" + (f" (this row: {cores} core, so unmeasured on 2)" if cores == 1 else ""))
+    if "colour_words" in g:
+        parts.append(f"colour words >= {_pct(g['colour_words'])}")
+    return "; ".join(parts) or "none for its time; well above chance, held-out accuracy beside it"
+
+
 TABLES = {"quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
-          "editing_matrix": editing_matrix, "fewstep": fewstep}
+          "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets}
 
 
 def render(name: str) -> str:

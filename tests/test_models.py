@@ -5,7 +5,7 @@ import torch
 from noisecraft.config import PRESETS, preset
 from noisecraft.models import build_model, count_parameters
 
-NATIVE = {"digits": (1, 28, 10), "mnist": (1, 28, 10), "cifar10": (3, 32, 10)}
+NATIVE = {"digits": (1, 28, 10), "mnist": (1, 28, 10), "cifar10": (3, 32, 10), "emoji": (3, 32, 8)}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

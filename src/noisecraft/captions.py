@@ -184,11 +184,61 @@ def attribute_levels(values: dict[str, torch.Tensor], labels: torch.Tensor, num_
     return levels, thresholds
 
 
+# ---------------------------------------------------------------- colour measured from the pixels
+
+# Hue ranges (degrees, [lo, hi)) of the chromatic colour words; red wraps round 0. Brown is a dark orange-ish hue.
+HUES = {"red": ((350, 360), (0, 15)), "orange": ((15, 40),), "yellow": ((40, 66),), "green": ((66, 170),),
+        "blue": ((170, 255),), "purple": ((255, 300),), "pink": ((300, 350),)}
+COLOURS = (*HUES, "brown", "black", "grey")  # every colour word a caption may hold, in index order
+CHROMA_MIN_S, CHROMA_MIN_V = 0.15, 0.25  # a pixel of saturation and value above these has a hue
+BROWN_HUES, BROWN_MAX_V = (15, 50), 0.75  # orange/yellowish hues this dark are brown
+INK_MAX_V = 0.9  # a pixel darker than this (or chromatic) is not background white
+
+
+@torch.no_grad()
+def dominant_colour(images: torch.Tensor) -> torch.Tensor:
+    """The colour word (an index into COLOURS) of each RGB image, uint8 (N, 3, H, W) -> (N,) int64.
+
+    The hue that covers most chromatic pixels (HSV saturation > 0.15 and value > 0.25); white and grey pixels,
+    a white background and black outlines among them, have no hue and do not count. An image whose chromatic pixels
+    are under a fifth of its ink (every pixel that is not near-white) is black or grey by the mean value of its ink."""
+    out = []
+    for chunk in images.split(1024):
+        rgb = chunk.float() / 255  # (B, 3, H, W)
+        v, _ = rgb.max(1)
+        c = v - rgb.min(1).values
+        s = torch.where(v > 0, c / v.clamp(min=1e-6), torch.zeros_like(v))
+        r, g, b = rgb.unbind(1)
+        h = torch.where(v == r, ((g - b) / c.clamp(min=1e-6)) % 6,
+                        torch.where(v == g, (b - r) / c.clamp(min=1e-6) + 2, (r - g) / c.clamp(min=1e-6) + 4)) * 60
+        chroma = (s > CHROMA_MIN_S) & (v > CHROMA_MIN_V)
+        ink = chroma | (v < INK_MAX_V)
+        brown = chroma & (h >= BROWN_HUES[0]) & (h < BROWN_HUES[1]) & (v < BROWN_MAX_V)
+        counts = [sum(((h >= lo) & (h < hi) & chroma & ~brown).flatten(1).sum(1) for lo, hi in ranges)
+                  for ranges in HUES.values()]
+        counts = torch.stack(counts + [brown.flatten(1).sum(1)], 1).float()  # (B, 8)
+        word = counts.argmax(1)
+        n_ink = ink.flatten(1).sum(1).clamp(min=1)
+        mean_v = (v * ink).flatten(1).sum(1) / n_ink
+        grey = torch.where(mean_v < 0.35, COLOURS.index("black"), COLOURS.index("grey"))
+        out.append(torch.where(counts.sum(1) < 0.2 * n_ink, grey, word))
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def named_colour(text: str) -> int | None:
+    """The colour word a prompt names (an index into COLOURS; 'gray' is grey), or None when it names none or
+    several."""
+    words = set(re.findall(r"[a-z]+", text.lower().replace("gray", "grey")))
+    named = [i for i, w in enumerate(COLOURS) if w in words]
+    return named[0] if len(named) == 1 else None
+
+
 def parse_prompt(text: str, class_names: list[str], digits: bool) -> tuple[int | None, dict[str, int]]:
     """The class a prompt names (a digit as a word or numeral; else a class name) and the attribute levels it
     asks for, from the caption vocabulary above: ("a thin seven leaning left") -> (7, {thickness: 0, slant: 0})."""
     words = re.findall(r"[a-z0-9]+", text.lower())
-    vocab = {(DIGIT_WORDS[int(n)] if digits else n.replace("_", " ").lower()): c for c, n in enumerate(class_names)}
+    vocab = {(DIGIT_WORDS[int(n)] if digits else n.replace("_", " ").replace("&", "and").lower()): c
+             for c, n in enumerate(class_names)}
     if digits:
         vocab.update({n: c for c, n in enumerate(class_names)})
     joined = f" {' '.join(words)} "

@@ -201,8 +201,12 @@ def cmd_info(args, extra) -> int:
     if args.checkpoint and args.path:
         raise UserError("give the checkpoint either as --checkpoint or as the argument, not both")
     path = args.checkpoint or args.path
+    if args.dataset:
+        if path is not None:
+            raise UserError("give either a run (or PNG) or --dataset, not both")
+        return _print_dataset_info(args)
     if path is None:
-        raise UserError("give a run directory, a checkpoint file or a PNG image")
+        raise UserError("give a run directory, a checkpoint file or a PNG image (or --dataset NAME)")
     if Path(path).suffix.lower() == ".png":
         return _print_png_parameters(path)
     ckpt = load_checkpoint(path)
@@ -212,8 +216,34 @@ def cmd_info(args, extra) -> int:
     info = {"checkpoint": meta["path"], "step": meta["step"], "task": task,
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
             "class_names": meta.get("class_names"), "text_encoder": _encoder_info(cfg),
-            **{k: meta[k] for k in ("autoencoder", "latent_scale") if k in meta}, "config": cfg.to_dict()}
+            **{k: meta[k] for k in ("autoencoder", "latent_scale") if k in meta}, **_data_license(cfg.data.dataset),
+            "config": cfg.to_dict()}
     print(to_json(info))
+    return 0
+
+
+def _data_license(dataset: str) -> dict:
+    """The licence and attribution of a dataset that has them (registry.DATASETS), for `info`."""
+    facts = DATASETS.get(dataset, "data.dataset").facts
+    return {"data_license": {k: facts[k] for k in ("license", "license_url", "attribution")}} if "license" in facts \
+        else {}
+
+
+def _print_dataset_info(args) -> int:
+    """`info --dataset NAME`: a dataset's images, classes, licence and attribution (the emoji set is rasterised into
+    its cache here when it is not yet)."""
+    from noisecraft.data import load_dataset
+
+    cfg = Config().data
+    cfg.dataset, cfg.data_root, cfg.image_size = args.dataset, args.data_root, args.image_size
+    if args.dataset == "emoji":
+        from noisecraft.emoji import describe
+
+        print(to_json(describe(cfg)))
+        return 0
+    train, val = load_dataset(cfg, "train"), load_dataset(cfg, "val")
+    print(to_json({"dataset": args.dataset, "train": len(train), "heldout": len(val), "classes": train.class_names,
+                   "image_shape": [train.channels, train.image_size, train.image_size], **_data_license(args.dataset)}))
     return 0
 
 
@@ -424,6 +454,10 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("path", nargs="?", help="run directory or .safetensors file; or a PNG image: print the settings it "
                    "was drawn with (its `parameters` text chunk)")
     i.add_argument("--checkpoint", help="run directory or .safetensors file")
+    i.add_argument("--dataset", choices=DATASETS.names(), help="instead of a run: a dataset's size, classes, licence "
+                   "and attribution (emoji: rasterises the SVGs into the cache once)")
+    i.add_argument("--data-root", help="with --dataset: its location (torchvision root, image folder, emoji SVGs)")
+    i.add_argument("--image-size", type=int, help="with --dataset: the size to load it at (emoji: rasterise at N)")
     i.set_defaults(func=cmd_info)
 
     _add_explain_parser(sub)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.errors import UserError
-from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, DISTILLATIONS, LOSS_WEIGHTINGS, LR_SCHEDULES,
-                                 PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, Entry, Registry)
+from noisecraft.registry import (BEST_METRICS, CAPTIONS, DATASETS, DISTILLATIONS, EMOJI_EXCLUDES, EMOJI_GROUPS,
+                                 LOSS_WEIGHTINGS, LR_SCHEDULES, PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS,
+                                 Entry, Registry)
 
 
 @dataclass
@@ -31,6 +32,11 @@ class DataConfig:
     max_memory_mb: int = 200  # a train split larger than this as uint8 (image folders only) streams from disk
     num_workers: int = 4  # DataLoader worker processes decoding a streamed folder
     captions: str = "auto"  # registry.CAPTIONS: auto | on | off; data with captions trains a text-to-image model
+    # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
+    emoji_label: str = "group"  # class of an emoji: its Unicode group (9 classes) | subgroup (about 100)
+    emoji_groups: tuple[str, ...] = ()  # keep only these groups (registry.EMOJI_GROUPS, e.g. food-drink); () = all
+    emoji_exclude: tuple[str, ...] = ("skin-tones",)  # leave these out (registry.EMOJI_EXCLUDES): flags, keycaps, ...
+    emoji_background: str = "white"  # colour the transparent SVGs are composited on: a CSS name or #rrggbb
 
 
 @dataclass
@@ -253,6 +259,7 @@ class Config:
         if self.model.text_max_tokens < 2:
             raise UserError(f"model.text_max_tokens must be >= 2 (the encoder's start and end tokens), got "
                             f"{self.model.text_max_tokens}")
+        self._validate_emoji()
         TASKS.get(self.train.task, "train.task")
         DISTILLATIONS.get(self.distill.method, "distill.method")
         if not 2 <= self.distill.grid_start <= self.distill.grid_end:
@@ -296,6 +303,18 @@ class Config:
         if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
             raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
         self._validate_autoencoder()
+
+    def _validate_emoji(self) -> None:
+        d = self.data
+        d.emoji_groups = tuple(g.strip().lower() for g in d.emoji_groups if g.strip())
+        d.emoji_exclude = tuple(e.strip().lower() for e in d.emoji_exclude if e.strip())
+        _choice("data.emoji_label", d.emoji_label, ("group", "subgroup"))
+        for g in d.emoji_groups:
+            EMOJI_GROUPS.get(g, "each of data.emoji_groups")
+        for e in d.emoji_exclude:
+            EMOJI_EXCLUDES.get(e, "each of data.emoji_exclude")
+        if not d.emoji_background.strip():
+            raise UserError("data.emoji_background must be a colour (a CSS name such as white, or #rrggbb)")
 
     def _validate_autoencoder(self) -> None:
         a = self.autoencoder
@@ -638,6 +657,40 @@ def _preset_cifar10_latent() -> Config:
     return cfg
 
 
+EMOJI_PRESET_EXCLUDE = ("flags", "keycaps", "text", "skin-tones")  # about 1,600 emoji that a small U-Net can draw
+
+
+def _preset_emoji32() -> Config:
+    # The OpenMoji colour emoji at 32x32 on white (issue 27), class-conditional by Unicode group (8 classes: flags,
+    # keycaps, text-like symbols and skin-tone variants left out, about 1,600 images). The digits recipe on 2x2 pixel
+    # patches (16x16 and 8x8 with 32 and 64 channels) sized for a 2-core laptop CPU in fp32; no flips (arrows and
+    # faces have a side). The measurements behind it: benchmarks/results/emoji_presets.json.
+    return Config(
+        data=DataConfig(dataset="emoji", image_size=32, val_size=300, captions="off",
+                        emoji_exclude=EMOJI_PRESET_EXCLUDE),
+        model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
+                          patch_size=2),
+        diffusion=_v_min_snr(),
+        train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
+                          sample_every=1500, ckpt_every=750),
+        sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=1.0, guidance_interval=(2.0, math.inf)),
+    )
+
+
+def _preset_emoji32_text() -> Config:
+    # Text-to-image on the emoji of emoji32: captions from each emoji's name, its subgroup and group words and its
+    # dominant hue measured on the pixels ("a red heart", "a yellow grinning face"), through all-MiniLM-L6-v2, with
+    # cross-attention at 16x16, 8x8 and mid as digits-text does. Sampling as digits-text (DPM-Solver++(2M) 15 steps,
+    # guidance w = 2). The measurements behind it: benchmarks/results/emoji_presets.json.
+    cfg = _preset_emoji32()
+    text = _preset_digits_text()
+    cfg.data.captions = "on"
+    cfg.model.cross_attn_resolutions = (16, 8)
+    cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
+    cfg.sample = text.sample
+    return cfg
+
+
 # Presets are config, so their registry lives here; each target builds a fresh Config.
 PRESETS: Registry[Entry] = Registry("preset")
 PRESETS.register("digits", "noisecraft.config:_preset_digits",
@@ -657,6 +710,12 @@ PRESETS.register("digits64-latent", "noisecraft.config:_preset_digits64_latent",
 PRESETS.register("digits64-text-latent", "noisecraft.config:_preset_digits64_text_latent",
                  "text-to-image in the latents of --autoencoder (a digits64-ae run): the digits-text captions, "
                  "cross-attention at the latent resolutions (Stable Diffusion's composition; pip install -e \".[text]\")")
+PRESETS.register("emoji32", "noisecraft.config:_preset_emoji32",
+                 "the OpenMoji colour emoji at 32x32, class-conditional by Unicode group (pip install -e \".[emoji]\"; "
+                 "minutes on a laptop CPU)")
+PRESETS.register("emoji32-text", "noisecraft.config:_preset_emoji32_text",
+                 "text-to-image on the emoji: prompts like 'a red heart' or 'a yellow grinning face' (pip install -e "
+                 "\".[emoji,text]\")")
 PRESETS.register("mnist", "noisecraft.config:_preset_mnist", "MNIST (torchvision), 50k steps")
 PRESETS.register("cifar10", "noisecraft.config:_preset_cifar10",
                  "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")

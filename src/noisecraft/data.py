@@ -8,6 +8,7 @@ diffusion.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,15 @@ class ImageData:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+
+def cache_dir() -> Path:
+    """`$NOISECRAFT_CACHE` or `~/.cache/noisecraft` (XDG_CACHE_HOME honoured): rasterised datasets, judges, features."""
+    root = os.environ.get("NOISECRAFT_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "noisecraft"
 
 
 def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:

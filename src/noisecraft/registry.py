@@ -135,6 +135,38 @@ DATASETS.register("mnist", "noisecraft.data:load_mnist", "MNIST via torchvision 
 DATASETS.register("cifar10", "noisecraft.data:load_cifar10", "CIFAR-10 via torchvision (--data-root, --download)")
 DATASETS.register("folder", "noisecraft.data:load_folder",
                   "images under --data-root, one sub-folder per class (or flat: unconditional)")
+# Facts of a dataset whose images carry a licence: `license` and `attribution` are printed by `noisecraft info` and
+# written into every run trained on it (DATA_LICENSE.txt); `variant` names the data.* fields that change its images,
+# labels or split, so the judge classifier of one variant is never used for another.
+DATASETS.register("emoji", "noisecraft.emoji:load_emoji",
+                  "the OpenMoji colour emoji rasterised once (pip install -e \".[emoji]\"; no download), labelled "
+                  "by Unicode group or subgroup, captioned by name and measured colour",
+                  license="CC BY-SA 4.0", license_url="https://creativecommons.org/licenses/by-sa/4.0/",
+                  attribution="All emojis designed by OpenMoji - the open-source emoji and icon project "
+                  "(openmoji.org). License: CC BY-SA 4.0",
+                  variant=("emoji_label", "emoji_groups", "emoji_exclude", "emoji_background"),
+                  prompt="an emoji of {}")
+
+# The emoji dataset's classes (data.emoji_label=group) and what data.emoji_groups may keep: Unicode's emoji groups
+# (emoji-test.txt) as slugs, each with its Unicode name. Unicode's "Component" group (bare skin tones, hair) is
+# never used.
+EMOJI_GROUPS: Registry[Entry] = Registry("emoji group")
+for _slug, _name in (("smileys-emotion", "Smileys & Emotion"), ("people-body", "People & Body"),
+                     ("animals-nature", "Animals & Nature"), ("food-drink", "Food & Drink"),
+                     ("travel-places", "Travel & Places"), ("activities", "Activities"), ("objects", "Objects"),
+                     ("symbols", "Symbols"), ("flags", "Flags")):
+    EMOJI_GROUPS.register(_slug, help=_name, unicode=_name)
+
+# Kinds of emoji that data.emoji_exclude may leave out: `subgroups` are Unicode subgroups, `groups` whole groups;
+# `skin_tones`: the sequences with a skin-tone modifier (the default-yellow emoji stay).
+EMOJI_EXCLUDES: Registry[Entry] = Registry("emoji exclusion")
+EMOJI_EXCLUDES.register("flags", help="the Flags group (country, regional and other flags)", groups=("Flags",),
+                        subgroups=(), skin_tones=False)
+EMOJI_EXCLUDES.register("keycaps", help="keycaps (0-9, #, *)", groups=(), subgroups=("keycap",), skin_tones=False)
+EMOJI_EXCLUDES.register("text", help="text-like symbols: letters, numbers, punctuation, maths and currency signs",
+                        groups=(), subgroups=("alphanum", "punctuation", "math", "currency"), skin_tones=False)
+EMOJI_EXCLUDES.register("skin-tones", help="the skin-tone variants of people and hands (four in five of People & "
+                        "Body); the default yellow ones stay", groups=(), subgroups=(), skin_tones=True)
 
 # Where a dataset's captions come from (data.captions); captions make the model text-to-image.
 CAPTIONS: Registry[Entry] = Registry("captions")

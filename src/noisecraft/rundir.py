@@ -5,6 +5,7 @@ and the CLI read runs without loading a network.
     <run>/config.json                the resolved config
     <run>/checkpoints/last.safetensors, best.safetensors, step_N.safetensors (+ .json sidecars)
     <run>/log.jsonl, status.json, summary.json, samples/, *.png, eval/
+    <run>/DATA_LICENSE.txt           the dataset's licence and attribution, when it has one (emoji: CC BY-SA 4.0)
     <run>/autoencoder/, latents.safetensors, text_embeddings.safetensors   (what a run depends on, kept with it)
 
 A run directory is either new, or holds a run (its `config.json`). Starting a run where one already is refuses
@@ -29,8 +30,10 @@ from pathlib import Path
 
 from noisecraft.config import Config, apply_overrides, json_safe
 from noisecraft.errors import UserError
+from noisecraft.registry import DATASETS
 
 CONFIG_FILE = "config.json"
+DATA_LICENSE_FILE = "DATA_LICENSE.txt"  # written when the dataset has a licence to keep (the emoji set's CC BY-SA)
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
 RUN_STATES = ("running", "finished", "interrupted", "failed")
@@ -234,12 +237,22 @@ class RunDir:
         except OSError as e:
             raise UserError(f"cannot write to run directory {self.root}: {e.strerror}") from None
         cfg.save(self.config)
+        self._write_data_license(cfg)
         truncate_log(self.log_path, start_step)
         remove_stale_temp_files(self.ckpt_dir)
         self._log = open(self.log_path, "a")
         self._status = {"state": "running", "step": start_step, "total_steps": cfg.train.steps,
                         "started": _now(), "pid": os.getpid(), "task": cfg.train.task}
         self.status()
+
+    def _write_data_license(self, cfg: Config) -> None:
+        """DATA_LICENSE.txt: the licence and attribution of a dataset that has them (registry.DATASETS), which
+        samples of a model trained on it may carry."""
+        facts = DATASETS.get(cfg.data.dataset, "data.dataset").facts
+        if "license" in facts:
+            text = (f"This run was trained on the '{cfg.data.dataset}' dataset.\n{facts['attribution']}\n"
+                    f"Licence: {facts['license']} ({facts['license_url']})\n")
+            (self.root / DATA_LICENSE_FILE).write_text(text)
 
     # ------------------------------------------------------------ records
 

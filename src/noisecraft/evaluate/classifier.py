@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,19 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from noisecraft.config import DataConfig
+from noisecraft.data import cache_dir  # noqa: F401 - where judges and reference features are cached
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-classifier"
 VERSION = 1
-
-
-def cache_dir() -> Path:
-    """`$NOISECRAFT_CACHE` or `~/.cache/noisecraft` (XDG_CACHE_HOME honoured)."""
-    root = os.environ.get("NOISECRAFT_CACHE")
-    if root:
-        return Path(root).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "noisecraft"
 
 
 @dataclass
@@ -228,8 +219,17 @@ def canonical_data(data_cfg: DataConfig | str) -> DataConfig:
         return DataConfig(dataset=data_cfg)
     # A built-in dataset is judged at its native size (samples at another size are resized to it, see `_prepare`):
     # one judge for the 28x28 and the 64x64 digits. An image folder has no native size: its --image-size is it.
+    # The fields a dataset names as its `variant` (registry.DATASETS: the emoji set's labels and selection) are kept.
     size = data_cfg.image_size if data_cfg.dataset == "folder" else None
-    return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=size, hflip=data_cfg.hflip)
+    variant = {f: getattr(data_cfg, f) for f in _variant_fields(data_cfg.dataset)}
+    return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=size, hflip=data_cfg.hflip,
+                      **variant)
+
+
+def _variant_fields(dataset: str) -> tuple[str, ...]:
+    from noisecraft.registry import DATASETS
+
+    return DATASETS.get(dataset, "data.dataset").facts.get("variant", ())
 
 
 def dataset_key(data_cfg: DataConfig) -> str:
@@ -240,6 +240,11 @@ def dataset_key(data_cfg: DataConfig) -> str:
     if data_cfg.dataset == "folder" and data_cfg.data_root:
         digest = hashlib.sha1(str(Path(data_cfg.data_root).resolve()).encode()).hexdigest()[:10]
         key += f"-{Path(data_cfg.data_root).name}-{digest}"
+    variant = {f: getattr(data_cfg, f) for f in _variant_fields(data_cfg.dataset)}
+    if variant and data_cfg.data_root:
+        variant["data_root"] = str(Path(data_cfg.data_root).resolve())
+    if variant:  # e.g. emoji-3f2a9c01d4: the labels and selection it was trained on
+        key += "-" + hashlib.sha1(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:10]
     return key
 
 

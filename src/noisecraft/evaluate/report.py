@@ -27,6 +27,7 @@ import torch
 from noisecraft.config import DataConfig, to_json
 from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
+from noisecraft.evaluate.memorisation import memorisation
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
 from noisecraft.rundir import run_root
@@ -103,6 +104,7 @@ def classifier_metrics(images: torch.Tensor, labels: torch.Tensor | None, data_c
             out["generated_at_heldout_n"] = row(pred[:n_val], feats[:n_val], None if labels is None else labels[:n_val])
         val_labels = ref["val_labels"] if labels is not None else None
         out["real_heldout"] = row(ref["val_logits"].argmax(1), ref["val_features"], val_labels)
+        out["memorisation"] = memorisation(feats, ref["train_features"], ref["val_features"])
     return out
 
 
@@ -290,12 +292,24 @@ def _text_markdown(t: dict | None) -> list[str]:
     if "named_class_accuracy" in t:
         lines.append(f"| named class accuracy (judge classifier) | {_fmt(t['named_class_accuracy'])} | "
                      f"{t['named_n']} |")
-    for name, a in t.get("attributes", {}).items():
+    for name, a in {**t.get("attributes", {}), **({"colour": t["colour"]} if "colour" in t else {})}.items():
         if name != "mean":
             lines.append(f"| {name} agreement (measured on the pixels) | {_fmt(a['agreement'])} | {a['n']} |")
     if "clip_score" in t:
         lines.append(f"| CLIPScore | {_fmt(t['clip_score'])} | {t['n']} |")
     return lines + [""]
+
+
+def _memorisation_markdown(m: dict | None) -> list[str]:
+    """The memorisation section of report.md (noisecraft.evaluate.memorisation)."""
+    if not m:
+        return []
+    return ["### Memorisation", "",
+            f"Share of samples whose nearest training image (in the judge's features) is closer than that of all but "
+            f"{m['quantile']:.0%} of the real held-out images: **{m['near_copy_share']:.1%}** of {m['n']} samples, "
+            f"against {m['heldout_share']:.1%} of the {m['heldout_n']} held-out images (what a model that copies "
+            f"nothing scores). Median distance to the nearest training image, samples over held-out: "
+            f"{m['median_ratio']:.2f} (well under 1: the samples sit on training images).", ""]
 
 
 def render_markdown(report: dict, has_real: bool = True) -> str:
@@ -329,6 +343,7 @@ def render_markdown(report: dict, has_real: bool = True) -> str:
                 lines.append(f"| {label} | {r['n']} | {_fmt(r.get('class_accuracy'))} | {_fmt(r['fd'])} | "
                              f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['class_balance'])} |")
         lines.append("")
+        lines += _memorisation_markdown(off.get("memorisation"))
     lines += _text_markdown(report.get("text"))
     inc = report.get("inception", {})
     lines += ["## Inception metrics (FID, KID, IS; torch-fidelity conventions)", ""]

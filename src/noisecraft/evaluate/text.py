@@ -5,6 +5,8 @@
 * attribute agreement (digits, MNIST): stroke thickness, slant and size measured on the generated pixels
   (`captions.measure_attributes`), cut at the training data's thresholds for the image's class, against the level
   the prompt asks for;
+* colour agreement (RGB data): the dominant hue measured on the generated pixels (`captions.dominant_colour`)
+  against the colour word the prompt names;
 * CLIPScore (Hessel et al. 2021, torchmetrics) when a local CLIP model is given: no CLIP weights can be downloaded
   here, so there is no default.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from noisecraft.captions import ATTRIBUTES, attribute_levels, measure_attributes, parse_prompt
+from noisecraft.captions import (ATTRIBUTES, attribute_levels, dominant_colour, measure_attributes, named_colour,
+                                 parse_prompt)
 from noisecraft.config import DataConfig
 from noisecraft.data import DIGIT_DATASETS
 from noisecraft.errors import UserError
@@ -20,10 +23,14 @@ from noisecraft.errors import UserError
 
 def default_prompts(class_names: list[str], dataset: str) -> list[str]:
     """One prompt per class, from the first caption template ("a handwritten seven", "a photo of a cat")."""
-    from noisecraft.captions import class_texts
+    from noisecraft.captions import class_texts, with_articles
+    from noisecraft.registry import DATASETS
 
     if not class_names:
         raise UserError("this text model was trained on captions without classes: give prompts (--prompts FILE)")
+    template = DATASETS.get(dataset, "data.dataset").facts.get("prompt")  # a dataset's own (emoji: "an emoji of {}")
+    if template:
+        return [with_articles(template.format(n.lower().replace("&", "and"))) for n in class_names]
     return [class_texts(n, digit=dataset in DIGIT_DATASETS)[0] for n in class_names]
 
 
@@ -46,9 +53,23 @@ def text_metrics(images: torch.Tensor, prompts: list[str], class_names: list[str
         classes = torch.where(named >= 0, named, pred)  # whose thresholds: the class asked for, else the judge's
         out["attributes"] = attribute_agreement(images, [lv for _, lv in parsed], classes, class_names, data_cfg,
                                                 thresholds)
+    if images.shape[1] == 3:
+        out.update(colour_agreement(images, prompts))
     if clip_weights:
         out["clip_score"] = clip_score(images, prompts, clip_weights, device)
     return out
+
+
+def colour_agreement(images: torch.Tensor, prompts: list[str]) -> dict:
+    """RGB images: over the prompts that name one colour word, the share of images whose dominant hue measured on
+    the pixels (captions.dominant_colour, as colour captions are measured) is that colour; {} when none does."""
+    asked = [named_colour(p) for p in prompts]
+    rows = [i for i, c in enumerate(asked) if c is not None]
+    if not rows:
+        return {}
+    got = dominant_colour(images[rows])
+    want = torch.tensor([asked[i] for i in rows])
+    return {"colour": {"agreement": (got == want).float().mean().item(), "n": len(rows)}}
 
 
 def attribute_agreement(images: torch.Tensor, asked: list[dict[str, int]], classes: torch.Tensor,
