@@ -270,9 +270,10 @@ def editing_matrix() -> str:
 
 def fewstep() -> str:
     sys.path.insert(0, str(HERE))
+    from distill_timing import render as timing
     from fewstep import render
 
-    return render(load("fewstep.json"))
+    return render(load("fewstep.json")) + "\n\n" + timing(load("distill_timing.json"))
 
 
 # ---------------------------------------------------------------- other measurements (docs)
