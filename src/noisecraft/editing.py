@@ -28,6 +28,7 @@ from noisecraft.samplers.common import Denoise, NoiseFn, SamplerStep
 MAX_PIXELS = 4096 * 4096  # larger inputs are refused before they are decoded (a 20,000 x 20,000 PNG is 1.2 GB)
 HALVES = ("top", "bottom", "left", "right")  # the sides `half_mask` regenerates
 IMG2IMG_STRENGTH = 0.6  # an edit without a mask: keeps the layout, redraws the details (a mask's default is 1)
+VARIATIONS_STRENGTH = 0.3  # variations: the image kept, its details varied
 INPAINT_JUMPS = 1  # RePaint resamplings per step when inpainting (benchmarks/editing.py measured the choice)
 
 

@@ -30,8 +30,8 @@ from noisecraft.config import Config
 from noisecraft.data import to_model_range, to_uint8
 from noisecraft.device import pick_device
 from noisecraft.diffusion import Denoiser
-from noisecraft.editing import (IMG2IMG_STRENGTH, INPAINT_JUMPS, EditSource, edit_source, known_region, latent_keep,
-                                paste_known, resampled, strength_grid)
+from noisecraft.editing import (IMG2IMG_STRENGTH, INPAINT_JUMPS, VARIATIONS_STRENGTH, EditSource, edit_source,
+                                known_region, latent_keep, paste_known, resampled, strength_grid)
 from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
@@ -332,7 +332,7 @@ class Pipeline:
 
     # ---- editing: the same stream, started from given images (`noisecraft.editing`)
 
-    def img2img(self, image, strength: float = 0.6, **kwargs) -> torch.Tensor:
+    def img2img(self, image, strength: float = IMG2IMG_STRENGTH, **kwargs) -> torch.Tensor:
         """SDEdit (Meng et al. 2022): `image` noised to the level `strength` picks (1 = from pure noise) and
         denoised under the asked class or prompt; `steps` counts the steps run (default: strength x the run's
         steps). uint8 (n, C, H, W); other arguments as for `generate` (`stream(image=..., strength=...)` streams)."""
@@ -344,7 +344,7 @@ class Pipeline:
         paste them back with a feathered edge. `jumps` resamples each step."""
         return self.generate(image=image, mask=mask, strength=strength, **kwargs)
 
-    def variations(self, image, strength: float = 0.3, n: int = 8, **kwargs) -> torch.Tensor:
+    def variations(self, image, strength: float = VARIATIONS_STRENGTH, n: int = 8, **kwargs) -> torch.Tensor:
         """n images like `image`: img2img at a low strength, image i with its own seed (seed + i)."""
         return self.generate(n=n, image=image, strength=strength, **kwargs)
 
@@ -413,7 +413,8 @@ class _BatchRun:
             images = paste_known(images, source, feather=pipe.codec.downsample if pipe.codec.latent else 0)
         yield SampleEvent("images", b, batches, idx, total, total, 0.0, 0.0, x, x, s.x0, images=images)
 
-    def start(self, eps: torch.Tensor, source: EditSource | None, noise: PerImageNoise) -> tuple[torch.Tensor, Denoise]:
+    def start(self, eps: torch.Tensor, source: EditSource | None, noise: PerImageNoise
+              ) -> tuple[torch.Tensor, Denoise]:
         """The sampler's first x and its denoiser: pure noise at the grid's top, or an edit's images noised to
         the level its strength picked (SDEdit), with the known region held by RePaint's step when inpainting."""
         pipe, sigma = self.pipe, self.levels[0]
