@@ -29,7 +29,9 @@ RESULT = HERE / "results" / "emoji_presets.json"
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
 SHAPES = ("heart", "circle", "square")
 # The issue's goals (seconds: whole command on a real 2-core AVX2 laptop in fp32); emoji32 has none for its time.
-GOALS = {"emoji32-text": {"laptop_s": 600, "colour_words": 0.8}, "emoji32": {}}
+GOALS = {"emoji32-text": {"laptop_s": 600, "colour_words": 0.8}, "emoji32": {}, "emoji64-ae": {},
+         "emoji64-text-latent": {}}
+AUTOENCODER = "emoji64-ae"  # what emoji64-text-latent trains in (the run of that name under --work)
 
 
 def colour_words(run: str, seeds: int) -> dict:
@@ -74,6 +76,14 @@ def evaluate(run: str, n: int, env: dict) -> dict:
             "chance": round(1 / len(off["generated"]["predicted_class_counts"]), 4)}
 
 
+def reconstruction(run: str) -> dict:
+    """An autoencoder run's reconstructions of the held-out emoji: PSNR and SSIM (`evaluate-autoencoder`)."""
+    from noisecraft.evaluate.autoencoder import AutoencoderEvalOptions, evaluate_autoencoder
+
+    r = evaluate_autoencoder(run, None, AutoencoderEvalOptions(n=300, device="cpu", classifier=False))
+    return {k: round(r[k], 4) for k in ("psnr_db", "ssim") if k in r}
+
+
 def main() -> None:
     sys.path.insert(0, str(HERE))
     from machine import cpu_info
@@ -88,14 +98,21 @@ def main() -> None:
     args = p.parse_args()
     run = str(Path(args.work) / args.preset)
     env = dict(os.environ, **AVX2_ENV)
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", args.preset, "--out", run, "--overwrite",
+    sub = "train-autoencoder" if args.preset == AUTOENCODER else "train"
+    latent = ["--autoencoder", str(Path(args.work) / AUTOENCODER)] if args.preset.endswith("-latent") else []
+    cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", args.preset, "--out", run, *latent, "--overwrite",
            "--no-progress", "--train.precision=fp32", *(f"--{kv}" for kv in args.set)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     summary = json.loads((Path(run) / "summary.json").read_text())
     t1 = time.perf_counter()
-    quality = colour_words(run, args.seeds) if args.preset.endswith("-text") else evaluate(run, args.n, env)
+    if args.preset == AUTOENCODER:
+        quality = reconstruction(run)
+    elif "-text" in args.preset:
+        quality = colour_words(run, args.seeds)
+    else:
+        quality = evaluate(run, args.n, env)
     row = {"preset": args.preset, "overrides": args.set, "command": " ".join(["noisecraft", *cmd[3:]]),
            "wall_s": round(wall, 1), "train_loop_s": round(summary["train_seconds"], 1), "steps": summary["steps"],
            "params": summary["params"], "goal": GOALS[args.preset], "quality": quality,

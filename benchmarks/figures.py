@@ -330,6 +330,8 @@ def other() -> str:
 
 
 def _emoji_quality(q: dict) -> str:
+    if "psnr_db" in q:
+        return f"held-out reconstructions: PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}"
     if "colour_accuracy" in q:
         return (f"colour words obeyed {_pct(q['colour_accuracy'])} of {q['n']} ({q['seeds_per_prompt']} a prompt; "
                 f"emoji in the training split {_pct(q['accuracy_prompts_in_training_split'])}, held out "
@@ -343,7 +345,7 @@ def _emoji_quality(q: dict) -> str:
 def emoji_presets() -> str:
     """The emoji presets as measured by benchmarks/emoji_presets.py, one row a run, with its machine."""
     d = load("emoji_presets.json")
-    rows = [[f"`noisecraft train --preset {r['preset']}`" + (f" with {', '.join(r['overrides'])}" if r["overrides"]
+    rows = [[f"`{r['command'].split(' --out')[0]}`" + (f" with {', '.join(r['overrides'])}" if r["overrides"]
                                                              else ""),
              f"{r['wall_s']:.1f} s whole command ({r['train_loop_s']:.1f} s training loop, {r['steps']} steps)",
              _emoji_goal(r), _emoji_quality(r["quality"]), machine(r), _file("emoji_presets.json")] for r in d["rows"]]

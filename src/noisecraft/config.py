@@ -691,6 +691,26 @@ def _preset_emoji32_text() -> Config:
     return cfg
 
 
+def _preset_emoji64_ae() -> Config:
+    # Latent diffusion's first stage for the emoji at 64x64 RGB: digits64-ae's autoencoder (f = 4, 16x16x4 latents,
+    # 8 channels at full resolution, the discriminator for the last 300 of 1000 steps) on the emoji of emoji32.
+    # Measured once: benchmarks/results/emoji_presets.json.
+    cfg = _preset_digits64_ae()
+    cfg.data = DataConfig(dataset="emoji", image_size=64, val_size=300, captions="off",
+                          emoji_exclude=EMOJI_PRESET_EXCLUDE)
+    return cfg
+
+
+def _preset_emoji64_text_latent() -> Config:
+    # Stable Diffusion's composition on the emoji: digits64-text-latent's U-Net, captions and sampling in the 16x16x4
+    # latents of an emoji64-ae run (--autoencoder), on the emoji of emoji32-text (no flips). Measured once:
+    # benchmarks/results/emoji_presets.json.
+    cfg = _preset_digits64_text_latent()
+    cfg.data = DataConfig(dataset="emoji", image_size=64, val_size=300, captions="on",
+                          emoji_exclude=EMOJI_PRESET_EXCLUDE)
+    return cfg
+
+
 # Presets are config, so their registry lives here; each target builds a fresh Config.
 PRESETS: Registry[Entry] = Registry("preset")
 PRESETS.register("digits", "noisecraft.config:_preset_digits",
@@ -716,6 +736,10 @@ PRESETS.register("emoji32", "noisecraft.config:_preset_emoji32",
 PRESETS.register("emoji32-text", "noisecraft.config:_preset_emoji32_text",
                  "text-to-image on the emoji: prompts like 'a red heart' or 'a yellow grinning face' (pip install -e "
                  "\".[emoji,text]\")")
+PRESETS.register("emoji64-ae", "noisecraft.config:_preset_emoji64_ae",
+                 "the emoji at 64x64: a KL autoencoder (f = 4) for emoji64-text-latent (train-autoencoder)")
+PRESETS.register("emoji64-text-latent", "noisecraft.config:_preset_emoji64_text_latent",
+                 "text-to-image on the emoji in the latent space of an emoji64-ae run (--autoencoder)")
 PRESETS.register("mnist", "noisecraft.config:_preset_mnist", "MNIST (torchvision), 50k steps")
 PRESETS.register("cifar10", "noisecraft.config:_preset_cifar10",
                  "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")
