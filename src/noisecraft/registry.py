@@ -218,6 +218,13 @@ PREDICTIONS.register("eps", help="the noise, Ho et al. 2020")
 PREDICTIONS.register("x0", help="the clean image")
 PREDICTIONS.register("v", help="the velocity, Salimans & Ho 2022")
 PREDICTIONS.register("edm", help="EDM preconditioning on continuous sigmas, Karras et al. 2022")
+PREDICTIONS.register("flow", help="rectified flow / flow matching: the velocity eps - x0 on x_t = (1 - t) x0 + t eps, "
+                     "Liu et al. 2023, Lipman et al. 2023")
+
+# How rectified flow's training draws t (diffusion.time_sampling).
+TIME_DENSITIES: Registry[Entry] = Registry("time density")
+TIME_DENSITIES.register("uniform", help="t ~ U(0, 1)")
+TIME_DENSITIES.register("logit-normal", help="logit(t) ~ N(logit_mean, logit_std^2), Esser et al. 2024 (SD3)")
 
 LOSS_WEIGHTINGS: Registry[Entry] = Registry("loss weighting")
 LOSS_WEIGHTINGS.register("none", help="the objective's own weighting")

@@ -5,9 +5,14 @@ Diffusion-Based Generative Models", Table 1 / eq. 7):
 
     D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma))
 
-with x = x0 + sigma * eps. Noise (eps), x0 and v prediction on a discrete VP schedule and EDM's own
-preconditioning differ only in the four coefficients below, so samplers, guidance and the trainer see one
-function and any trained model works with any sampler.
+with x = x0 + sigma * eps. Noise (eps), x0 and v prediction on a discrete VP schedule, EDM's own preconditioning and
+rectified flow differ only in the four coefficients below, so samplers, guidance and the trainer see one function
+and any trained model works with any sampler.
+
+Rectified flow (Liu et al. 2023; Lipman et al. 2023) interpolates x_t = (1 - t) x0 + t eps and learns the velocity
+v = eps - x0. Its point is the same as x = x0 + sigma eps divided by 1 + sigma, with t = sigma / (1 + sigma), so a
+flow network is one more preconditioning: c_in = 1 - t, c_skip = 1 - t, c_out = -t (x0 = x_t - t v), and the
+loss's target (x0 - c_skip x) / c_out is exactly v.
 """
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ import torch.nn as nn
 
 from noisecraft.config import DiffusionConfig
 from noisecraft.diffusion.schedules import DiscreteSchedule
+
+
+CONTINUOUS = ("edm", "flow")  # predictions trained on continuous noise levels (no VP table)
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -28,8 +36,8 @@ class Denoiser(nn.Module):
     def __init__(self, net: nn.Module, cfg: DiffusionConfig):
         super().__init__()
         self.net, self.cfg, self.prediction = net, cfg, cfg.prediction
-        # EDM is trained on a continuous sigma range; the others on a T-step VP table.
-        self.schedule = None if cfg.prediction == "edm" else DiscreteSchedule(
+        # EDM and rectified flow are trained on continuous noise levels; the others on a T-step VP table.
+        self.schedule = None if cfg.prediction in CONTINUOUS else DiscreteSchedule(
             cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end)
 
     @property
@@ -48,6 +56,9 @@ class Denoiser(nn.Module):
     def precondition(self, sigma: torch.Tensor):
         """c_skip, c_out, c_in, c_noise for a batch of sigmas (B,)."""
         sigma = sigma.float()
+        if self.prediction == "flow":
+            t = sigma / (1 + sigma)
+            return 1 - t, -t, 1 - t, 1000.0 * t  # t scaled to the timestep range the embedding is made for
         if self.prediction == "edm":
             sd = self.cfg.sigma_data
             c_skip = sd**2 / (sigma**2 + sd**2)

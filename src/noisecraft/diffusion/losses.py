@@ -13,8 +13,16 @@ from noisecraft.diffusion.denoiser import Denoiser, _bcast
 
 
 def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training noise levels: uniform timesteps on a discrete schedule, log-normal for EDM."""
+    """Training noise levels: uniform timesteps on a discrete schedule, log-normal for EDM; for rectified flow
+    t = sigma / (1 + sigma) uniform or logit-normal (Esser et al. 2024, SD3), whose mass sits mid-path."""
     cfg = denoiser.cfg
+    if cfg.prediction == "flow":
+        if cfg.time_sampling == "uniform":
+            t = torch.rand(batch, device=device, generator=generator)
+        else:
+            t = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(batch, device=device, generator=generator))
+        t = t.clamp(1e-4, 1 - 1e-4)
+        return t / (1 - t)
     if denoiser.schedule is None:
         log_sigma = cfg.p_mean + cfg.p_std * torch.randn(batch, device=device, generator=generator)
         return log_sigma.exp()

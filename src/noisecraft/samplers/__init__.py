@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from noisecraft.registry import SAMPLERS
-from noisecraft.samplers.common import (PerImageNoise, SamplerStep, discrete_timesteps, drain, karras_sigmas,
-                                        timestep_sigmas)
+from noisecraft.samplers.common import (PerImageNoise, SamplerStep, discrete_timesteps, drain, flow_sigmas,
+                                        karras_sigmas, timestep_sigmas)
 from noisecraft.samplers.consistency import sample_consistency
 from noisecraft.samplers.ddim import sample_ddim
 from noisecraft.samplers.ddpm import sample_ddpm
@@ -36,6 +36,8 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
 
     The consistency sampler's grid ("consistency") is the top level, then `steps - 1` levels from
     CONSISTENCY_SIGMAS: a consistency model maps any level to the image, so its levels are chosen, not walked.
+    A rectified-flow model walks t = sigma / (1 + sigma) in equal steps from the top level to 0 (the flow's own
+    grid: diffusers' FlowMatchEulerDiscreteScheduler without shift), whatever the sampler.
     Samplers whose grid is "timesteps" (DDPM, DDIM, DPM-Solver++) visit the training timesteps of a discrete
     schedule ("trailing" spacing, as diffusers' schedulers with timestep_spacing="trailing"): the network sees the
     integer noise labels it was trained on. The "karras" ones (Euler, Heun), and every sampler on a continuous
@@ -47,6 +49,8 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
         top = denoiser.sigma_max if denoiser.schedule is None else float(timestep_sigmas(denoiser.schedule, 1)[0])
         middle = karras_sigmas(steps - 1, *CONSISTENCY_SIGMAS)[:-1] if steps > 1 else torch.zeros(0)
         return torch.cat([torch.tensor([top]), middle, torch.zeros(1)]).float()
+    if denoiser.prediction == "flow":
+        return flow_sigmas(steps, denoiser.sigma_max)
     if denoiser.schedule is None:
         return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max)
     if SAMPLERS.get(sampler).grid == "timesteps":
@@ -55,6 +59,6 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
 
 
 __all__ = ["CONSISTENCY_SIGMAS", "SAMPLERS", "PerImageNoise", "SamplerStep", "cfg_denoiser", "describe_interval",
-           "discrete_timesteps", "drain", "get_sampler", "get_sigmas", "karras_sigmas", "network_calls",
+           "discrete_timesteps", "drain", "flow_sigmas", "get_sampler", "get_sigmas", "karras_sigmas", "network_calls",
            "sample_consistency", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "sample_euler", "sample_heun",
            "timestep_sigmas"]

@@ -65,6 +65,14 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
+def flow_sigmas(n: int, sigma_max: float) -> torch.Tensor:
+    """Rectified flow's grid: t in n equal steps from t_max = sigma_max / (1 + sigma_max) down, as sigmas
+    t / (1 - t), then 0."""
+    t_max = sigma_max / (1 + sigma_max)
+    t = torch.linspace(t_max, 0, n + 1, dtype=torch.float64)[:-1]
+    return torch.cat([t / (1 - t), torch.zeros(1, dtype=torch.float64)]).float()
+
+
 def discrete_timesteps(n: int, timesteps: int) -> torch.Tensor:
     """n timesteps of a T-step schedule, "trailing" spacing (Lin et al. 2024, Table 2): always starts at T-1,
     so few-step samplers begin from pure noise. Returned in decreasing order."""
