@@ -19,7 +19,7 @@ def test_explain_draws_every_supported_figure(tiny_runs, tmp_path, cli):
     assert code == 0, err
     index = json.loads((tmp_path / "explain.json").read_text())
     drawn = [f["name"] for f in index["figures"]]
-    assert drawn == ["schedules", "forward", "reverse", "samplers", "guidance", "unet", "editing"]  # registry order
+    assert drawn == ["schedules", "forward", "reverse", "samplers", "trajectories", "guidance", "unet", "editing"]
     assert index["skipped"] == {"cross-attention": "text", "fewstep": "student", "latents": "autoencoder"}
     for f in index["figures"]:
         with Image.open(tmp_path / f["file"]) as im:

@@ -75,3 +75,14 @@ def test_a_flow_run_trains_and_samples_through_the_cli(cli, tiny_args, tmp_path)
     assert code == 0, err
     code, _, err = cli("train", "--preset", "digits-flow", "--out", tmp_path / "bad", "--diffusion.time_sampling=x")
     assert code == 2 and "uniform, logit-normal" in err
+
+
+def test_straightness_is_one_for_a_line_and_the_chord_over_the_length_otherwise():
+    from noisecraft.explain.trajectories import path_straightness
+
+    line = torch.linspace(0, 1, 5).view(5, 1, 1) * torch.tensor([[3.0, 4.0]])  # (K, B=1, D=2)
+    s, dev = path_straightness(line.double())
+    assert s.item() == pytest.approx(1.0) and dev.abs().max().item() < 1e-12
+    corner = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]], [[1.0, 1.0]]], dtype=torch.float64)  # two unit legs
+    s, dev = path_straightness(corner)
+    assert s.item() == pytest.approx(2 ** 0.5 / 2) and dev[1].item() == pytest.approx(0.5)

@@ -242,6 +242,9 @@ FIGURES.register("reverse", "noisecraft.explain.process:reverse_figure",
                  "sampling: x_t and the denoiser's x0 estimate side by side at chosen steps", needs=None)
 FIGURES.register("samplers", "noisecraft.explain.process:samplers_figure",
                  "the same seed under every sampler and several step counts", needs=None)
+FIGURES.register("trajectories", "noisecraft.explain.trajectories:trajectories_figure",
+                 "how straight the sampling paths are (rectified flow aims for straight lines; diffusion paths bend)",
+                 needs=None)
 FIGURES.register("guidance", "noisecraft.explain.process:guidance_figure",
                  "a classifier-free guidance sweep, the same seeds at growing weight", needs="condition")
 FIGURES.register("unet", "noisecraft.explain.unet_diagram:unet_figure",
