@@ -46,12 +46,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def render(r: dict) -> str:
-    m = r["machine"]
-    cap = f"kernels capped to {m['kernels_capped_to']}" if m.get("kernels_capped_to") else "native kernels"
-    return (f"`{r['command']}` of the `digits` quickstart run, the whole command: {r['wall_s']:.1f} s on "
-            f"{m['cores_usable']} core(s) of {m['cpu']} ({', '.join(m['isa_flags'])}), {cap}, precision "
-            f"{r['precision']}, 1 run (goal here {r['goal_here_s']:.0f} s: {r['goal_laptop_s']:.0f} s on a real "
-            f"2-core AVX2 laptop, counted at 40% under the cap); `distill_timing.json`.")
+    from figures import machine
+
+    return (f"`{r['command']}` of the `digits` quickstart run, the whole command: {r['wall_s']:.1f} s, measured on "
+            f"{machine(r)}, 1 run (goal here {r['goal_here_s']:.0f} s: {r['goal_laptop_s']:.0f} s on a real 2-core "
+            f"AVX2 laptop, counted at 40% under the cap); `distill_timing.json`.")
 
 
 if __name__ == "__main__":

@@ -182,10 +182,9 @@ def _img2img(edit, labels, images, k: int, strengths: list[float], interval) -> 
 
 
 def _machine(r: dict) -> str:
-    m = r["machine"]
-    cap = f"kernels capped to {m['kernels_capped_to']}" if m.get("kernels_capped_to") else "native kernels"
-    return (f"measured on {m['cpu']} ({', '.join(m['isa_flags'])}), {cap}, {r['threads']} thread(s), precision "
-            f"auto, 1 run")
+    from figures import machine
+
+    return f"measured on {machine(r, precision='auto')}, 1 run"
 
 
 def render_table(r: dict) -> str:

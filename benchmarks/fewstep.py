@@ -120,12 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def render(r: dict) -> str:
     """fewstep.json as markdown: one row per model and step count, with the machine."""
-    m = r["machine"]
-    cap = f"kernels capped to {m['kernels_capped_to']}" if m.get("kernels_capped_to") else "native kernels"
+    from figures import machine
+
     head = (f"`benchmarks/fewstep.py --n {r['n']}`: the `digits` run and its student distilled for "
             f"{r['student_steps_trained']} steps, the same class-balanced labels and seeds for every row, measured "
-            f"on {m['cpu']} ({', '.join(m['isa_flags'])}), {cap}, {r['threads']} thread(s), precision auto, 1 run; "
-            f"`fewstep.json`.")
+            f"on {machine(r, precision='auto')}, 1 run; `fewstep.json`.")
     lines = [head, "", "| what | sampler | steps | network calls an image | judged as the digit asked | FD-clf | "
              "images/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in r["rows"]:

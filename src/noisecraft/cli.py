@@ -368,20 +368,25 @@ def _add_train_args(t: argparse.ArgumentParser, default_preset: str) -> None:
     t.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
     t.add_argument("--download", action="store_true", help="download mnist/cifar10 into --data-root if missing")
     t.add_argument("--image-size", type=int, help="resize images to N x N")
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--steps", type=int, help="total optimizer steps")
+    _add_run_flags(t, "total optimizer steps")
     t.add_argument("--seed", type=int, help="seed of weights, batches and noise (train.seed)")
-    t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--autoencoder", metavar="PATH", help="latent diffusion: a noisecraft autoencoder run or a "
                    "diffusers AutoencoderKL folder (config.json + weights)")
     t.add_argument("--lpips-weights", metavar="FILE", help="autoencoders: torchvision's VGG16 ImageNet weights for "
                    "the LPIPS term (without them the term is off)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
-                   "(from step 0 with a clean log when it stopped before its first checkpoint)")
-    t.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it (its checkpoints, "
-                   "samples, logs and figures) and start again")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train, default_preset=default_preset)
+
+
+def _add_run_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
+    """The flags of every command that trains a run: where, how long, on what, and starting again or going on."""
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, help=steps_help)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                   "(from step 0 with a clean log when it stopped before its first checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it (its checkpoints, "
+                   "samples, logs and figures) and start again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -475,14 +480,8 @@ def _add_distill_parser(sub) -> None:
                        "records its teacher and samples on its own. Any config field can be overridden with "
                        "--section.key=value.")
     d.add_argument("--checkpoint", help="the teacher: a diffusion run directory or checkpoint file")
-    d.add_argument("--out", required=True, help="the student's run directory")
     d.add_argument("--method", choices=DISTILLATIONS.names(), help=f"{DISTILLATIONS.help()} (default: cd)")
-    d.add_argument("--steps", type=int, help="optimizer steps (default: measured, see benchmarks/fewstep.py)")
-    d.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    d.add_argument("--resume", action="store_true", help="continue the distillation in --out from its last "
-                   "checkpoint")
-    d.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it and start again")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_flags(d, "optimizer steps (default: measured, see benchmarks/fewstep.py)")
     d.set_defaults(func=cmd_distill)
 
 

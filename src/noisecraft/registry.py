@@ -84,13 +84,16 @@ class Registry(Generic[E]):
 
 # ---------------------------------------------------------------- the registries
 
-TASKS: Registry[Entry] = Registry("task")  # what the training loop trains: modules, optimizers, step, pictures
+TASKS: Registry[Entry] = Registry("task")  # what the training loop trains (`draws`: its runs sample images)
 TASKS.register("diffusion", "noisecraft.train.diffusion:DiffusionTask",
-               "a denoiser (U-Net) trained by denoising score matching, with EMA and classifier-free guidance")
+               "a denoiser (U-Net) trained by denoising score matching, with EMA and classifier-free guidance",
+               draws=True)
 TASKS.register("autoencoder", "noisecraft.train.autoencoder:AutoencoderTask",
-               "a KL autoencoder (latent diffusion's first stage) against a PatchGAN discriminator, with EMA")
+               "a KL autoencoder (latent diffusion's first stage) against a PatchGAN discriminator, with EMA",
+               draws=False)
 TASKS.register("distill", "noisecraft.train.distill:DistillTask",
-               "a student tuned from a trained run into a consistency model (1-4 network calls a sample)")
+               "a student tuned from a trained run into a consistency model (1-4 network calls a sample)",
+               draws=True)
 
 # How `noisecraft distill` turns a teacher into a few-step student (distill.method).
 DISTILLATIONS: Registry[Entry] = Registry("distillation method")

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from noisecraft.config import DataConfig
-from noisecraft.data import cache_dir  # noqa: F401 - where judges and reference features are cached
+from noisecraft.data import cache_dir
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-classifier"
@@ -221,15 +221,15 @@ def canonical_data(data_cfg: DataConfig | str) -> DataConfig:
     # one judge for the 28x28 and the 64x64 digits. An image folder has no native size: its --image-size is it.
     # The fields a dataset names as its `variant` (registry.DATASETS: the emoji set's labels and selection) are kept.
     size = data_cfg.image_size if data_cfg.dataset == "folder" else None
-    variant = {f: getattr(data_cfg, f) for f in _variant_fields(data_cfg.dataset)}
     return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=size, hflip=data_cfg.hflip,
-                      **variant)
+                      **_variant(data_cfg))
 
 
-def _variant_fields(dataset: str) -> tuple[str, ...]:
+def _variant(data_cfg: DataConfig) -> dict:
+    """The data settings the dataset names as its `variant` (registry.DATASETS), with their values."""
     from noisecraft.registry import DATASETS
 
-    return DATASETS.get(dataset, "data.dataset").facts.get("variant", ())
+    return {f: getattr(data_cfg, f) for f in DATASETS.get(data_cfg.dataset, "data.dataset").facts.get("variant", ())}
 
 
 def dataset_key(data_cfg: DataConfig) -> str:
@@ -240,7 +240,7 @@ def dataset_key(data_cfg: DataConfig) -> str:
     if data_cfg.dataset == "folder" and data_cfg.data_root:
         digest = hashlib.sha1(str(Path(data_cfg.data_root).resolve()).encode()).hexdigest()[:10]
         key += f"-{Path(data_cfg.data_root).name}-{digest}"
-    variant = {f: getattr(data_cfg, f) for f in _variant_fields(data_cfg.dataset)}
+    variant = _variant(data_cfg)
     if variant and data_cfg.data_root:
         variant["data_root"] = str(Path(data_cfg.data_root).resolve())
     if variant:  # e.g. emoji-3f2a9c01d4: the labels and selection it was trained on

@@ -119,7 +119,8 @@ def inception_reference(net, data_cfg: DataConfig, weights_id: str, batch_size: 
 
     from noisecraft.rundir import atomic_write_bytes
     from noisecraft.data import load_dataset
-    from noisecraft.evaluate.classifier import cache_dir, dataset_key
+    from noisecraft.data import cache_dir
+    from noisecraft.evaluate.classifier import dataset_key
     from noisecraft.evaluate.frechet import GaussianStats
     from noisecraft.evaluate.inception import inception_features
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from noisecraft.config import PRESETS
 from noisecraft.errors import UserError
 from noisecraft.imageinfo import format_parameters
-from noisecraft.registry import DATASETS, SAMPLERS
+from noisecraft.registry import DATASETS, SAMPLERS, TASKS
 from noisecraft.serve.edits import EDIT_OPENAPI, read_edit
 from noisecraft.serve.images import data_url, strip_png
 from noisecraft.serve.jobs import Job, JobQueue, JobSpec, QueueFull, image_url
@@ -23,7 +23,11 @@ from noisecraft.serve.schemas import GenerateRequest
 from noisecraft.serve.service import Service, Svc, service
 
 router = APIRouter(prefix="/api", tags=["generate"])
-DRAWING_TASKS = ("diffusion", "distill")  # runs that draw images (an autoencoder run does not)
+
+
+def _draws(task: str) -> bool:
+    """Whether runs of this training task sample images (an autoencoder run does not; an unknown task: no)."""
+    return task in TASKS and TASKS.get(task).draws
 
 
 @router.get("/options")
@@ -45,7 +49,7 @@ def models(svc: Svc) -> dict:
     out = []
     for name in find_runs(svc.runs_root):
         info = run_summary(svc.runs_root, name)
-        if not info["has_checkpoint"] or info["kind"] is None or info["task"] not in DRAWING_TASKS:
+        if not info["has_checkpoint"] or info["kind"] is None or not _draws(info["task"]):
             continue
         meta = checkpoint_meta(svc.runs_root / name)
         sample = (read_json(svc.runs_root / name / "config.json") or {}).get("sample", {})

@@ -174,25 +174,33 @@ class DiffusionTask(Task):
         x0, y = batch  # (B, C, H, W) in [-1, 1], (B,) labels or None
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        sigma, eps, u = global_batch_draws(self.denoiser, x0, tc.batch_size, self.ctx.dist.rank)
-        cond = self.condition(y, u < tc.label_dropout)  # dropout for classifier-free guidance
         with autocast_ctx(self.device, tc.precision):
-            loss = diffusion_loss(self.step_fn, x0, cond, sigma=sigma, eps=eps).mean()
+            loss = self.batch_loss(x0, y, step)
         finite = optimizer_step(self.optimizer, loss, self.net.parameters(), tc.grad_clip,
                                 check_loss=not self.ctx.dist.enabled)
         self.ema.update(self.net, step)
         return StepResult({"loss": loss.detach()}, finite)
 
+    def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int) -> torch.Tensor:
+        """The mean training loss of a batch (what `step` minimises): denoising score matching."""
+        sigma, eps, u = global_batch_draws(self.denoiser, x0, self.cfg.train.batch_size, self.ctx.dist.rank)
+        cond = self.condition(y, u < self.cfg.train.label_dropout)  # dropout for classifier-free guidance
+        return diffusion_loss(self.step_fn, x0, cond, sigma=sigma, eps=eps).mean()
+
+    def held_out_loss(self, x0: torch.Tensor, cond: dict | None, generator: torch.Generator) -> torch.Tensor:
+        """Per-sample loss (B,) of the EMA model on held-out images, its randomness from `generator`."""
+        return diffusion_loss(self.ema_denoiser, x0, cond, generator=generator)
+
     @torch.no_grad()
     def validation_loss(self, data: ImageData) -> float:
-        """Mean loss of the EMA denoiser on the held-out split with fixed noise (the same every call)."""
+        """Mean `held_out_loss` on the held-out split with fixed randomness (the same every call)."""
         g = torch.Generator(self.device).manual_seed(12345)
         bs, total = self.cfg.train.batch_size, 0.0
         for start in range(0, len(data), bs):
             x0 = self._val_x0(data, start, start + bs)
             with autocast_ctx(self.device, self.cfg.train.precision):
                 cond = self._val_condition(data, start, start + bs)
-                total += float(diffusion_loss(self.ema_denoiser, x0, cond, generator=g).sum())
+                total += float(self.held_out_loss(x0, cond, g).sum())
         return total / max(1, len(data))
 
     def _val_x0(self, data: ImageData, start: int, stop: int) -> torch.Tensor:

@@ -15,16 +15,14 @@ from pathlib import Path
 import torch
 
 from noisecraft.config import Config, apply_overrides
-from noisecraft.data import ImageData
 from noisecraft.diffusion import Denoiser
 from noisecraft.errors import UserError
 from noisecraft.models import build_model
-from noisecraft.precision import autocast_ctx
 from noisecraft.registry import DISTILLATIONS
 from noisecraft.rundir import content_hash
 from noisecraft.samplers import cfg_denoiser, get_sigmas
 from noisecraft.train.diffusion import DiffusionTask
-from noisecraft.train.task import StepResult, TaskContext, optimizer_step
+from noisecraft.train.task import TaskContext
 
 STUDENT_SAMPLER, STUDENT_STEPS = "consistency", 2  # what a student draws with unless told otherwise
 # A distillation's training settings where the teacher's do not carry over (measured: benchmarks/fewstep.py).
@@ -99,6 +97,7 @@ class DistillTask(DiffusionTask):
         interval = tuple(dc.teacher_guidance_interval) or None
         self.guided_teacher = cfg_denoiser(self.teacher, dc.teacher_guidance, self._null(), interval)
         self.loss_fn = DISTILLATIONS.load(dc.method)
+        self._grids: dict[int, torch.Tensor] = {}
 
     def _null(self) -> dict | None:
         """The 'no condition' the teacher's guidance contrasts with: the null class, or the empty caption."""
@@ -114,7 +113,9 @@ class DistillTask(DiffusionTask):
         dc = self.cfg.distill
         frac = step / max(1, dc.grid_ramp_steps - 1)
         n = round(dc.grid_start * (dc.grid_end / dc.grid_start) ** min(1.0, frac))
-        return get_sigmas(self.teacher, "ddim", n).to(self.device)  # the training timesteps (or Karras levels)
+        if n not in self._grids:  # the training timesteps (or Karras levels), made once per size
+            self._grids[n] = get_sigmas(self.teacher, "ddim", n).to(self.device)
+        return self._grids[n]
 
     def _draws(self, x0: torch.Tensor, levels: int, generator: torch.Generator | None = None, rank: int = 0,
                global_batch: int | None = None):
@@ -126,35 +127,20 @@ class DistillTask(DiffusionTask):
         u = torch.rand(total, device=x0.device, generator=generator)[rows]
         return idx, eps, u
 
-    def step(self, batch, step: int) -> StepResult:
-        tc, dc = self.cfg.train, self.cfg.distill
-        x0, y = batch  # (B, C, H, W) in [-1, 1] (or latents), (B,) condition ids or None
-        grid = self.grid(step)
+    def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int) -> torch.Tensor:
+        """The mean distillation loss of a batch at `step`'s grid."""
+        tc, grid = self.cfg.train, self.grid(step)
         idx, eps, u = self._draws(x0, len(grid) - 1, rank=self.ctx.dist.rank, global_batch=tc.batch_size)
         cond = self.condition(y, u < tc.label_dropout)  # the null condition stays meaningful (edits, guidance)
-        with autocast_ctx(self.device, tc.precision):
-            loss = self.loss_fn(self.step_fn, self.ema_denoiser, self.guided_teacher, x0, cond, grid[idx],
-                                grid[idx + 1], eps, dc.huber_c).mean()
-        finite = optimizer_step(self.optimizer, loss, self.net.parameters(), tc.grad_clip,
-                                check_loss=not self.ctx.dist.enabled)
-        self.ema.update(self.net, step)
-        return StepResult({"loss": loss.detach()}, finite)
+        return self.loss_fn(self.step_fn, self.ema_denoiser, self.guided_teacher, x0, cond, grid[idx],
+                            grid[idx + 1], eps, self.cfg.distill.huber_c).mean()
 
-    @torch.no_grad()
-    def validation_loss(self, data: ImageData) -> float:
-        """The distillation loss of the EMA student against itself on held-out data, at the final grid, with
-        fixed draws (the same every call)."""
-        g = torch.Generator(self.device).manual_seed(12345)
-        grid, bs, total = self.grid(self.cfg.distill.grid_ramp_steps), self.cfg.train.batch_size, 0.0
-        for start in range(0, len(data), bs):
-            x0 = self._val_x0(data, start, start + bs)
-            idx, eps, _ = self._draws(x0, len(grid) - 1, generator=g)
-            with autocast_ctx(self.device, self.cfg.train.precision):
-                cond = self._val_condition(data, start, start + bs)
-                loss = self.loss_fn(self.ema_denoiser, self.ema_denoiser, self.guided_teacher, x0, cond, grid[idx],
-                                    grid[idx + 1], eps, self.cfg.distill.huber_c)
-            total += float(loss.sum())
-        return total / max(1, len(data))
+    def held_out_loss(self, x0: torch.Tensor, cond: dict | None, generator: torch.Generator) -> torch.Tensor:
+        """The distillation loss of the EMA student against itself, at the final grid."""
+        grid = self.grid(self.cfg.distill.grid_ramp_steps)
+        idx, eps, _ = self._draws(x0, len(grid) - 1, generator=generator)
+        return self.loss_fn(self.ema_denoiser, self.ema_denoiser, self.guided_teacher, x0, cond, grid[idx],
+                            grid[idx + 1], eps, self.cfg.distill.huber_c)
 
     def metadata(self):
         dc = self.cfg.distill

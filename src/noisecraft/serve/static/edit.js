@@ -1,8 +1,8 @@
 // The edit page: an image drawn on a canvas (mouse, pen or touch), uploaded, or handed over by "edit" on a
 // gallery image; an optional mask painted over it; POST /api/edit (multipart: the image and mask as PNG files at
 // the model's size) followed like a generation (jobs.js): live preview of the x0 estimate, cancel, gallery.
-import { api, el } from "./common.js";
-import { EDIT_KEY, Gallery, JobView } from "./jobs.js";
+import { el } from "./common.js";
+import { EDIT_KEY, Gallery, JobView, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const BOX = 256; // CSS pixels of the canvas box
@@ -15,14 +15,7 @@ const image = () => $("canvas").getContext("2d");
 const mask = () => $("mask").getContext("2d");
 
 async function init() {
-  const [options, list] = await Promise.all([api("/api/options"), api("/api/models")]);
-  models = list.models;
-  $("n").max = options.limits.n;
-  $("steps").max = options.limits.steps;
-  $("sampler").replaceChildren(el("option", { value: "", text: "model default" }),
-    ...options.samplers.map((s) => el("option", { value: s.name, text: s.name, title: s.help })));
-  $("model").replaceChildren(...models.map((m) => el("option", { value: m.name, text: `${m.name} (${m.kind})` })));
-  if (!models.length) view.status("no trained models under --runs yet: train one on the Runs page", true);
+  models = await loadChoices(view);
   $("model").addEventListener("change", () => showModel(true));
   $("form").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   $("strength").addEventListener("input", () => {

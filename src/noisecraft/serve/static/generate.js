@@ -1,7 +1,7 @@
 // The generate page: a form over /api/models and /api/options, a job followed through its event stream (live
 // preview of the x0 estimate, progress, ETA, cancel), and the gallery (jobs.js).
-import { api, el } from "./common.js";
-import { Gallery, JobView, editElsewhere } from "./jobs.js";
+import { el } from "./common.js";
+import { Gallery, JobView, editElsewhere, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 let models = [];
@@ -9,14 +9,7 @@ const view = new JobView("generate");
 const gallery = new Gallery("gallery", { onReuse: reuse, onEdit: editElsewhere });
 
 async function init() {
-  const [options, list] = await Promise.all([api("/api/options"), api("/api/models")]);
-  models = list.models;
-  $("n").max = options.limits.n;
-  $("steps").max = options.limits.steps;
-  $("sampler").replaceChildren(el("option", { value: "", text: "model default" }),
-    ...options.samplers.map((s) => el("option", { value: s.name, text: s.name, title: s.help })));
-  $("model").replaceChildren(...models.map((m) => el("option", { value: m.name, text: `${m.name} (${m.kind})` })));
-  if (!models.length) view.status("no trained models under --runs yet: train one on the Runs page", true);
+  models = await loadChoices(view);
   $("model").addEventListener("change", showModel);
   $("form").addEventListener("submit", (e) => {
     e.preventDefault();

@@ -7,6 +7,18 @@ const GALLERY_KEY = "noisecraft.gallery.v1";
 const MAX_GALLERY = 200;
 export const EDIT_KEY = "noisecraft.edit.v1"; // sessionStorage: the image "edit" hands to the edit page
 
+/** The settings form's choices from /api/options and /api/models (limits, samplers, models); returns the models. */
+export async function loadChoices(view) {
+  const [options, list] = await Promise.all([api("/api/options"), api("/api/models")]);
+  $("n").max = options.limits.n;
+  $("steps").max = options.limits.steps;
+  $("sampler").replaceChildren(el("option", { value: "", text: "model default" }),
+    ...options.samplers.map((s) => el("option", { value: s.name, text: s.name, title: s.help })));
+  $("model").replaceChildren(...list.models.map((m) => el("option", { value: m.name, text: `${m.name} (${m.kind})` })));
+  if (!list.models.length) view.status("no trained models under --runs yet: train one on the Runs page", true);
+  return list.models;
+}
+
 /** The page's status line, progress bar, ETA, preview and buttons (ids: status, progress, eta, preview, cancel and
  * `submitId`), and the job being followed. */
 export class JobView {
