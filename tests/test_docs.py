@@ -170,11 +170,19 @@ NOT_MEASURED = {
 
 
 def _prose(text: str) -> str:
-    """A page without what is rendered from result files (README blocks, generated markers) or is code."""
+    """A page without what is rendered from result files (README blocks, generated markers), is code, or is math
+    ($...$, $$...$$: a formula's numbers are not measurements)."""
     text = re.sub(r"<!-- (\w+): begin -->.*?<!-- \1: end -->", "", text, flags=re.DOTALL)
     text = re.sub(r"<!-- generated: \w+ -->", "", text)
     text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
-    return re.sub(r"`[^`\n]*`", "", text)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.DOTALL)
+    return re.sub(r"\$(?!\s)[^$\n]+?(?<!\s)\$", "", text)  # arithmatex's rule: no space inside the dollars
+
+
+def test_prose_leaves_out_code_and_math_but_not_figures():
+    page = "took 5 s; `sleep 2s`; $\\sigma = 2 s$ and\n$$\nc = 1000 x\n$$\nat 3% (`$HOME` costs 4 s)"
+    assert [m.group(0) for m in FIGURE.finditer(_prose(page))] == ["5 s", "3%", "4 s"]
 
 
 def test_no_figure_in_readme_or_docs_is_typed_by_hand():
