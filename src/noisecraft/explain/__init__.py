@@ -1,12 +1,14 @@
 """Figures that explain a trained run, drawn from the run itself (`noisecraft explain`): the noise schedules, the
-forward and reverse processes, samplers and step counts, guidance, the U-Net, cross-attention and latents.
+forward and reverse processes, samplers and step counts, guidance, the network (U-Net or transformer), cross-attention
+and latents.
 
     from noisecraft.explain import ExplainOptions, explain
     index = explain("runs/digits", "figures/", ExplainOptions(figures=("reverse", "unet")))
 
 Each figure is a PNG; `explain.json` lists what was written (name, file, what it shows, and the settings it was
-drawn with), so a page or a notebook can pick figures by name. The figures themselves are in `process` and
-`unet_diagram`, one function each, registered in `noisecraft.registry.FIGURES`.
+drawn with), so a page or a notebook can pick figures by name. The figures themselves are in `process`,
+`unet_diagram`, `dit_diagram` and the other modules here, one function each, registered in
+`noisecraft.registry.FIGURES`.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from noisecraft.errors import UserError
-from noisecraft.registry import FIGURES
+from noisecraft.registry import ARCHITECTURES, FIGURES
 
 INDEX_FILE = "explain.json"
 
@@ -78,6 +80,8 @@ class ExplainContext:
             return self.pipe.kind == "text"
         if needs == "student":  # a distilled run, drawn beside its teacher
             return self.pipe.config.train.task == "distill"
+        if needs in ARCHITECTURES:  # a network's diagram draws that network
+            return self.pipe.config.model.arch == needs
         if needs == "autoencoder":  # a latent pipeline carries the autoencoder that decodes its samples
             return getattr(self.pipe, "autoencoder", None) is not None
         return needs is None

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from noisecraft.data import to_model_range
+from noisecraft.models.dit import TokenCrossAttention
 from noisecraft.models.unet import CrossAttention
 
 SIGMAS = (8.0, 2.0, 0.5)  # high, middle and low noise: layout is decided early, strokes late
@@ -39,7 +40,7 @@ def cross_attention_maps(pipe, prompt: str, sigmas: tuple[float, ...] = SIGMAS, 
     cond = pipe.condition([prompt])
     n = int(cond["context_mask"].sum())
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
-    blocks = [m for m in pipe.denoiser.modules() if isinstance(m, CrossAttention)]
+    blocks = [m for m in pipe.denoiser.modules() if isinstance(m, (CrossAttention, TokenCrossAttention))]
     maps, noisy = [], []
     for sigma in sigmas:
         x = x0 + sigma * eps

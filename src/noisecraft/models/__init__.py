@@ -4,16 +4,13 @@ from __future__ import annotations
 import torch.nn as nn
 
 from noisecraft.config import AutoencoderConfig, ModelConfig
+from noisecraft.registry import ARCHITECTURES
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.in_channels <= 0 or cfg.image_size <= 0:
         raise ValueError("model config needs in_channels and image_size (filled in from the dataset)")
-    if cfg.arch == "unet":
-        from noisecraft.models.unet import UNet
-
-        return UNet(cfg)
-    raise ValueError(f"unknown architecture {cfg.arch}")
+    return ARCHITECTURES.load(cfg.arch)(cfg)
 
 
 def build_autoencoder(cfg: AutoencoderConfig, image_channels: int) -> nn.Module:

@@ -1,0 +1,148 @@
+"""The diffusion transformer (model.arch = dit): adaLN-zero starts every block as the identity and the network at
+zero, positions are the closed-form 2D sin-cos, the null class and padded prompt tokens behave as in the U-Net,
+bad sizes get one error line, and a DiT run trains, samples with every sampler, edits, distils and draws its
+diagram through the same CLI as a U-Net run."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from noisecraft.config import ModelConfig
+from noisecraft.models import build_model
+from noisecraft.models.dit import DiTBlock, TokenCrossAttention, sincos_positions_2d
+from noisecraft.registry import SAMPLERS
+
+TINY_DIT = ["--model.arch=dit", "--model.base_channels=16", "--model.head_channels=8", "--model.patch_size=4",
+            "--model.depth=2", "--model.conv_stem=4"]
+
+
+def _dit(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = dict(arch="dit", in_channels=1, image_size=28, num_classes=10, base_channels=16, head_channels=8,
+               patch_size=4, depth=2, dropout=0.0)
+    return build_model(ModelConfig(**{**cfg, **kw})).eval()
+
+
+def _randomise(net: torch.nn.Module) -> None:
+    """Give the zero-initialised gates and output layers weights, as training would."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.abs().sum():
+                p.normal_(0, 0.1)
+
+
+@pytest.mark.parametrize("conv_stem", [0, 4])
+def test_the_network_starts_at_zero_and_each_block_as_the_identity(conv_stem):
+    net = _dit(conv_stem=conv_stem)
+    x = torch.randn(3, 1, 28, 28)
+    out = net(x, torch.tensor([1.0, 500.0, 999.0]), torch.tensor([0, 3, 10]))
+    assert out.shape == x.shape and not out.abs().any()  # the prediction is zero until trained
+    block = net.blocks[0]
+    assert isinstance(block, DiTBlock)
+    tokens, c = torch.randn(3, 49, 16), torch.randn(3, 16)
+    torch.testing.assert_close(block(tokens, c, None), tokens)  # gates at zero: the identity
+
+
+def test_sincos_positions_are_the_closed_form_per_axis():
+    pos = sincos_positions_2d(3, 8)  # per axis 4 channels: cos(r), cos(r / 100), sin(r), sin(r / 100)
+    assert pos.shape == (9, 8)
+    for r in range(3):
+        for c in range(3):
+            want = [math.cos(r), math.cos(r / 100), math.sin(r), math.sin(r / 100),
+                    math.cos(c), math.cos(c / 100), math.sin(c), math.sin(c / 100)]
+            torch.testing.assert_close(pos[3 * r + c], torch.tensor(want), atol=1e-6, rtol=0)
+    assert len({tuple(p.tolist()) for p in pos}) == 9  # every token has its own position
+
+
+def test_learned_positions_are_weights_and_fixed_ones_are_not_saved():
+    assert "pos" in _dit(pos_embed="learned").state_dict()
+    assert "pos" not in _dit().state_dict()  # rebuilt from the config: old and new checkpoints need not carry it
+
+
+def test_no_label_is_the_null_class_and_padding_tokens_change_nothing():
+    net = _dit(context_dim=12)
+    _randomise(net)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 600.0])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t), net(x, t, torch.tensor([10, 10])))
+        context, mask = torch.randn(2, 5, 12), torch.tensor([[True, True, False, False, False]] * 2)
+        a = net(x, t, None, context, mask)
+        context[:, 2:] = torch.randn(2, 3, 12) * 100  # what the mask hides
+        torch.testing.assert_close(net(x, t, None, context, mask), a)
+        assert not torch.allclose(net(x, t, None, context, None), a)  # unmasked, those tokens count
+
+
+def test_cross_attention_records_maps_on_the_token_grid():
+    net = _dit(context_dim=12)
+    blocks = [m for m in net.modules() if isinstance(m, TokenCrossAttention)]
+    assert len(blocks) == 2
+    blocks[0].maps = []
+    net(torch.randn(2, 1, 28, 28), torch.tensor([1.0, 2.0]), None, torch.randn(2, 5, 12), torch.ones(2, 5).bool())
+    probs, grid = blocks[0].maps[0]
+    assert probs.shape == (2, 49, 5) and grid == (7, 7)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 49))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--model.patch_size=5"], "patch_size=5 must divide the image size 28"),
+    (["--model.head_channels=12"], "must be a multiple of model.head_channels=12"),
+    (["--model.pos_embed=rope"], "model.pos_embed must be one of sincos, learned"),
+    (["--model.arch=vit"], "model.arch must be one of unet, dit"),
+    (["--model.depth=0"], "model.depth must be"),
+])
+def test_bad_transformer_settings_get_one_error_line(cli, tmp_path, tiny_args, bad, message):
+    code, _, err = cli("train", "--preset", "digits", "--out", tmp_path / "r", "--steps", 2, "--no-progress",
+                       *tiny_args, *TINY_DIT, *bad)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+@pytest.fixture(scope="module")
+def dit_run(tmp_path_factory):
+    from noisecraft.cli import main
+
+    from conftest import TINY
+
+    out = tmp_path_factory.mktemp("dit") / "run"
+    assert main(["train", "--preset", "digits-dit", "--out", str(out), "--steps", "120", "--no-progress", *TINY,
+                 *TINY_DIT, "--train.lr=3e-3", "--train.batch_size=16", "--train.log_every=5", "--train.val_every=60",
+                 "--train.ckpt_every=60", "--train.num_threads=1", "--train.final_figures=false"]) == 0
+    return out
+
+
+def test_a_dit_learns_on_real_digits(dit_run):
+    losses = [r["loss"] for r in map(json.loads, (dit_run / "log.jsonl").read_text().splitlines())
+              if r["kind"] == "train"]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3  # each a mean over 5 steps' batches
+    assert last < 0.75 * first, losses
+
+
+def test_a_dit_run_samples_with_every_sampler_and_draws_its_diagram(dit_run, cli, tmp_path):
+    from noisecraft.pipeline import load_pipeline
+
+    pipe = load_pipeline(dit_run, "cpu")
+    for name in SAMPLERS:
+        images = pipe.generate(n=2, class_index=3, sampler=name, steps=3, seed=0)
+        assert images.shape == (2, 1, 28, 28) and images.dtype == torch.uint8, name
+    code, _, err = cli("explain", "--checkpoint", dit_run, "--out", tmp_path / "x", "--figures", "dit")
+    assert code == 0, err
+    index = json.loads((tmp_path / "x" / "explain.json").read_text())
+    assert index["figures"][0]["tokens"] == 49 and index["figures"][0]["depth"] == 2
+    code, _, err = cli("explain", "--checkpoint", dit_run, "--out", tmp_path / "y", "--figures", "unet")
+    assert code == 2 and "cannot draw: unet" in err
+
+
+def test_a_dit_run_edits_and_distils(dit_run, cli, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (28, 28), 0).save(tmp_path / "in.png")
+    code, _, err = cli("edit", "--checkpoint", dit_run, "--image", tmp_path / "in.png", "--mask-half", "top",
+                       "--class", 1, "--n", 2, "--steps", 3, "--out", tmp_path / "edit", "--device", "cpu")
+    assert code == 0 and (tmp_path / "edit" / "00001.png").is_file(), err
+    code, _, err = cli("distill", "--checkpoint", dit_run, "--out", tmp_path / "cd", "--steps", 2, "--no-progress",
+                       "--train.num_threads=1")
+    assert code == 0, err
+    assert json.loads((tmp_path / "cd" / "config.json").read_text())["model"]["arch"] == "dit"
