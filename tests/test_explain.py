@@ -92,7 +92,7 @@ def test_latents_figure_uses_the_pipelines_autoencoder(tiny_runs, tmp_path):
 def test_every_figure_is_registered_with_an_implementation():
     for name in FIGURES:
         assert callable(FIGURES.get(name).load()), name
-        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student")
+        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student", "posthoc")
 
 
 def test_unet_structure_of_a_patch_network_starts_at_the_folded_resolution():
