@@ -126,6 +126,21 @@ def test_training_keeps_the_profiles_in_checkpoints_and_snapshots(phema_run):
     assert [s for s, _ in RunDir(phema_run).snapshots()] == [2, 4, 6, 8]
 
 
+def test_profiles_change_nothing_that_is_trained(phema_run, tiny_runs):
+    from noisecraft.checkpoint import load_checkpoint
+
+    with_profiles = load_checkpoint(phema_run, "last")
+    plain_out = phema_run.parent / "plain"
+    from noisecraft.cli import main
+
+    assert main(["train", "--preset", "digits", "--out", str(plain_out), "--steps", "8", "--no-progress", *TINY,
+                 *PROFILES[2:]]) == 0
+    plain = load_checkpoint(plain_out, "last")
+    for key, value in plain.tensors.items():
+        if key.startswith(("unet.", "unet_ema.")):
+            assert torch.equal(value, with_profiles.tensors[key]), key
+
+
 def test_resume_continues_the_snapshots_exactly(phema_run, tmp_path, cli):
     from safetensors.torch import load_file
 

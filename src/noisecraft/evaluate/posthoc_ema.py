@@ -146,10 +146,14 @@ def plot_sweep(result: dict, path: str | Path) -> None:
         for s in result["profiles"]:
             ax.axvline(s, color="0.6", ls=":", lw=1)
         if xs[0] <= fixed["sigma_rel"] <= xs[-1]:
-            ax.axvline(fixed["sigma_rel"], color="C3", ls=":", lw=1, alpha=0.6)
+            ax.axvline(fixed["sigma_rel"], color="C3", ls=":", lw=1, alpha=0.6, label="fixed EMA's own sigma_rel")
         ax.set_xscale("log")
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{x:g}" for x in xs], rotation=45, fontsize=7)
+        ticks = xs[:1]
+        for x in xs[1:]:  # labels far enough apart on the log axis not to overlap
+            if x / ticks[-1] >= 1.35:
+                ticks.append(x)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{x:g}" for x in ticks], fontsize=7)
         ax.minorticks_off()
         ax.set_xlabel("sigma_rel (EMA length / training length)")
         ax.set_title(METRIC_TITLES[m], fontsize=9)
