@@ -96,6 +96,8 @@ def sweep(checkpoint: str | Path, options: SweepOptions | None = None, out: str 
     tc = ckpt.config.train
     fixed = scorer.score(None, o.n, o.seed)
     rows = [{"sigma_rel": s, **scorer.score(p, o.n, o.seed)} for s, p in zip(o.sigma_rels, params)]
+    # `step`: the fixed EMA's (the checkpoint's); the reconstructions are at the last snapshot's, the same step
+    # unless the run stopped between snapshots.
     result = {"checkpoint": str(ckpt.path), "step": ckpt.step, "snapshot_steps": [s.step for s in snaps],
               "profiles": list(tc.posthoc_ema), "n": o.n if "class_accuracy" in fixed else 0, "seed": o.seed,
               "sampler": f"{ckpt.config.sample.sampler} {ckpt.config.sample.steps}",

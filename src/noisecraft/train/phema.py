@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +202,9 @@ def posthoc_source(checkpoint: str | Path):
         raise UserError(f"post-hoc EMA needs at least {MIN_SNAPSHOTS} snapshots up to step {ckpt.step}, "
                         f"{run_root(ckpt.path) / 'ema_snapshots'} has {len(snaps)}; train longer or with a smaller "
                         f"--train.posthoc_every")
+    if snaps[-1].step != ckpt.step:  # stopped between snapshots
+        warnings.warn(f"the last post-hoc EMA snapshot is of step {snaps[-1].step}, the checkpoint of step "
+                      f"{ckpt.step}: the reconstruction is of step {snaps[-1].step}", stacklevel=2)
     return ckpt, snaps
 
 
