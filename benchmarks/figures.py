@@ -276,6 +276,13 @@ def fewstep() -> str:
     return render(load("fewstep.json")) + "\n\n" + timing(load("distill_timing.json"))
 
 
+def posthoc_ema() -> str:
+    sys.path.insert(0, str(HERE))
+    from posthoc_ema import render
+
+    return render(load("posthoc_ema.json"))
+
+
 # ---------------------------------------------------------------- other measurements (docs)
 
 
@@ -366,7 +373,8 @@ def _emoji_goal(r: dict) -> str:
 TABLES = {"quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
-          "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets}
+          "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
+          "posthoc_ema": posthoc_ema}
 
 
 def render(name: str) -> str:

@@ -332,6 +332,56 @@ def cmd_explain(args, extra) -> int:
     return 0
 
 
+def cmd_ema(args, extra) -> int:
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    if (args.sigma_rel is None) == (not args.sweep):
+        raise UserError("pass --sigma-rel S (one EMA, written as a checkpoint) or --sweep (several, scored), not "
+                        "both or neither")
+    if not args.sweep:
+        from noisecraft.train.phema import write_posthoc_checkpoint
+
+        path = write_posthoc_checkpoint(args.checkpoint, args.sigma_rel, args.out)
+        print(f"wrote the post-hoc EMA sigma_rel={args.sigma_rel} to {path}; sample it with `noisecraft sample "
+              f"--checkpoint {path} --out DIR`")
+        return 0
+    from noisecraft.evaluate.posthoc_ema import DEFAULT_SIGMA_RELS, SweepOptions, sweep
+
+    sigmas = _floats(args.sigma_rels, "--sigma-rels") if args.sigma_rels else DEFAULT_SIGMA_RELS
+    result = sweep(args.checkpoint, SweepOptions(sigmas, n=args.n, device=args.device, seed=args.seed), args.out)
+    print(to_json({k: result[k] for k in ("fixed_ema", "best", "out")}))
+    print(f"wrote sweep.json and sweep.png to {result['out']}", file=sys.stderr)
+    return 0
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated numbers, got '{text}'") from None
+
+
+def _add_ema_parser(sub) -> None:
+    """`ema`: post-hoc EMA of a run that kept power-function EMA profiles."""
+    m = sub.add_parser("ema", help="post-hoc EMA: reconstruct an EMA of any length from a run's snapshots",
+                       description="Reconstruct the power-function EMA of relative width --sigma-rel at the end of "
+                       "training from the snapshots of the two profiles the run kept (train.posthoc_ema; Karras et "
+                       "al. 2024), by least squares, and write it as a checkpoint that sample, evaluate and explain "
+                       "take. --sweep reconstructs several and scores each beside the run's fixed EMA "
+                       "(validation loss; judge accuracy and FD for class-conditional runs): sweep.json, sweep.png.")
+    m.add_argument("--checkpoint", required=True, help="run directory (its last checkpoint) or .safetensors file")
+    m.add_argument("--sigma-rel", type=float, help="the EMA's width relative to the training length, e.g. 0.05")
+    m.add_argument("--sweep", action="store_true", help="reconstruct and score --sigma-rels")
+    m.add_argument("--sigma-rels", metavar="A,B,...", help="the sweep's widths (default: 0.02 to 0.25)")
+    m.add_argument("--n", type=int, default=500, help="--sweep: samples judged per EMA (default 500; 0: validation "
+                   "loss only)")
+    m.add_argument("--seed", type=int, default=0, help="--sweep: sample i uses seed + i")
+    m.add_argument("--out", help="the checkpoint file (default: <run>/checkpoints/posthoc_ema_<S>.safetensors); "
+                   "with --sweep, a directory (default: <run>/posthoc_ema)")
+    m.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    m.set_defaults(func=cmd_ema)
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) -> None:
     """The flags `sample` and `evaluate` share: which checkpoint, how many images, and how to draw them."""
     p.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
@@ -413,6 +463,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_edit_parser(sub)
     _add_distill_parser(sub)
+    _add_ema_parser(sub)
 
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "

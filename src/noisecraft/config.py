@@ -18,6 +18,10 @@ from noisecraft.registry import (ARCHITECTURES, BEST_METRICS, CAPTIONS, DATASETS
                                  EMOJI_GROUPS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS, PRECISIONS, PREDICTIONS,
                                  SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
 
+# The largest sigma_rel of a power-function EMA profile with gamma >= 0 (the uniform average over all of training has
+# sigma_rel = 1/sqrt(12)); beyond it the profile would weigh the earliest weights most.
+POSTHOC_SIGMA_MAX = 12 ** -0.5
+
 
 @dataclass
 class DataConfig:
@@ -134,6 +138,10 @@ class TrainConfig:
     best_metric: str = "val_loss"  # what picks `best`: a name in registry.BEST_METRICS
     device: str = "auto"  # auto (the first GPU, else the CPU) | cpu | cuda | cuda:N
     task: str = "diffusion"  # what the loop trains (noisecraft.registry.TASKS)
+    # Post-hoc EMA (Karras et al. 2024): sigma_rel of the power-function EMA profiles kept besides ema_decay's EMA,
+    # e.g. (0.05, 0.10); `noisecraft ema` reconstructs any other length from their snapshots. () = off.
+    posthoc_ema: tuple[float, ...] = ()
+    posthoc_every: int = 100  # steps between snapshots of those profiles (<run>/ema_snapshots/, fp16)
 
 
 @dataclass
@@ -312,6 +320,7 @@ class Config:
             raise UserError(f"train.label_dropout must be in [0, 1), got {self.train.label_dropout}")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise UserError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}")
+        self._validate_posthoc()
         if not 0.0 <= self.model.dropout < 1.0:
             raise UserError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
         if self.data.image_size is not None and self.data.image_size < 8:
@@ -319,6 +328,18 @@ class Config:
         if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
             raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
         self._validate_autoencoder()
+
+    def _validate_posthoc(self) -> None:
+        tc = self.train
+        if not tc.posthoc_ema:
+            return
+        if tc.task != "diffusion":
+            raise UserError(f"train.posthoc_ema is kept by train.task=diffusion only, not {tc.task}")
+        bad = [s for s in tc.posthoc_ema if not 0 < s < POSTHOC_SIGMA_MAX]
+        if bad or len(set(tc.posthoc_ema)) != len(tc.posthoc_ema):
+            raise UserError(f"train.posthoc_ema must be distinct sigma_rel values in (0, {POSTHOC_SIGMA_MAX:.4f}), "
+                            f"e.g. 0.05,0.10; got {','.join(str(s) for s in tc.posthoc_ema)}")
+        _positive("train.posthoc_every", tc.posthoc_every)
 
     def _validate_emoji(self) -> None:
         d = self.data

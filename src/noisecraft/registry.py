@@ -247,7 +247,8 @@ LOSS_WEIGHTINGS.register("min-snr", help="min-SNR-gamma, Hang et al. 2023 (diffu
 
 # The figures `noisecraft explain` draws from a run, in the order it draws them. `needs`: what the run must have
 # for the figure to mean something ("condition": class labels or prompts to guide; "text": cross-attention;
-# "autoencoder": a latent run, whose pipeline has an autoencoder); figures whose need is unmet are skipped.
+# "autoencoder": a latent run, whose pipeline has an autoencoder; "posthoc": a run that kept post-hoc EMA profiles
+# and their snapshots); figures whose need is unmet are skipped.
 FIGURES: Registry[Entry] = Registry("figure")
 FIGURES.register("schedules", "noisecraft.explain.process:schedules_figure",
                  "alpha_bar, SNR and sigma per step of the linear and cosine schedules", needs=None)
@@ -279,3 +280,6 @@ FIGURES.register("fewstep", "noisecraft.explain.fewstep:fewstep_figure",
 FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
                  "latent runs: latents (per channel) and their decodings, for real and sampled images",
                  needs="autoencoder")
+FIGURES.register("posthoc-ema", "noisecraft.explain.posthoc_ema:posthoc_ema_figure",
+                 "runs with post-hoc EMA profiles: validation loss and judge scores against the EMA length "
+                 "(sigma_rel), reconstructed from the snapshots, beside the run's fixed EMA", needs="posthoc")

@@ -7,6 +7,7 @@ and the CLI read runs without loading a network.
     <run>/log.jsonl, status.json, summary.json, samples/, *.png, eval/
     <run>/DATA_LICENSE.txt           the dataset's licence and attribution, when it has one (emoji: CC BY-SA 4.0)
     <run>/autoencoder/, latents.safetensors, text_embeddings.safetensors   (what a run depends on, kept with it)
+    <run>/ema_snapshots/step_N.safetensors   post-hoc EMA profiles at step N (train.posthoc_ema)
 
 A run directory is either new, or holds a run (its `config.json`). Starting a run where one already is refuses
 with an error that names `--resume` and `--overwrite`; `--overwrite` deletes the old run first; `--resume`
@@ -36,6 +37,7 @@ CONFIG_FILE = "config.json"
 DATA_LICENSE_FILE = "DATA_LICENSE.txt"  # written when the dataset has a licence to keep (the emoji set's CC BY-SA)
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
+EMA_SNAPSHOTS = "ema_snapshots"  # snapshots of the post-hoc EMA profiles, one file a step
 RUN_STATES = ("running", "finished", "interrupted", "failed")
 LOG_KINDS = ("train", "val", "eval")
 
@@ -160,11 +162,25 @@ class RunDir:
         self.log_path = self.root / "log.jsonl"
         self.status_path = self.root / "status.json"
         self.samples = self.root / "samples"
+        self.snapshot_dir = self.root / EMA_SNAPSHOTS
         self._log = None
         self._status: dict = {}
 
     def step_ckpt(self, step: int) -> Path:
         return self.ckpt_dir / f"step_{step:08d}.safetensors"
+
+    def snapshot(self, step: int) -> Path:
+        return self.snapshot_dir / f"step_{step:08d}.safetensors"
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """The post-hoc EMA snapshots as (step, file), in step order."""
+        found = []
+        for f in self.snapshot_dir.glob("step_*.safetensors"):
+            try:
+                found.append((int(f.stem[len("step_"):]), f))
+            except ValueError:
+                continue
+        return sorted(found)
 
     def holds_run(self) -> bool:
         return self.config.is_file() or self.last.is_file()
@@ -214,9 +230,9 @@ class RunDir:
         return saved
 
     def clear(self) -> None:
-        """Delete what a run writes (checkpoints/, samples/, eval/ and the top-level JSON, JSONL and PNG files),
-        nothing else: --out may name a directory that also holds the user's own files."""
-        for d in ("checkpoints", "samples", "eval"):
+        """Delete what a run writes (checkpoints/, samples/, eval/, ema_snapshots/ and the top-level JSON, JSONL and
+        PNG files), nothing else: --out may name a directory that also holds the user's own files."""
+        for d in ("checkpoints", "samples", "eval", EMA_SNAPSHOTS):
             shutil.rmtree(self.root / d, ignore_errors=True)
         for pattern in ("*.json", "*.jsonl", "*.png"):
             for f in self.root.glob(pattern):
@@ -240,10 +256,20 @@ class RunDir:
         self._write_data_license(cfg)
         truncate_log(self.log_path, start_step)
         remove_stale_temp_files(self.ckpt_dir)
+        self._drop_snapshots_after(start_step)
         self._log = open(self.log_path, "a")
         self._status = {"state": "running", "step": start_step, "total_steps": cfg.train.steps,
                         "started": _now(), "pid": os.getpid(), "task": cfg.train.task}
         self.status()
+
+    def _drop_snapshots_after(self, step: int) -> None:
+        """Post-hoc EMA snapshots a crashed run wrote past the checkpoint it resumes from (written again as the
+        run gets there), and torn temp files."""
+        if self.snapshot_dir.is_dir():
+            remove_stale_temp_files(self.snapshot_dir)
+            for s, f in self.snapshots():
+                if s > step:
+                    f.unlink(missing_ok=True)
 
     def _write_data_license(self, cfg: Config) -> None:
         """DATA_LICENSE.txt: the licence and attribution of a dataset that has them (registry.DATASETS), which

@@ -84,6 +84,10 @@ class ExplainContext:
             return self.pipe.config.model.arch == needs
         if needs == "autoencoder":  # a latent pipeline carries the autoencoder that decodes its samples
             return getattr(self.pipe, "autoencoder", None) is not None
+        if needs == "posthoc":  # snapshots of post-hoc EMA profiles to reconstruct from
+            from noisecraft.explain.posthoc_ema import has_profiles
+
+            return has_profiles(self.pipe)
         return needs is None
 
 

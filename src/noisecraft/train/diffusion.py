@@ -18,6 +18,7 @@ from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.errors import UserError
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
+from noisecraft.train.phema import PowerEMA, maybe_snapshot
 from noisecraft.train.task import EMA, StepResult, Task, TaskContext, adamw, optimizer_step
 
 
@@ -34,7 +35,8 @@ def global_batch_draws(denoiser: Denoiser, x0: torch.Tensor, global_batch: int, 
 
 
 class DiffusionTask(Task):
-    """Parts: `unet` (trained weights), `unet_ema` (their EMA: what sampling uses); optimizer `unet`.
+    """Parts: `unet` (trained weights), `unet_ema` (their EMA: what sampling uses), with train.posthoc_ema also
+    `unet_phema0`, `unet_phema1`, ... (post-hoc EMA profiles, `train.phema`); optimizer `unet`.
 
     Latent diffusion (autoencoder.latent): the U-Net learns the scaled latents of a frozen autoencoder
     (`autoencoder.codec`), which encodes the whole training set (and its mirror images when flips are on) once
@@ -61,6 +63,7 @@ class DiffusionTask(Task):
         self.denoiser = Denoiser(self.net, cfg.diffusion).to(self.device)
         self.ema = EMA(self.net, tc.ema_decay)
         self.ema_denoiser = Denoiser(self.ema.module, cfg.diffusion).to(self.device).eval()
+        self.phema = PowerEMA(self.net, tc.posthoc_ema) if tc.posthoc_ema else None  # post-hoc EMA profiles
         self.optimizer = adamw(self.net, cfg, self.device)
         # DDP and torch.compile wrap the network for the step only; EMA and checkpoints use the plain module.
         step_net = ctx.wrap(self.net)
@@ -145,7 +148,8 @@ class DiffusionTask(Task):
         return text, table
 
     def modules(self):
-        return {"unet": self.net, "unet_ema": self.ema.module}
+        parts = {"unet": self.net, "unet_ema": self.ema.module}
+        return parts if self.phema is None else {**parts, **self.phema.parts("unet")}
 
     def optimizers(self):
         return {"unet": self.optimizer}
@@ -179,6 +183,10 @@ class DiffusionTask(Task):
         finite = optimizer_step(self.optimizer, loss, self.net.parameters(), tc.grad_clip,
                                 check_loss=not self.ctx.dist.enabled)
         self.ema.update(self.net, step)
+        if self.phema is not None:
+            self.phema.update(self.net, step)
+            maybe_snapshot(self.phema, self.ctx.root if self.ctx.dist.is_main else None, step + 1, tc.posthoc_every,
+                           tc.steps)
         return StepResult({"loss": loss.detach()}, finite)
 
     def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int) -> torch.Tensor:
