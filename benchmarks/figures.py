@@ -283,6 +283,13 @@ def posthoc_ema() -> str:
     return render(load("posthoc_ema.json"))
 
 
+def recipes_compare() -> str:
+    sys.path.insert(0, str(HERE))
+    from recipes_compare import render
+
+    return render(load("recipes_compare.json"))
+
+
 # ---------------------------------------------------------------- other measurements (docs)
 
 
@@ -374,7 +381,7 @@ TABLES = {"quickstart": quickstart, "quickstart_details": quickstart_details, "s
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
-          "posthoc_ema": posthoc_ema}
+          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare}
 
 
 def render(name: str) -> str:

@@ -26,7 +26,8 @@ PRESETS = (("digits64-ae", "ae", 300, "PSNR >= 30 dB, judged >= 97%"),
            ("digits64-latent", "latent", 300, "DDIM-50 judged >= 95%"),
            ("digits64-text-latent", "text", 420, "paraphrases >= 90%, pairs >= 85%"),
            ("digits-text", "text", 300, "paraphrases >= 90%, pairs >= 85%"),
-           ("digits-flow", "latent", 300, "judged >= 95%"))
+           ("digits-flow", "latent", 300, "judged >= 95%"),
+           ("digits-dit", "latent", 300, "judged >= 93%"))
 
 
 def measure(args) -> dict:

@@ -35,6 +35,9 @@ BUDGETS_LAPTOP_S = (60, 120, 240)
 CAP_SHARE = 0.4  # a timing goal counts at 40% of its value under the AVX2 cap
 TARGET = 0.95  # the issue's quality bar: share judged the digit asked for
 PROBE_STEPS = 40
+# Training speed of the two networks, and of a transformer with about the U-Net's parameter count (4 blocks).
+THROUGHPUT = (("U-Net (digits preset)", "digits", {}), ("DiT (digits-dit preset)", "digits-dit", {}),
+              ("DiT with about the U-Net's parameters", "digits-dit", {"model.depth": 4}))
 
 JUDGE = """
 import json, sys
@@ -59,15 +62,18 @@ def _train(preset: str, overrides: dict, work: str, tag: str) -> dict:
     return train(tag, overrides, argparse.Namespace(work=work, kind="latent", preset=preset, autoencoder=None))
 
 
-def seconds_per_step(preset: str, work: str) -> float:
-    """A recipe's training step time under the cap: the loop's img/s over the probe's last logged steps."""
+def probe(preset: str, work: str, **overrides) -> dict:
+    """A recipe's training speed under the cap: the loop's images/s over the probe's logged steps after the
+    first (which holds the warm-up), and its parameter count."""
     rec = _train(preset, {"train.steps": PROBE_STEPS, "train.log_every": 10, "train.val_every": PROBE_STEPS,
                           "train.sample_every": PROBE_STEPS, "train.ckpt_every": PROBE_STEPS,
-                          "train.final_figures": False}, work, f"probe-{preset}")
+                          "train.final_figures": False, **overrides}, work,
+                 "-".join(["probe", preset, *map(str, overrides.values())]))
     logs = [json.loads(line) for line in (Path(rec["run"]) / "log.jsonl").read_text().splitlines()]
-    rates = [r["img_per_s"] for r in logs if r["kind"] == "train"][1:]  # the first window holds the warm-up
+    rates = [r["img_per_s"] for r in logs if r["kind"] == "train"][1:]
     batch = json.loads((Path(rec["run"]) / "config.json").read_text())["train"]["batch_size"]
-    return batch / (sum(rates) / len(rates))
+    img_per_s = sum(rates) / len(rates)
+    return {"images_per_s": round(img_per_s, 1), "s_per_step": round(batch / img_per_s, 4), "params": rec["params"]}
 
 
 def budget_overrides(preset: str, steps: int) -> dict:
@@ -92,14 +98,18 @@ def measure(args) -> dict:
     sys.path.insert(0, str(HERE))
     out = {"benchmark": "recipes_compare", "what": __doc__.splitlines()[0], "n": args.n, "target": TARGET,
            "cap_share": CAP_SHARE, "rows": []}
+    out["throughput"] = [{"network": name, "preset": preset, "overrides": o, **probe(preset, args.work, **o)}
+                         for name, preset, o in THROUGHPUT]
+    print(json.dumps(out["throughput"]), flush=True)
+    plain = {t["preset"]: t["s_per_step"] for t in out["throughput"] if not t["overrides"]}
     for name, preset in RECIPES:
-        sps = seconds_per_step(preset, args.work)
+        sps = plain.get(preset) or probe(preset, args.work)["s_per_step"]
         for budget in BUDGETS_LAPTOP_S:
             steps = int(budget * CAP_SHARE / sps)
             rec = _train(preset, budget_overrides(preset, steps), args.work, f"{preset}-{budget}")
             out["machine"] = rec.pop("machine")
             row = {"recipe": name, "preset": preset, "budget_laptop_s": budget, "budget_capped_s": budget * CAP_SHARE,
-                   "probe_s_per_step": round(sps, 4), "steps": steps, "train_loop_s": rec["train_loop_s"],
+                   "probe_s_per_step": sps, "steps": steps, "train_loop_s": rec["train_loop_s"],
                    "wall_s": rec["wall_s"], "params": rec["params"], **judge(rec["run"], args.n)}
             out["rows"].append(row)
             print(f"{name:45s} {budget:4d} s ({row['budget_capped_s']:.0f} s capped): {steps:5d} steps, loop "
@@ -126,7 +136,9 @@ def render(result: dict) -> str:
     from figures import machine
 
     budgets = sorted({r["budget_laptop_s"] for r in result["rows"]})
-    lines = [f"Measured by `python benchmarks/recipes_compare.py` (`benchmarks/results/recipes_compare.json`, one "
+    lines = ["| network | parameters | training images/s (capped) |", "| --- | --- | --- |"]
+    lines += [f"| {t['network']} | {t['params'] / 1e6:.2f}M | {t['images_per_s']:.0f} |" for t in result["throughput"]]
+    lines += ["", f"Measured by `python benchmarks/recipes_compare.py` (`benchmarks/results/recipes_compare.json`, one "
              f"run) on {machine(result, precision='fp32')}; each budget ran for {result['cap_share']:.0%} of its "
              f"laptop value under the cap. Judged: share of {result['n']} class-balanced samples (the preset's "
              f"sampler) the digits classifier reads as the digit asked for; FD-clf: Frechet distance in its features.",

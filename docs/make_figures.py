@@ -1,11 +1,13 @@
 """Make every picture of the documentation from real runs, so the pages stay true when the code changes.
 
     python docs/make_figures.py                  # trains small runs under runs/docs/, writes docs/figures/
-    python docs/make_figures.py --steps 40 --text-steps 0 --latent-steps 0 --figures /tmp/f   # a smoke run
+    python docs/make_figures.py --steps 40 --text-steps 0 --latent-steps 0 --flow-steps 40 --figures /tmp/f  # smoke
+    python docs/make_figures.py --only flow      # only the flow and transformer page's figures
 
 It trains the quickstart's `digits` preset (minutes on a CPU), with the text extra installed the `digits-text`
 preset, and a latent pair: `digits64-ae` (the autoencoder) then `digits64-latent` in its latent space, both for
-fewer steps than their presets; copies the figures training writes (loss curve, sample grid, forward and reverse
+fewer steps than their presets; `digits-flow` and `digits-dit` for the flow and transformer page; copies the
+figures training writes (loss curve, sample grid, forward and reverse
 process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on every run.
 `docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version, the CPU and
 the wall time. A run directory that already holds a finished run is reused (--retrain to train again).
@@ -90,21 +92,38 @@ def editing_figures(run: Path, out: Path) -> dict:
             for name, flags in commands.items()}
 
 
+def flow_figures(args, runs: Path, out: Path) -> dict:
+    """The flow and transformer page's figures: the sampling paths of the digits run (diffusion) beside those of a
+    digits-flow run from the same noise, and a digits-dit run's network diagram and samples."""
+    from noisecraft.explain import ExplainOptions, explain
+
+    record = {}
+    for name in ("digits-flow", "digits-dit"):
+        record[name] = train_run(name, args.flow_steps, runs / name, args.retrain)
+    for name, run in (("diffusion", runs / "digits"), ("flow", runs / "digits-flow")):
+        explain(run, out / name, ExplainOptions(figures=("trajectories",), n=3, steps=args.explain_steps))
+    explain(runs / "digits-dit", out / "dit", ExplainOptions(figures=("dit", "reverse"), n=3, steps=args.explain_steps))
+    shutil.copy(runs / "digits-dit" / "samples" / "final.png", out / "dit" / "samples_final.png")
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None, help="training steps of the digits run (default: the preset's)")
     p.add_argument("--text-steps", type=int, default=300, help="training steps of the digits-text run; 0: skip it")
     p.add_argument("--ae-steps", type=int, default=600, help="training steps of the digits64-ae autoencoder")
     p.add_argument("--latent-steps", type=int, default=500, help="training steps of digits64-latent; 0: skip both")
+    p.add_argument("--flow-steps", type=int, default=None, help="steps of the digits-flow and digits-dit runs "
+                   "(default: their presets')")
     p.add_argument("--runs", default=str(ROOT / "runs" / "docs"), help="where the runs are trained")
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="where the figures go")
     p.add_argument("--explain-steps", type=int, default=50, help="sampler steps of the explain figures")
     p.add_argument("--retrain", action="store_true", help="train again even if the runs are there")
-    p.add_argument("--only", choices=["editing"], help="redraw one group of figures from its run (trained if "
-                   "missing), keeping figures.json's other records")
+    p.add_argument("--only", choices=["editing", "flow"], help="redraw one group of figures from its runs (trained "
+                   "if missing), keeping figures.json's other records")
     args = p.parse_args(argv)
-    if args.only == "editing":
-        return only_editing(args)
+    if args.only:
+        return only(args)
 
     from noisecraft.explain import ExplainOptions, explain
 
@@ -129,20 +148,25 @@ def main(argv: list[str] | None = None) -> int:
         explain(ldm, figures / "latent", ExplainOptions(figures=("latents", "reverse"), n=3,
                                                         steps=args.explain_steps))
     record["editing"] = editing_figures(runs / "digits", figures / "editing")
+    record["runs"].update(flow_figures(args, runs, figures / "flow"))
     record["wall_s"] = round(time.perf_counter() - start, 1)
     (figures / "figures.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     return 0
 
 
-def only_editing(args) -> int:
+def only(args) -> int:
+    """`--only editing | flow`: one group of figures, with the digits run it starts from."""
     runs, figures = Path(args.runs), Path(args.figures)
     index = figures / "figures.json"
     record = json.loads(index.read_text()) if index.is_file() else {"runs": {}}
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
-    record["editing"] = editing_figures(runs / "digits", figures / "editing")
+    if args.only == "editing":
+        record["editing"] = editing_figures(runs / "digits", figures / "editing")
+    else:
+        record["runs"].update(flow_figures(args, runs, figures / "flow"))
     index.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record["editing"], indent=2))
+    print(json.dumps(record, indent=2))
     return 0
 
 
