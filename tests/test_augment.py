@@ -185,3 +185,22 @@ def test_an_augmented_run_trains_samples_and_distils_through_the_cli(cli, tiny_a
     assert code == 0, err
     student = student_config(run, steps=2)  # the student learns the unaugmented ODE with its teacher's network
     assert student.data.augment == () and student.model.augment_dim == 7
+
+
+def test_a_streamed_rgb_folder_gives_the_in_memory_augmented_batches(tmp_path):
+    from test_stream import _folder
+
+    from noisecraft.config import DataConfig
+    from noisecraft.data import FolderStream, load_train_data, make_batcher
+
+    cfg = DataConfig(dataset="folder", data_root=str(_folder(tmp_path)), image_size=12, val_size=4)
+    memory, stream = load_train_data(cfg), load_train_data(DataConfig(**{**cfg.__dict__, "max_memory_mb": 0}))
+    assert isinstance(stream, FolderStream)
+    names = ("xflip", "rotate", "color")
+    a = make_batcher(memory, 8, CPU, seed=2, augment=names, augment_p=0.5)
+    b = make_batcher(stream, 8, CPU, seed=2, num_workers=0, augment=names, augment_p=0.5)
+    for step in (0, 3):
+        (xa, ya, la), (xb, yb, lb) = a.batch(step), b.batch(step)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(la, lb) and la.shape == (8, 8)
+    with pytest.raises(UserError, match="data.subset takes images from a split held in memory"):
+        load_train_data(DataConfig(**{**cfg.__dict__, "max_memory_mb": 0, "subset": 5}))

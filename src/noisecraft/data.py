@@ -328,6 +328,9 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if error is not None:
                 raise error
+            if cfg.subset:  # streaming exists so that such a folder is never decoded whole
+                raise UserError(f"data.subset takes images from a split held in memory; this folder is larger than "
+                                f"data.max_memory_mb={cfg.max_memory_mb}: copy the images to keep into a folder")
             return stream
     return load_dataset(cfg, "train")
 
