@@ -204,3 +204,25 @@ def test_a_streamed_rgb_folder_gives_the_in_memory_augmented_batches(tmp_path):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(la, lb) and la.shape == (8, 8)
     with pytest.raises(UserError, match="data.subset takes images from a split held in memory"):
         load_train_data(DataConfig(**{**cfg.__dict__, "max_memory_mb": 0, "subset": 5}))
+
+
+def test_the_training_step_gives_the_batch_labels_to_the_network_and_validation_none():
+    from noisecraft.config import Config, ModelConfig
+    from noisecraft.train.diffusion import DiffusionTask
+    from noisecraft.train.task import TaskContext
+
+    cfg = Config()
+    cfg.model = ModelConfig(base_channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(),
+                            head_channels=8, in_channels=1, image_size=8, num_classes=10, augment_dim=4)
+    cfg.train.batch_size, cfg.train.precision = 4, "fp32"
+    task = DiffusionTask(cfg, TaskContext(CPU, class_names=[str(i) for i in range(10)]))
+    seen = []
+    for net in (task.net, task.ema.module):  # the step trains the one, the held-out loss reads the other
+        net.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("augment_labels")), with_kwargs=True)
+    x, y, labels = torch.rand(4, 1, 8, 8) * 2 - 1, torch.arange(4), torch.randn(4, 4)
+    task.step((x, y, labels), 0)
+    assert torch.equal(seen[-1], labels)
+    task.step((x, y), 1)  # augmentation off: nothing passed, the network adds nothing
+    with torch.no_grad():
+        task.held_out_loss(x, {"class_labels": y}, torch.Generator().manual_seed(0))
+    assert seen[-2] is None and seen[-1] is None  # the unaugmented step, the held-out loss
