@@ -375,11 +375,11 @@ def _shape(r: dict, slant: str, size: str, ks: str) -> str:
             f"{r[size + 'mean']:.2f} px (std {r[size + 'std']:.2f}, KS {r[size + ks]:.3f})")
 
 
-def augment() -> str:
+def augment(name: str = "augment.json") -> str:
     """Non-leaking augmentation on a 500-image digits subset (benchmarks/augment.py): FD-clf and the leak check,
     augmentation off and on, mean ± std over seeds, with the real-digit references."""
-    d = load("augment.json")
-    st, f = d["setup"], _file("augment.json")
+    d = load(name)
+    st, f = d["setup"], _file(name)
     m = machine(d, precision=d["runs"]["off"][0]["precision"])
     k = len(d["runs"]["off"])
     rows = []
@@ -406,7 +406,7 @@ def augment() -> str:
             f"(lower by more than twice the seed std) is **{verdict}**.")
 
 
-TABLES = {"augment": augment,
+TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json"),
           "quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
