@@ -10,7 +10,8 @@ the digits for the same steps, with augmentation off and on, 3 seeds each, then
     statistic. Two references frame it: real held-out digits (what no leak looks like at this N) and the real
     digits passed through the same augmentation with the labels thrown away (what a full leak would look like).
 
-    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py                      # augment.json
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py --steps 2000 --seeds 0 1 --name augment_2000
 """
 from __future__ import annotations
 
