@@ -377,7 +377,51 @@ def _emoji_goal(r: dict) -> str:
     return "; ".join(parts) or "none for its time; well above chance, held-out accuracy beside it"
 
 
-TABLES = {"quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
+def _pm(s: dict, digits: int = 1, pct: bool = False) -> str:
+    """mean ± std (over seeds) of a summary entry."""
+    if pct:
+        return f"{_pct(s['mean'])} ± {_pct(s['std'])}"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def _shape(r: dict, slant: str, size: str, ks: str) -> str:
+    return (f"slant {r[slant + 'mean']:+.3f} (std {r[slant + 'std']:.3f}, KS {r[slant + ks]:.3f}); size "
+            f"{r[size + 'mean']:.2f} px (std {r[size + 'std']:.2f}, KS {r[size + ks]:.3f})")
+
+
+def augment(name: str = "augment.json") -> str:
+    """Non-leaking augmentation on a 500-image digits subset (benchmarks/augment.py): FD-clf and the leak check,
+    augmentation off and on, mean ± std over seeds, with the real-digit references."""
+    d = load(name)
+    st, f = d["setup"], _file(name)
+    m = machine(d, precision=d["runs"]["off"][0]["precision"])
+    k = len(d["runs"]["off"])
+    rows = []
+    for name, label in (("off", "off"), ("on", f"on: {', '.join(st['augment'])}, p = {st['augment_p']}")):
+        s = d["summary"][name]
+        seeds = ", ".join(f"{r['fd_clf']:.2f}" for r in d["runs"][name])
+        rows.append([f"augmentation {label}", f"{_pm(s['fd_clf'], digits=2)} ({_runs(k)}: {seeds})",
+                     _pm(s["class_accuracy"], pct=True),
+                     _pm(s["near_copy_share"], pct=True), _shape(s, "slant_", "size_", "ks_vs_real"), m, f])
+    for key, label in (("real_heldout", "real held-out digits (no leak looks like this)"),
+                       ("real_augmented_labels_dropped",
+                        "real digits augmented as in training, labels dropped (a full leak)")):
+        r = d["references"][key]
+        flat = {f"{a}_{s}": r[a][s] for a in ("slant", "size") for s in ("mean", "std", "ks_vs_real")}
+        rows.append([label, "", "", "", _shape(flat, "slant_", "size_", "ks_vs_real"), m, f])
+    table = _table(["what", "FD-clf (lower is better)", "judged right", "near-copies of the 500",
+                    "slant and size of the samples (KS vs the real digits)", "machine", "file"], rows)
+    gap, noise = d["fd_gap_off_minus_on"], d["fd_seed_std_max"]
+    verdict = "met" if d["goal_fd_lower_beyond_seed_noise"] else "not met"
+    return (f"{table}\n\nEach run: `noisecraft train --preset digits` on the first {st['subset']} training digits "
+            f"for {st['steps']} steps of {st['batch_size']}, {st['samples_judged']} class-balanced samples at the "
+            f"preset's sampler, judged against {st['fd_reference'].split(': ')[-1]}; whole benchmark "
+            f"{d['wall_s'] / 60:.0f} min. FD-clf off minus on: {gap:.2f}, the larger seed std {noise:.2f}: the goal "
+            f"(lower by more than twice the seed std) is **{verdict}**.")
+
+
+TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json"),
+          "quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.errors import UserError
-from noisecraft.registry import (ARCHITECTURES, BEST_METRICS, CAPTIONS, DATASETS, DISTILLATIONS, EMOJI_EXCLUDES,
-                                 EMOJI_GROUPS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS, PRECISIONS, PREDICTIONS,
-                                 SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
+from noisecraft.registry import (ARCHITECTURES, AUGMENTATIONS, BEST_METRICS, CAPTIONS, DATASETS, DISTILLATIONS,
+                                 EMOJI_EXCLUDES, EMOJI_GROUPS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS, PRECISIONS,
+                                 PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
 
 # The largest sigma_rel of a power-function EMA profile with gamma >= 0 (the uniform average over all of training has
 # sigma_rel = 1/sqrt(12)); beyond it the profile would weigh the earliest weights most.
@@ -36,6 +36,11 @@ class DataConfig:
     max_memory_mb: int = 200  # a train split larger than this as uint8 (image folders only) streams from disk
     num_workers: int = 4  # DataLoader worker processes decoding a streamed folder
     captions: str = "auto"  # registry.CAPTIONS: auto | on | off; data with captions trains a text-to-image model
+    # Non-leaking augmentation (Karras et al. 2020/2022): names in registry.AUGMENTATIONS, each applied to a training
+    # image with probability augment_p and told to the network as conditioning that is zero at sampling. () = off.
+    augment: tuple[str, ...] = ()
+    augment_p: float = 0.12  # probability of each transform per image (EDM's CIFAR-10 setting)
+    subset: int = 0  # train on the first N images of the train split (a fixed random order); 0 = all
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
     emoji_label: str = "group"  # class of an emoji: its Unicode group (9 classes) | subgroup (about 100)
     emoji_groups: tuple[str, ...] = ()  # keep only these groups (registry.EMOJI_GROUPS, e.g. food-drink); () = all
@@ -74,6 +79,7 @@ class ModelConfig:
     in_channels: int = 0  # channels of what the network sees: the images' (1 grey, 3 RGB), or the latents'
     image_size: int = 0  # side of the square inputs the network sees (images, or latents in latent diffusion)
     num_classes: int = 0  # 0 = unconditional
+    augment_dim: int = 0  # width of the augment label (filled in from data.augment); 0 = no augment conditioning
 
     @property
     def conditioning(self) -> str:
@@ -278,6 +284,7 @@ class Config:
             raise UserError(f"model.text_max_tokens must be >= 2 (the encoder's start and end tokens), got "
                             f"{self.model.text_max_tokens}")
         self._validate_emoji()
+        self._validate_augment()
         TASKS.get(self.train.task, "train.task")
         DISTILLATIONS.get(self.distill.method, "distill.method")
         if not 2 <= self.distill.grid_start <= self.distill.grid_end:
@@ -352,6 +359,25 @@ class Config:
             EMOJI_EXCLUDES.get(e, "each of data.emoji_exclude")
         if not d.emoji_background.strip():
             raise UserError("data.emoji_background must be a colour (a CSS name such as white, or #rrggbb)")
+
+    def _validate_augment(self) -> None:
+        d = self.data
+        d.augment = tuple(a.strip().lower() for a in d.augment if a.strip())
+        for a in d.augment:
+            AUGMENTATIONS.get(a, "each of data.augment")
+        if len(set(d.augment)) != len(d.augment):
+            raise UserError(f"data.augment names a transform twice: {','.join(d.augment)}")
+        if not 0.0 <= d.augment_p <= 1.0:  # also catches NaN
+            raise UserError(f"data.augment_p must be in [0, 1], got {d.augment_p}")
+        if d.subset < 0 or self.model.augment_dim < 0:
+            raise UserError(f"data.subset and model.augment_dim must be >= 0, got {d.subset} and "
+                            f"{self.model.augment_dim}")
+        if d.augment and self.train.task == "autoencoder":
+            raise UserError("data.augment conditions a diffusion model on its transforms; an autoencoder run has no "
+                            "such conditioning: drop --data.augment")
+        if d.augment and self.autoencoder.latent:
+            raise UserError("data.augment transforms pixels, but latent diffusion trains on latents encoded once: "
+                            "drop --data.augment or train in pixel space")
 
     def _validate_autoencoder(self) -> None:
         a = self.autoencoder

@@ -7,6 +7,7 @@ diffusion.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -72,6 +73,8 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split}")
     data = DATASETS.get(cfg.dataset, "data.dataset").load()(cfg, split)
+    if split == "train" and cfg.subset:
+        data = take_subset(data, cfg.subset)
     if len(data) == 0:
         hint = " (the held-out split takes 1 image in 5: use at least 5 images)" if cfg.dataset == "folder" else ""
         raise UserError(f"dataset '{cfg.dataset}' has no images in its {split} split{hint}")
@@ -82,6 +85,17 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     if cfg.image_size is not None and cfg.image_size != data.image_size:
         data.images = resize_uint8(data.images, cfg.image_size)
     return data
+
+
+def take_subset(data: ImageData, n: int) -> ImageData:
+    """The first n images of a split (a split is already in a fixed random order): a small training set."""
+    if n > len(data):
+        raise UserError(f"data.subset={n} is more than the {len(data)} images of the {data.name} train split")
+    caps = data.captions
+    if caps is not None:
+        caps = dataclasses.replace(caps, group=caps.group[:n])
+    labels = data.labels[:n] if data.labels is not None else None
+    return dataclasses.replace(data, images=data.images[:n], labels=labels, captions=caps)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -314,20 +328,33 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if error is not None:
                 raise error
+            if cfg.subset:  # streaming exists so that such a folder is never decoded whole
+                raise UserError(f"data.subset takes images from a split held in memory; this folder is larger than "
+                                f"data.max_memory_mb={cfg.max_memory_mb}: copy the images to keep into a folder")
             return stream
     return load_dataset(cfg, "train")
 
 
 def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int, device: torch.device, *,
-                 hflip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4):
+                 hflip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4,
+                 augment: tuple[str, ...] = (), augment_p: float = 0.0):
     """`DeviceBatcher` for in-memory data, `StreamBatcher` for a stream, `LatentBatcher` for cached latents; all
-    give the same batches."""
+    give the same batches. With `augment` (names in registry.AUGMENTATIONS) a batch is (x, cond, augment labels)."""
     if isinstance(data, LatentData):  # flips are in the cache
+        if augment:
+            raise UserError("data.augment transforms pixels; cached latents cannot be augmented")
         return LatentBatcher(data, batch_size, device, seed=seed, rank=rank, world_size=world_size)
     if isinstance(data, FolderStream):
-        return StreamBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size,
-                             num_workers=num_workers)
-    return DeviceBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size)
+        batcher = StreamBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size,
+                                num_workers=num_workers)
+    else:
+        batcher = DeviceBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size)
+    if augment:
+        from noisecraft.augment import augment_dim
+
+        augment_dim(augment, data.channels)  # colour on grey images is refused before the first step
+    batcher.augment, batcher.augment_p = tuple(augment), augment_p
+    return batcher
 
 
 def to_8bit(im):
@@ -392,6 +419,7 @@ class DeviceBatcher:
         self.rank, self.world_size = rank, world_size
         self.num_items, self.index_device = num_items, device
         self._perm_epoch, self._perm = -1, None
+        self.augment, self.augment_p = (), 0.0  # non-leaking augmentation (make_batcher sets them)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
@@ -412,11 +440,13 @@ class DeviceBatcher:
             pos += take
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch(self, step: int) -> tuple:
         """Returns x (B, C, H, W) in [-1, 1] and the condition: caption indices (B,) into `data.captions.texts`
-        when the data has captions, else labels (B,) or None."""
+        when the data has captions, else labels (B,) or None; with augmentation on, also the augment labels
+        (B, A)."""
         idx = self.indices(step)
-        return self._augment(to_model_range(self.images[idx]), step), self._condition(idx, step)
+        x = self._augment(to_model_range(self.images[idx]), step)  # (x,) or (x, augment labels)
+        return x[:1] + (self._condition(idx, step),) + x[1:]
 
     def _condition(self, idx: torch.Tensor, step: int) -> torch.Tensor | None:
         """The condition of the images at `idx`: caption indices when the data has captions, else labels or None."""
@@ -438,10 +468,20 @@ class DeviceBatcher:
         local = self.batch_size // self.world_size
         return flip[self.rank * local:(self.rank + 1) * local] < 0.5
 
-    def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, step: int) -> tuple:
+        """(x,) flipped when data.hflip; with augmentation on, (x augmented, augment labels (B, A)) instead, the
+        draws from (seed, step) for the global batch (this rank's slice)."""
         if self.hflip:
             x = torch.where(self.flips(step)[:, None, None, None], x.flip(-1), x)
-        return x
+        if not self.augment:
+            return (x,)
+        from noisecraft.augment import Draws, augment
+
+        g = torch.Generator(self.device).manual_seed(self.seed * 104_729 + step + 7)
+        local = self.batch_size // self.world_size
+        draws = Draws(g, self.batch_size, slice(self.rank * local, (self.rank + 1) * local), self.device)
+        x, labels = augment(x, self.augment, self.augment_p, draws)
+        return x, labels
 
 
 class StreamBatcher(DeviceBatcher):
@@ -473,7 +513,7 @@ class StreamBatcher(DeviceBatcher):
         y = labels.to(self.device, non_blocking=True) if self.data.num_classes else None
         if self.captions is not None:
             y = self._caption_ids(self.indices(step), step).to(self.device)
-        return x, y
+        return x[:1] + (y,) + x[1:]
 
 
 # ---------------------------------------------------------------- latent caches (latent diffusion)

@@ -183,6 +183,31 @@ EMOJI_EXCLUDES.register("text", help="text-like symbols: letters, numbers, punct
 EMOJI_EXCLUDES.register("skin-tones", help="the skin-tone variants of people and hands (four in five of People & "
                         "Body); the default yellow ones stay", groups=(), subgroups=(), skin_tones=True)
 
+# EDM's non-leaking augmentation (data.augment; Karras et al. 2020 "Training Generative Adversarial Networks with
+# Limited Data", 2022 EDM): each transform, applied with probability data.augment_p, writes `dims` numbers into the
+# augment label that conditions the network (zeros when not applied, and at sampling). Targets take
+# (images or None, draws, p) -> see noisecraft.augment. `stage` orders them: pixel moves, then one affine warp, then
+# colour; `rgb_only`: needs 3-channel images.
+AUGMENTATIONS: Registry[Entry] = Registry("augmentation")
+AUGMENTATIONS.register("xflip", "noisecraft.augment:xflip", "mirror left-right (label: 1 when flipped)",
+                       dims=1, stage="pixels", rgb_only=False)
+AUGMENTATIONS.register("yflip", "noisecraft.augment:yflip", "mirror top-bottom (label: 1 when flipped)",
+                       dims=1, stage="pixels", rgb_only=False)
+AUGMENTATIONS.register("translate", "noisecraft.augment:translate",
+                       "integer shift up to 1/8 of the side in x and y, mirrored at the border (label: dx, dy / max)",
+                       dims=2, stage="pixels", rgb_only=False)
+AUGMENTATIONS.register("scale", "noisecraft.augment:scale", "isotropic zoom by 2^(0.2 w), w ~ N(0, 1) (label: w)",
+                       dims=1, stage="affine", rgb_only=False)
+AUGMENTATIONS.register("rotate", "noisecraft.augment:rotate",
+                       "rotation by an angle uniform in (-pi, pi) (label: cos - 1, sin)",
+                       dims=2, stage="affine", rgb_only=False)
+AUGMENTATIONS.register("aniso", "noisecraft.augment:aniso",
+                       "anisotropic stretch 2^(0.2 w) along a random axis, 2^(-0.2 w) across it (label: w cos, w sin)",
+                       dims=2, stage="affine", rgb_only=False)
+AUGMENTATIONS.register("color", "noisecraft.augment:color",
+                       "RGB only: brightness, contrast, hue rotation and saturation, each with probability p "
+                       "(label: 5 numbers)", dims=5, stage="colour", rgb_only=True)
+
 # Where a dataset's captions come from (data.captions); captions make the model text-to-image.
 CAPTIONS: Registry[Entry] = Registry("captions")
 CAPTIONS.register("auto", help="an image folder's own captions when it has them (metadata.jsonl or a .txt beside "

@@ -31,7 +31,8 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class Denoiser(nn.Module):
-    """Wraps a network F(x, noise_label, class_labels=..., context=...) into D(x; sigma, cond)."""
+    """Wraps a network F(x, noise_label, class_labels=..., context=..., augment_labels=...) into D(x; sigma, cond);
+    `cond` is passed to F as keywords (training adds augment_labels; sampling never does: F sees zeros)."""
 
     def __init__(self, net: nn.Module, cfg: DiffusionConfig):
         super().__init__()

@@ -105,9 +105,10 @@ class DiT(nn.Module):
     """[3x3 conv] -> patchify -> + positions -> `depth` DiT blocks -> adaLN -> linear -> unpatchify -> [3x3 conv].
 
     forward(x (B, C, H, W), noise_label (B,), class_labels (B,) | None, context (B, L, D) | None,
-            context_mask (B, L) bool | None, context_pooled (B, D) | None) -> (B, C, H, W)
+            context_mask (B, L) bool | None, context_pooled (B, D) | None, augment_labels (B, A) | None)
+            -> (B, C, H, W)
     The conditioning vector c is the noise level's embedding + the class's (index `num_classes` is the null class,
-    for classifier-free guidance) + the prompt's pooled embedding, as in the U-Net.
+    for classifier-free guidance) + the prompt's pooled embedding + the augment labels', as in the U-Net.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -138,6 +139,8 @@ class DiT(nn.Module):
             self.text_emb = nn.Sequential(nn.LayerNorm(cfg.context_dim), nn.Linear(cfg.context_dim, width))
         else:
             self.context_norm = self.text_emb = None
+        # Non-leaking augmentation: the transforms' labels join c; bias-free, so zeros (sampling) add nothing.
+        self.augment_emb = nn.Linear(cfg.augment_dim, width, bias=False) if cfg.augment_dim else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, cfg.mlp_ratio, cfg.dropout, cfg.context_dim, self.grid)
                                      for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -153,7 +156,8 @@ class DiT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.patchify.weight.view(self.patchify.out_channels, -1))
         nn.init.zeros_(self.patchify.bias)
         if self.class_emb is not None:
@@ -166,7 +170,8 @@ class DiT(nn.Module):
                 nn.init.zeros_(b.cross.proj.weight)
 
     def condition(self, noise_label: torch.Tensor, class_labels: torch.Tensor | None,
-                  context_pooled: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+                  context_pooled: torch.Tensor | None, augment_labels: torch.Tensor | None,
+                  dtype: torch.dtype) -> torch.Tensor:
         """The conditioning vector c (B, D), after its SiLU (every adaLN reads it through one)."""
         c = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(dtype))  # (B, D)
         if self.class_emb is not None:
@@ -175,16 +180,20 @@ class DiT(nn.Module):
             c = c + self.class_emb(class_labels)
         if self.text_emb is not None and context_pooled is not None:
             c = c + self.text_emb(context_pooled.to(c.dtype))
+        if augment_labels is not None:  # None: no transform (what sampling asks for), the same as zeros
+            if self.augment_emb is None:
+                raise ValueError("augment_labels given to a network built without model.augment_dim")
+            c = c + self.augment_emb(augment_labels.to(c.dtype))
         return F.silu(c)
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_labels: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                context_pooled: torch.Tensor | None = None) -> torch.Tensor:
+                context_pooled: torch.Tensor | None = None, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
         b, ch, hh, ww = x.shape
         p, g = self.cfg.patch_size, self.grid
         if hh != ww or hh != g * p:
             raise UserError(f"this transformer was built for {g * p}x{g * p} inputs, got {hh}x{ww}")
-        c = self.condition(noise_label, class_labels, context_pooled, x.dtype)
+        c = self.condition(noise_label, class_labels, context_pooled, augment_labels, x.dtype)
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
         h = self.patchify(self.stem(x)).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)  # (B, N, D), N = g * g
         for block in self.blocks:

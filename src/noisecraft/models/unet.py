@@ -164,7 +164,8 @@ class UNet(nn.Module):
     text models (`cfg.context_dim`) cross-attention at `cfg.cross_attn_resolutions` (None: the same) and mid.
 
     forward(x (B, C, H, W), noise_label (B,), class_labels (B,) | None, context (B, L, D) | None,
-            context_mask (B, L) bool | None, context_pooled (B, D) | None) -> (B, C, H, W)
+            context_mask (B, L) bool | None, context_pooled (B, D) | None, augment_labels (B, A) | None)
+            -> (B, C, H, W)
     Class index `num_classes` is the null class (no label), used for classifier-free guidance.
     """
 
@@ -181,6 +182,8 @@ class UNet(nn.Module):
             self.text_emb = nn.Sequential(nn.LayerNorm(cfg.context_dim), nn.Linear(cfg.context_dim, emb_dim))
         else:
             self.context_norm = self.text_emb = None
+        # Non-leaking augmentation: the transforms' labels join the embedding; bias-free, so zeros (sampling) add 0.
+        self.augment_emb = nn.Linear(cfg.augment_dim, emb_dim, bias=False) if cfg.augment_dim else None
 
         p = cfg.patch_size
         if cfg.image_size % p:
@@ -231,7 +234,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_labels: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                context_pooled: torch.Tensor | None = None) -> torch.Tensor:
+                context_pooled: torch.Tensor | None = None, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(x.dtype))  # (B, 4ch)
         if self.class_emb is not None:
             if class_labels is None:  # no label given: the null class
@@ -239,6 +242,10 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(class_labels)
         if self.text_emb is not None and context_pooled is not None:
             emb = emb + self.text_emb(context_pooled.to(emb.dtype))
+        if augment_labels is not None:  # None: no transform (what sampling asks for), the same as zeros
+            if self.augment_emb is None:
+                raise ValueError("augment_labels given to a network built without model.augment_dim")
+            emb = emb + self.augment_emb(augment_labels.to(emb.dtype))
         emb = F.silu(emb)
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
 

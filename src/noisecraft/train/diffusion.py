@@ -72,6 +72,10 @@ class DiffusionTask(Task):
     @classmethod
     def configure(cls, cfg: Config, data) -> Config:
         cfg.model.in_channels, cfg.model.image_size = data.channels, data.image_size
+        if cfg.data.augment:  # the augment label's width (a distilled student keeps its teacher's, data.augment off)
+            from noisecraft.augment import augment_dim
+
+            cfg.model.augment_dim = augment_dim(cfg.data.augment, data.channels)
         if cfg.autoencoder.latent:
             cls._configure_latent(cfg, data)
         if data.captions is None:
@@ -175,11 +179,11 @@ class DiffusionTask(Task):
 
     def step(self, batch, step: int) -> StepResult:
         tc = self.cfg.train
-        x0, y = batch  # (B, C, H, W) in [-1, 1], (B,) labels or None
+        x0, y, *augment_labels = batch  # (B, C, H, W) in [-1, 1], (B,) labels or None[, (B, A) augment labels]
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         with autocast_ctx(self.device, tc.precision):
-            loss = self.batch_loss(x0, y, step)
+            loss = self.batch_loss(x0, y, step, *augment_labels)
         finite = optimizer_step(self.optimizer, loss, self.net.parameters(), tc.grad_clip,
                                 check_loss=not self.ctx.dist.enabled)
         self.ema.update(self.net, step)
@@ -189,10 +193,14 @@ class DiffusionTask(Task):
                            tc.steps)
         return StepResult({"loss": loss.detach()}, finite)
 
-    def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int) -> torch.Tensor:
-        """The mean training loss of a batch (what `step` minimises): denoising score matching."""
+    def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int,
+                   augment_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean training loss of a batch (what `step` minimises): denoising score matching; an augmented
+        batch's labels (B, A) condition the network (sampling gives none: zeros, the unaugmented images)."""
         sigma, eps, u = global_batch_draws(self.denoiser, x0, self.cfg.train.batch_size, self.ctx.dist.rank)
         cond = self.condition(y, u < self.cfg.train.label_dropout)  # dropout for classifier-free guidance
+        if augment_labels is not None:
+            cond = {**(cond or {}), "augment_labels": augment_labels}
         return diffusion_loss(self.step_fn, x0, cond, sigma=sigma, eps=eps).mean()
 
     def held_out_loss(self, x0: torch.Tensor, cond: dict | None, generator: torch.Generator) -> torch.Tensor:

@@ -48,6 +48,7 @@ def student_config(teacher: str | Path, method: str = "cd", steps: int | None = 
     flags = {**STUDENT_TRAIN, "train.task": "distill", "distill.method": method, "distill.teacher": str(ckpt.path),
              "distill.teacher_sha256": content_hash([ckpt.path]), "distill.teacher_guidance": s.guidance,
              "distill.teacher_guidance_interval": tuple(s.guidance_interval),
+             "data.augment": (),  # the student learns the teacher's unaugmented ODE (its augment label stays 0)
              "sample.sampler": STUDENT_SAMPLER, "sample.steps": STUDENT_STEPS, "sample.guidance": 0.0,
              "sample.guidance_interval": ()}
     if steps is not None:

@@ -107,7 +107,8 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     saver = Saver(run, task, cfg, ckpt, meter)
     nonfinite = faults.NonFiniteMonitor(tc.max_nonfinite_steps, device)
     batcher = make_batcher(task.training_data(), tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
-                           rank=dist_info.rank, world_size=dist_info.world_size, num_workers=cfg.data.num_workers)
+                           rank=dist_info.rank, world_size=dist_info.world_size, num_workers=cfg.data.num_workers,
+                           augment=cfg.data.augment, augment_p=cfg.data.augment_p)
     bar = tqdm(total=tc.steps, initial=start_step, desc=f"train ({task.name})", unit="step",
                disable=not (progress and run.main), dynamic_ncols=True)
     stop_agreed = False  # under DDP every rank must stop at the same step: agreed at log intervals

@@ -1,0 +1,168 @@
+"""Non-leaking augmentation on a small training set (issue 26): the digits preset trained on a 500-image subset of
+the digits for the same steps, with augmentation off and on, 3 seeds each, then
+
+  * FD-clf: the Fréchet distance in the offline judge's features between N class-balanced samples (the preset's
+    sampler) and the judge's reference set (the digits train split, 4,500 images), mean and std over seeds;
+  * memorisation: the share of samples nearer (in the judge's features) to one of the 500 training images than
+    5% of real held-out digits are (evaluate.memorisation);
+  * the leak check: slant and size of the samples measured from their pixels (captions.measure_attributes: image
+    moments), against the real digits' (the train split): mean, std and the two-sample Kolmogorov-Smirnov
+    statistic. Two references frame it: real held-out digits (what no leak looks like at this N) and the real
+    digits passed through the same augmentation with the labels thrown away (what a full leak would look like).
+
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py                      # augment.json
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py --steps 2000 --seeds 0 1 --name augment_2000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_info, write_result
+
+AUGMENT = ("translate", "scale", "rotate", "aniso")  # no flips: a mirrored 2 or 5 is another glyph
+
+
+def train(out: Path, steps: int, seed: int, subset: int, augment: tuple[str, ...], p: float) -> dict:
+    """`noisecraft train --preset digits` on the subset, as a user runs it; its printed summary and wall time."""
+    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits", "--out", str(out), "--overwrite",
+           f"--data.subset={subset}", f"--train.steps={steps}", f"--train.seed={seed}",
+           f"--train.val_every={steps}", f"--train.ckpt_every={steps}", f"--train.sample_every={steps}",
+           "--train.final_figures=false", "--device", "cpu"]
+    if augment:
+        cmd += [f"--data.augment={','.join(augment)}", f"--data.augment_p={p}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    return {"train_wall_s": round(wall, 1), "precision": summary.get("precision"), "params": summary.get("params")}
+
+
+def ks(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(a.numpy(), b.numpy()).statistic)
+
+
+def attributes(images: torch.Tensor, real: dict) -> dict:
+    """Slant and size of uint8 digits: mean, std and the KS statistic against the real digits'."""
+    from noisecraft.captions import measure_attributes
+
+    got = measure_attributes(images)
+    return {k: {"mean": float(got[k].mean()), "std": float(got[k].std()), "ks_vs_real": ks(got[k], real[k])}
+            for k in ("slant", "size")}
+
+
+def references(subset: int, p: float, n: int) -> dict:
+    """The real digits' attributes, the judge, and the no-leak / full-leak reference rows."""
+    from noisecraft.augment import Draws, augment
+    from noisecraft.captions import measure_attributes
+    from noisecraft.config import DataConfig
+    from noisecraft.data import load_dataset, to_model_range, to_uint8
+    from noisecraft.evaluate.classifier import get_classifier
+
+    full, val = load_dataset(DataConfig(dataset="digits"), "train"), load_dataset(DataConfig(dataset="digits"), "val")
+    real = measure_attributes(full.images)
+    train_subset = full.images[:subset]
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(full), generator=g)[:n]
+    x = to_model_range(full.images[pick])
+    leaked, _ = augment(x, AUGMENT, p, Draws(g, len(x), slice(0, len(x)), torch.device("cpu")))
+    clf = get_classifier(DataConfig(dataset="digits"))
+    return {"real": real, "clf": clf, "subset_features": clf.predict(train_subset)[1],
+            "heldout_features": clf.predict(val.images)[1],
+            "rows": {"real_heldout": attributes(val.images, real),
+                     "real_augmented_labels_dropped": attributes(to_uint8(leaked), real)}}
+
+
+def judge(run: Path, n: int, ref: dict) -> dict:
+    """FD-clf, judge accuracy, memorisation and the slant/size rows of n class-balanced samples of a run."""
+    from noisecraft.config import DataConfig
+    from noisecraft.evaluate.memorisation import memorisation
+    from noisecraft.evaluate.report import classifier_metrics
+    from noisecraft.pipeline import load_pipeline
+
+    pipe = load_pipeline(run, "cpu")
+    labels = torch.arange(n) % 10
+    t0 = time.perf_counter()
+    images = pipe.generate(labels=labels, seed=0)
+    sample_s = time.perf_counter() - t0
+    m = classifier_metrics(images, labels, DataConfig(dataset="digits"), "cpu", perfect=False)["generated"]
+    feats = ref["clf"].predict(images)[1]
+    mem = memorisation(feats, ref["subset_features"], ref["heldout_features"])
+    return {"fd_clf": m["fd"], "class_accuracy": m["class_accuracy"], "near_copy_share": mem["near_copy_share"],
+            "near_copy_share_heldout": mem["heldout_share"], "sample_s": round(sample_s, 1),
+            **attributes(images, ref["real"])}
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and std over seeds of each figure."""
+    keys = ("fd_clf", "class_accuracy", "near_copy_share")
+    out = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=1))}
+           for k in keys}
+    for a in ("slant", "size"):
+        for s in ("mean", "std", "ks_vs_real"):
+            out[f"{a}_{s}"] = float(np.mean([r[a][s] for r in runs]))
+    return out
+
+
+def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
+    """The JSON of the runs so far (`complete` once every seed has both settings)."""
+    means = {k: summary(v) for k, v in runs.items() if len(v) > 1}
+    out = {
+        "benchmark": "augment", "machine": cpu_info(), "threads": torch.get_num_threads(),
+        "pinned": "taskset -c 1, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None,
+        "setup": {"preset": "digits", "subset": args.subset, "steps": args.steps, "batch_size": 64,
+                  "seeds": args.seeds, "augment": list(AUGMENT), "augment_p": args.p, "samples_judged": args.n,
+                  "sampler": "the preset's (dpmpp-2m, 15 steps, guidance 1.0 on sigma > 2)",
+                  "fd_reference": "the judge's reference: the digits train split (4,500 images)",
+                  "attributes_reference": "the digits train split (4,500 images), captions.measure_attributes"},
+        "complete": all(len(v) == len(args.seeds) for v in runs.values()),
+        "runs": runs, "summary": means, "references": ref["rows"], "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    if len(means) == 2:
+        gap = means["off"]["fd_clf"]["mean"] - means["on"]["fd_clf"]["mean"]
+        noise = max(means["off"]["fd_clf"]["std"], means["on"]["fd_clf"]["std"])
+        out.update(fd_gap_off_minus_on=gap, fd_seed_std_max=noise,
+                   goal_fd_lower_beyond_seed_noise=bool(gap > 2 * noise))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--subset", type=int, default=500)
+    ap.add_argument("--p", type=float, default=0.2, help="data.augment_p")
+    ap.add_argument("--n", type=int, default=500, help="samples judged per run")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--name", default="augment", help="the result file's name (without .json)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    ref = references(args.subset, args.p, args.n)
+    settings = {"off": (), "on": AUGMENT}
+    runs: dict[str, list[dict]] = {k: [] for k in settings}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for name, augment in settings.items():
+                run = Path(tmp) / f"{name}-{seed}"
+                row = {"seed": seed, **train(run, args.steps, seed, args.subset, augment, args.p)}
+                row.update(judge(run, args.n, ref))
+                runs[name].append(row)
+                print(name, json.dumps(row), flush=True)
+                write_result(result(args, ref, runs, t0), args.out, args.name)  # what is done so far
+    write_result(result(args, ref, runs, t0), args.out, args.name)
+
+
+if __name__ == "__main__":
+    main()
