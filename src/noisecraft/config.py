@@ -573,12 +573,12 @@ def _preset_digits_flow() -> Config:
 
 def _preset_digits_dit() -> Config:
     # The digits on a diffusion transformer (issue 26): 4x4 pixel patches (49 tokens) with a 3x3 conv of 32 channels
-    # before and after them, width 96, 6 blocks: as fast a step as the digits U-Net on a CPU. A transformer learns
-    # the digits' shapes more slowly than the U-Net's convolutions: at the U-Net's 700 steps of 64 images it drew
-    # a third of the digits right with v-prediction, rectified flow and more, smaller steps (16 images) doubled
-    # that (the variants: benchmarks/results/dit_variants.jsonl).
+    # before and after them, width 128, 4 blocks. A transformer learns the digits' shapes more slowly than the U-Net's
+    # convolutions: on the U-Net's 700 steps of 64 images it drew a third of the digits right with v-prediction;
+    # the conv stem, rectified flow and the same images in more, smaller steps (16 images) more than doubled that
+    # (the variants, one thread: benchmarks/results/dit_variants.jsonl).
     cfg = _preset_digits()
-    cfg.model = ModelConfig(arch="dit", base_channels=96, head_channels=32, patch_size=4, depth=6, dropout=0.0,
+    cfg.model = ModelConfig(arch="dit", base_channels=128, head_channels=32, patch_size=4, depth=4, dropout=0.0,
                             conv_stem=32)
     cfg.diffusion = DiffusionConfig(prediction="flow", loss_weighting="none")
     cfg.train = TrainConfig(steps=2800, batch_size=16, lr=4e-3, warmup_steps=400, ema_decay=0.995,
