@@ -30,14 +30,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "recipes_compare.json"
 RECIPES = (("U-Net, v-prediction + min-SNR (quickstart)", "digits"), ("U-Net, EDM", "digits-edm"),
-           ("U-Net, rectified flow", "digits-flow"), ("DiT, v-prediction + min-SNR", "digits-dit"))
+           ("U-Net, rectified flow", "digits-flow"), ("DiT, rectified flow", "digits-dit"))
 BUDGETS_LAPTOP_S = (60, 120, 240)
 CAP_SHARE = 0.4  # a timing goal counts at 40% of its value under the AVX2 cap
 TARGET = 0.95  # the issue's quality bar: share judged the digit asked for
 PROBE_STEPS = 40
-# Training speed of the two networks, and of a transformer with about the U-Net's parameter count (4 blocks).
+# Training speed of the two networks, and of a transformer with about the U-Net's parameter count (width 96).
 THROUGHPUT = (("U-Net (digits preset)", "digits", {}), ("DiT (digits-dit preset)", "digits-dit", {}),
-              ("DiT with about the U-Net's parameters", "digits-dit", {"model.depth": 4}))
+              ("DiT with about the U-Net's parameters", "digits-dit", {"model.base_channels": 96}))
 
 JUDGE = """
 import json, sys
@@ -51,7 +51,8 @@ clf = get_classifier(pipe.config.data)
 real = gaussian_stats(reference_features(clf, pipe.config.data)["train_features"])
 o = pipe.resolve()
 images = pipe.generate(n, labels=labels, seed=10_000, precision="fp32")
-print(json.dumps({"accuracy": round(float(clf.accuracy(images, labels)), 4), "sampler": o.sampler, "steps": o.steps,
+print(json.dumps({"accuracy": round(float(clf.accuracy(images, labels)), 4), "sampler": o.sampler,
+                  "sampler_steps": o.steps,
                   "fd_clf": round(frechet_distance_stats(gaussian_stats(clf.features(images)), real), 3)}))
 """
 
@@ -76,6 +77,13 @@ def probe(preset: str, work: str, **overrides) -> dict:
     return {"images_per_s": round(img_per_s, 1), "s_per_step": round(batch / img_per_s, 4), "params": rec["params"]}
 
 
+def throughput(work: str) -> list[dict]:
+    rows = [{"network": name, "preset": preset, "overrides": o, **probe(preset, work, **o)}
+            for name, preset, o in THROUGHPUT]
+    print(json.dumps(rows), flush=True)
+    return rows
+
+
 def budget_overrides(preset: str, steps: int) -> dict:
     """The preset sized for `steps`: its warm-up in the same proportion, one validation and checkpoint at the end."""
     from noisecraft.config import preset as load
@@ -98,9 +106,7 @@ def measure(args) -> dict:
     sys.path.insert(0, str(HERE))
     out = {"benchmark": "recipes_compare", "what": __doc__.splitlines()[0], "n": args.n, "target": TARGET,
            "cap_share": CAP_SHARE, "rows": []}
-    out["throughput"] = [{"network": name, "preset": preset, "overrides": o, **probe(preset, args.work, **o)}
-                         for name, preset, o in THROUGHPUT]
-    print(json.dumps(out["throughput"]), flush=True)
+    out["throughput"] = throughput(args.work)
     plain = {t["preset"]: t["s_per_step"] for t in out["throughput"] if not t["overrides"]}
     for name, preset in RECIPES:
         sps = plain.get(preset) or probe(preset, args.work)["s_per_step"]
@@ -120,14 +126,15 @@ def measure(args) -> dict:
 
 
 def verdict(rows: list[dict]) -> dict:
-    """The shortest budget at which any recipe reaches the target, per recipe and overall."""
+    """The shortest budget at which each recipe reaches the target, and the recipes that reach it first."""
     reach = {}
     for r in rows:
         if r["accuracy"] >= TARGET:
             reach[r["preset"]] = min(reach.get(r["preset"], math.inf), r["budget_laptop_s"])
-    best = min(reach.items(), key=lambda kv: kv[1], default=(None, None))
-    return {"first_budget_reaching_target": reach, "fastest_recipe": best[0], "fastest_budget_laptop_s": best[1],
-            "goal_laptop_s": 120, "goal_met": best[1] is not None and best[1] <= 120}
+    first = min(reach.values(), default=None)
+    return {"first_budget_reaching_target": reach, "fastest_budget_laptop_s": first,
+            "fastest_recipes": [p for p, b in reach.items() if b == first], "goal_laptop_s": 120,
+            "goal_met": first is not None and first <= 120}
 
 
 def render(result: dict) -> str:
@@ -144,15 +151,19 @@ def render(result: dict) -> str:
              f"sampler) the digits classifier reads as the digit asked for; FD-clf: Frechet distance in its features.",
              "", "| recipe | " + " | ".join(f"{b} s laptop ({b * result['cap_share']:.0f} s capped)" for b in budgets)
              + " |", "| --- |" + " --- |" * len(budgets)]
-    for name in dict.fromkeys(r["recipe"] for r in result["rows"]):
-        cells = {r["budget_laptop_s"]: r for r in result["rows"] if r["recipe"] == name}
+    for name, preset in RECIPES:
+        cells = {r["budget_laptop_s"]: r for r in result["rows"] if r["preset"] == preset}
+        if not cells:
+            continue
         lines.append(f"| {name} | " + " | ".join(
             f"{100 * cells[b]['accuracy']:.1f}% judged, FD-clf {cells[b]['fd_clf']:.2f} ({cells[b]['steps']} steps)"
             for b in budgets) + " |")
-    v = result["verdict"]
-    first = (f"the first to reach {result['target']:.0%} is `{v['fastest_recipe']}` at {v['fastest_budget_laptop_s']} "
-             f"s" if v["fastest_recipe"] else f"no recipe reaches {result['target']:.0%} within these budgets")
-    lines += ["", f"Of these, {first} (goal: {v['goal_laptop_s']} s)."]
+    v = verdict(result["rows"])
+    names = " and ".join(f"`{p}`" for p in v["fastest_recipes"])
+    first = (f"the first to reach {result['target']:.0%} judged is {names} at {v['fastest_budget_laptop_s']} s"
+             if v["fastest_recipes"]
+             else f"no recipe reaches {result['target']:.0%} judged within these budgets")
+    lines += ["", f"Of these, {first} (goal: {v['goal_laptop_s']} s or less)."]
     return "\n".join(lines)
 
 
@@ -161,8 +172,19 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only print the table from the JSON")
     ap.add_argument("--n", type=int, default=500, help="class-balanced samples judged per run")
     ap.add_argument("--work", default="/tmp/noisecraft-recipes-compare")
+    ap.add_argument("--only-throughput", action="store_true", help="re-measure the networks' training speed, keeping "
+                    "the file's judged rows")
     args = ap.parse_args()
-    if not args.render:
+    if args.only_throughput:
+        sys.path.insert(0, str(HERE))
+        result = json.loads(RESULT.read_text())
+        result["throughput"] = throughput(args.work)
+        result["throughput_measured_separately"] = True
+        names = {preset: name for name, preset in RECIPES}
+        for r in result["rows"]:  # the recipes' names as this file gives them
+            r["recipe"] = names[r["preset"]]
+        RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    elif not args.render:
         RESULT.write_text(json.dumps(measure(args), indent=2) + "\n")
     print(render(json.loads(RESULT.read_text())))
 
