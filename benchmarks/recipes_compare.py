@@ -143,8 +143,11 @@ def render(result: dict) -> str:
     from figures import machine
 
     budgets = sorted({r["budget_laptop_s"] for r in result["rows"]})
-    lines = ["| network | parameters | training images/s (capped) |", "| --- | --- | --- |"]
-    lines += [f"| {t['network']} | {t['params'] / 1e6:.2f}M | {t['images_per_s']:.0f} |" for t in result["throughput"]]
+    from noisecraft.config import preset
+
+    lines = ["| network | parameters | batch | training images/s (capped) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {t['network']} | {t['params'] / 1e6:.2f}M | {preset(t['preset']).train.batch_size} | "
+              f"{t['images_per_s']:.0f} |" for t in result["throughput"]]
     lines += ["", f"Measured by `python benchmarks/recipes_compare.py` (`benchmarks/results/recipes_compare.json`, one "
              f"run) on {machine(result, precision='fp32')}; each budget ran for {result['cap_share']:.0%} of its "
              f"laptop value under the cap. Judged: share of {result['n']} class-balanced samples (the preset's "
