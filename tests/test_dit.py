@@ -1,12 +1,14 @@
 """The diffusion transformer (model.arch = dit): adaLN-zero starts every block as the identity and the network at
 zero, positions are the closed-form 2D sin-cos, the null class and padded prompt tokens behave as in the U-Net,
 bad sizes get one error line, and a DiT run trains, samples with every sampler, edits, distils and draws its
-diagram through the same CLI as a U-Net run."""
+diagram through the same CLI as a U-Net run; a text DiT draws its cross-attention and is served from prompts."""
 from __future__ import annotations
 
+import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +148,41 @@ def test_a_dit_run_edits_and_distils(dit_run, cli, tmp_path):
                        "--train.num_threads=1")
     assert code == 0, err
     assert json.loads((tmp_path / "cd" / "config.json").read_text())["model"]["arch"] == "dit"
+
+
+
+def test_a_text_dit_attends_to_the_prompt_and_the_server_draws_from_it(tmp_path, cli):
+    """Text-to-image on a transformer: a 4-step run with a tiny local encoder, the cross-attention figure on the
+    token grid, and the web server listing the run and drawing what the pipeline draws for a prompt."""
+    pytest.importorskip("fastapi")
+    from test_text import HAS_TEXT, tiny_encoder
+
+    if not HAS_TEXT:
+        pytest.skip('the text extra is not installed: pip install -e ".[text]"')
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from conftest import TINY
+    from noisecraft.pipeline import load_pipeline
+    from noisecraft.serve import ServeConfig, create_app
+
+    enc, run = tiny_encoder(tmp_path / "encoder"), tmp_path / "runs" / "text-dit"
+    code, _, err = cli("train", "--preset", "digits-dit", "--out", run, "--steps", 4, "--no-progress", *TINY,
+                       *TINY_DIT, "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
+                       "--train.final_figures=false", "--train.num_threads=1")
+    assert code == 0, err
+    code, _, err = cli("explain", "--checkpoint", run, "--out", tmp_path / "x", "--figures", "cross-attention,dit",
+                       "--prompt", "a thin two", "--steps", 2)
+    assert code == 0 and (tmp_path / "x" / "cross-attention.png").is_file(), err
+    with TestClient(create_app(ServeConfig(runs=tmp_path / "runs", device="cpu"))) as c:
+        [m] = c.get("/api/models").json()["models"]
+        assert (m["name"], m["kind"]) == ("text-dit", "text")
+        job = c.post("/api/generate", json={"model": "text-dit", "prompt": "a thin two", "n": 2, "steps": 2,
+                                            "seed": 3}).json()
+        with c.stream("GET", f"/api/jobs/{job['id']}/events") as r:
+            assert "event: done" in r.read().decode()
+        status = c.get(f"/api/jobs/{job['id']}").json()
+        got = [np.asarray(Image.open(io.BytesIO(c.get(u).content))) for u in status["images"]]
+    want = load_pipeline(run, "cpu").generate(2, prompt="a thin two", steps=2, seed=3)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b[0].numpy())
