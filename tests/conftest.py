@@ -66,3 +66,22 @@ def tiny_runs(tmp_path_factory):
     assert main(args) == 0
     shutil.copytree(root / "digits", root / "digits-b")
     return root
+
+
+@pytest.fixture(scope="module")
+def live(tiny_runs):
+    """The web server over `tiny_runs`, served by uvicorn on a free loopback port (one per test module)."""
+    from serve_support import LiveServer
+
+    from noisecraft.serve import ServeConfig
+
+    with LiveServer(ServeConfig(runs=tiny_runs, device="cpu", max_queue=64)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    import httpx
+
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        yield c

@@ -15,21 +15,9 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serve_support import LiveServer, follow, sse  # noqa: E402
+from serve_support import follow, sse  # noqa: E402
 
 from noisecraft.serve import ServeConfig  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def live(tiny_runs):
-    with LiveServer(ServeConfig(runs=tiny_runs, device="cpu", max_queue=64)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(live):
-    with httpx.Client(base_url=live.url, timeout=60) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,8 @@ import torch
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serve_support import LiveServer, follow  # noqa: E402
+from serve_support import follow  # noqa: E402
 
-from noisecraft.serve import ServeConfig  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def live(tiny_runs):
-    with LiveServer(ServeConfig(runs=tiny_runs, device="cpu", max_queue=64)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(live):
-    with httpx.Client(base_url=live.url, timeout=60) as c:
-        yield c
 
 
 def png(array: np.ndarray) -> bytes:

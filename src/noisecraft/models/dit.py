@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from noisecraft.config import ModelConfig
 from noisecraft.errors import UserError
-from noisecraft.models.unet import attention, merge_heads, split_heads, timestep_embedding
+from noisecraft.models.unet import add_conditions, attention, merge_heads, split_heads, timestep_embedding
 
 
 def sincos_positions_2d(grid: int, dim: int) -> torch.Tensor:
@@ -174,17 +174,7 @@ class DiT(nn.Module):
                   dtype: torch.dtype) -> torch.Tensor:
         """The conditioning vector c (B, D), after its SiLU (every adaLN reads it through one)."""
         c = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(dtype))  # (B, D)
-        if self.class_emb is not None:
-            if class_labels is None:  # no label given: the null class
-                class_labels = torch.full(noise_label.shape, self.num_classes, device=c.device, dtype=torch.long)
-            c = c + self.class_emb(class_labels)
-        if self.text_emb is not None and context_pooled is not None:
-            c = c + self.text_emb(context_pooled.to(c.dtype))
-        if augment_labels is not None:  # None: no transform (what sampling asks for), the same as zeros
-            if self.augment_emb is None:
-                raise ValueError("augment_labels given to a network built without model.augment_dim")
-            c = c + self.augment_emb(augment_labels.to(c.dtype))
-        return F.silu(c)
+        return F.silu(add_conditions(self, c, class_labels, context_pooled, augment_labels))
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_labels: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,

@@ -31,6 +31,24 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def add_conditions(net: nn.Module, emb: torch.Tensor, class_labels: torch.Tensor | None,
+                   context_pooled: torch.Tensor | None, augment_labels: torch.Tensor | None) -> torch.Tensor:
+    """The noise level's embedding `emb` (B, D) plus the class's (no label: the null class `net.num_classes`), the
+    prompt's pooled embedding and the augment labels', through the network's `class_emb`, `text_emb` and
+    `augment_emb` (each None when it has no such conditioning): what the U-Net and the transformer share."""
+    if net.class_emb is not None:
+        if class_labels is None:  # no label given: the null class
+            class_labels = torch.full((emb.shape[0],), net.num_classes, device=emb.device, dtype=torch.long)
+        emb = emb + net.class_emb(class_labels)
+    if net.text_emb is not None and context_pooled is not None:
+        emb = emb + net.text_emb(context_pooled.to(emb.dtype))
+    if augment_labels is not None:  # None: no transform (what sampling asks for), the same as zeros
+        if net.augment_emb is None:
+            raise ValueError("augment_labels given to a network built without model.augment_dim")
+        emb = emb + net.augment_emb(augment_labels.to(emb.dtype))
+    return emb
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     # Up to 32 groups of at least 4 channels; the count must divide the channel count.
     groups = max(g for g in range(1, 33) if channels % g == 0 and channels // g >= 4 or g == 1)
@@ -236,17 +254,7 @@ class UNet(nn.Module):
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
                 context_pooled: torch.Tensor | None = None, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(x.dtype))  # (B, 4ch)
-        if self.class_emb is not None:
-            if class_labels is None:  # no label given: the null class
-                class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
-            emb = emb + self.class_emb(class_labels)
-        if self.text_emb is not None and context_pooled is not None:
-            emb = emb + self.text_emb(context_pooled.to(emb.dtype))
-        if augment_labels is not None:  # None: no transform (what sampling asks for), the same as zeros
-            if self.augment_emb is None:
-                raise ValueError("augment_labels given to a network built without model.augment_dim")
-            emb = emb + self.augment_emb(augment_labels.to(emb.dtype))
-        emb = F.silu(emb)
+        emb = F.silu(add_conditions(self, emb, class_labels, context_pooled, augment_labels))
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
 
         h = self.conv_in(F.pixel_unshuffle(x, self.cfg.patch_size))  # (B, ch, H/p, W/p)
