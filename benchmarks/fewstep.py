@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--text-teacher", help="a digits-text run: judge its held-out paraphrase prompts too")
     p.add_argument("--text-student", help="its distilled student")
     p.add_argument("--text-n", type=int, default=600, help="paraphrase samples per row")
+    p.add_argument("--keep-text", action="store_true", help="keep the text rows of the file this run replaces "
+                   "(marked as measured in an earlier run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="fewstep")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     t_opts = teacher.resolve()
     result = {"teacher": str(teacher.path), "student": str(student.path), "student_steps_trained":
               student.step, "n": args.n, "seed": args.seed, "machine": cpu_info(), "threads": torch.get_num_threads(),
-              "teacher_sampler": t_opts.sampler, "teacher_guidance": t_opts.guidance,
+              "teacher_prediction": teacher.config.diffusion.prediction, "teacher_sampler": t_opts.sampler,
+              "teacher_guidance": t_opts.guidance,
               "teacher_guidance_interval": list(t_opts.guidance_interval), "rows": []}
     for who, pipe, options in (("teacher", teacher, {}), ("student", student, {"sampler": "consistency"})):
         for steps in STEPS:
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
             result["rows"].append(row)
     if args.text_teacher and args.text_student:
         result["text"] = _paraphrases(args.text_teacher, args.text_student, args.text_n)
+    elif args.keep_text and (Path(args.out) / f"{args.name}.json").is_file():
+        earlier = json.loads((Path(args.out) / f"{args.name}.json").read_text())
+        if "text" in earlier:
+            result["text"] = {**earlier["text"], "earlier_run": True}
     if args.evaluate_n:
         with tempfile.TemporaryDirectory() as tmp:
             result["evaluate"] = {who: _evaluate(run, args.evaluate_n, Path(tmp) / who, None)
@@ -122,7 +129,8 @@ def render(r: dict) -> str:
     """fewstep.json as markdown: one row per model and step count, with the machine."""
     from figures import machine
 
-    head = (f"`benchmarks/fewstep.py --n {r['n']}`: the `digits` run and its student distilled for "
+    objective = {"flow": ", rectified flow", "v": ", v-prediction"}.get(r.get("teacher_prediction", "v"), "")
+    head = (f"`benchmarks/fewstep.py --n {r['n']}`: the `digits` run{objective} and its student distilled for "
             f"{r['student_steps_trained']} steps, the same class-balanced labels and seeds for every row, measured "
             f"on {machine(r, precision='auto')}, 1 run; `fewstep.json`.")
     lines = [head, "", "| what | sampler | steps | network calls an image | judged as the digit asked | FD-clf | "
@@ -132,8 +140,10 @@ def render(r: dict) -> str:
                      f"{100 * row['accuracy']:.1f}% | {row['frechet']:.2f} | {row['images_per_s']:.1f} |")
     t = r.get("text")
     if t:
+        earlier = " (measured in an earlier run of the script, same machine)" if t.get("earlier_run") else ""
         lines += ["", f"Text: the `digits-text` run and its student ({t['student_steps_trained']} steps), "
-                  f"{t['rows'][0]['n']} samples of {t['rows'][0]['prompts']} held-out paraphrase prompts each:", "",
+                  f"{t['rows'][0]['n']} samples of {t['rows'][0]['prompts']} held-out paraphrase prompts "
+                  f"each{earlier}:", "",
                   "| what | sampler | steps | judged as the digit named |", "| --- | --- | --- | --- |"]
         lines += [f"| {row['model']} | `{row['sampler']}` | {row['steps']} | {100 * row['accuracy']:.1f}% |"
                   for row in t["rows"]]

@@ -413,9 +413,9 @@ def augment(name: str = "augment.json") -> str:
                     "slant and size of the samples (KS vs the real digits)", "machine", "file"], rows)
     gap, noise = d["fd_gap_off_minus_on"], d["fd_seed_std_max"]
     verdict = "met" if d["goal_fd_lower_beyond_seed_noise"] else "not met"
-    return (f"{table}\n\nEach run: `noisecraft train --preset digits` on the first {st['subset']} training digits "
-            f"for {st['steps']} steps of {st['batch_size']}, {st['samples_judged']} class-balanced samples at the "
-            f"preset's sampler, judged against {st['fd_reference'].split(': ')[-1]}; whole benchmark "
+    return (f"{table}\n\nEach run: `noisecraft train --preset {st['preset']}` on the first {st['subset']} training "
+            f"digits for {st['steps']} steps of {st['batch_size']}, {st['samples_judged']} class-balanced samples at "
+            f"the preset's sampler, judged against {st['fd_reference'].split(': ')[-1]}; whole benchmark "
             f"{d['wall_s'] / 60:.0f} min. FD-clf off minus on: {gap:.2f}, the larger seed std {noise:.2f}: the goal "
             f"(lower by more than twice the seed std) is **{verdict}**.")
 

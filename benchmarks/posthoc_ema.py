@@ -1,4 +1,4 @@
-"""Post-hoc EMA on the digits preset (issue 26): train `--preset digits` keeping the two power-function profiles,
+"""Post-hoc EMA on the digits recipe (issue 26): train `--preset digits-v` keeping the two power-function profiles,
 then reconstruct EMAs of many lengths from the snapshots and score each beside the preset's fixed EMA
 (ema_decay 0.995): validation loss on the held-out split (as training computes it) and N class-balanced samples at
 the preset's sampler judged by the offline classifier (accuracy, Frechet distance in its features). The same
@@ -27,8 +27,9 @@ PROFILES = "0.05,0.10"
 
 
 def train(run: Path, every: int) -> dict:
-    """`noisecraft train --preset digits` with the profiles on, as a user runs it; wall time and snapshot bytes."""
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits", "--out", str(run), "--overwrite",
+    """`noisecraft train --preset digits-v` (the quickstart the results were measured on, before issue 26) with the
+    profiles on, as a user runs it; wall time and snapshot bytes."""
+    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits-v", "--out", str(run), "--overwrite",
            "--no-progress", f"--train.posthoc_ema={PROFILES}", f"--train.posthoc_every={every}"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -135,7 +136,7 @@ def render(d: dict) -> str:
     header = ["EMA", "validation loss"] + ([f"judged right ({d['n']} samples)", "FD (judge features)"] if judged
                                            else [])
     t = d["train"] or {}
-    command = re.sub(r" --out \S+ --overwrite", "", t.get("command", "noisecraft train --preset digits"))
+    command = re.sub(r" --out \S+ --overwrite", "", t.get("command", "noisecraft train --preset digits-v"))
     note = (f"Measured by one run of `{command}` ({d['step']} steps, "
             f"{t.get('snapshots', len(d['snapshot_steps']))} snapshots of both profiles, "
             f"{t.get('snapshot_mb', '?')} MB), every EMA scored with the same seeds ({d['sampler']}); judge standard "

@@ -3,10 +3,11 @@
     python docs/make_figures.py                  # trains small runs under runs/docs/, writes docs/figures/
     python docs/make_figures.py --steps 40 --text-steps 0 --latent-steps 0 --flow-steps 40 --figures /tmp/f  # smoke
     python docs/make_figures.py --only flow      # only the flow and transformer page's figures
+    python docs/make_figures.py --only quickstart   # only the digits run's own figures and its explain figures
 
 It trains the quickstart's `digits` preset (minutes on a CPU), with the text extra installed the `digits-text`
 preset, and a latent pair: `digits64-ae` (the autoencoder) then `digits64-latent` in its latent space, both for
-fewer steps than their presets; `digits-flow` and `digits-dit` for the flow and transformer page; copies the
+fewer steps than their presets; `digits-v` and `digits-dit` for the flow and transformer page; copies the
 figures training writes (loss curve, sample grid, forward and reverse
 process); draws samples as `noisecraft sample` does; and runs `noisecraft explain` on every run.
 `docs/figures/figures.json` records what made them: the runs' configs, steps, noisecraft's version, the CPU and
@@ -64,6 +65,14 @@ def quickstart_figures(run: Path, out: Path) -> None:
     save_grid(pipe.generate(n=16, class_index=7, seed=0), out / "sample_seven.png", nrow=8)
 
 
+def digits_figures(args, run: Path, figures: Path) -> None:
+    """The quickstart run's own figures (its training files, a sample grid) and every `explain` figure of it."""
+    from noisecraft.explain import ExplainOptions, explain
+
+    quickstart_figures(run, figures / "quickstart")
+    explain(run, figures / "explain", ExplainOptions(n=3, steps=args.explain_steps))
+
+
 def editing_figures(run: Path, out: Path) -> dict:
     """The editing how-to's pictures, made by the commands it shows (`noisecraft edit` on a held-out digit saved
     as a PNG), the `explain` editing figure, and the strength curve of benchmarks/results/editing.json."""
@@ -93,14 +102,15 @@ def editing_figures(run: Path, out: Path) -> dict:
 
 
 def flow_figures(args, runs: Path, out: Path) -> dict:
-    """The flow and transformer page's figures: the sampling paths of the digits run (diffusion) beside those of a
-    digits-flow run from the same noise, and a digits-dit run's network diagram and samples."""
+    """The flow and transformer page's figures: the sampling paths of a digits-v run (diffusion) beside those of the
+    digits run (rectified flow, the quickstart) from the same noise, and a digits-dit run's network diagram and
+    samples."""
     from noisecraft.explain import ExplainOptions, explain
 
     record = {}
-    for name in ("digits-flow", "digits-dit"):
+    for name in ("digits-v", "digits-dit"):
         record[name] = train_run(name, args.flow_steps, runs / name, args.retrain)
-    for name, run in (("diffusion", runs / "digits"), ("flow", runs / "digits-flow")):
+    for name, run in (("diffusion", runs / "digits-v"), ("flow", runs / "digits")):
         explain(run, out / name, ExplainOptions(figures=("trajectories",), n=3, steps=args.explain_steps))
     explain(runs / "digits-dit", out / "dit", ExplainOptions(figures=("dit", "reverse"), n=3, steps=args.explain_steps))
     shutil.copy(runs / "digits-dit" / "samples" / "final.png", out / "dit" / "samples_final.png")
@@ -113,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-steps", type=int, default=300, help="training steps of the digits-text run; 0: skip it")
     p.add_argument("--ae-steps", type=int, default=600, help="training steps of the digits64-ae autoencoder")
     p.add_argument("--latent-steps", type=int, default=500, help="training steps of digits64-latent; 0: skip both")
-    p.add_argument("--flow-steps", type=int, default=None, help="steps of the digits-flow and digits-dit runs "
+    p.add_argument("--flow-steps", type=int, default=None, help="steps of the digits-v and digits-dit runs "
                    "(default: their presets')")
     p.add_argument("--runs", default=str(ROOT / "runs" / "docs"), help="where the runs are trained")
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="where the figures go")
     p.add_argument("--explain-steps", type=int, default=50, help="sampler steps of the explain figures")
     p.add_argument("--retrain", action="store_true", help="train again even if the runs are there")
-    p.add_argument("--only", choices=["editing", "flow"], help="redraw one group of figures from its runs (trained "
-                   "if missing), keeping figures.json's other records")
+    p.add_argument("--only", choices=["quickstart", "editing", "flow"], help="redraw one group of figures from its "
+                   "runs (trained if missing), keeping figures.json's other records")
     args = p.parse_args(argv)
     if args.only:
         return only(args)
@@ -133,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"noisecraft": __version__, "cpu": cpu_info()["cpu"], "torch_threads": torch.get_num_threads(),
               "runs": {}}
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
-    quickstart_figures(runs / "digits", figures / "quickstart")
-    explain(runs / "digits", figures / "explain", ExplainOptions(n=3, steps=args.explain_steps))
+    digits_figures(args, runs / "digits", figures)
     if args.text_steps > 0:
         record["runs"]["digits-text"] = train_run("digits-text", args.text_steps, runs / "digits-text", args.retrain)
         explain(runs / "digits-text", figures / "text", ExplainOptions(
@@ -156,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def only(args) -> int:
-    """`--only editing | flow`: one group of figures, with the digits run it starts from."""
+    """`--only quickstart | editing | flow`: one group of figures, with the digits run it starts from."""
     runs, figures = Path(args.runs), Path(args.figures)
     index = figures / "figures.json"
     record = json.loads(index.read_text()) if index.is_file() else {"runs": {}}
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
-    if args.only == "editing":
+    if args.only == "quickstart":
+        digits_figures(args, runs / "digits", figures)
+    elif args.only == "editing":
         record["editing"] = editing_figures(runs / "digits", figures / "editing")
     else:
         record["runs"].update(flow_figures(args, runs, figures / "flow"))

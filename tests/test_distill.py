@@ -29,11 +29,16 @@ def test_consistency_sampling_lands_on_the_models_output_and_renoises_between_st
 
 
 def test_a_consistency_draw_starts_at_the_top_and_renoises_to_chosen_levels(tiny_runs):
+    from noisecraft.config import preset
+    from noisecraft.diffusion.denoiser import Denoiser
     from noisecraft.pipeline import load_pipeline
     from noisecraft.samplers import CONSISTENCY_SIGMAS, get_sigmas, karras_sigmas, timestep_sigmas
 
-    den = load_pipeline(tiny_runs / "digits", "cpu").denoiser
-    top = float(timestep_sigmas(den.schedule, 1)[0])
+    den = load_pipeline(tiny_runs / "digits", "cpu").denoiser  # the quickstart: rectified flow, no discrete table
+    assert den.schedule is None and den.prediction == "flow"
+    v = Denoiser(torch.nn.Identity(), preset("digits-v").diffusion)  # a discrete schedule starts at its top timestep
+    assert get_sigmas(v, "consistency", 2)[0] == float(timestep_sigmas(v.schedule, 1)[0])
+    top = den.sigma_max
     lo, hi = CONSISTENCY_SIGMAS
     torch.testing.assert_close(get_sigmas(den, "consistency", 1), torch.tensor([top, 0.0]))
     torch.testing.assert_close(get_sigmas(den, "consistency", 2), torch.tensor([top, hi, 0.0]))

@@ -152,6 +152,21 @@ def test_presets_build_a_fresh_valid_config_each_time():
         a.validate()
 
 
+def test_the_quickstart_is_flow_and_the_other_digits_presets_keep_their_recipe():
+    # Issue 26 made `digits` rectified flow on batches of 32; the presets derived from the earlier quickstart (now
+    # `digits-v`) must not change with it: their measured figures were taken on those configs.
+    v, q = preset("digits-v").to_dict(), preset("digits").to_dict()
+    assert (v["diffusion"]["prediction"], v["train"]["steps"], v["train"]["batch_size"]) == ("v", 700, 64)
+    assert (q["diffusion"]["prediction"], q["train"]["batch_size"]) == ("flow", 32)
+    assert {k: q[k] for k in ("data", "model", "sample")} == {k: v[k] for k in ("data", "model", "sample")}
+    flow = preset("digits-flow").to_dict()
+    assert {k: flow[k] for k in flow if k != "diffusion"} == {k: v[k] for k in v if k != "diffusion"}
+    assert flow["diffusion"] == q["diffusion"]
+    for name in ("digits-edm", "digits64", "digits64-latent"):
+        assert preset(name).train.batch_size == 64 and preset(name).train.warmup_steps == 100, name
+    assert preset("digits-edm").train.steps == 700 and preset("digits64-latent").diffusion.prediction == "v"
+
+
 def test_sampler_facts_count_the_network_calls():
     import torch
 

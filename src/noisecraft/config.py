@@ -543,15 +543,16 @@ def _v_min_snr() -> DiffusionConfig:
     return DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr")
 
 
-def _preset_digits() -> Config:
-    # Sized for the quickstart on any 2-core CPU, AVX2-only laptops in fp32 included (issue 14): 700 steps of 64
-    # images (~45k images, ~10 epochs). The U-Net folds 2x2 pixel patches into channels (patch_size 2) and runs at
-    # 14x14 and 7x7 with 32 and 64 channels: the 28x28 level it used to have held most of the FLOPs, and digits lose
-    # nothing at 14x14 with 4 channels. lr 2e-3 suits the short run. v-prediction with min-SNR weighting and
-    # guidance w=1 give class-faithful digits that early; guiding only above sigma = 2 (Kynkaanniemi et al. 2024)
-    # keeps diversity and halves the cost of the low-noise steps. Sampling defaults to DPM-Solver++(2M) with 15
-    # steps: as accurate as DDIM-50 within noise, at a third of the network calls. The experiments behind each
-    # choice: benchmarks/results/recipes.jsonl and sampling_quality_digits.json.
+def _preset_digits_v() -> Config:
+    # The quickstart until issue 26, and the base of the other digits presets. Sized for any 2-core CPU, AVX2-only
+    # laptops in fp32 included (issue 14): 700 steps of 64 images (~45k images, ~10 epochs). The U-Net folds 2x2
+    # pixel patches into channels (patch_size 2) and runs at 14x14 and 7x7 with 32 and 64 channels: the 28x28 level
+    # it used to have held most of the FLOPs, and digits lose nothing at 14x14 with 4 channels. lr 2e-3 suits the
+    # short run. v-prediction with min-SNR weighting and guidance w=1 give class-faithful digits that early; guiding
+    # only above sigma = 2 (Kynkaanniemi et al. 2024) keeps diversity and halves the cost of the low-noise steps.
+    # Sampling defaults to DPM-Solver++(2M) with 15 steps: as accurate as DDIM-50 within noise, at a third of the
+    # network calls. The experiments behind each choice: benchmarks/results/recipes.jsonl and
+    # sampling_quality_digits.json.
     return Config(
         data=DataConfig(dataset="digits", val_size=500),
         model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
@@ -563,10 +564,22 @@ def _preset_digits() -> Config:
     )
 
 
+def _preset_digits() -> Config:
+    # The quickstart (issue 26): digits-v's U-Net, data and sampler as rectified flow (digits-flow), on 650 steps of
+    # 32 images. At equal wall-clock budgets of a 2-core CPU it was the one recipe of the comparison to pass 95%
+    # judged right by a 120 s laptop budget; v-prediction with min-SNR needed twice the budget, and at 120 s flow on
+    # batches of 64 and flow with a cosine lr fell short, a higher lr did about as well as batches of 32
+    # (benchmarks/results/recipes_compare.json and recipes.jsonl).
+    cfg = _preset_digits_flow()
+    cfg.train = TrainConfig(steps=650, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995,
+                            val_every=325, sample_every=325, ckpt_every=325)
+    return cfg
+
+
 def _preset_digits_flow() -> Config:
-    # The digits recipe as rectified flow (issue 26): the same U-Net, data and steps, the velocity objective with
+    # digits-v as rectified flow (issue 26): the same U-Net, data and steps, the velocity objective with
     # logit-normal t (Esser et al. 2024), sampled by DPM-Solver++(2M) on the flow's uniform-t grid.
-    cfg = _preset_digits()
+    cfg = _preset_digits_v()
     cfg.diffusion = DiffusionConfig(prediction="flow", loss_weighting="none")
     return cfg
 
@@ -577,7 +590,7 @@ def _preset_digits_dit() -> Config:
     # convolutions: on the U-Net's 700 steps of 64 images it drew a third of the digits right with v-prediction;
     # the conv stem, rectified flow and the same images in more, smaller steps (16 images) more than doubled that
     # (the variants, one thread: benchmarks/results/dit_variants.jsonl).
-    cfg = _preset_digits()
+    cfg = _preset_digits_v()
     cfg.model = ModelConfig(arch="dit", base_channels=128, head_channels=32, patch_size=4, depth=4, dropout=0.0,
                             conv_stem=32)
     cfg.diffusion = DiffusionConfig(prediction="flow", loss_weighting="none")
@@ -587,7 +600,7 @@ def _preset_digits_dit() -> Config:
 
 
 def _preset_digits_edm() -> Config:
-    cfg = _preset_digits()
+    cfg = _preset_digits_v()
     cfg.diffusion.prediction = "edm"
     cfg.diffusion.loss_weighting = "none"
     cfg.sample.sampler = "heun"
@@ -660,7 +673,7 @@ def _preset_cifar10_edm() -> Config:
 def _preset_digits64() -> Config:
     # The digits upscaled to 64x64 (the seed's "MNIST transformed to 64x64"), diffused in pixel space: the digits
     # recipe with one more resolution (64, 32, 16; attention at 16x16). The baseline latent diffusion is set against.
-    cfg = _preset_digits()
+    cfg = _preset_digits_v()
     cfg.data.image_size = 64
     cfg.model = ModelConfig(base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(16,),
                             dropout=0.0)
@@ -691,7 +704,7 @@ def _preset_digits64_latent() -> Config:
     # folds 2x2 latent patches into channels and runs at 8x8 and 4x4 (32 and 64 channels, attention at 4x4), four
     # times cheaper a step than at 16x16 with 64 channels, so 1500 steps at lr 2e-3 fit a laptop's budget; 1000
     # steps left too many samples judged wrong (benchmarks/results/preset_search.jsonl). Samples decode to 64x64.
-    cfg = _preset_digits()
+    cfg = _preset_digits_v()
     cfg.data.image_size = 64
     cfg.model = ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
                             dropout=0.0, patch_size=2)
@@ -800,7 +813,10 @@ def _preset_emoji64_text_latent() -> Config:
 # Presets are config, so their registry lives here; each target builds a fresh Config.
 PRESETS: Registry[Entry] = Registry("preset")
 PRESETS.register("digits", "noisecraft.config:_preset_digits",
-                 "the embedded digits, 0.76M-parameter U-Net on 2x2 patches, 700 steps (minutes on a laptop CPU)")
+                 "the embedded digits, 0.76M-parameter U-Net on 2x2 patches, rectified flow, 650 steps of 32 (minutes "
+                 "on a laptop CPU)")
+PRESETS.register("digits-v", "noisecraft.config:_preset_digits_v",
+                 "the quickstart until issue 26: v-prediction with min-SNR on the cosine schedule, 700 steps of 64")
 PRESETS.register("digits-flow", "noisecraft.config:_preset_digits_flow",
                  "digits as rectified flow: the velocity on x_t = (1 - t) x0 + t eps, logit-normal t")
 PRESETS.register("digits-dit", "noisecraft.config:_preset_digits_dit",
