@@ -12,6 +12,7 @@ the digits for the same steps, with augmentation off and on, 3 seeds each, then
 
     taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py                      # augment.json
     taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py --steps 2000 --seeds 0 1 --name augment_2000
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py --preset digits --name augment_flow   # quickstart
 """
 from __future__ import annotations
 
@@ -31,12 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_info, write_result
 
 AUGMENT = ("translate", "scale", "rotate", "aniso")  # no flips: a mirrored 2 or 5 is another glyph
-PRESET = "digits-v"  # the recipe the stored results were measured with (the quickstart before issue 26)
 
 
-def train(out: Path, steps: int, seed: int, subset: int, augment: tuple[str, ...], p: float) -> dict:
-    """`noisecraft train --preset digits-v` on the subset, as a user runs it; its printed summary and wall time."""
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", PRESET, "--out", str(out), "--overwrite",
+def train(out: Path, preset: str, steps: int, seed: int, subset: int, augment: tuple[str, ...], p: float) -> dict:
+    """`noisecraft train --preset PRESET` on the subset, as a user runs it; its printed summary and wall time."""
+    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", preset, "--out", str(out), "--overwrite",
            f"--data.subset={subset}", f"--train.steps={steps}", f"--train.seed={seed}",
            f"--train.val_every={steps}", f"--train.ckpt_every={steps}", f"--train.sample_every={steps}",
            "--train.final_figures=false", "--device", "cpu"]
@@ -119,13 +119,18 @@ def summary(runs: list[dict]) -> dict:
 
 def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
     """The JSON of the runs so far (`complete` once every seed has both settings)."""
+    from noisecraft.config import preset
+
+    s = preset(args.preset).sample
     means = {k: summary(v) for k, v in runs.items() if len(v) > 1}
     out = {
         "benchmark": "augment", "machine": cpu_info(), "threads": torch.get_num_threads(),
-        "pinned": "taskset -c 1, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None,
-        "setup": {"preset": PRESET, "subset": args.subset, "steps": args.steps, "batch_size": 64,
+        "pinned": "one core, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None,
+        "setup": {"preset": args.preset, "subset": args.subset, "steps": args.steps,
+                  "batch_size": preset(args.preset).train.batch_size,
                   "seeds": args.seeds, "augment": list(AUGMENT), "augment_p": args.p, "samples_judged": args.n,
-                  "sampler": "the preset's (dpmpp-2m, 15 steps, guidance 1.0 on sigma > 2)",
+                  "sampler": f"the preset's ({s.sampler}, {s.steps} steps, guidance {s.guidance} on sigma > "
+                             f"{s.guidance_interval[0]:g})",
                   "fd_reference": "the judge's reference: the digits train split (4,500 images)",
                   "attributes_reference": "the digits train split (4,500 images), captions.measure_attributes"},
         "complete": all(len(v) == len(args.seeds) for v in runs.values()),
@@ -141,6 +146,8 @@ def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="digits-v", help="the recipe (default: the one augment.json and "
+                    "augment_2000.json were measured with, the quickstart before issue 26)")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--subset", type=int, default=500)
@@ -157,7 +164,7 @@ def main() -> None:
         for seed in args.seeds:
             for name, augment in settings.items():
                 run = Path(tmp) / f"{name}-{seed}"
-                row = {"seed": seed, **train(run, args.steps, seed, args.subset, augment, args.p)}
+                row = {"seed": seed, **train(run, args.preset, args.steps, seed, args.subset, augment, args.p)}
                 row.update(judge(run, args.n, ref))
                 runs[name].append(row)
                 print(name, json.dumps(row), flush=True)

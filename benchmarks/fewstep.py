@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.keep_text and (Path(args.out) / f"{args.name}.json").is_file():
         earlier = json.loads((Path(args.out) / f"{args.name}.json").read_text())
         if "text" in earlier:
-            result["text"] = {**earlier["text"], "earlier_run": True}
+            result["text"] = {**earlier["text"], "earlier_run": True, "machine": earlier["machine"],
+                              "threads": earlier.get("threads")}
     if args.evaluate_n:
         with tempfile.TemporaryDirectory() as tmp:
             result["evaluate"] = {who: _evaluate(run, args.evaluate_n, Path(tmp) / who, None)
@@ -129,7 +130,7 @@ def render(r: dict) -> str:
     """fewstep.json as markdown: one row per model and step count, with the machine."""
     from figures import machine
 
-    objective = {"flow": ", rectified flow", "v": ", v-prediction"}.get(r.get("teacher_prediction", "v"), "")
+    objective = {"flow": " (rectified flow)", "v": " (v-prediction)"}.get(r.get("teacher_prediction", "v"), "")
     head = (f"`benchmarks/fewstep.py --n {r['n']}`: the `digits` run{objective} and its student distilled for "
             f"{r['student_steps_trained']} steps, the same class-balanced labels and seeds for every row, measured "
             f"on {machine(r, precision='auto')}, 1 run; `fewstep.json`.")
@@ -140,7 +141,8 @@ def render(r: dict) -> str:
                      f"{100 * row['accuracy']:.1f}% | {row['frechet']:.2f} | {row['images_per_s']:.1f} |")
     t = r.get("text")
     if t:
-        earlier = " (measured in an earlier run of the script, same machine)" if t.get("earlier_run") else ""
+        earlier = (f" (an earlier run of the script, on {machine(t, precision='auto')})" if t.get("earlier_run")
+                   else "")
         lines += ["", f"Text: the `digits-text` run and its student ({t['student_steps_trained']} steps), "
                   f"{t['rows'][0]['n']} samples of {t['rows'][0]['prompts']} held-out paraphrase prompts "
                   f"each{earlier}:", "",

@@ -35,7 +35,8 @@ def measure(args) -> dict:
     from preset_search import judge_ae, judge_latent, judge_text, train
 
     out = {"benchmark": "laptop_presets", "what": __doc__.splitlines()[0], "rows": []}
-    kept = {r["preset"]: r for r in json.loads(RESULT.read_text())["rows"]} if args.only and RESULT.is_file() else {}
+    earlier = json.loads(RESULT.read_text()) if args.only and RESULT.is_file() else {"rows": []}
+    kept = {r["preset"]: {"machine": earlier.get("machine"), **r} for r in earlier["rows"]}  # each row its machine
     ae = str(Path(args.work) / "digits64-ae")
     for name, kind, goal_s, goal_q in PRESETS:
         if args.only and name not in args.only:  # measured before, in the same work folder: kept as it is
@@ -47,8 +48,9 @@ def measure(args) -> dict:
         t0 = time.perf_counter()
         quality = judge_ae(rec["run"]) if kind == "ae" else judge_latent(rec["run"], args.n) if kind == "latent" \
             else judge_text(rec["run"], args.n, args.pair_seeds)
-        out["machine"] = rec.pop("machine")
-        out["rows"].append({"preset": name, "command": rec["command"], "wall_s": rec["wall_s"],
+        out["machine"] = rec["machine"]  # the newest row's
+        out["rows"].append({"preset": name, "machine": rec.pop("machine"), "command": rec["command"],
+                            "wall_s": rec["wall_s"],
                             "train_loop_s": rec["train_loop_s"], "steps": rec["steps"], "params": rec["params"],
                             "goal_laptop_s": goal_s, "goal_capped_s": round(goal_s * 0.4), "quality_goal": goal_q,
                             "quality": quality, "judge_s": round(time.perf_counter() - t0, 1)})
@@ -66,34 +68,49 @@ def _quality(row: dict) -> str:
     return f"paraphrases {100 * q['paraphrase_accuracy']:.1f}%, attribute pairs {100 * q['pairs_overall']:.1f}%"
 
 
-def cap_factor() -> tuple[float, dict, dict]:
-    """How much faster the AVX2 cap on the AVX-512 EPYC runs than a real AVX2-only EPYC: the digits quickstart's
-    wall on the real one (real_avx2_epyc.json) over the same command's under the cap here (quickstart_v_avx2.json:
-    the quickstart of then, the preset `digits-v` now)."""
+def cap_factor(cpu: str = "AMD EPYC") -> tuple[float, dict, dict]:
+    """How much faster the AVX2 cap on machine `cpu` runs than a real AVX2-only EPYC: the quickstart of issue 14
+    (the preset `digits-v` now) on the real one (real_avx2_epyc.json) over the same command under the cap on `cpu`
+    (a quickstart_v_avx2*.json of that CPU: benchmarks/quickstart.py --avx2 --preset digits-v --name ...).
+    Returns the factor, the real run's record and the capped run's (with its file name)."""
     real = json.loads((HERE / "results" / "real_avx2_epyc.json").read_text())
-    capped = json.loads((HERE / "results" / "quickstart_v_avx2.json").read_text())
-    return real["wall_s"] / capped["wall_seconds"], real, capped
+    for path in sorted((HERE / "results").glob("quickstart_v_avx2*.json")):
+        capped = json.loads(path.read_text())
+        if capped["machine"]["cpu"] == cpu and capped["preset"] == "digits-v":
+            return real["wall_s"] / capped["wall_seconds"], real, {**capped, "file": path.name}
+    raise LookupError(f"no quickstart_v_avx2*.json measured on {cpu}: run benchmarks/quickstart.py --avx2 "
+                      "--preset digits-v --name quickstart_v_avx2_<machine> there first")
+
+
+def factor_note(cpu: str) -> str:
+    """One sentence: how the laptop estimate for runs capped on `cpu` is made."""
+    factor, real, capped = cap_factor(cpu)
+    return (f"the wall time on {cpu} capped times {factor:.2f}: the `digits-v` quickstart's {real['wall_s']:g} s on a "
+            f"real 2-core AVX2-only EPYC ({real['source_short']}, `real_avx2_epyc.json`) over its "
+            f"{capped['wall_seconds']:g} s capped there (`{capped['file']}`)")
 
 
 def render(result: dict) -> str:
-    """The README's table of `result` (laptop_presets.json), with its machine (benchmarks/figures.py puts it
-    between the README's `<!-- laptop_presets: begin/end -->` markers)."""
+    """The README's table of `result` (laptop_presets.json), each row with its machine (benchmarks/figures.py puts
+    it between the README's `<!-- laptop_presets: begin/end -->` markers)."""
     sys.path.insert(0, str(HERE))
     from figures import machine
 
-    factor, real, capped = cap_factor()
-    lines = [f"Measured by `python benchmarks/laptop_presets.py` (`benchmarks/results/laptop_presets.json`, one run) "
-             f"on {machine(result, precision='fp32')}. A goal counts at 40% of its value under the cap. The last "
-             f"column is an estimate, not a measurement: the wall time here times {factor:.2f}, the quickstart's "
-             f"{real['wall_s']:g} s on a real 2-core AVX2-only EPYC ({real['source_short']}, `real_avx2_epyc.json`) "
-             f"over its {capped['wall_seconds']:g} s under the cap here (`quickstart_v_avx2.json`; that quickstart is "
-             f"the preset `{capped['preset']}` now).", "",
-             "| command | wall (capped) | goal (capped) | quality | estimated on a real AVX2 laptop |",
-             "| --- | --- | --- | --- | --- |"]
-    for r in result["rows"]:
-        cmd = f"`{r['command'].split(' --out ')[0]}`"
-        lines.append(f"| {cmd} | {r['wall_s']:.1f} s | <= {r['goal_capped_s']} s | {_quality(r)} | "
-                     f"estimate: about {round(r['wall_s'] * factor, -1):.0f} s (goal {r['goal_laptop_s']} s) |")
+    rows = [{"machine": result["machine"], **r} for r in result["rows"]]  # rows from before per-row machines
+    names = {r["preset"]: machine({"machine": r["machine"]}, precision="fp32") for r in rows}
+    cpus = list(dict.fromkeys(r["machine"]["cpu"] for r in rows))
+    where = f"on {names[rows[0]['preset']]}" if len(set(names.values())) == 1 else "on the machine each row names"
+    lines = [f"Measured by `python benchmarks/laptop_presets.py` (`benchmarks/results/laptop_presets.json`) {where}, "
+             f"one run a row. A goal counts at 40% of its value under the cap. The last column is an estimate, not a "
+             f"measurement: " + "; ".join(factor_note(c) for c in cpus) + ".", "",
+             "| command | wall (capped) | goal (capped) | quality | estimated on a real AVX2 laptop |"
+             + (" machine |" if len(cpus) > 1 else ""), "| --- | --- | --- | --- | --- |" + (" --- |" if len(cpus) > 1
+                                                                                           else "")]
+    for r in rows:
+        factor = cap_factor(r["machine"]["cpu"])[0]
+        lines.append(f"| `{r['command'].split(' --out ')[0]}` | {r['wall_s']:.1f} s | <= {r['goal_capped_s']} s | "
+                     f"{_quality(r)} | estimate: about {round(r['wall_s'] * factor, -1):.0f} s (goal "
+                     f"{r['goal_laptop_s']} s) |" + (f" {names[r['preset']]} |" if len(cpus) > 1 else ""))
     return "\n".join(lines)
 
 

@@ -6,11 +6,14 @@ the training-loop time, training throughput in images/s (from the run's log), th
 and the CPU (model, ISA flags, any kernel cap, load average).
 
     python benchmarks/quickstart.py [--avx2] [--judge] [--steps N] [--out benchmarks/results]
+    python benchmarks/quickstart.py --avx2 --preset digits-v --name quickstart_v_avx2_xeon   # a machine's cap factor
 
 `--avx2` runs it as on a CPU without AVX-512 (most laptops): PyTorch and oneDNN capped to AVX2 kernels
 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), in fp32. `--judge` also samples 500 class-balanced images
 with DDIM-50 and with DPM-Solver++(2M) at 10 steps (the preset's guidance) and reports the share the offline
-digits classifier recognises as the digit asked for: the quickstart's quality check.
+digits classifier recognises as the digit asked for: the quickstart's quality check. `--preset digits-v` times the
+quickstart of before issue 26, whose wall on a real AVX2-only laptop is known (real_avx2_epyc.json): measured under
+the cap on another machine, it gives that machine's cap factor (laptop_presets.cap_factor).
 """
 from __future__ import annotations
 
@@ -39,16 +42,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="override the preset's step count (default: as shipped)")
     ap.add_argument("--avx2", action="store_true", help="AVX2 kernels only, fp32 (as on a CPU without AVX-512)")
     ap.add_argument("--judge", action="store_true", help="also measure conditional accuracy of 500 samples")
+    ap.add_argument("--preset", default="digits", help="the preset to time (default: the quickstart's)")
+    ap.add_argument("--name", help="the result file's name (default: quickstart_avx2 or quickstart_native)")
     args = ap.parse_args()
 
     run = Path(args.work) / ("avx2" if args.avx2 else "native")
     shutil.rmtree(run, ignore_errors=True)
-    cfg = preset("digits")
+    cfg = preset(args.preset)
     if args.steps:
         cfg = apply_overrides(cfg, {"train.steps": args.steps})
     env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
     # The command a user types, in a fresh process: the wall time includes interpreter start-up and imports.
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits", "--out", str(run), "--no-progress"]
+    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", args.preset, "--out", str(run), "--no-progress"]
     cmd += ["--steps", str(args.steps)] if args.steps else []
     cmd += ["--train.precision=fp32"] if args.avx2 else []
     machine = cpu_info(env)  # the load average before the run
@@ -60,7 +65,7 @@ def main() -> None:
     ips = [r["img_per_s"] for r in records if "img_per_s" in r]
     result = {
         "machine": machine, "avx2_emulated": args.avx2, "command": " ".join(cmd[2:]),
-        "preset": "digits", "steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
+        "preset": args.preset, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
         "precision": summary["precision"], "wall_seconds": round(wall, 1),
         "train_loop_seconds": round(summary["train_seconds"], 1),
         "train_images_per_s_median": round(statistics.median(ips), 1) if ips else None,
@@ -69,7 +74,7 @@ def main() -> None:
     }
     if args.judge:
         result["judge"] = judge(run, env)
-    write_result(result, args.out, "quickstart_avx2" if args.avx2 else "quickstart_native")
+    write_result(result, args.out, args.name or ("quickstart_avx2" if args.avx2 else "quickstart_native"))
 
 
 def judge(run: Path, env: dict, n: int = 500) -> dict:

@@ -86,3 +86,14 @@ def test_straightness_is_one_for_a_line_and_the_chord_over_the_length_otherwise(
     corner = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]], [[1.0, 1.0]]], dtype=torch.float64)  # two unit legs
     s, dev = path_straightness(corner)
     assert s.item() == pytest.approx(2 ** 0.5 / 2) and dev[1].item() == pytest.approx(0.5)
+
+
+def test_explain_shows_a_flow_run_in_the_flows_own_coordinates():
+    # x0 + sigma eps over (1 + sigma) is the flow's x_t = (1 - t) x0 + t eps at t = sigma / (1 + sigma): the forward
+    # and reverse figures of a flow run show what its network reads, not the VP view.
+    from noisecraft.explain.process import _seen
+
+    x0, eps, sigma = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4), 3.0
+    t = sigma / (1 + sigma)
+    torch.testing.assert_close(_seen(x0 + sigma * eps, sigma, flow=True), (1 - t) * x0 + t * eps)
+    torch.testing.assert_close(_seen(x0 + sigma * eps, sigma, flow=False), (x0 + sigma * eps) / (1 + sigma**2) ** 0.5)

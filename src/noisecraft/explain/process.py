@@ -25,9 +25,22 @@ def pyplot():
     return plt
 
 
-def _vp(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """x = x0 + sigma eps in the VP view sqrt(alpha_bar) x that the network sees (and that stays in range)."""
-    return x * math.sqrt(float(alpha_bar_from_sigma(torch.tensor(sigma))))
+def _seen(x: torch.Tensor, sigma: float, flow: bool) -> torch.Tensor:
+    """x = x0 + sigma eps as the network sees it (and in range): the VP view sqrt(alpha_bar) x, or a flow's
+    x / (1 + sigma) = (1 - t) x0 + t eps."""
+    return x / (1 + sigma) if flow else x * math.sqrt(float(alpha_bar_from_sigma(torch.tensor(sigma))))
+
+
+def _flow_curves(axes, timesteps: int, grid: torch.Tensor, label: str) -> None:
+    """A rectified flow's alpha_bar, SNR and sigma in the VP view, with t in [0, 1) drawn over the timestep axis,
+    and the sampler's levels on it."""
+    t = torch.linspace(0, 1, timesteps + 1)[1:-1]  # the ends: no noise, and sigma = inf
+    alpha_bar = (1 - t) ** 2 / ((1 - t) ** 2 + t**2)  # x / sqrt(1 + sigma^2) with sigma = t / (1 - t)
+    style = dict(label="rectified flow (this run)", lw=2.2, color="k")
+    axes[0].plot(t * timesteps, alpha_bar, **style)
+    axes[1].plot(t * timesteps, (alpha_bar / (1 - alpha_bar)).log10(), **style)
+    axes[2].semilogy(t * timesteps, t / (1 - t), **style)
+    axes[2].plot(grid / (1 + grid) * timesteps, grid, "k.", ms=4, label=label)
 
 
 def schedules_figure(ctx, path: Path) -> dict:
@@ -48,16 +61,20 @@ def schedules_figure(ctx, path: Path) -> dict:
         sigma_max[name] = float(s.sigma_max)
     sample = ctx.pipe.config.sample
     grid = get_sigmas(denoiser, sample.sampler, sample.steps)[:-1].cpu()  # the last level is 0
+    flow = cfg.prediction == "flow"
     if denoiser.schedule is not None:
         axes[2].plot(denoiser.schedule.sigma_to_t(grid), grid, "k.", ms=4,
                      label=f"{sample.sampler}, {sample.steps} steps")
+    elif flow:
+        _flow_curves(axes, cfg.timesteps, grid, f"{sample.sampler}, {sample.steps} steps")
     for ax, title in zip(axes, ("ᾱ_t (signal kept)", "log10 SNR = log10 ᾱ/(1-ᾱ)", "σ_t = sqrt((1-ᾱ)/ᾱ)")):
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("timestep t")
+        ax.set_xlabel("timestep t" + (" (flow: t x T)" if flow else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"noise schedules, T = {cfg.timesteps}" + (" (this run is EDM: continuous σ, Karras grid)"
-                                                              if denoiser.schedule is None else ""), fontsize=10)
+    note = (" (this run is rectified flow: x_t = (1 - t) x_0 + t ε, σ = t / (1 - t), uniform grid in t)" if flow
+            else " (this run is EDM: continuous σ, Karras grid)" if denoiser.schedule is None else "")
+    fig.suptitle(f"noise schedules, T = {cfg.timesteps}{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -72,9 +89,11 @@ def forward_figure(ctx, path: Path) -> dict:
     sigmas = get_sigmas(pipe.denoiser, "ddim", o.columns - 1).flip(0).tolist()  # 0, then growing
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(o.seed)).to(pipe.device)
     # Always pixels, also for a latent run: the process is the same, and pixels show it.
-    rows = [[to_uint8(_vp(x0[r] + s * eps[r], s)).cpu() for s in sigmas] for r in range(len(x0))]
-    plot_process(rows, [f"σ={s:.2g}" for s in sigmas], "forward process q(x_t | x_0): x_0 + σ ε, seen as "
-                 "sqrt(ᾱ) x", path)
+    flow = pipe.config.diffusion.prediction == "flow"
+    rows = [[to_uint8(_seen(x0[r] + s * eps[r], s, flow)).cpu() for s in sigmas] for r in range(len(x0))]
+    seen = "(1 - t) x_0 + t ε, t = σ / (1 + σ)" if flow else "sqrt(ᾱ) x"
+    plot_process(rows, [f"σ={s:.2g}" for s in sigmas], f"forward process q(x_t | x_0): x_0 + σ ε, seen as {seen}",
+                 path)
     return {"sigmas": [round(s, 4) for s in sigmas], "images": len(x0)}
 
 
@@ -84,10 +103,11 @@ def reverse_figure(ctx, path: Path) -> dict:
     rows = ctx.rows(o.n)
     keep = sorted(set(torch.linspace(1, o.steps, o.columns).round().long().tolist()))
     x_t, x0, sigmas = {}, {}, []
+    flow = pipe.config.diffusion.prediction == "flow"
     for ev in pipe.stream(n=o.n, labels=rows, sampler=o.sampler, steps=o.steps, seed=o.seed):
         if ev.kind == "step" and ev.step in keep:
             sigmas.append(ev.sigma)
-            x_t[ev.step], x0[ev.step] = pipe.decode(_vp(ev.x_t, ev.sigma)), pipe.decode(ev.x0)
+            x_t[ev.step], x0[ev.step] = pipe.decode(_seen(ev.x_t, ev.sigma, flow)), pipe.decode(ev.x0)
     names = ctx.row_names(rows)
     grid, row_labels = [], []
     for r in range(o.n):
