@@ -816,7 +816,7 @@ PRESETS.register("digits", "noisecraft.config:_preset_digits",
                  "the embedded digits, 0.76M-parameter U-Net on 2x2 patches, rectified flow, 650 steps of 32 (minutes "
                  "on a laptop CPU)")
 PRESETS.register("digits-v", "noisecraft.config:_preset_digits_v",
-                 "the quickstart until issue 26: v-prediction with min-SNR on the cosine schedule, 700 steps of 64")
+                 "the previous quickstart: v-prediction with min-SNR on the cosine schedule, 700 steps of 64")
 PRESETS.register("digits-flow", "noisecraft.config:_preset_digits_flow",
                  "digits as rectified flow: the velocity on x_t = (1 - t) x0 + t eps, logit-normal t")
 PRESETS.register("digits-dit", "noisecraft.config:_preset_digits_dit",
