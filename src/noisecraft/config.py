@@ -68,6 +68,9 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # arch=dit: hidden width of a block's MLP / token width
     pos_embed: str = "sincos"  # arch=dit: registry.POSITIONS: sincos (fixed 2D sin-cos) | learned
     conv_stem: int = 0  # arch=dit: channels of a 3x3 conv before patchify and after unpatchify; 0 = none
+    # arch=dit: U-ViT's long skips (Bao et al. 2023): the first half of the blocks' outputs join the inputs of the
+    # mirrored second half, concatenated and projected back to the token width.
+    long_skip: bool = False
     # Text-to-image (data with captions): a frozen encoder's token embeddings feed cross-attention, its pooled
     # embedding joins the time embedding. A name in registry.TEXT_ENCODERS or a local sentence-transformers / Hugging
     # Face model directory; None: all-MiniLM-L6-v2 when the data has captions.
@@ -303,6 +306,9 @@ class Config:
         _positive("model.depth", self.model.depth)
         if self.model.conv_stem < 0:
             raise UserError(f"model.conv_stem must be >= 0, got {self.model.conv_stem}")
+        if self.model.long_skip and (self.model.arch != "dit" or self.model.depth < 2):
+            raise UserError(f"model.long_skip needs model.arch=dit and model.depth >= 2, got "
+                            f"model.arch={self.model.arch} and model.depth={self.model.depth}")
         if not self.model.mlp_ratio > 0:
             raise UserError(f"model.mlp_ratio must be > 0, got {self.model.mlp_ratio}")
         _positive("train.steps", self.train.steps)
