@@ -49,6 +49,35 @@ def test_the_network_starts_at_zero_and_each_block_as_the_identity(conv_stem):
     torch.testing.assert_close(block(tokens, c, None), tokens)  # gates at zero: the identity
 
 
+@pytest.mark.parametrize("depth", [4, 5])
+def test_long_skips_join_mirrored_blocks_and_start_unread(depth):
+    net = _dit(depth=depth, long_skip=True)
+    assert [k for k in net.state_dict() if k.startswith("skips.")] == ["skips.0.weight", "skips.0.bias",
+                                                                         "skips.1.weight", "skips.1.bias"]
+    assert not any(k.startswith("skips.") for k in _dit(depth=depth).state_dict())  # off: old checkpoints load
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([1.0, 500.0, 999.0]), torch.tensor([0, 3, 10])
+    assert not net(x, t, y).abs().any()  # still zero until trained
+    plain = _dit(depth=depth)
+    _randomise(plain)  # trained blocks, and the skips as initialised
+    assert net.load_state_dict(plain.state_dict(), strict=False).missing_keys == [k for k in net.state_dict()
+                                                                                  if k.startswith("skips.")]
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, y), plain(x, t, y))  # the skips start unread: the plain DiT
+        seen = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, (i[0], o)))
+                 for n, m in [*((f"block{i}", b) for i, b in enumerate(net.blocks)),
+                              *((f"skip{j}", s) for j, s in enumerate(net.skips))]]
+        net(x, t, y)
+        for h in hooks:
+            h.remove()
+        for j, first in enumerate([1, 0]):  # the second half's j-th block reads first-half block 1 - j's output
+            skip_in, skip_out = seen[f"skip{j}"]
+            torch.testing.assert_close(skip_in[..., 16:], seen[f"block{first}"][1])  # (B, N, D) of (B, N, 2D)
+            torch.testing.assert_close(skip_out, seen[f"block{depth - 2 + j}"][0])
+        net.skips[0].weight[:, 16:].normal_(0, 0.1)
+        assert not torch.allclose(net(x, t, y), plain(x, t, y))  # once trained, the skip counts
+
+
 def test_sincos_positions_are_the_closed_form_per_axis():
     pos = sincos_positions_2d(3, 8)  # per axis 4 channels: cos(r), cos(r / 100), sin(r), sin(r / 100)
     assert pos.shape == (9, 8)
@@ -95,6 +124,7 @@ def test_cross_attention_records_maps_on_the_token_grid():
     (["--model.pos_embed=rope"], "model.pos_embed must be one of sincos, learned"),
     (["--model.arch=vit"], "model.arch must be one of unet, dit"),
     (["--model.depth=0"], "model.depth must be"),
+    (["--model.long_skip=true", "--model.depth=1"], "model.long_skip needs model.arch=dit and model.depth >= 2"),
 ])
 def test_bad_transformer_settings_get_one_error_line(cli, tmp_path, tiny_args, bad, message):
     code, _, err = cli("train", "--preset", "digits", "--out", tmp_path / "r", "--steps", 2, "--no-progress",

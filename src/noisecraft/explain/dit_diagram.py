@@ -18,11 +18,12 @@ def dit_structure(model_cfg) -> dict:
     embed = sum(count_parameters(m) for m in (net.time_mlp, net.class_emb, net.text_emb, net.context_norm)
                 if m is not None)
     head = sum(count_parameters(m) for m in (net.ada_out, net.out, net.head))
+    long_skips = count_parameters(net.skips) if net.skips is not None else 0
     return {"image_size": model_cfg.image_size, "in_channels": model_cfg.in_channels, "patch_size": net.cfg.patch_size,
             "grid": net.grid, "tokens": net.grid ** 2, "width": model_cfg.base_channels,
             "heads": net.blocks[0].attn.heads, "mlp_ratio": model_cfg.mlp_ratio, "conv_stem": model_cfg.conv_stem,
             "pos_embed": model_cfg.pos_embed, "blocks": blocks, "stem_params": stem, "embedding_params": embed,
-            "head_params": head, "total_params": count_parameters(net),
+            "head_params": head, "long_skip_params": long_skips, "total_params": count_parameters(net),
             "class_embedding": model_cfg.num_classes > 0, "text": bool(model_cfg.context_dim)}
 
 
@@ -40,9 +41,11 @@ def dit_figure(ctx, path: Path) -> dict:
              f"{_fmt(s['stem_params'])} params", "#dbe9f6")]
     block = s["blocks"][0]
     cross = " → cross-attn (prompt tokens)" if block["cross_attention"] else ""
+    skips = f", + {_fmt(s['long_skip_params'])} in long skips (U-ViT)" if s["long_skip_params"] else ""
     rows.append((f"{n} × DiT block: adaLN → self-attn ({s['heads']} heads){cross} → adaLN → MLP "
                  f"(×{s['mlp_ratio']:g})\ngates start at zero (adaLN-zero): each block starts as the identity\n"
-                 f"{_fmt(block['params'])} params a block, {_fmt(sum(b['params'] for b in s['blocks']))} in all",
+                 f"{_fmt(block['params'])} params a block, {_fmt(sum(b['params'] for b in s['blocks']))} in all"
+                 f"{skips}",
                  "#fde4cf"))
     rows.append((f"adaLN → linear → {p}×{p} patches → {s['image_size']}×{s['image_size']}"
                  f"{' → 3×3 conv' if s['conv_stem'] else ''}\n{_fmt(s['head_params'])} params", "#e5f5e0"))

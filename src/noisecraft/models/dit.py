@@ -7,7 +7,8 @@ Like the U-Net it knows nothing about schedules: it maps (x, noise_label, class_
 size of x, and `diffusion.Denoiser` decides what that output means.
 
 Sizes come from the shared `ModelConfig`: `base_channels` is the token width, `head_channels` the width of an
-attention head, `patch_size` the side of the pixel patch a token covers, `depth` the number of blocks.
+attention head, `patch_size` the side of the pixel patch a token covers, `depth` the number of blocks, `long_skip`
+U-ViT's skips from the first half of the blocks to the second.
 """
 from __future__ import annotations
 
@@ -104,6 +105,9 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """[3x3 conv] -> patchify -> + positions -> `depth` DiT blocks -> adaLN -> linear -> unpatchify -> [3x3 conv].
 
+    With `long_skip` (U-ViT, Bao et al. 2023) block i of the first half hands its output to block depth - 1 - i of
+    the second, which reads Linear(2D, D) of [its input, that output] (the middle block of an odd depth has none).
+
     forward(x (B, C, H, W), noise_label (B,), class_labels (B,) | None, context (B, L, D) | None,
             context_mask (B, L) bool | None, context_pooled (B, D) | None, augment_labels (B, A) | None)
             -> (B, C, H, W)
@@ -143,6 +147,8 @@ class DiT(nn.Module):
         self.augment_emb = nn.Linear(cfg.augment_dim, width, bias=False) if cfg.augment_dim else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, cfg.mlp_ratio, cfg.dropout, cfg.context_dim, self.grid)
                                      for _ in range(cfg.depth)])
+        self.skips = nn.ModuleList([nn.Linear(2 * width, width) for _ in range(cfg.depth // 2)]) \
+            if cfg.long_skip else None  # skips[j] feeds the j-th block of the second half
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(width, 2 * width)
         self.out = nn.Linear(width, p * p * pix)
@@ -168,6 +174,10 @@ class DiT(nn.Module):
         for b in self.blocks:
             if b.cross is not None:
                 nn.init.zeros_(b.cross.proj.weight)
+        width = self.cfg.base_channels
+        for skip in self.skips or []:  # [identity | zeros]: the skip starts unread, so each block as the identity
+            with torch.no_grad():
+                skip.weight.copy_(torch.cat([torch.eye(width), torch.zeros(width, width)], dim=1))  # (D, 2D)
 
     def condition(self, noise_label: torch.Tensor, class_labels: torch.Tensor | None,
                   context_pooled: torch.Tensor | None, augment_labels: torch.Tensor | None,
@@ -175,6 +185,21 @@ class DiT(nn.Module):
         """The conditioning vector c (B, D), after its SiLU (every adaLN reads it through one)."""
         c = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(dtype))  # (B, D)
         return F.silu(add_conditions(self, c, class_labels, context_pooled, augment_labels))
+
+    def run_blocks(self, h: torch.Tensor, c: torch.Tensor, context: tuple | None) -> torch.Tensor:
+        """The blocks on the tokens h (B, N, D), with the long skips when the model has them."""
+        if self.skips is None:
+            for block in self.blocks:
+                h = block(h, c, context)
+            return h
+        half, saved = len(self.skips), []
+        for i, block in enumerate(self.blocks):
+            if i >= len(self.blocks) - half:  # the second half: the mirrored first-half block's output joins
+                h = self.skips[i - (len(self.blocks) - half)](torch.cat([h, saved.pop()], dim=-1))  # (B, N, D)
+            h = block(h, c, context)
+            if i < half:
+                saved.append(h)  # (B, N, D)
+        return h
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_labels: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
@@ -186,8 +211,7 @@ class DiT(nn.Module):
         c = self.condition(noise_label, class_labels, context_pooled, augment_labels, x.dtype)
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
         h = self.patchify(self.stem(x)).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)  # (B, N, D), N = g * g
-        for block in self.blocks:
-            h = block(h, c, context)
+        h = self.run_blocks(h, c, context)
         shift, scale = self.ada_out(c)[:, None].chunk(2, dim=-1)
         h = self.out(modulate(self.norm_out(h), shift, scale))  # (B, N, p * p * C')
         h = h.transpose(1, 2).reshape(b, -1, g, g)  # (B, C' * p * p, g, g), C' = conv_stem or C

@@ -1,0 +1,60 @@
+"""Judge a trained run's DDIM-50 samples at other classifier-free guidance weights than its own.
+
+    python benchmarks/guidance_sweep.py --avx2 --run /work/runs/ditx/dit-cos --weights 2 3 [--interval lo,hi | all]
+
+The same class-balanced requests and seed as benchmarks/recipes.py's judge (so the run's own weight reproduces
+its `ddim50_accuracy`), the offline digits judge, in a child with the same kernel cap. Guidance costs nothing in
+training: it asks whether a recipe's shortfall in judged accuracy is the sampler's or the network's. Appends one
+JSON record per weight (with the machine, as recipes.py) to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_info  # noqa: E402
+from recipes import AVX2_ENV  # noqa: E402
+
+JUDGE = """
+import json, sys, time
+from noisecraft.evaluate.classifier import classifier_accuracy
+from noisecraft.pipeline import load_pipeline
+run, n, weight, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+pipe = load_pipeline(run, "cpu")
+n, labels = pipe.request(n)
+kw = {} if not interval else {"guidance_interval": () if interval == "all" else tuple(map(float, interval.split(",")))}
+t0 = time.perf_counter()
+images = pipe.generate(n, labels=labels, sampler="ddim", steps=50, seed=10_000, precision="fp32", guidance=weight, **kw)
+print(json.dumps({"ddim50_accuracy": round(float(classifier_accuracy(images, labels, dataset="digits")), 4),
+                  "ddim50_sampling_s": round(time.perf_counter() - t0, 1)}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--weights", type=float, nargs="+", required=True)
+    ap.add_argument("--interval", default="", help="lo,hi or all (every step); default: the run's own")
+    ap.add_argument("--avx2", action="store_true", help="sample with AVX2 kernels only, as the run was judged")
+    ap.add_argument("--n", type=int, default=300, help="judged samples")
+    ap.add_argument("--out", default="benchmarks/results/dit_guidance.jsonl")
+    args = ap.parse_args()
+    env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
+    for w in args.weights:
+        rec = {"run": args.run, "variant": Path(args.run).name, "guidance": w, "guidance_interval": args.interval or
+               "the run's", "n": args.n, **cpu_info(env)}
+        text = subprocess.run([sys.executable, "-c", JUDGE, args.run, str(args.n), str(w), args.interval],
+                              check=True, capture_output=True, text=True, env=env).stdout
+        rec.update(json.loads(text.strip().splitlines()[-1]))
+        print(f"{rec['variant']:24s} w={w:g} DDIM-50 {rec['ddim50_accuracy']:.3f}", flush=True)
+        with open(args.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
