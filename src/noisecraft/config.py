@@ -591,17 +591,18 @@ def _preset_digits_flow() -> Config:
 
 
 def _preset_digits_dit() -> Config:
-    # The digits on a diffusion transformer (issue 26): 4x4 pixel patches (49 tokens) with a 3x3 conv of 16 channels
+    # The digits on a diffusion transformer (issue 26): 4x4 pixel patches (49 tokens) with a 3x3 conv of 32 channels
     # before and after them, width 128, 4 blocks whose MLPs are twice the token width. A transformer learns the
     # digits' shapes more slowly than the U-Net's convolutions: the conv stem, rectified flow and the same images in
     # more, smaller steps (16 images) more than doubled what it drew right on the U-Net's recipe. Halving the MLPs
-    # and the stem made each step cheaper at the same accuracy; a cosine lr and guidance w=2 at every step (not only
-    # above sigma 2) brought it to the issue's bar, at some cost in recall; U-ViT's long skips, lr 6e-3 and EMA 0.99
-    # did not help. The variants, one thread under the AVX2 cap: benchmarks/results/dit_variants.jsonl,
-    # dit_guidance.jsonl and dit_guidance_diversity.json.
+    # made each step cheaper at the same accuracy; a cosine lr and guidance w=2 at every step (not only above
+    # sigma 2) brought it to the issue's bar, at some cost in recall; U-ViT's long skips, lr 6e-3 and EMA 0.99 did
+    # not help. A 16-channel stem was cheaper still in fp32 but trained far worse under bf16 autocast, so the stem
+    # keeps 32. The variants, one thread under the AVX2 cap: benchmarks/results/dit_variants.jsonl,
+    # dit_guidance.jsonl, dit_guidance_diversity.json; the stem in bf16: dit_stem_bf16.jsonl.
     cfg = _preset_digits_v()
     cfg.model = ModelConfig(arch="dit", base_channels=128, head_channels=32, patch_size=4, depth=4, dropout=0.0,
-                            conv_stem=16, mlp_ratio=2.0)
+                            conv_stem=32, mlp_ratio=2.0)
     cfg.diffusion = DiffusionConfig(prediction="flow", loss_weighting="none")
     cfg.train = TrainConfig(steps=2800, batch_size=16, lr=4e-3, warmup_steps=400, lr_schedule="cosine",
                             ema_decay=0.995, val_every=1400, sample_every=1400, ckpt_every=1400)
