@@ -121,13 +121,14 @@ def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
     """The JSON of the runs so far (`complete` once every seed has both settings)."""
     from noisecraft.config import preset
 
-    s = preset(args.preset).sample
+    cfg = preset(args.preset)
+    s = cfg.sample
     means = {k: summary(v) for k, v in runs.items() if len(v) > 1}
     out = {
         "benchmark": "augment", "machine": cpu_info(), "threads": torch.get_num_threads(),
         "pinned": "one core, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None,
         "setup": {"preset": args.preset, "subset": args.subset, "steps": args.steps,
-                  "batch_size": preset(args.preset).train.batch_size,
+                  "batch_size": cfg.train.batch_size,
                   "seeds": args.seeds, "augment": list(AUGMENT), "augment_p": args.p, "samples_judged": args.n,
                   "sampler": f"the preset's ({s.sampler}, {s.steps} steps, guidance {s.guidance} on sigma > "
                              f"{s.guidance_interval[0]:g})",

@@ -35,8 +35,7 @@ def measure(args) -> dict:
     from preset_search import judge_ae, judge_latent, judge_text, train
 
     out = {"benchmark": "laptop_presets", "what": __doc__.splitlines()[0], "rows": []}
-    earlier = json.loads(RESULT.read_text()) if args.only and RESULT.is_file() else {"rows": []}
-    kept = {r["preset"]: {"machine": earlier.get("machine"), **r} for r in earlier["rows"]}  # each row its machine
+    kept = {r["preset"]: r for r in json.loads(RESULT.read_text())["rows"]} if args.only and RESULT.is_file() else {}
     ae = str(Path(args.work) / "digits64-ae")
     for name, kind, goal_s, goal_q in PRESETS:
         if args.only and name not in args.only:  # measured before, in the same work folder: kept as it is
@@ -48,7 +47,6 @@ def measure(args) -> dict:
         t0 = time.perf_counter()
         quality = judge_ae(rec["run"]) if kind == "ae" else judge_latent(rec["run"], args.n) if kind == "latent" \
             else judge_text(rec["run"], args.n, args.pair_seeds)
-        out["machine"] = rec["machine"]  # the newest row's
         out["rows"].append({"preset": name, "machine": rec.pop("machine"), "command": rec["command"],
                             "wall_s": rec["wall_s"],
                             "train_loop_s": rec["train_loop_s"], "steps": rec["steps"], "params": rec["params"],
@@ -84,10 +82,9 @@ def cap_factor(cpu: str = "AMD EPYC") -> tuple[float, dict, dict]:
 
 def factor_note(cpus: list[str]) -> str:
     """How the laptop estimates for runs capped on `cpus` are made, in one sentence."""
-    real = cap_factor(cpus[0])[1]
     each = []
     for cpu in cpus:
-        factor, _, capped = cap_factor(cpu)
+        factor, real, capped = cap_factor(cpu)
         each.append(f"{capped['wall_seconds']:g} s on {cpu} (`{capped['file']}`: x {factor:.2f})")
     return (f"the `digits-v` quickstart took {real['wall_s']:g} s on a real 2-core AVX2-only EPYC "
             f"({real['source_short']}, `real_avx2_epyc.json`) and, capped, " + " and ".join(each)
@@ -100,18 +97,18 @@ def render(result: dict) -> str:
     sys.path.insert(0, str(HERE))
     from figures import machine
 
-    rows = [{"machine": result["machine"], **r} for r in result["rows"]]  # rows from before per-row machines
+    rows = result["rows"]  # each row with the machine it was measured on
     names = {r["preset"]: machine({"machine": r["machine"]}, precision="fp32") for r in rows}
-    cpus = list(dict.fromkeys(r["machine"]["cpu"] for r in rows))
+    factors = {r["machine"]["cpu"]: cap_factor(r["machine"]["cpu"])[0] for r in rows}
     where = "on the machine each row names" if len(set(names.values())) > 1 else f"on {names[rows[0]['preset']]}"
     lines = [f"Measured by `python benchmarks/laptop_presets.py` (`benchmarks/results/laptop_presets.json`) {where}, "
              "one run a row, kernels capped to AVX2 in fp32. The goals are for a real 2-core AVX2 laptop, and the "
              "capped machines here run faster than one, each by its own factor, so the estimate column is an "
-             f"estimate, not a measurement: {factor_note(cpus)}.", "",
+             f"estimate, not a measurement: {factor_note(list(factors))}.", "",
              "| command | wall (capped) | quality | estimated on a real AVX2 laptop | machine |",
              "| --- | --- | --- | --- | --- |"]
     for r in rows:
-        factor = cap_factor(r["machine"]["cpu"])[0]
+        factor = factors[r["machine"]["cpu"]]
         lines.append(f"| `{r['command'].split(' --out ')[0]}` | {r['wall_s']:.1f} s | {_quality(r)} | about "
                      f"{round(r['wall_s'] * factor, -1):.0f} s (goal {r['goal_laptop_s']} s) | {names[r['preset']]} |")
     return "\n".join(lines)

@@ -121,7 +121,7 @@ def render(result: dict, presets: dict | None = None) -> str:
             [f"{b:g} + {ae_s:g} = {b + ae_s:g}"] * (len(ROWS) - 1)) + " |")
         lines += ["", (f"The two latent runs trained in the latents of the `digits64-ae` run of `laptop_presets.json`, "
                   f"whose `train-autoencoder` command took {ae_s:g} s there (kernels capped to "
-                  f"{presets['machine'].get('kernels_capped_to')}, fp32: not the conditions of this table, where it "
+                  f"{ae['machine'].get('kernels_capped_to')}, fp32: not the conditions of this table, where it "
                   f"would have been faster). Counted in their budget, the latent runs had "
                   f"{(b + ae_s) / b:.1f}x the pixel run's training seconds; one autoencoder serves any number of "
                   f"latent runs.")]

@@ -35,11 +35,12 @@ def _flow_curves(axes, timesteps: int, grid: torch.Tensor, label: str) -> None:
     """A rectified flow's alpha_bar, SNR and sigma in the VP view, with t in [0, 1) drawn over the timestep axis,
     and the sampler's levels on it."""
     t = torch.linspace(0, 1, timesteps + 1)[1:-1]  # the ends: no noise, and sigma = inf
-    alpha_bar = (1 - t) ** 2 / ((1 - t) ** 2 + t**2)  # x / sqrt(1 + sigma^2) with sigma = t / (1 - t)
+    sigma = t / (1 - t)
+    alpha_bar = alpha_bar_from_sigma(sigma)
     style = dict(label="rectified flow (this run)", lw=2.2, color="k")
     axes[0].plot(t * timesteps, alpha_bar, **style)
     axes[1].plot(t * timesteps, (alpha_bar / (1 - alpha_bar)).log10(), **style)
-    axes[2].semilogy(t * timesteps, t / (1 - t), **style)
+    axes[2].semilogy(t * timesteps, sigma, **style)
     axes[2].plot(grid / (1 + grid) * timesteps, grid, "k.", ms=4, label=label)
 
 
