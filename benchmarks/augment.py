@@ -3,6 +3,9 @@ the digits for the same steps, with augmentation off and on, 3 seeds each, then
 
   * FD-clf: the Fréchet distance in the offline judge's features between N class-balanced samples (the preset's
     sampler) and the judge's reference set (the digits train split, 4,500 images), mean and std over seeds;
+    and the same against the held-out split (500 images the judge never saw, none of them trained on), since the
+    judge's features place its own training images closest, so copies of the 500 training images score well
+    against the train split whatever they teach about digits;
   * memorisation: the share of samples nearer (in the judge's features) to one of the 500 training images than
     5% of real held-out digits are (evaluate.memorisation);
   * the leak check: slant and size of the samples measured from their pixels (captions.measure_attributes: image
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +38,36 @@ from machine import cpu_info, write_result
 AUGMENT = ("translate", "scale", "rotate", "aniso")  # no flips: a mirrored 2 or 5 is another glyph
 
 
-def train(out: Path, preset: str, steps: int, seed: int, subset: int, augment: tuple[str, ...], p: float) -> dict:
-    """`noisecraft train --preset PRESET` on the subset, as a user runs it; its printed summary and wall time."""
+def train_command(out: Path, preset: str, steps: int, seed: int, subset: int, augment: tuple[str, ...],
+                  p: float, val_every: int) -> list[str]:
+    """`noisecraft train --preset PRESET` on the subset, as a user runs it."""
     cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", preset, "--out", str(out), "--overwrite",
            f"--data.subset={subset}", f"--train.steps={steps}", f"--train.seed={seed}",
-           f"--train.val_every={steps}", f"--train.ckpt_every={steps}", f"--train.sample_every={steps}",
+           f"--train.val_every={val_every or steps}", f"--train.ckpt_every={steps}", f"--train.sample_every={steps}",
            "--train.final_figures=false", "--device", "cpu"]
     if augment:
         cmd += [f"--data.augment={','.join(augment)}", f"--data.augment_p={p}"]
+    return cmd
+
+
+def run_timed(cmd: list[str], env: dict | None = None) -> dict:
+    """Run one training command; its printed summary and wall time."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     return {"train_wall_s": round(wall, 1), "precision": summary.get("precision"), "params": summary.get("params")}
+
+
+def train_all(commands: dict[str, list[str]], parallel: bool) -> dict[str, dict]:
+    """Run the training commands one after another, or side by side each pinned to its own core with one thread."""
+    if not parallel:
+        return {name: run_timed(cmd) for name, cmd in commands.items()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = {name: pool.submit(run_timed, ["taskset", "-c", str(core), *cmd], env)
+                   for core, (name, cmd) in enumerate(commands.items())}
+    return {name: f.result() for name, f in futures.items()}
 
 
 def ks(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -80,14 +101,37 @@ def references(subset: int, p: float, n: int) -> dict:
     x = to_model_range(full.images[pick])
     leaked, _ = augment(x, AUGMENT, p, Draws(g, len(x), slice(0, len(x)), torch.device("cpu")))
     clf = get_classifier(DataConfig(dataset="digits"))
-    return {"real": real, "clf": clf, "subset_features": clf.predict(train_subset)[1],
-            "heldout_features": clf.predict(val.images)[1],
+    heldout = clf.predict(val.images)[1]
+    subset_features, other = clf.predict(train_subset)[1], clf.predict(full.images[subset:2 * subset])[1]
+    return {"real": real, "clf": clf, "subset_features": subset_features, "heldout_features": heldout,
             "rows": {"real_heldout": attributes(val.images, real),
-                     "real_augmented_labels_dropped": attributes(to_uint8(leaked), real)}}
+                     "real_augmented_labels_dropped": attributes(to_uint8(leaked), real)},
+            # FD of real images against the held-out split: the floor a perfect model reaches at this N
+            "fd_heldout_floor": {"training_subset": fd(subset_features, heldout),
+                                 "other_train_images": fd(other, heldout)}}
 
 
-def judge(run: Path, n: int, ref: dict) -> dict:
-    """FD-clf, judge accuracy, memorisation and the slant/size rows of n class-balanced samples of a run."""
+def fd(a: torch.Tensor, b: torch.Tensor) -> float:
+    from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats
+
+    return frechet_distance_stats(gaussian_stats(a), gaussian_stats(b))
+
+
+def judge(run: Path, n: int, ref: dict, val_every: int) -> dict:
+    """The figures of a run's last checkpoint and, when validation ran during training, of its best one by
+    validation loss (what `sample` and `serve` load by default: early stopping) under "best"."""
+    row = judge_checkpoint(run / "checkpoints" / "last.safetensors", n, ref)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    row["val_loss"] = [[r["step"], r["val_loss"]] for r in log if "val_loss" in r]  # memorising: it rises
+    if val_every:
+        best = run / "checkpoints" / "best.safetensors"
+        row["best"] = {"step": json.loads(best.with_suffix(".json").read_text())["step"],
+                       **judge_checkpoint(best, n, ref)}
+    return row
+
+
+def judge_checkpoint(run: Path, n: int, ref: dict) -> dict:
+    """FD-clf, judge accuracy, memorisation and the slant/size rows of n class-balanced samples of a checkpoint."""
     from noisecraft.config import DataConfig
     from noisecraft.evaluate.memorisation import memorisation
     from noisecraft.evaluate.report import classifier_metrics
@@ -101,14 +145,15 @@ def judge(run: Path, n: int, ref: dict) -> dict:
     m = classifier_metrics(images, labels, DataConfig(dataset="digits"), "cpu", perfect=False)["generated"]
     feats = ref["clf"].predict(images)[1]
     mem = memorisation(feats, ref["subset_features"], ref["heldout_features"])
-    return {"fd_clf": m["fd"], "class_accuracy": m["class_accuracy"], "near_copy_share": mem["near_copy_share"],
+    return {"fd_clf": m["fd"], "fd_clf_heldout": fd(feats, ref["heldout_features"]),
+            "class_accuracy": m["class_accuracy"], "near_copy_share": mem["near_copy_share"],
             "near_copy_share_heldout": mem["heldout_share"], "sample_s": round(sample_s, 1),
             **attributes(images, ref["real"])}
 
 
 def summary(runs: list[dict]) -> dict:
     """Mean and std over seeds of each figure."""
-    keys = ("fd_clf", "class_accuracy", "near_copy_share")
+    keys = ("fd_clf", "fd_clf_heldout", "class_accuracy", "near_copy_share")
     out = {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs], ddof=1))}
            for k in keys}
     for a in ("slant", "size"):
@@ -126,8 +171,9 @@ def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
     means = {k: summary(v) for k, v in runs.items() if len(v) > 1}
     out = {
         "benchmark": "augment", "machine": cpu_info(), "threads": torch.get_num_threads(),
-        "pinned": "one core, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None,
-        "setup": {"preset": args.preset, "subset": args.subset, "steps": args.steps,
+        "pinned": ("each training run on its own core, OMP_NUM_THREADS=1, two side by side" if args.parallel else
+                   "one core, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None),
+        "setup": {"preset": args.preset, "subset": args.subset, "steps": args.steps, "val_every": args.val_every,
                   "batch_size": cfg.train.batch_size,
                   "seeds": args.seeds, "augment": list(AUGMENT), "augment_p": args.p, "samples_judged": args.n,
                   "sampler": f"the preset's ({s.sampler}, {s.steps} steps, guidance {s.guidance} on sigma > "
@@ -135,13 +181,25 @@ def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
                   "fd_reference": "the judge's reference: the digits train split (4,500 images)",
                   "attributes_reference": "the digits train split (4,500 images), captions.measure_attributes"},
         "complete": all(len(v) == len(args.seeds) for v in runs.values()),
-        "runs": runs, "summary": means, "references": ref["rows"], "wall_s": round(time.perf_counter() - t0, 1),
+        "runs": runs, "summary": means, "references": ref["rows"],
+        "fd_heldout_floor": ref["fd_heldout_floor"], "wall_s": round(time.perf_counter() - t0, 1),
     }
-    if len(means) == 2:
-        gap = means["off"]["fd_clf"]["mean"] - means["on"]["fd_clf"]["mean"]
-        noise = max(means["off"]["fd_clf"]["std"], means["on"]["fd_clf"]["std"])
-        out.update(fd_gap_off_minus_on=gap, fd_seed_std_max=noise,
-                   goal_fd_lower_beyond_seed_noise=bool(gap > 2 * noise))
+    if args.val_every:
+        out["summary_best"] = {k: summary([r["best"] for r in v]) for k, v in runs.items() if len(v) > 1}
+    for which in ("summary", "summary_best"):
+        if len(out.get(which, {})) == 2:
+            out.update(goal(out[which], "" if which == "summary" else "_best"))
+    return out
+
+
+def goal(means: dict, label: str) -> dict:
+    """The goal, against each reference: augmentation's FD lower by more than twice the larger seed std."""
+    out = {}
+    for key, suffix in (("fd_clf", ""), ("fd_clf_heldout", "_heldout")):
+        gap = means["off"][key]["mean"] - means["on"][key]["mean"]
+        noise = max(means["off"][key]["std"], means["on"][key]["std"])
+        out.update({f"fd_gap_off_minus_on{suffix}{label}": gap, f"fd_seed_std_max{suffix}{label}": noise,
+                    f"goal_fd_lower_beyond_seed_noise{suffix}{label}": bool(gap > 2 * noise)})
     return out
 
 
@@ -156,6 +214,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="samples judged per run")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--name", default="augment", help="the result file's name (without .json)")
+    ap.add_argument("--val-every", type=int, default=0, help="validate every N steps and judge the best "
+                    "checkpoint by validation loss too (default: validate once, at the end)")
+    ap.add_argument("--parallel", action="store_true", help="train a seed's two settings side by side, each "
+                    "pinned to its own core (of the first two) with one thread")
     args = ap.parse_args()
     t0 = time.perf_counter()
     ref = references(args.subset, args.p, args.n)
@@ -163,13 +225,13 @@ def main() -> None:
     runs: dict[str, list[dict]] = {k: [] for k in settings}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for name, augment in settings.items():
-                run = Path(tmp) / f"{name}-{seed}"
-                row = {"seed": seed, **train(run, args.preset, args.steps, seed, args.subset, augment, args.p)}
-                row.update(judge(run, args.n, ref))
+            commands = {name: train_command(Path(tmp) / f"{name}-{seed}", args.preset, args.steps, seed, args.subset,
+                                            augment, args.p, args.val_every) for name, augment in settings.items()}
+            for name, row in train_all(commands, args.parallel).items():
+                row = {"seed": seed, **row, **judge(Path(tmp) / f"{name}-{seed}", args.n, ref, args.val_every)}
                 runs[name].append(row)
                 print(name, json.dumps(row), flush=True)
-                write_result(result(args, ref, runs, t0), args.out, args.name)  # what is done so far
+            write_result(result(args, ref, runs, t0), args.out, args.name)  # what is done so far
     write_result(result(args, ref, runs, t0), args.out, args.name)
 
 
