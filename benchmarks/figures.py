@@ -17,6 +17,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from statistics import mean
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -403,36 +404,80 @@ def _shape(r: dict, slant: str, size: str, ks: str) -> str:
 
 def augment(name: str = "augment.json") -> str:
     """Non-leaking augmentation on a 500-image digits subset (benchmarks/augment.py): FD-clf and the leak check,
-    augmentation off and on, mean ± std over seeds, with the real-digit references."""
+    augmentation off and on, mean ± std over seeds, with the real-digit references; for a file that validated
+    during training, the best checkpoints by validation loss too."""
     d = load(name)
     st, f = d["setup"], _file(name)
-    m = machine(d, precision=d["runs"]["off"][0]["precision"])
-    k = len(d["runs"]["off"])
+    side_by_side = "side by side" in (d.get("pinned") or "")  # --parallel: each run on its own core
+    m = machine(d, precision=d["runs"]["off"][0]["precision"],
+                threads="1 thread per run, two runs side by side" if side_by_side else None)
+    heldout = "fd_clf_heldout" in d["summary"]["off"]  # files before it had the train split's FD only
     rows = []
-    for name, label in (("off", "off"), ("on", f"on: {', '.join(st['augment'])}, p = {st['augment_p']}")):
-        s = d["summary"][name]
-        seeds = ", ".join(f"{r['fd_clf']:.2f}" for r in d["runs"][name])
-        rows.append([f"augmentation {label}", f"{_pm(s['fd_clf'], digits=2)} ({_runs(k)}: {seeds})",
-                     _pm(s["class_accuracy"], pct=True),
-                     _pm(s["near_copy_share"], pct=True), _shape(s, "slant_", "size_", "ks_vs_real"), m, f])
+    for which, ckpt in (("summary", f"step {st['steps']}"), ("summary_best", "best by validation loss")):
+        for setting in (s for s in ("off", "on") if which in d):
+            rows.append(_augment_row(d, which, setting, ckpt, heldout) + [m, f])
     for key, label in (("real_heldout", "real held-out digits (no leak looks like this)"),
                        ("real_augmented_labels_dropped",
                         "real digits augmented as in training, labels dropped (a full leak)")):
         r = d["references"][key]
         flat = {f"{a}_{s}": r[a][s] for a in ("slant", "size") for s in ("mean", "std", "ks_vs_real")}
-        rows.append([label, "", "", "", _shape(flat, "slant_", "size_", "ks_vs_real"), m, f])
-    table = _table(["what", "FD-clf (lower is better)", "judged right", "near-copies of the 500",
+        rows.append([label, ""] + [""] * heldout + ["", "", _shape(flat, "slant_", "size_", "ks_vs_real"), m, f])
+    for key, label in (("training_subset", f"the {st['subset']} training digits themselves (a perfect copier)"),
+                       ("other_train_images", f"{st['subset']} other training digits (a perfect model)")):
+        if key in d.get("fd_heldout_floor", {}):
+            rows.append([label, "", f"{d['fd_heldout_floor'][key]:.2f}", "", "", "", m, f])
+    table = _table(["what", "FD-clf vs the train split"] + ["FD-clf vs the held-out split"] * heldout +
+                   ["judged right", "near-copies of the 500",
                     "slant and size of the samples (KS vs the real digits)", "machine", "file"], rows)
-    gap, noise = d["fd_gap_off_minus_on"], d["fd_seed_std_max"]
-    verdict = "met" if d["goal_fd_lower_beyond_seed_noise"] else "not met"
     return (f"{table}\n\nEach run: `noisecraft train --preset {st['preset']}` on the first {st['subset']} training "
             f"digits for {st['steps']} steps of {st['batch_size']}, {st['samples_judged']} class-balanced samples at "
-            f"the preset's sampler, judged against {st['fd_reference'].split(': ')[-1]}; whole benchmark "
-            f"{d['wall_s'] / 60:.0f} min. FD-clf off minus on: {gap:.2f}, the larger seed std {noise:.2f}: the goal "
-            f"(lower by more than twice the seed std) is **{verdict}**.")
+            f"the preset's sampler; whole benchmark {d['wall_s'] / 60:.0f} min." + _augment_val_loss(d) +
+            _augment_verdicts(d, heldout))
+
+
+def _augment_row(d: dict, which: str, setting: str, ckpt: str, heldout: bool) -> list[str]:
+    """One setting's row: FD-clf (each seed's too), judged share, near-copies and shape, mean ± std over seeds."""
+    st, s = d["setup"], d[which][setting]
+    runs = [r if which == "summary" else r["best"] for r in d["runs"][setting]]
+    label = "off" if setting == "off" else f"on: {', '.join(st['augment'])}, p = {st['augment_p']}"
+    if which == "summary_best":
+        ckpt += f" (steps {', '.join(str(r['step']) for r in runs)})"
+    fds = [f"{_pm(s[k], digits=2)} ({_runs(len(runs))}: {', '.join(f'{r[k]:.2f}' for r in runs)})"
+           for k in ("fd_clf", "fd_clf_heldout")[:1 + heldout]]
+    what = f"augmentation {label}" + (f", {ckpt}" if "summary_best" in d else "")
+    return [what, *fds, _pm(s["class_accuracy"], pct=True), _pm(s["near_copy_share"], pct=True),
+            _shape(s, "slant_", "size_", "ks_vs_real")]
+
+
+def _augment_val_loss(d: dict) -> str:
+    """Validation loss (held-out digits) at the end and at its lowest, mean over seeds, where the file kept it."""
+    if "val_loss" not in d["runs"]["off"][0]:
+        return ""
+    parts = []
+    for setting in ("off", "on"):
+        curves = [[v for _, v in r["val_loss"]] for r in d["runs"][setting]]
+        end, low = mean(c[-1] for c in curves), mean(min(c) for c in curves)
+        parts.append(f"{setting} {end:.3f} at the end, {low:.3f} at its lowest")
+    return f" Validation loss on the held-out digits, mean over seeds: {'; '.join(parts)}."
+
+
+def _augment_verdicts(d: dict, heldout: bool) -> str:
+    """The goal (FD lower by more than twice the larger seed std) for each reference and checkpoint."""
+    out = []
+    for label, ckpt in (("", "the last checkpoints"), ("_best", "the best checkpoints")):
+        for ref, name in (("", "the train split"), ("_heldout", "the held-out split"))[:1 + heldout]:
+            if f"fd_gap_off_minus_on{ref}{label}" not in d:
+                continue
+            gap, noise = d[f"fd_gap_off_minus_on{ref}{label}"], d[f"fd_seed_std_max{ref}{label}"]
+            verdict = "met" if d[f"goal_fd_lower_beyond_seed_noise{ref}{label}"] else "not met"
+            out.append(f"{ckpt}, FD-clf against {name}: off minus on {gap:.2f}, the larger seed std {noise:.2f}, "
+                       f"**{verdict}**")
+    return (" The goal (augmentation's FD lower by more than twice the seeds' std): " + "; ".join(out) + "."
+            if out else "")
 
 
 TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json"),
+          "augment_flow": lambda: augment("augment_flow.json"),
           "quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
