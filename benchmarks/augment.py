@@ -15,7 +15,11 @@ the digits for the same steps, with augmentation off and on, 3 seeds each, then
 
     taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py                      # augment.json
     taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py --steps 2000 --seeds 0 1 --name augment_2000
-    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/augment.py --preset digits --name augment_flow   # quickstart
+    # the flow quickstart, long enough to memorise, each seed's two runs side by side on the two cores
+    python benchmarks/augment.py --preset digits --steps 6000 --val-every 500 --p 0.12 --n 1000 --parallel \
+        --name augment_flow
+    python benchmarks/augment.py --preset digits --steps 12000 --val-every 1000 --p 0.12 --n 1000 --parallel \
+        --name augment_flow_12000
 """
 from __future__ import annotations
 
