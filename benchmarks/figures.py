@@ -17,7 +17,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -456,9 +456,10 @@ def _augment_val_loss(d: dict) -> str:
     parts = []
     for setting in ("off", "on"):
         curves = [[v for _, v in r["val_loss"]] for r in d["runs"][setting]]
-        end, low = mean(c[-1] for c in curves), mean(min(c) for c in curves)
-        parts.append(f"{setting} {end:.3f} at the end, {low:.3f} at its lowest")
-    return f" Validation loss on the held-out digits, mean over seeds: {'; '.join(parts)}."
+        end, low = [c[-1] for c in curves], [min(c) for c in curves]
+        parts.append(f"{setting} {mean(end):.4f} ± {stdev(end):.4f} at the end, {mean(low):.4f} ± {stdev(low):.4f} "
+                     f"at its lowest")
+    return f" Validation loss on the held-out digits, mean ± std over seeds: {'; '.join(parts)}."
 
 
 def _augment_verdicts(d: dict, heldout: bool) -> str:
@@ -478,6 +479,7 @@ def _augment_verdicts(d: dict, heldout: bool) -> str:
 
 TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json"),
           "augment_flow": lambda: augment("augment_flow.json"),
+          "augment_flow_12000": lambda: augment("augment_flow_12000.json"),
           "quickstart": quickstart, "quickstart_details": quickstart_details, "sampling_quality": sampling_quality,
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
