@@ -414,8 +414,8 @@ def augment(name: str = "augment.json") -> str:
     heldout = "fd_clf_heldout" in d["summary"]["off"]  # files before it had the train split's FD only
     rows = []
     for which, ckpt in (("summary", f"step {st['steps']}"), ("summary_best", "best by validation loss")):
-        for setting in (s for s in ("off", "on") if which in d):
-            rows.append(_augment_row(d, which, setting, ckpt, heldout) + [m, f])
+        if which in d:  # summary_best: only where the runs validated during training
+            rows += [_augment_row(d, which, setting, ckpt, heldout) + [m, f] for setting in ("off", "on")]
     for key, label in (("real_heldout", "real held-out digits (no leak looks like this)"),
                        ("real_augmented_labels_dropped",
                         "real digits augmented as in training, labels dropped (a full leak)")):
