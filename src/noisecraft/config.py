@@ -41,6 +41,7 @@ class DataConfig:
     augment: tuple[str, ...] = ()
     augment_p: float = 0.12  # probability of each transform per image (EDM's CIFAR-10 setting)
     subset: int = 0  # train on the first N images of the train split (a fixed random order); 0 = all
+    background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
     emoji_label: str = "group"  # class of an emoji: its Unicode group (9 classes) | subgroup (about 100)
     emoji_groups: tuple[str, ...] = ()  # keep only these groups (registry.EMOJI_GROUPS, e.g. food-drink); () = all

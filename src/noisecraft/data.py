@@ -178,6 +178,7 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
     from PIL import Image
 
     root, files, class_names = _folder_listing(cfg)
+    background = _background(cfg)
     idx = _held_out(len(files), cfg.val_size, split)
     if len(idx) == 0:
         raise UserError(f"{root} holds {len(files)} image(s): too few for a {split} split (the held-out split "
@@ -197,9 +198,11 @@ def load_folder(cfg: DataConfig, split: str) -> ImageData:
     if not pil:
         raise UserError(f"none of the images in {root} could be read")
 
-    mode = _folder_mode(im.mode for im in pil)
-    size = _folder_size(cfg, {im.size for im in pil}, root)
-    arrays = [np.asarray(square_image(im.convert(mode), size), dtype=np.uint8) for im in pil]
+    facts = [(im.mode, im.size, _transparent(im)) for im in pil]
+    mode = _folder_mode(m for m, _, _ in facts)
+    size = _folder_size(cfg, {s for _, s, _ in facts}, root)
+    _warn_fixes(facts, mode, size, cfg.background, f"{split} split of {root}")
+    arrays = [np.asarray(folder_image(im, mode, size, background), dtype=np.uint8) for im in pil]
     images = torch.from_numpy(np.stack(arrays))
     images = images.unsqueeze(1) if mode == "L" else images.permute(0, 3, 1, 2).contiguous()
     label_t = torch.tensor(labels, dtype=torch.long) if class_names else None
@@ -243,9 +246,52 @@ def _warn_skipped(bad: list, split: str, root: Path) -> None:
                       f"{bad[0][1]}), first: {first}", stacklevel=3)
 
 
+def _is_grey(mode: str) -> bool:
+    return mode in ("L", "LA", "1") or mode.startswith("I")  # 16/32-bit grayscale counts
+
+
 def _folder_mode(modes) -> str:
-    # Grayscale only when every image is (16/32-bit grayscale counts); anything else (RGBA, palette, CMYK) is RGB.
-    return "L" if all(m in ("L", "LA", "1") or m.startswith("I") for m in modes) else "RGB"
+    # Grayscale only when every image is; anything else (RGBA, palette, CMYK) is RGB.
+    return "L" if all(_is_grey(m) for m in modes) else "RGB"
+
+
+def _background(cfg: DataConfig) -> str:
+    """data.background as #rrggbb, checked before any image is decoded (a bad colour fails fast, not mid-folder)."""
+    from PIL import ImageColor
+
+    try:
+        return "#{:02x}{:02x}{:02x}".format(*ImageColor.getrgb(cfg.background)[:3])
+    except (ValueError, TypeError, AttributeError):
+        raise UserError(f"data.background must be a CSS colour name or #rrggbb, got '{cfg.background}'") from None
+
+
+def _has_alpha(im) -> bool:
+    """Whether `im` can hold transparent pixels: an alpha band, or a transparent palette index or colour key."""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def _transparent(im) -> bool:
+    """Whether some pixel of the decoded `im` is not opaque (an RGBA export that is opaque everywhere is not)."""
+    return _has_alpha(im) and im.convert("RGBA").getchannel("A").getextrema()[0] < 255
+
+
+def _warn_fixes(facts: list[tuple[str, tuple[int, int], bool]], mode: str, size: int, background: str, where: str,
+                decoded: bool = True) -> None:
+    """One counted warning per kind of change made to a split's images beyond resizing them. `facts`: (mode,
+    (w, h), transparent) of each image; a header scan (decoded=False) knows an alpha band, not whether it is used."""
+    n = len(facts)
+    alpha = sum(t for _, _, t in facts)
+    if alpha:
+        what = "had transparency" if decoded else "have an alpha channel or a transparent colour"
+        warnings.warn(f"{where}: {alpha} of {n} images {what}: composited on {background} (data.background)",
+                      stacklevel=3)
+    grey = sum(_is_grey(m) for m, _, _ in facts) if mode == "RGB" else 0
+    if grey:
+        warnings.warn(f"{where}: {grey} of {n} images are greyscale in an RGB folder: converted to RGB", stacklevel=3)
+    small = sum(min(wh) < size for _, wh, _ in facts)
+    if small:  # square_image scales the shorter side up to size
+        warnings.warn(f"{where}: {small} image(s) smaller than {size}x{size} were upscaled (bicubic); the model sees "
+                      f"blurred copies", stacklevel=3)
 
 
 def _folder_size(cfg: DataConfig, sizes: set[tuple[int, int]], root: Path) -> int:
@@ -269,14 +315,14 @@ class FolderStream(torch.utils.data.Dataset):
         from PIL import Image
 
         root, files, self.class_names = _folder_listing(cfg)
+        self.background = _background(cfg)
         idx = _held_out(len(files), cfg.val_size, split)
-        self.files, self.labels, modes, sizes, bad = [], [], set(), set(), []
+        self.files, self.labels, facts, bad = [], [], [], []
         for i in idx:  # headers only: Image.open does not decode the pixels
             path, label = files[i]
             try:
                 with Image.open(path) as im:
-                    modes.add(im.mode)
-                    sizes.add(im.size)
+                    facts.append((im.mode, im.size, _has_alpha(im)))
             except Exception as e:  # noqa: BLE001
                 bad.append((path, e))
                 continue
@@ -285,8 +331,9 @@ class FolderStream(torch.utils.data.Dataset):
         _warn_skipped(bad, split, root)
         if not self.files:
             raise UserError(f"none of the images in {root} could be read")
-        self.mode = _folder_mode(modes)
-        self.size = _folder_size(cfg, sizes, root)
+        self.mode = _folder_mode(m for m, _, _ in facts)
+        self.size = _folder_size(cfg, {s for _, s, _ in facts}, root)
+        _warn_fixes(facts, self.mode, self.size, cfg.background, f"{split} split of {root}", decoded=False)
         labels = torch.tensor(self.labels) if self.class_names else None
         self.captions = _folder_captions(cfg, root, self.files, labels, self.class_names)
 
@@ -304,7 +351,7 @@ class FolderStream(torch.utils.data.Dataset):
         try:
             with Image.open(self.files[i]) as im:
                 im.load()
-                a = np.asarray(square_image(to_8bit(im).convert(self.mode), self.size), dtype=np.uint8)
+                a = np.asarray(folder_image(im, self.mode, self.size, self.background), dtype=np.uint8)
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot decode {self.files[i]}: {e}") from None
         x = torch.from_numpy(a.copy())
@@ -365,6 +412,26 @@ def to_8bit(im):
         arr = np.asarray(im).astype(np.float64)
         return Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))  # 2-D uint8 -> mode L
     return im.copy()
+
+
+def folder_image(im, mode: str, size: int, background: str):
+    """A decoded image of a folder as the dataset holds it (both the in-memory and the streaming loader): 8-bit,
+    transparent pixels composited on `background` (#rrggbb), grey replicated into RGB or RGB made grey as `mode`
+    says, resized and center-cropped to size x size."""
+    im = to_8bit(im)
+    if _has_alpha(im):  # convert() would drop alpha and show whatever colour is stored under it
+        im = _on_background(im, background)
+    return square_image(im if im.mode == mode else im.convert(mode), size)
+
+
+def _on_background(im, background: str):
+    """`im` composited on a solid colour (a CSS name or #rrggbb) as the emoji set is: an RGB image."""
+    from PIL import Image
+
+    from noisecraft.emoji import composite
+
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8).transpose(2, 0, 1)[None]  # (1, 4, H, W)
+    return Image.fromarray(np.ascontiguousarray(composite(rgba, background)[0].transpose(1, 2, 0)))
 
 
 def square_image(im, size: int, resample=None):
