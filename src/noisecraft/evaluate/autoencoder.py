@@ -1,11 +1,13 @@
-"""How well an autoencoder reconstructs held-out images: PSNR and SSIM (torchmetrics), the offline judge's
-accuracy on the reconstructions and their Fréchet distance in its feature space (FD-clf), and sharpness (variance
-of the Laplacian; share of spectral energy above half the Nyquist frequency), each next to the originals' own."""
+"""How well an autoencoder reconstructs held-out images: PSNR and SSIM (torchmetrics), for colour images the
+CIEDE2000 colour difference in CIELAB (scikit-image), overall and per hue, the offline judge's accuracy on the
+reconstructions and their Fréchet distance in its feature space (FD-clf), and sharpness (variance of the Laplacian;
+share of spectral energy above half the Nyquist frequency), each next to the originals' own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -13,6 +15,7 @@ from noisecraft.config import to_json
 from noisecraft.errors import UserError
 from noisecraft.rundir import run_root
 
+LATENT_EXTRA = 'pip install -e ".[latent]"'
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
@@ -45,6 +48,45 @@ def reconstruction_quality(x: torch.Tensor, rec: torch.Tensor) -> dict:
     return {"psnr_db": float(psnr.mean()), "ssim": float(ssim)}
 
 
+def _skimage_color():
+    """skimage.color, or one UserError naming the extra that brings it."""
+    try:
+        from skimage import color
+    except ImportError as e:
+        raise UserError(f"the colour error (ΔE2000) needs scikit-image ({e}): {LATENT_EXTRA}") from None
+    return color
+
+
+def delta_e2000(x: torch.Tensor, rec: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Per-pixel CIEDE2000 difference (N, H, W) between uint8 sRGB images `x` (N, 3, H, W) and `rec`, in CIELAB
+    (D65); in chunks of images, as the float64 Lab arrays of a whole split would be large."""
+    color = _skimage_color()
+    out = []
+    for a, b in zip(x.split(chunk), rec.split(chunk)):
+        lab = [color.rgb2lab(t.permute(0, 2, 3, 1).numpy() / 255.0) for t in (a, b)]
+        out.append(torch.from_numpy(color.deltaE_ciede2000(*lab)).float())
+    return torch.cat(out)
+
+
+def _mean_p95(values: torch.Tensor) -> dict:
+    """Mean and 95th percentile (linear interpolation between order statistics, numpy's default)."""
+    v = values.flatten().double().numpy()
+    return {"mean": float(v.mean()), "p95": float(np.percentile(v, 95))}
+
+
+def colour_error(x: torch.Tensor, rec: torch.Tensor) -> dict:
+    """ΔE2000 of uint8 RGB reconstructions `rec` of `x` (N, 3, H, W): mean and 95th percentile over all pixels,
+    and the same per colour word of each input image (`captions.dominant_colour`, in COLOURS' order) with its
+    image count: a mean over all pixels, much of them background, can hide one hue reconstructed badly."""
+    from noisecraft.captions import COLOURS, dominant_colour
+
+    de = delta_e2000(x, rec)
+    words = dominant_colour(x)
+    by_hue = {COLOURS[w]: {"images": int((words == w).sum()), **_mean_p95(de[words == w])}
+              for w in sorted(set(words.tolist()))}
+    return {**_mean_p95(de), "by_hue": by_hue}
+
+
 @dataclass
 class AutoencoderEvalOptions:
     n: int | None = None  # held-out images to reconstruct; None: all of the val split
@@ -66,7 +108,8 @@ def reconstruct(codec, images_uint8: torch.Tensor, batch_size: int = 128) -> tor
 def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
                          opts: AutoencoderEvalOptions | None = None) -> dict:
     """Reconstruct the held-out split of the autoencoder run's data; write report.json and reconstructions.png
-    (originals over reconstructions) to `out` (default: <run>/eval-autoencoder)."""
+    (originals over reconstructions) to `out` (default: <run>/eval-autoencoder). Colour data also reports
+    `delta_e2000` (`colour_error`); grey data has no colour to get wrong and does not."""
     from noisecraft.autoencoder.codec import load_codec
     from noisecraft.checkpoint import load_checkpoint
     from noisecraft.data import load_dataset
@@ -91,6 +134,8 @@ def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
               "sharpness": {"laplacian_variance": laplacian_variance(rec), "high_freq_energy": high_frequency_energy(rec),
                             "originals_laplacian_variance": laplacian_variance(x),
                             "originals_high_freq_energy": high_frequency_energy(x)}}
+    if x.shape[1] == 3:
+        report["delta_e2000"] = colour_error(x, rec)
     if opts.classifier:
         m = classifier_metrics(rec, labels, data_cfg, device)
         report["judge"] = {"accuracy": m["generated"].get("class_accuracy"), "fd_clf": m["generated"]["fd"],

@@ -60,10 +60,17 @@ def cross_attention_maps(pipe, prompt: str, sigmas: tuple[float, ...] = SIGMAS, 
             "noisy": torch.stack(noisy), "sigmas": list(sigmas)}
 
 
+def _shown(image: torch.Tensor):
+    """A uint8 (C, H, W) image as imshow takes it: RGB as (H, W, 3), drawn in colour; grey as (H, W), drawn with
+    the grey colour map."""
+    return image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image.float().mean(0).numpy()
+
+
 def draw_cross_attention(pipe, prompt: str, path: str | Path, sigmas: tuple[float, ...] = SIGMAS,
                          seed: int = 0) -> Path:
     """Draw `cross_attention_maps` as a PNG: one row per noise level, the network's input, then one map per word
-    (the start and end tokens left out), over the final image."""
+    (the start and end tokens left out), over the final image; colour runs in colour, so that a colour word's map
+    can be read against the colour it names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,11 +78,11 @@ def draw_cross_attention(pipe, prompt: str, path: str | Path, sigmas: tuple[floa
 
     r = cross_attention_maps(pipe, prompt, sigmas, seed)
     words = list(range(1, len(r["tokens"]) - 1)) or list(range(len(r["tokens"])))
-    image = r["image"].float().mean(0).numpy()
+    image = _shown(r["image"])
     fig, axes = plt.subplots(len(sigmas), len(words) + 1, figsize=(1.2 * (len(words) + 1), 1.3 * len(sigmas) + 0.6),
                              squeeze=False)
     for row, sigma in enumerate(r["sigmas"]):
-        axes[row][0].imshow(r["noisy"][row].float().mean(0).numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[row][0].imshow(_shown(r["noisy"][row]), cmap="gray", vmin=0, vmax=255)
         axes[row][0].set_ylabel(f"σ={sigma:g}", fontsize=8)
         for col, t in enumerate(words, 1):
             axes[row][col].imshow(image, cmap="gray", vmin=0, vmax=255)

@@ -158,10 +158,23 @@ def _channels(z: torch.Tensor) -> list[torch.Tensor]:
     return list(((z - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8).cpu()[:, None])
 
 
+def _colour_fidelity(real: torch.Tensor, decoded: torch.Tensor) -> dict:
+    """Colour runs: PSNR and CIEDE2000 of the real images' decodings, as `evaluate-autoencoder` reports them over
+    the whole held-out split (ΔE2000 weighs a colour error as the eye sees it, PSNR every channel alike). Grey runs:
+    nothing (no colour to get wrong)."""
+    if real.shape[1] != 3:
+        return {}
+    from noisecraft.evaluate.autoencoder import colour_error, reconstruction_quality
+
+    de = colour_error(real, decoded)
+    return {"psnr_db": reconstruction_quality(real, decoded)["psnr_db"],
+            "delta_e2000": {"mean": de["mean"], "p95": de["p95"]}}
+
+
 def latents_figure(ctx, path: Path) -> dict:
     """Latent runs: real images, their latents (one column per channel) and the latents decoded; then sampled
     latents and their decodings. Uses the latent pipeline's `encode` (images in [-1, 1] -> latents) and
-    `decode` (latents -> uint8 images)."""
+    `decode` (latents -> uint8 images). Colour runs' titles give the decodings' PSNR and mean ΔE2000."""
     pipe, o = ctx.pipe, ctx.options
     real = ctx.data.images[:o.n]
     z = pipe.encode(to_model_range(real.to(pipe.device)))  # (n, c, h, w)
@@ -173,7 +186,10 @@ def latents_figure(ctx, path: Path) -> dict:
     grid = [[real[r], *_channels(z[r]), decoded[r]] for r in range(o.n)]
     grid += [[blank, *_channels(final.x[r]), final.images[r]] for r in range(o.n)]
     row_labels = ["real"] * o.n + ["sampled"] * o.n
-    plot_process(grid, ["image"] + [f"latent ch {i}" for i in range(c)] + ["decoded"],
-                 f"latents {tuple(z.shape[1:])} of images {tuple(real.shape[1:])} and their decodings", path,
-                 row_labels)
-    return {"latent_shape": list(z.shape[1:]), "image_shape": list(real.shape[1:])}
+    fidelity = _colour_fidelity(real, decoded.cpu())
+    title = f"latents {tuple(z.shape[1:])} of images {tuple(real.shape[1:])} and their decodings"
+    if fidelity:
+        title += (f"\nreal images decoded: PSNR {fidelity['psnr_db']:.1f} dB, "
+                  f"mean ΔE2000 {fidelity['delta_e2000']['mean']:.2f}")
+    plot_process(grid, ["image"] + [f"latent ch {i}" for i in range(c)] + ["decoded"], title, path, row_labels)
+    return {"latent_shape": list(z.shape[1:]), "image_shape": list(real.shape[1:]), **fidelity}
