@@ -193,16 +193,15 @@ COLOURS = (*HUES, "brown", "black", "grey")  # every colour word a caption may h
 CHROMA_MIN_S, CHROMA_MIN_V = 0.15, 0.25  # a pixel of saturation and value above these has a hue
 BROWN_HUES, BROWN_MAX_V = (15, 50), 0.75  # orange/yellowish hues this dark are brown
 INK_MAX_V = 0.9  # a pixel darker than this (or chromatic) is not background white
+SECOND_MIN_SHARE = 0.3  # a second hue on this share of the chromatic pixels is a second main colour ("red and blue")
 
 
 @torch.no_grad()
-def dominant_colour(images: torch.Tensor) -> torch.Tensor:
-    """The colour word (an index into COLOURS) of each RGB image, uint8 (N, 3, H, W) -> (N,) int64.
-
-    The hue that covers most chromatic pixels (HSV saturation > 0.15 and value > 0.25); white and grey pixels,
-    a white background and black outlines among them, have no hue and do not count. An image whose chromatic pixels
-    are under a fifth of its ink (every pixel that is not near-white) is black or grey by the mean value of its ink."""
-    out = []
+def colour_counts(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per RGB uint8 image (N, 3, H, W): the chromatic pixels of each hue word and brown (N, 8), the ink pixels
+    (every pixel not near-white, (N,)), and the ink's mean value (N,). A pixel has a hue when its HSV saturation
+    > 0.15 and value > 0.25; white and grey pixels, a white background and black outlines among them, have none."""
+    counts, inks, means = [], [], []
     for chunk in images.split(1024):
         rgb = chunk.float() / 255  # (B, 3, H, W)
         v, _ = rgb.max(1)
@@ -214,15 +213,33 @@ def dominant_colour(images: torch.Tensor) -> torch.Tensor:
         chroma = (s > CHROMA_MIN_S) & (v > CHROMA_MIN_V)
         ink = chroma | (v < INK_MAX_V)
         brown = chroma & (h >= BROWN_HUES[0]) & (h < BROWN_HUES[1]) & (v < BROWN_MAX_V)
-        counts = [sum(((h >= lo) & (h < hi) & chroma & ~brown).flatten(1).sum(1) for lo, hi in ranges)
-                  for ranges in HUES.values()]
-        counts = torch.stack(counts + [brown.flatten(1).sum(1)], 1).float()  # (B, 8)
-        word = counts.argmax(1)
-        n_ink = ink.flatten(1).sum(1).clamp(min=1)
-        mean_v = (v * ink).flatten(1).sum(1) / n_ink
-        grey = torch.where(mean_v < 0.35, COLOURS.index("black"), COLOURS.index("grey"))
-        out.append(torch.where(counts.sum(1) < 0.2 * n_ink, grey, word))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+        hue = [sum(((h >= lo) & (h < hi) & chroma & ~brown).flatten(1).sum(1) for lo, hi in ranges)
+               for ranges in HUES.values()]
+        counts.append(torch.stack(hue + [brown.flatten(1).sum(1)], 1).float())  # (B, 8)
+        inks.append(ink.flatten(1).sum(1).clamp(min=1))
+        means.append((v * ink).flatten(1).sum(1) / inks[-1])
+    if not counts:
+        return torch.zeros(0, len(HUES) + 1), torch.zeros(0), torch.zeros(0)
+    return torch.cat(counts), torch.cat(inks), torch.cat(means)
+
+
+def dominant_colour(images: torch.Tensor) -> torch.Tensor:
+    """The colour word (an index into COLOURS) of each RGB image, uint8 (N, 3, H, W) -> (N,) int64: the hue that
+    covers most chromatic pixels. An image whose chromatic pixels are under a fifth of its ink is black or grey by
+    the mean value of its ink."""
+    counts, n_ink, mean_v = colour_counts(images)
+    grey = torch.where(mean_v < 0.35, COLOURS.index("black"), COLOURS.index("grey"))
+    return torch.where(counts.sum(1) < 0.2 * n_ink, grey, counts.argmax(1))
+
+
+def second_colour(images: torch.Tensor, min_share: float = SECOND_MIN_SHARE) -> torch.Tensor:
+    """The second main colour word of each RGB image (an index into COLOURS), or -1: the hue with the second most
+    chromatic pixels when it covers at least `min_share` of them and the image is chromatic at all."""
+    counts, n_ink, _ = colour_counts(images)
+    top2 = counts.topk(2, dim=1)
+    second = top2.values[:, 1] >= min_share * counts.sum(1)
+    chromatic = counts.sum(1) >= 0.2 * n_ink
+    return torch.where(second & chromatic, top2.indices[:, 1], torch.full_like(top2.indices[:, 1], -1))
 
 
 def named_colour(text: str) -> int | None:

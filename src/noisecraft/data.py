@@ -424,11 +424,22 @@ def folder_image(im, mode: str, size: int, background: str):
     return square_image(im if im.mode == mode else im.convert(mode), size)
 
 
+def composite(rgba: np.ndarray, background: str, field: str = "data.background") -> np.ndarray:
+    """Straight RGBA uint8 (N, 4, H, W) over a solid colour (a CSS name or #rrggbb) -> RGB uint8 (N, 3, H, W);
+    a bad colour is a UserError naming the config `field` it came from."""
+    from PIL import ImageColor
+
+    try:
+        bg = np.array(ImageColor.getrgb(background)[:3], dtype=np.float32)[None, :, None, None]
+    except ValueError:
+        raise UserError(f"{field} must be a CSS colour name or #rrggbb, got '{background}'") from None
+    a = rgba[:, 3:].astype(np.float32) / 255
+    return np.round(rgba[:, :3] * a + bg * (1 - a)).clip(0, 255).astype(np.uint8)
+
+
 def _on_background(im, background: str):
     """`im` composited on a solid colour (a CSS name or #rrggbb) as the emoji set is: an RGB image."""
     from PIL import Image
-
-    from noisecraft.emoji import composite
 
     rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8).transpose(2, 0, 1)[None]  # (1, 4, H, W)
     return Image.fromarray(np.ascontiguousarray(composite(rgba, background)[0].transpose(1, 2, 0)))

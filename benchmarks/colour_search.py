@@ -1,0 +1,149 @@
+"""Recipes searched on colour data: train an emoji preset with overrides, judge what a person sees, keep every row.
+
+A text run (emoji32-text, emoji64-text-latent) is asked "a {colour} {heart|circle|square}" in forms its training
+captions never hold verbatim: new word orders ("a heart in red", "a red coloured heart") and synonyms ("a crimson
+heart", "a violet square"); the exact caption form is judged too, apart, with whether it is a training caption.
+Each sample is judged on its pixels:
+
+* the colour word: its dominant hue, measured as the captions measure it (`captions.dominant_colour`);
+* the shape: its outline against the real "{colour} heart / circle / square" emoji (`evaluate.shapes.ShapeJudge`);
+* the background: the share of pixels in a 3-pixel frame more than 8 levels off white, beside the real held-out
+  emoji's.
+
+A class run (emoji32) goes through `noisecraft evaluate` (the judge's class accuracy, FD, memorisation) plus the frame.
+`--judge-only RUN --set sample.guidance=3` judges a trained run at other sampling settings (guidance, interval,
+sampler, steps) without training again. Every call appends one row to benchmarks/results/colour_search.jsonl.
+
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/colour_search.py --preset emoji32-text --name base
+    python benchmarks/colour_search.py --preset emoji32-text --name flow --set diffusion.prediction=flow
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import cpu_info
+
+HERE = Path(__file__).resolve().parent
+RESULT = HERE / "results" / "colour_search.jsonl"
+COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
+SHAPES = ("heart", "circle", "square")
+SYNONYMS = {"red": "crimson", "orange": "tangerine", "yellow": "golden", "green": "emerald", "blue": "azure",
+            "purple": "violet"}
+FORMS = {"order": ("a {shape} in {colour}", "a {colour} coloured {shape}"), "synonym": ("a {synonym} {shape}",),
+         "caption": ("a {colour} {shape}",)}
+SAMPLE_KEYS = ("sampler", "steps", "guidance", "guidance_interval")
+
+
+def prompts() -> list[dict]:
+    """Every prompt judged: its text, the colour and shape it asks for, and its form."""
+    return [{"text": t.format(colour=c, shape=s, synonym=SYNONYMS[c]), "colour": c, "shape": s, "form": form}
+            for form, templates in FORMS.items() for t in templates for c in COLOURS for s in SHAPES]
+
+
+def share(ok, mask=None) -> float | None:
+    m = ok if mask is None else ok[mask]
+    return round(m.float().mean().item(), 4) if m.numel() else None
+
+
+def judge_text(run: str, seeds: int, sample: dict) -> dict:
+    """Colour, shape and background of --seeds samples of every prompt (one seed list shared by all prompts)."""
+    import torch
+
+    from noisecraft.captions import COLOURS as WORDS, dominant_colour
+    from noisecraft.data import load_dataset
+    from noisecraft.emoji import shape_examples
+    from noisecraft.evaluate.shapes import ShapeJudge, frame_offwhite_share
+    from noisecraft.pipeline import load_pipeline
+    from noisecraft.viz import save_grid
+
+    pipe = load_pipeline(run, "cpu")
+    seen = set(load_dataset(pipe.config.data, "train").captions.texts)
+    asked = [p for p in prompts() for _ in range(seeds)]
+    req = pipe.prepare(len(asked), prompt=[p["text"] for p in asked],
+                       seeds=[20_000 + i % seeds for i in range(len(asked))], **sample)
+    images = pipe.generate(request=req)
+    save_grid(images, Path(run) / "colour_search.png", nrow=seeds * len(SHAPES))
+    examples = shape_examples(pipe.config.data, SHAPES)
+    shapes = ShapeJudge.from_examples(examples)
+    colour_ok = dominant_colour(images) == torch.tensor([WORDS.index(p["colour"]) for p in asked])
+    shape_ok = torch.tensor([g == p["shape"] for g, p in zip(shapes.judge(images), asked)])
+    real_ok = torch.tensor([g == s for s, x in examples.items() for g in shapes.judge(x)])
+    new = torch.tensor([p["text"] not in seen for p in asked])
+    where = lambda key, value: torch.tensor([p[key] == value for p in asked])  # noqa: E731
+    unseen = new & ~where("form", "caption")
+    return {"n": len(asked), "seeds_per_prompt": seeds, "colour_unseen": share(colour_ok, unseen),
+            "colour_unseen_per_colour": {c: share(colour_ok, unseen & where("colour", c)) for c in COLOURS},
+            "colour_by_form": {f: share(colour_ok, where("form", f)) for f in FORMS},
+            "caption_form_seen_share": share(~new, where("form", "caption")),
+            "shape": share(shape_ok), "shape_per_shape": {s: share(shape_ok, where("shape", s)) for s in SHAPES},
+            "real_shape": share(real_ok), "frame_offwhite": round(frame_offwhite_share(images), 4),
+            "real_frame_offwhite": round(frame_offwhite_share(load_dataset(pipe.config.data, "val").images), 4),
+            "sampler": {k: getattr(req.options, k) for k in SAMPLE_KEYS}}
+
+
+def judge_class(run: str, n: int, env: dict) -> dict:
+    """`noisecraft evaluate`'s offline figures for a class run, and the frame of its samples."""
+    import torch
+
+    from noisecraft.evaluate.shapes import frame_offwhite_share
+    from noisecraft.pipeline import load_pipeline
+
+    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
+                    "--no-inception", "--no-progress", "--device", "cpu"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    off = json.loads((Path(run) / "eval" / "report.json").read_text())["offline"]
+    pipe = load_pipeline(run, "cpu")
+    images = pipe.generate(request=pipe.prepare(256, list(range(pipe.num_classes)), seed=30_000))
+    return {"offline": off, "frame_offwhite": round(frame_offwhite_share(images), 4)}
+
+
+def train(args, run: str, env: dict) -> dict:
+    sub = "train-autoencoder" if args.preset.endswith("-ae") else "train"
+    latent = ["--autoencoder", args.autoencoder] if args.autoencoder else []
+    cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", args.preset, "--out", run, *latent, "--overwrite",
+           "--no-progress", *(f"--{kv}" for kv in args.set)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    summary = json.loads((Path(run) / "summary.json").read_text())
+    return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_s": round(time.perf_counter() - t0, 1),
+            "train_loop_s": round(summary["train_seconds"], 1), "steps": summary["steps"], "params": summary["params"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="emoji32-text")
+    p.add_argument("--name", required=True, help="the variant's name in the result file")
+    p.add_argument("--work", default="/tmp/noisecraft-colour")
+    p.add_argument("--set", action="append", default=[], help="a training override KEY=VALUE")
+    p.add_argument("--sample", action="append", default=[], help="a sampling setting KEY=VALUE (judge only)")
+    p.add_argument("--judge-only", metavar="RUN", help="judge this trained run; train nothing")
+    p.add_argument("--autoencoder", help="the autoencoder run of a latent preset")
+    p.add_argument("--seeds", type=int, default=8, help="images per prompt")
+    p.add_argument("--n", type=int, default=600, help="samples for a class run's evaluate")
+    args = p.parse_args()
+    env = dict(os.environ)
+    run = args.judge_only or str(Path(args.work) / args.name)
+    row = {"name": args.name, "preset": args.preset, "overrides": args.set, "sample": args.sample}
+    if not args.judge_only:
+        row.update(train(args, run, env))
+    sample = {k: json.loads(v) if v[:1] in "[0123456789-" else v for k, v in (kv.split("=", 1) for kv in args.sample)}
+    t1 = time.perf_counter()
+    config = json.loads((Path(run) / "config.json").read_text())
+    text = bool(config["model"].get("text_encoder"))
+    row["quality"] = judge_text(run, args.seeds, sample) if text else judge_class(run, args.n, env)
+    row.update(judge_s=round(time.perf_counter() - t1, 1), run=run,
+               machine={**cpu_info(env), "pinned_cpus": sorted(os.sched_getaffinity(0))})
+    RESULT.parent.mkdir(exist_ok=True)
+    with RESULT.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps({k: row[k] for k in ("name", "quality")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
