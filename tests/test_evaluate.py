@@ -222,13 +222,14 @@ def test_classifier_cache_roundtrip(tmp_path, monkeypatch):
         Classifier,
         SmallCNN,
         classifier_path,
+        judge_key,
         load_classifier_file,
         save_classifier,
     )
 
     monkeypatch.setenv("NOISECRAFT_CACHE", str(tmp_path))
-    path = classifier_path("digits")
-    assert path == tmp_path / "classifiers" / "digits.safetensors"
+    path = classifier_path("digits")  # the dataset's name, then a hash of the judge's recipe
+    assert path == tmp_path / "classifiers" / f"{judge_key('digits')}.safetensors" and path.name.startswith("digits-")
     torch.manual_seed(0)
     net = SmallCNN(1, 10, width=4, feature_dim=8).eval()
     meta = {"format": "noisecraft-classifier", "version": 1, "dataset": "digits", "image_shape": [1, 28, 28],

@@ -9,9 +9,22 @@ of a dataset, keeps it in a user cache (safetensors + JSON, never pickle) and us
 
 The classifier reports its own held-out accuracy (on the dataset's `val` split, never seen in training), so a
 user knows how far to trust it.
+
+Finer labels. Where a dataset has a finer label than its runs' classes (`FINER_LABELS`: the emoji's Unicode
+subgroups, about 100, under its 8-9 groups), the judge always learns the finer one: a group is a mixed bag (hearts
+and faces are both "Smileys & Emotion"), a subgroup is one kind of picture, so its features separate good colour
+samples from bad better. A run whose classes are the coarser ones is judged in its own classes by one rule: the
+probability of a group is the sum of its subgroups' probabilities (each subgroup belongs to one group); `predict`
+returns the log of that, so class accuracy, class balance and the held-out accuracy are in the run's classes. One
+head, one judge file for both kinds of run; the judge's accuracy on its own labels is reported beside.
+
+Augmentation is small translations (and flips where the dataset flips): no colour change, colour is what it must
+see. The cache key carries the whole recipe (`judge_key`): the ClassifierConfig, the label kind, flips and the data
+selection, so changing any of them trains a new judge instead of reusing a stale one.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -28,6 +41,12 @@ from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-classifier"
 VERSION = 1
+RECIPE = 2  # bump when training changes in a way ClassifierConfig does not show: cached judges are then retrained
+
+# Datasets whose judge learns a finer label than their runs' classes: (data field, finer value, coarser value).
+FINER_LABELS = {"emoji": ("emoji_label", "subgroup", "group")}
+# Per-dataset recipe defaults: ~1,300 emoji in ~90 subgroups need more passes than 4,500 digits in 10 classes.
+RECIPES = {"emoji": {"epochs": 60}}
 
 
 @dataclass
@@ -77,10 +96,13 @@ class SmallCNN(nn.Module):
 
 @dataclass
 class Classifier:
-    """A trained judge: the network (eval mode) and what it was trained on."""
+    """A trained judge: the network (eval mode) and what it was trained on. `coarse` (judge class -> run class)
+    is set when a run's classes are coarser than the judge's labels: then logits, accuracy and class names are the
+    run's (module docstring)."""
 
     net: SmallCNN
     meta: dict = field(default_factory=dict)
+    coarse: torch.Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -88,7 +110,37 @@ class Classifier:
 
     @property
     def heldout_accuracy(self) -> float:
-        return float(self.meta["heldout_accuracy"])
+        """On the held-out split, in the run's classes."""
+        m = self.meta["coarse"] if self.coarse is not None else self.meta
+        return float(m["heldout_accuracy"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return (self.meta["coarse"] if self.coarse is not None else self.meta)["class_names"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["coarse"]["class_names"]) if self.coarse is not None else self.meta["num_classes"]
+
+    def for_data(self, data_cfg: DataConfig | str) -> "Classifier":
+        """This judge answering in the classes of a run on `data_cfg` (its own, or their coarser groups)."""
+        data_cfg = DataConfig(dataset=data_cfg) if isinstance(data_cfg, str) else data_cfg
+        name, _, coarser = FINER_LABELS.get(data_cfg.dataset, (None, None, None))
+        if name is None or getattr(data_cfg, name) != coarser:
+            return Classifier(self.net, self.meta)
+        return Classifier(self.net, self.meta, torch.tensor(self.meta["coarse"]["of"], dtype=torch.long))
+
+    def run_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Judge logits (N, K) -> the run's: log of each class's summed probability when the run's are coarser."""
+        if self.coarse is None:
+            return logits
+        p = logits.float().softmax(1)
+        summed = torch.zeros(len(p), self.num_classes).index_add_(1, self.coarse, p)
+        return summed.clamp_min(1e-30).log()
+
+    def run_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels in the judge's classes -> the run's."""
+        return labels if self.coarse is None else self.coarse[labels.long()]
 
     def _prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float [-1, 1] on the classifier's device and size."""
@@ -107,8 +159,10 @@ class Classifier:
         return x
 
     @torch.no_grad()
-    def predict(self, images_uint8: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (logits (N, K), features (N, D)) as float32 CPU tensors, computed in batches."""
+    def predict(self, images_uint8: torch.Tensor, batch_size: int = 500,
+                own_classes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (logits (N, K), features (N, D)) as float32 CPU tensors, computed in batches; logits in the run's
+        classes, or in the judge's own labels with `own_classes`."""
         self.net.eval()
         logits, feats = [], []
         for chunk in images_uint8.split(batch_size):
@@ -117,8 +171,9 @@ class Classifier:
             logits.append(self.net.head(f).float().cpu())
         if not logits:
             k, d = self.meta["num_classes"], self.meta["config"]["feature_dim"]
-            return torch.empty(0, k), torch.empty(0, d)
-        return torch.cat(logits), torch.cat(feats)
+            logits, feats = [torch.empty(0, k)], [torch.empty(0, d)]
+        logits = torch.cat(logits)
+        return (logits if own_classes else self.run_logits(logits)), torch.cat(feats)
 
     def features(self, images_uint8: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         return self.predict(images_uint8, batch_size)[1]
@@ -153,40 +208,28 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
 
 
-@torch.enable_grad()  # also when called under no_grad: training-time metrics train the judge on first use
-def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfig | None = None,
-                     device: torch.device | str = "cpu", progress: bool = False) -> Classifier:
-    """Train a SmallCNN on the training split; measure its accuracy on the held-out `val` split."""
+def _fit(net: SmallCNN, train, cfg: ClassifierConfig, hflip: bool, device: torch.device, progress: bool,
+         name: str) -> None:
+    """AdamW with a one-cycle schedule; each batch translated (and flipped where the dataset flips), never
+    recoloured."""
     from tqdm.auto import tqdm
 
-    from noisecraft.data import load_dataset, to_model_range
+    from noisecraft.data import to_model_range
 
-    data_cfg = canonical_data(data_cfg)
-    cfg = cfg or ClassifierConfig()
-    train = load_dataset(data_cfg, "train")
-    val = load_dataset(data_cfg, "val")
-    if train.labels is None:
-        raise UserError(f"dataset '{data_cfg.dataset}' has no class labels: a classifier needs labelled data "
-                        f"(one sub-folder per class)")
-    device = torch.device(device)
     g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    net = SmallCNN(train.channels, train.num_classes, cfg.width, cfg.feature_dim).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
     x_all, y_all = train.images, train.labels
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=f"classifier ({data_cfg.dataset})", disable=not progress,
-               leave=False)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=f"classifier ({name})", disable=not progress, leave=False)
     for _ in range(cfg.epochs):
         net.train()
         perm = torch.randperm(len(train), generator=g)
         for idx in perm.split(cfg.batch_size):
             x = to_model_range(x_all[idx]).to(device)
             x = random_shift(x, cfg.max_shift, g)
-            if data_cfg.hflip:
+            if hflip:
                 flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             loss = F.cross_entropy(net(x), y_all[idx].to(device), label_smoothing=0.05)
@@ -198,15 +241,57 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     net.eval()
+
+
+@torch.enable_grad()  # also when called under no_grad: training-time metrics train the judge on first use
+def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfig | None = None,
+                     device: torch.device | str = "cpu", progress: bool = False) -> Classifier:
+    """Train a SmallCNN on the training split with the judge's labels (`judge_data`); measure its accuracy on the
+    held-out `val` split, and in the coarser classes too where runs have them. Returns it in its own labels."""
+    from noisecraft.data import load_dataset
+
+    data_cfg = judge_data(data_cfg)
+    cfg = cfg or default_config(data_cfg)
+    train, val = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "val")
+    if train.labels is None:
+        raise UserError(f"dataset '{data_cfg.dataset}' has no class labels: a classifier needs labelled data "
+                        f"(one sub-folder per class)")
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    net = SmallCNN(train.channels, train.num_classes, cfg.width, cfg.feature_dim).to(device)
+    t0 = time.perf_counter()
+    _fit(net, train, cfg, data_cfg.hflip, device, progress, data_cfg.dataset)
     meta = {
         "format": FORMAT, "version": VERSION, "dataset": data_cfg.dataset, "data_key": dataset_key(data_cfg),
+        "key": judge_key(data_cfg, cfg), "labels": label_kind(data_cfg), "recipe": RECIPE,
         "image_shape": [train.channels, train.image_size, train.image_size], "num_classes": train.num_classes,
         "class_names": train.class_names, "train_size": len(train), "heldout_size": len(val),
         "train_seconds": round(time.perf_counter() - t0, 2), "config": asdict(cfg),
     }
     clf = Classifier(net, meta)
     clf.meta["heldout_accuracy"] = clf.accuracy(val.images, val.labels)
+    if data_cfg.dataset in FINER_LABELS:
+        clf.meta["coarse"] = _coarse_view(clf, data_cfg, train, val)
     return clf
+
+
+def _coarse_view(clf: Classifier, data_cfg: DataConfig, train, val) -> dict:
+    """What a judge on finer labels needs to answer in the coarser classes: their names, the coarser class of each
+    of its classes (read off the images, which carry both labels) and its held-out accuracy in them."""
+    from noisecraft.data import load_dataset
+
+    name, _, coarser = FINER_LABELS[data_cfg.dataset]
+    coarse_cfg = dataclasses.replace(data_cfg, **{name: coarser})
+    coarse_val = load_dataset(coarse_cfg, "val")
+    of = [-1] * clf.meta["num_classes"]
+    for fine, coarse in ((train, load_dataset(coarse_cfg, "train")), (val, coarse_val)):
+        for f, c in zip(fine.labels.tolist(), coarse.labels.tolist(), strict=True):
+            if of[f] not in (-1, c):  # the sum of probabilities needs each finer class inside one coarser class
+                raise ValueError(f"{fine.class_names[f]} lies in two {coarser}s")
+            of[f] = c
+    view = {"labels": coarser, "class_names": coarse_val.class_names, "of": of}
+    judged = Classifier(clf.net, {**clf.meta, "coarse": view}, torch.tensor(of))
+    return view | {"heldout_accuracy": judged.accuracy(val.images, coarse_val.labels)}
 
 
 # ---------------------------------------------------------------- cache
@@ -215,14 +300,19 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
 def canonical_data(data_cfg: DataConfig | str) -> DataConfig:
     """The dataset variant a classifier is for: name, location, size and flips. The split is always the default
     one, so a diffusion run's own `val_size` does not change (or leak into) the judge's training set."""
-    if isinstance(data_cfg, str):
-        return DataConfig(dataset=data_cfg)
+    data_cfg = DataConfig(dataset=data_cfg) if isinstance(data_cfg, str) else data_cfg
     # A built-in dataset is judged at its native size (samples at another size are resized to it, see `_prepare`):
-    # one judge for the 28x28 and the 64x64 digits. An image folder has no native size: its --image-size is it.
+    # one judge for the 28x28 and the 64x64 digits. An image folder has no native size: its --image-size is it;
+    # nor have the emoji, rasterised from SVG at the run's size (32 when it names none).
     # The fields a dataset names as its `variant` (registry.DATASETS: the emoji set's labels and selection) are kept.
-    size = data_cfg.image_size if data_cfg.dataset == "folder" else None
+    size = data_cfg.image_size if data_cfg.dataset in ("folder", "emoji") else None
+    if data_cfg.dataset == "emoji":
+        from noisecraft.emoji import DEFAULT_SIZE
+
+        size = size or DEFAULT_SIZE
+    background = data_cfg.background if data_cfg.dataset == "folder" else DataConfig.background  # folders' alpha
     return DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root, image_size=size, hflip=data_cfg.hflip,
-                      **_variant(data_cfg))
+                      background=background, **_variant(data_cfg))
 
 
 def _variant(data_cfg: DataConfig) -> dict:
@@ -248,9 +338,56 @@ def dataset_key(data_cfg: DataConfig) -> str:
     return key
 
 
-def classifier_path(data_cfg: DataConfig | str) -> Path:
-    data_cfg = DataConfig(dataset=data_cfg) if isinstance(data_cfg, str) else data_cfg
-    return cache_dir() / "classifiers" / f"{dataset_key(data_cfg)}.safetensors"
+def judge_data(data_cfg: DataConfig | str) -> DataConfig:
+    """The data a judge for runs on `data_cfg` learns: `canonical_data` with the finer label where there is one."""
+    data_cfg = canonical_data(data_cfg)
+    name, finer, _ = FINER_LABELS.get(data_cfg.dataset, (None, None, None))
+    return dataclasses.replace(data_cfg, **{name: finer}) if name else data_cfg
+
+
+def label_kind(data_cfg: DataConfig) -> str:
+    """What a judge on `data_cfg` learns: the dataset's finer label, or its classes."""
+    return FINER_LABELS[data_cfg.dataset][1] if data_cfg.dataset in FINER_LABELS else "class"
+
+
+def default_config(data_cfg: DataConfig | str) -> ClassifierConfig:
+    dataset = data_cfg if isinstance(data_cfg, str) else data_cfg.dataset
+    return ClassifierConfig(**RECIPES.get(dataset, {}))
+
+
+def judge_key(data_cfg: DataConfig | str, cfg: ClassifierConfig | None = None) -> str:
+    """Cache name of a judge: its data (`dataset_key`: name, location, size, emoji selection and background) and a
+    hash of its recipe (ClassifierConfig, label kind, flips, a folder's background, RECIPE), so a change of any of
+    them trains a new judge."""
+    data_cfg = judge_data(data_cfg)
+    cfg = cfg or default_config(data_cfg)
+    recipe = {"config": asdict(cfg), "labels": label_kind(data_cfg), "hflip": data_cfg.hflip,
+              "background": data_cfg.background, "recipe": RECIPE}
+    return f"{dataset_key(data_cfg)}-{hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]}"
+
+
+def classifier_path(data_cfg: DataConfig | str, cfg: ClassifierConfig | None = None) -> Path:
+    return cache_dir() / "classifiers" / f"{judge_key(data_cfg, cfg)}.safetensors"
+
+
+def cached_judges() -> list[str]:
+    """The judges in the cache, one 'dataset (cache name, labels)' each."""
+    found = []
+    for path in sorted((cache_dir() / "classifiers").glob("*.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):  # a torn file is no judge
+            continue
+        if isinstance(meta, dict) and meta.get("format") == FORMAT:
+            found.append(f"{meta.get('dataset')} ({path.stem}, {meta.get('labels', 'class')} labels)")
+    return found
+
+
+def no_judge(reason: str) -> UserError:
+    """One line: why there is no judge, the judges the cache has and how to train one."""
+    have = ", ".join(cached_judges()) or "none"
+    return UserError(f"{reason}; cached judges: {have}; train one with `noisecraft train-classifier --dataset NAME` "
+                     f"(`noisecraft evaluate` trains a run's judge on first use)")
 
 
 def save_classifier(clf: Classifier, path: str | Path) -> Path:
@@ -295,20 +432,27 @@ def load_classifier_file(path: str | Path, device: torch.device | str = "cpu") -
 def get_classifier(data_cfg: DataConfig | str = "digits", *, device: torch.device | str = "cpu",
                    train_if_missing: bool = True, retrain: bool = False, progress: bool = False,
                    cfg: ClassifierConfig | None = None) -> Classifier:
-    """The cached classifier for a dataset, training (and caching) it on first use."""
-    data_cfg = canonical_data(data_cfg)
-    path = classifier_path(data_cfg)
+    """The cached judge for runs on `data_cfg`, in their classes (`Classifier.for_data`); trained (and cached) on
+    first use. Any reason there is none is one UserError naming the judges the cache has."""
+    from noisecraft.registry import DATASETS
+
+    run_cfg = DataConfig(dataset=data_cfg) if isinstance(data_cfg, str) else data_cfg
+    if run_cfg.dataset not in DATASETS.names():
+        raise no_judge(f"no judge classifier for '{run_cfg.dataset}', which is not a dataset")
+    data_cfg = judge_data(run_cfg)
+    path = classifier_path(data_cfg, cfg)
     if path.is_file() and not retrain:
         clf = load_classifier_file(path, device)
-        clf.meta["path"] = str(path)
-        return clf
-    if not train_if_missing and not retrain:
-        raise UserError(f"no classifier cached for '{dataset_key(data_cfg)}' at {path}; run "
-                        f"`noisecraft train-classifier --dataset {data_cfg.dataset}`")
-    clf = train_classifier(data_cfg, cfg, device=device, progress=progress)
-    save_classifier(clf, path)
+    elif not train_if_missing and not retrain:
+        raise no_judge(f"no judge classifier cached for '{judge_key(data_cfg, cfg)}' at {path}")
+    else:
+        try:
+            clf = train_classifier(data_cfg, cfg, device=device, progress=progress)
+        except UserError as e:
+            raise no_judge(f"cannot train a judge for '{run_cfg.dataset}': {e}") from None
+        save_classifier(clf, path)
     clf.meta["path"] = str(path)
-    return clf
+    return clf.for_data(run_cfg)
 
 
 _LOADED: dict[tuple[str, str], Classifier] = {}
@@ -340,15 +484,17 @@ def fingerprint(net: nn.Module) -> str:
 
 def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str, torch.Tensor]:
     """Classifier features of the real train and held-out splits, computed once and cached next to the
-    classifier (safetensors). Keys: train_features, val_features, val_logits, val_labels, train_labels."""
+    classifier (safetensors). Keys: train_features, val_features, val_logits, val_labels, train_labels; logits and
+    labels in the judge's own labels (`Classifier.run_logits` / `run_labels` turn them into a run's classes)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
     from noisecraft.rundir import atomic_write_bytes
     from noisecraft.data import load_dataset
 
-    data_cfg = canonical_data(data_cfg)
-    path = classifier_path(data_cfg).with_suffix(".reference.safetensors")
+    data_cfg = judge_data(data_cfg)
+    path = Path(clf.meta["path"]) if "path" in clf.meta else classifier_path(data_cfg)
+    path = path.with_suffix(".reference.safetensors")
     fp = fingerprint(clf.net)
     if path.is_file():
         try:
@@ -359,7 +505,7 @@ def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str,
             pass
     train, val = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "val")
     ref = {"train_features": clf.features(train.images), "train_labels": train.labels}
-    ref["val_logits"], ref["val_features"] = clf.predict(val.images)
+    ref["val_logits"], ref["val_features"] = clf.predict(val.images, own_classes=True)
     ref["val_labels"] = val.labels
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,12 @@ Metrics come in two families:
 
 * offline (no download): the dataset's small classifier (see `classifier.py`) gives class-conditional accuracy,
   a Fréchet distance in its feature space ("FD-clf") and improved precision/recall. The same numbers for the
-  real held-out split against the training split are the scale: "what perfect looks like".
+  real held-out split against the training split are the scale: "what perfect looks like". `offline.floors`
+  scores FD, KID, precision, recall and the near-copy share against one reference (the training split less a
+  set-aside subset) with two floors beside each: the judge's real held-out images, which it never trained on,
+  and the set-aside training images, which it did. A judge's features pull the images it was trained on
+  together, so the second floor is the better score a sample can reach by looking like training images; the
+  first is what new real images score.
 * standard: FID, KID and IS on Inception-v3 features (torch-fidelity conventions), when its weights are here.
 
 Pitfalls avoided on purpose: sample counts are reported next to every number (FD is biased upwards for small
@@ -27,7 +32,7 @@ import torch
 from noisecraft.config import DataConfig, to_json
 from noisecraft.errors import UserError
 from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
-from noisecraft.evaluate.memorisation import memorisation
+from noisecraft.evaluate.memorisation import memorisation, nearest_distance
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
 from noisecraft.rundir import run_root
@@ -67,24 +72,70 @@ def feature_metrics(features: torch.Tensor, reference: torch.Tensor, k: int = 3)
     return {"fd": fd, "precision": pr["precision"], "recall": pr["recall"], "n": len(features)}
 
 
+def floor_split(n_train: int, n: int, seed: int = REF_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training images set aside as a floor (n, at most half of them) and of the reference (the
+    rest): a fixed random split, disjoint by construction."""
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    n = min(n, n_train // 2)
+    return perm[:n].sort().values, perm[n:].sort().values
+
+
+def reference_row(features: torch.Tensor, reference: torch.Tensor, kid_subset: int, threshold: float) -> dict:
+    """FD, precision/recall (`feature_metrics`), KID on subsets of `kid_subset` and the share of `features` whose
+    nearest reference image is closer than `threshold`."""
+    r = feature_metrics(features, reference)
+    kid = kernel_distance(features, reference, subset_size=kid_subset)
+    r.update(kid_mean=kid["mean"], kid_std=kid["std"], kid_subset_size=kid["subset_size"],
+             near_copy_share=(nearest_distance(features, reference) < threshold).float().mean().item())
+    return r
+
+
+def floor_metrics(features: torch.Tensor, ref: dict, quantile: float = 0.05) -> dict:
+    """Generated `features` against a reference of training images, and two floors scored the same way: the
+    held-out split and as many training images left out of the reference (module docstring). The floors are cut
+    to the generated set's size when it is smaller, the generated set to theirs when larger; KID uses subsets of
+    that n for every row, so they compare like for like."""
+    train, val = ref["train_features"], ref["val_features"]
+    aside, keep = floor_split(len(train), len(val))
+    reference, n = train[keep], min(len(aside), len(features))
+    # A near-copy: nearer its nearest reference image than all but `quantile` of the held-out images are.
+    threshold = torch.quantile(nearest_distance(val[:len(aside)], reference), quantile).item()
+    sets = {"generated": features, "generated_at_floor_n": features[:n], "real_heldout": val[:n],
+            "real_train_unseen": train[aside[:n]]}
+    if len(features) == n:
+        del sets["generated_at_floor_n"]
+    out = {"reference": {"split": "train", "n": len(keep), "set_aside": len(aside), "seed": REF_SEED},
+           "floor_n": n, "near_copy_quantile": quantile, "near_copy_threshold": threshold}
+    return out | {name: reference_row(f, reference, n, threshold) for name, f in sets.items()}
+
+
+def _judge_summary(clf) -> dict:
+    """What report.json says of the judge: its held-out accuracy in the run's classes and in its own labels."""
+    m = clf.meta
+    return {"heldout_accuracy": clf.heldout_accuracy, "dataset": m["data_key"], "train_size": m["train_size"],
+            "heldout_size": m["heldout_size"], "path": m.get("path"), "labels": m.get("labels", "class"),
+            "label_classes": m["num_classes"], "heldout_accuracy_own_labels": float(m["heldout_accuracy"]),
+            "classes": clf.num_classes, "feature_dim": m["config"]["feature_dim"], "key": m.get("key")}
+
+
 def classifier_metrics(images: torch.Tensor, labels: torch.Tensor | None, data_cfg: DataConfig,
                        device: torch.device | str = "cpu", progress: bool = False,
-                       perfect: bool = True) -> dict:
-    """Offline metrics of uint8 `images` (generated for `labels`, or None for an unconditional model).
+                       perfect: bool = True, judge=None) -> dict:
+    """Offline metrics of uint8 `images` (generated for `labels`, or None for an unconditional model); `judge`: a
+    ClassifierConfig other than the dataset's default recipe.
 
-    Returns {"classifier": {...}, "generated": {...}, "generated_at_heldout_n": {...}, "real_heldout": {...}}:
-    the last is the real held-out split scored the same way (the ceiling), the one before the generated set
-    cut to the held-out size so the two compare like for like."""
+    Returns {"classifier": {...}, "generated": {...}, "generated_at_heldout_n": {...}, "real_heldout": {...},
+    "memorisation": {...}, "floors": {...}}: "real_heldout" is the real held-out split scored the same way (the
+    ceiling), the one before the generated set cut to the held-out size so the two compare like for like;
+    "floors" is `floor_metrics`. Classes are the run's (`Classifier.for_data`)."""
     from noisecraft.evaluate.classifier import get_classifier, reference_features
 
-    clf = get_classifier(data_cfg, device=device, progress=progress)
+    clf = get_classifier(data_cfg, device=device, progress=progress, cfg=judge)
     ref = reference_features(clf, data_cfg)
     logits, feats = clf.predict(images)
     pred = logits.argmax(1)
-    k = clf.meta["num_classes"]
-    out = {"classifier": {"heldout_accuracy": clf.heldout_accuracy, "dataset": clf.meta["data_key"],
-                          "train_size": clf.meta["train_size"], "heldout_size": clf.meta["heldout_size"],
-                          "path": clf.meta.get("path")}}
+    k = clf.num_classes
+    out = {"classifier": _judge_summary(clf)}
 
     def row(p, f, y):
         r = feature_metrics(f, ref["train_features"])
@@ -102,9 +153,10 @@ def classifier_metrics(images: torch.Tensor, labels: torch.Tensor | None, data_c
         n_val = len(ref["val_features"])
         if len(images) > n_val:
             out["generated_at_heldout_n"] = row(pred[:n_val], feats[:n_val], None if labels is None else labels[:n_val])
-        val_labels = ref["val_labels"] if labels is not None else None
-        out["real_heldout"] = row(ref["val_logits"].argmax(1), ref["val_features"], val_labels)
+        val_labels = clf.run_labels(ref["val_labels"]) if labels is not None else None
+        out["real_heldout"] = row(clf.run_logits(ref["val_logits"]).argmax(1), ref["val_features"], val_labels)
         out["memorisation"] = memorisation(feats, ref["train_features"], ref["val_features"])
+        out["floors"] = floor_metrics(feats, ref)
     return out
 
 
@@ -301,6 +353,17 @@ def _text_markdown(t: dict | None) -> list[str]:
     return lines + [""]
 
 
+def _judge_markdown(c: dict) -> str:
+    """The sentence on the judge: what it learnt and its held-out accuracy, in the run's classes too if coarser."""
+    said = (f"Judge: a small CNN trained on the {c['train_size']} training images of `{c['dataset']}`; its own "
+            f"accuracy on the {c['heldout_size']} held-out images is")
+    if c.get("classes", c.get("label_classes")) == c.get("label_classes"):
+        return f"{said} **{c['heldout_accuracy']:.2%}**."
+    return (f"{said} {c['heldout_accuracy_own_labels']:.2%} on its {c['label_classes']} {c['labels']}s and "
+            f"**{c['heldout_accuracy']:.2%}** in the run's {c['classes']} classes (a class's probability is the sum "
+            f"of its {c['labels']}s').")
+
+
 def _memorisation_markdown(m: dict | None) -> list[str]:
     """The memorisation section of report.md (noisecraft.evaluate.memorisation)."""
     if not m:
@@ -310,7 +373,48 @@ def _memorisation_markdown(m: dict | None) -> list[str]:
             f"{m['quantile']:.0%} of the real held-out images: **{m['near_copy_share']:.1%}** of {m['n']} samples, "
             f"against {m['heldout_share']:.1%} of the {m['heldout_n']} held-out images (what a model that copies "
             f"nothing scores). Median distance to the nearest training image, samples over held-out: "
-            f"{m['median_ratio']:.2f} (well under 1: the samples sit on training images).", ""]
+            f"{m['median_ratio']:.2f} ({_ratio_words(m['median_ratio'])}).", ""]
+
+
+def _ratio_words(ratio: float) -> str:
+    if ratio < 1:
+        return "under 1: the samples sit closer to training images than new real images do"
+    return "1 or more: the samples sit no closer to training images than new real images do"
+
+
+# figure of offline.floors: (row key, label, scale, lower is better)
+FLOOR_FIGURES = (("fd", "FD-clf", 1, True), ("kid_mean", "KID (x1e3)", 1e3, True), ("precision", "precision", 1, False),
+                 ("recall", "recall", 1, False), ("near_copy_share", "near-copy share", 1, True))
+
+
+def _against_floors(value: float, floors: list[float], lower_is_better: bool) -> str:
+    """Where a figure lies against its two floors, in words that follow the numbers."""
+    sign = 1 if lower_is_better else -1
+    if all(sign * value <= sign * f for f in floors):
+        return "as good as both floors"
+    if all(sign * value > sign * f for f in floors):
+        return "worse than both floors"
+    return "between the floors"
+
+
+def _floors_markdown(f: dict | None) -> list[str]:
+    """The table of offline.floors: every figure of the samples with the two real floors beside it."""
+    if not f:
+        return []
+    n, gens = f["floor_n"], [f["generated"]] + ([f["generated_at_floor_n"]] if "generated_at_floor_n" in f else [])
+    lines = ["### Against a reference, with two floors", "",
+             f"Reference: {f['reference']['n']} training images. Floors, scored the same way: {n} real held-out images "
+             f"(the judge never trained on them) and {n} training images left out of the reference (the judge "
+             f"trained on them). A near-copy is a sample nearer its nearest reference image than all but "
+             f"{f['near_copy_quantile']:.0%} of the held-out images are.", "",
+             "| figure | " + " | ".join(f"generated (n = {g['n']})" for g in gens) + " | real held-out | real "
+             f"training, not in the reference | generated (n = {n}) against the floors |",
+             "| --- |" + " ---: |" * (len(gens) + 2) + " --- |"]
+    for key, label, scale, lower in FLOOR_FIGURES:
+        floors = [f["real_heldout"][key], f["real_train_unseen"][key]]
+        cells = " | ".join(_fmt(scale * v) for v in [g[key] for g in gens] + floors)
+        lines.append(f"| {label} | {cells} | {_against_floors(gens[-1][key], floors, lower)} |")
+    return lines + [""]
 
 
 def render_markdown(report: dict, has_real: bool = True) -> str:
@@ -329,11 +433,10 @@ def render_markdown(report: dict, has_real: bool = True) -> str:
         lines += [f"Skipped: {off['skipped']}", ""]
     elif off:
         c = off["classifier"]
-        lines += [f"Judge: a small CNN trained on the {c['train_size']} training images of `{c['dataset']}`; its own "
-                  f"accuracy on the {c['heldout_size']} held-out images is **{c['heldout_accuracy']:.2%}**. "
-                  "FD-clf is the Fréchet distance to the training set in its 128-d feature space (lower is better); "
-                  "precision/recall are Kynkäänniemi et al. (2019), k = 3. Compare the generated rows with the "
-                  "real held-out row: that is what perfect looks like at that sample size.", "",
+        lines += [_judge_markdown(c) + f" FD-clf is the Fréchet distance to the training set in its "
+                  f"{c.get('feature_dim', 128)}-d feature space (lower is better); precision/recall are Kynkäänniemi "
+                  "et al. (2019), k = 3. Compare the generated rows with the real held-out row: that is what perfect "
+                  "looks like at that sample size.", "",
                   "| set | n | class accuracy | FD-clf | precision | recall | class balance |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         names = {"generated": "generated", "generated_at_heldout_n": "generated (held-out size)",
@@ -344,6 +447,7 @@ def render_markdown(report: dict, has_real: bool = True) -> str:
                 lines.append(f"| {label} | {r['n']} | {_fmt(r.get('class_accuracy'))} | {_fmt(r['fd'])} | "
                              f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['class_balance'])} |")
         lines.append("")
+        lines += _floors_markdown(off.get("floors"))
         lines += _memorisation_markdown(off.get("memorisation"))
     lines += _text_markdown(report.get("text"))
     inc = report.get("inception", {})
