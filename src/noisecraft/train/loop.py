@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from noisecraft import distributed, faults
 from noisecraft.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from noisecraft.config import Config, to_json
-from noisecraft.data import load_dataset, load_train_data, make_batcher
+from noisecraft.data import draw_repeats, load_dataset, load_train_data, make_batcher
 from noisecraft.device import pick_device
 from noisecraft.errors import Interrupted, UserError
 from noisecraft.precision import use_bf16
@@ -108,7 +108,8 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     nonfinite = faults.NonFiniteMonitor(tc.max_nonfinite_steps, device)
     batcher = make_batcher(task.training_data(), tc.batch_size, device, hflip=cfg.data.hflip, seed=tc.seed,
                            rank=dist_info.rank, world_size=dist_info.world_size, num_workers=cfg.data.num_workers,
-                           augment=cfg.data.augment, augment_p=cfg.data.augment_p)
+                           augment=cfg.data.augment, augment_p=cfg.data.augment_p,
+                           repeats=draw_repeats(train_data, cfg.data.balance))
     bar = tqdm(total=tc.steps, initial=start_step, desc=f"train ({task.name})", unit="step",
                disable=not (progress and run.main), dynamic_ncols=True)
     stop_agreed = False  # under DDP every rank must stop at the same step: agreed at log intervals
