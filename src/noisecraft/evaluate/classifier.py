@@ -12,14 +12,18 @@ user knows how far to trust it.
 
 Finer labels. Where a dataset has a finer label than its runs' classes (`FINER_LABELS`: the emoji's Unicode
 subgroups, about 100, under its 8-9 groups), the judge always learns the finer one: a group is a mixed bag (hearts
-and faces are both "Smileys & Emotion"), a subgroup is one kind of picture, so its features separate good colour
-samples from bad better. A run whose classes are the coarser ones is judged in its own classes by one rule: the
-probability of a group is the sum of its subgroups' probabilities (each subgroup belongs to one group); `predict`
-returns the log of that, so class accuracy, class balance and the held-out accuracy are in the run's classes. One
-head, one judge file for both kinds of run; the judge's accuracy on its own labels is reported beside.
+and faces are both "Smileys & Emotion"), a subgroup is one kind of picture, so "judged as the class asked" means
+more. A run whose classes are the coarser ones is judged in its own classes by one rule: the probability of a group
+is the sum of its subgroups' probabilities (each subgroup belongs to one group); `predict` returns the log of that,
+so class accuracy, class balance and the held-out accuracy are in the run's classes. One head, one judge file for
+both kinds of run; the judge's accuracy on its own labels is reported beside.
 
-Augmentation is small translations (and flips where the dataset flips): no colour change, colour is what it must
-see. The cache key carries the whole recipe (`judge_key`): the ClassifierConfig, the label kind, flips and the data
+Colour. Augmentation is small translations (and flips where the dataset flips), never a colour change: colour is
+what it must see. Labels alone do not make features keep colour (a subgroup or group judge trained long learns
+shapes, and colour-swapped images move little against its floor), so on colour sets (`RECIPES`) a second loss asks
+the features for the colour word measured on each image's pixels (`ClassifierConfig.colour_weight`).
+
+The cache key carries the whole recipe (`judge_key`): the ClassifierConfig, the label kind, flips and the data
 selection, so changing any of them trains a new judge instead of reusing a stale one.
 """
 from __future__ import annotations
@@ -46,7 +50,7 @@ RECIPE = 2  # bump when training changes in a way ClassifierConfig does not show
 # Datasets whose judge learns a finer label than their runs' classes: (data field, finer value, coarser value).
 FINER_LABELS = {"emoji": ("emoji_label", "subgroup", "group")}
 # Per-dataset recipe defaults: ~1,300 emoji in ~90 subgroups need more passes than 4,500 digits in 10 classes.
-RECIPES = {"emoji": {"epochs": 60}}
+RECIPES = {"emoji": {"epochs": 60, "colour_weight": 1.0}, "folder": {"colour_weight": 1.0}}
 
 
 @dataclass
@@ -61,6 +65,9 @@ class ClassifierConfig:
     width: int = 16  # channels of the first conv (then 2x, 4x)
     feature_dim: int = 128
     seed: int = 0
+    # RGB data: weight of a second loss, on the colour word measured on each image's pixels (captions.dominant_colour),
+    # through a head dropped after training: the features must keep colour to predict it. 0: off.
+    colour_weight: float = 0.0
 
 
 class SmallCNN(nn.Module):
@@ -211,13 +218,15 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 def _fit(net: SmallCNN, train, cfg: ClassifierConfig, hflip: bool, device: torch.device, progress: bool,
          name: str) -> None:
     """AdamW with a one-cycle schedule; each batch translated (and flipped where the dataset flips), never
-    recoloured."""
+    recoloured; with `cfg.colour_weight` on RGB data, plus the colour-word loss (ClassifierConfig)."""
     from tqdm.auto import tqdm
 
     from noisecraft.data import to_model_range
 
     g = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    colour, colour_head = _colour_task(train, cfg, device)
+    params = [*net.parameters(), *(colour_head.parameters() if colour_head is not None else ())]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.15)
@@ -232,7 +241,10 @@ def _fit(net: SmallCNN, train, cfg: ClassifierConfig, hflip: bool, device: torch
             if hflip:
                 flip = (torch.rand(len(idx), generator=g) < 0.5).to(device)
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = F.cross_entropy(net(x), y_all[idx].to(device), label_smoothing=0.05)
+            f = net.features(x)
+            loss = F.cross_entropy(net.head(f), y_all[idx].to(device), label_smoothing=0.05)
+            if colour_head is not None:
+                loss = loss + cfg.colour_weight * F.cross_entropy(colour_head(f), colour[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -241,6 +253,16 @@ def _fit(net: SmallCNN, train, cfg: ClassifierConfig, hflip: bool, device: torch
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     net.eval()
+
+
+def _colour_task(train, cfg: ClassifierConfig, device: torch.device) -> tuple[torch.Tensor | None, nn.Module | None]:
+    """The colour word of each training image and a head to predict it from the features, or (None, None)."""
+    from noisecraft.captions import COLOURS, dominant_colour
+
+    if cfg.colour_weight <= 0 or train.channels != 3:
+        return None, None
+    head = nn.Sequential(nn.ReLU(), nn.Linear(cfg.feature_dim, len(COLOURS))).to(device)
+    return dominant_colour(train.images), head
 
 
 @torch.enable_grad()  # also when called under no_grad: training-time metrics train the judge on first use

@@ -7,9 +7,8 @@ Metrics come in two families:
   real held-out split against the training split are the scale: "what perfect looks like". `offline.floors`
   scores FD, KID, precision, recall and the near-copy share against one reference (the training split less a
   set-aside subset) with two floors beside each: the judge's real held-out images, which it never trained on,
-  and the set-aside training images, which it did. A judge's features pull the images it was trained on
-  together, so the second floor is the better score a sample can reach by looking like training images; the
-  first is what new real images score.
+  and the set-aside training images, which it did. The two floors need not agree (one set shaped the
+  judge's features, the other did not, and each is a finite sample), so a figure reads against both.
 * standard: FID, KID and IS on Inception-v3 features (torch-fidelity conventions), when its weights are here.
 
 Pitfalls avoided on purpose: sample counts are reported next to every number (FD is biased upwards for small
