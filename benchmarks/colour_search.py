@@ -150,8 +150,12 @@ def main() -> None:
         row["quality"] = judge_text(run, args.seeds, sample)
     else:
         row["quality"] = judge_class(run, args.n, env)
+    from noisecraft.precision import use_bf16
+
+    bf16 = use_bf16("cpu", config["train"]["precision"])
     row.update(judge_s=round(time.perf_counter() - t1, 1), run=run,
-               machine={**cpu_info(env), "pinned_cpus": sorted(os.sched_getaffinity(0))})
+               machine={**cpu_info(env), "pinned_cpus": sorted(os.sched_getaffinity(0)),
+                        "precision": "bf16 autocast" if bf16 else "fp32"})
     RESULT.parent.mkdir(exist_ok=True)
     with RESULT.open("a") as f:
         f.write(json.dumps(row) + "\n")

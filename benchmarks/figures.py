@@ -390,6 +390,32 @@ def _emoji_goal(r: dict) -> str:
     return "; ".join(parts) or "none for its time; well above chance, held-out accuracy beside it"
 
 
+def _colour_quality(q: dict) -> str:
+    """A colour_search row's figures in words: what a person sees, each beside its real-emoji floor."""
+    if "colour_unseen" not in q:
+        return _emoji_quality(q) if "psnr_db" in q else json.dumps(q)[:200]
+    per = " / ".join(f"{c} {_pct(v)}" for c, v in q["colour_unseen_per_colour"].items())
+    forms = q["colour_by_form"]
+    shapes = " / ".join(f"{s} {_pct(v)}" for s, v in q["shape_per_shape"].items())
+    return (f"colour words on prompts no caption holds {_pct(q['colour_unseen'])} ({per}); new word orders "
+            f"{_pct(forms['order'])}, synonyms {_pct(forms['synonym'])}, the caption form {_pct(forms['caption'])}; "
+            f"the shape asked {_pct(q['shape'])} ({shapes}; real emoji {_pct(q['real_shape'])}); off-white frame "
+            f"{_pct(q['frame_offwhite'])} (real held-out emoji {_pct(q['real_frame_offwhite'])}); "
+            f"{q['seeds_per_prompt']} seeds a prompt, {q['n']} samples")
+
+
+def colour_search() -> str:
+    """Every variant benchmarks/colour_search.py trained or judged, one row each, with its machine."""
+    rows = []
+    for r in load("colour_search.jsonl"):
+        what = ", ".join(r["overrides"] + r["sample"]) or "as the preset"
+        wall = (f"{r['train_loop_s']:.0f} s training loop, {r['steps']} steps" if "train_loop_s" in r
+                else "judged again, not timed")
+        rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), machine(r)])
+    return _table(["variant", "time (one core; timings of rows run side by side are not comparable)", "quality",
+                   "machine"], rows) + "\n\nFile: `colour_search.jsonl`."
+
+
 def _pm(s: dict, digits: int = 1, pct: bool = False) -> str:
     """mean ± std (over seeds) of a summary entry."""
     if pct:
@@ -484,6 +510,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
+          "colour_search": colour_search,
           "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare}
 
 

@@ -482,8 +482,10 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("evaluate-autoencoder", help="reconstruction quality of an autoencoder run (PSNR, SSIM, judge)",
+    r = sub.add_parser("evaluate-autoencoder", help="reconstruction quality of an autoencoder run (PSNR, SSIM, "
+                       "colour error, judge)",
                        description="Reconstruct the held-out split of an autoencoder run's data and report PSNR, SSIM, "
+                       "for colour data the CIEDE2000 colour error (mean and 95th percentile, overall and per hue), "
                        "the offline classifier's accuracy and Fréchet distance on the reconstructions, and their "
                        "sharpness, next to the originals' (report.json, reconstructions.png).")
     r.add_argument("--checkpoint", required=True, help="autoencoder run directory or .safetensors file")
