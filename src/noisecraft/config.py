@@ -773,17 +773,22 @@ def _preset_cifar10_latent() -> Config:
 EMOJI_PRESET_EXCLUDE = ("flags", "keycaps", "text", "skin-tones")  # about 1,600 emoji that a small U-Net can draw
 
 
+def _emoji32_data(captions: str) -> DataConfig:
+    # The OpenMoji emoji at 32x32 on white; flags, keycaps, text-like symbols and skin tones left out (about 1,600).
+    return DataConfig(dataset="emoji", image_size=32, val_size=300, captions=captions,
+                      emoji_exclude=EMOJI_PRESET_EXCLUDE)
+
+
 def _preset_emoji32() -> Config:
-    # The OpenMoji colour emoji at 32x32 on white (issue 27), class-conditional by Unicode group (8 classes: flags,
-    # keycaps, text-like symbols and skin-tone variants left out, about 1,600 images). The digits recipe on 2x2 pixel
-    # patches (16x16 and 8x8 with 32 and 64 channels) sized for a 2-core laptop CPU in fp32; no flips (arrows and
-    # faces have a side). The measurements behind it: benchmarks/results/emoji_presets.json.
+    # Class-conditional by Unicode group (8 classes), no flips (arrows and faces have a side). The digits' U-Net on
+    # 2x2 pixel patches (16x16 and 8x8, 32 and 64 channels), 1500 steps of 32, as rectified flow: on the emoji
+    # flow drew the shape asked far more often than v-prediction with min-SNR at the same steps, where a third
+    # level, 4x4 patches or batches of 16 did worse (benchmarks/results/colour_search.jsonl).
     return Config(
-        data=DataConfig(dataset="emoji", image_size=32, val_size=300, captions="off",
-                        emoji_exclude=EMOJI_PRESET_EXCLUDE),
+        data=_emoji32_data(captions="off"),
         model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
                           patch_size=2),
-        diffusion=_v_min_snr(),
+        diffusion=DiffusionConfig(prediction="flow", loss_weighting="none"),
         train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
                           sample_every=1500, ckpt_every=750),
         sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=1.0, guidance_interval=(2.0, math.inf)),
@@ -791,17 +796,20 @@ def _preset_emoji32() -> Config:
 
 
 def _preset_emoji32_text() -> Config:
-    # Text-to-image on the emoji of emoji32: captions from each emoji's name, its subgroup and group words and its
-    # dominant hue measured on the pixels ("a red heart", "a yellow grinning face"), through all-MiniLM-L6-v2, with
-    # cross-attention at 16x16, 8x8 and mid as digits-text does. Sampling as digits-text (DPM-Solver++(2M) 15 steps,
-    # guidance w = 2). The measurements behind it: benchmarks/results/emoji_presets.json.
-    cfg = _preset_emoji32()
-    text = _preset_digits_text()
-    cfg.data.captions = "on"
-    cfg.model.cross_attn_resolutions = (16, 8)
-    cfg.model.text_encoder, cfg.model.text_max_tokens = text.model.text_encoder, text.model.text_max_tokens
-    cfg.sample = text.sample
-    return cfg
+    # Text-to-image on the emoji of emoji32 and its network and steps: captions from each emoji's name, its
+    # subgroup and group words and its main colours measured on the pixels ("a red heart", "a red and blue tram
+    # car"), through all-MiniLM-L6-v2, cross-attending at 16x16, 8x8 and mid; DPM-Solver++(2M) 15 steps at guidance
+    # w = 2. The search on colour data (colour words, shapes, backgrounds): benchmarks/results/colour_search.jsonl.
+    return Config(
+        data=_emoji32_data(captions="on"),
+        model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
+                          patch_size=2, cross_attn_resolutions=(16, 8), text_encoder="all-MiniLM-L6-v2",
+                          text_max_tokens=16),
+        diffusion=DiffusionConfig(prediction="flow", loss_weighting="none"),
+        train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
+                          sample_every=1500, ckpt_every=750),
+        sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=2.0),
+    )
 
 
 def _preset_emoji64_ae() -> Config:
@@ -809,8 +817,7 @@ def _preset_emoji64_ae() -> Config:
     # 8 channels at full resolution, the discriminator for the last 300 of 1000 steps) on the emoji of emoji32.
     # Measured once: benchmarks/results/emoji_presets.json.
     cfg = _preset_digits64_ae()
-    cfg.data = DataConfig(dataset="emoji", image_size=64, val_size=300, captions="off",
-                          emoji_exclude=EMOJI_PRESET_EXCLUDE)
+    cfg.data = dataclasses.replace(_emoji32_data(captions="off"), image_size=64)
     return cfg
 
 
@@ -819,8 +826,7 @@ def _preset_emoji64_text_latent() -> Config:
     # latents of an emoji64-ae run (--autoencoder), on the emoji of emoji32-text (no flips). Measured once:
     # benchmarks/results/emoji_presets.json.
     cfg = _preset_digits64_text_latent()
-    cfg.data = DataConfig(dataset="emoji", image_size=64, val_size=300, captions="on",
-                          emoji_exclude=EMOJI_PRESET_EXCLUDE)
+    cfg.data = dataclasses.replace(_emoji32_data(captions="on"), image_size=64)
     return cfg
 
 
