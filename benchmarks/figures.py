@@ -411,9 +411,10 @@ def colour_search() -> str:
         what = ", ".join(r["overrides"] + r["sample"]) or "as the preset"
         wall = (f"{r['train_loop_s']:.0f} s training loop, {r['steps']} steps" if "train_loop_s" in r
                 else "judged again, not timed")
-        rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), machine(r)])
-    return _table(["variant", "time (one core; timings of rows run side by side are not comparable)", "quality",
-                   "machine"], rows) + "\n\nFile: `colour_search.jsonl`."
+        rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), machine(r),
+                     _file("colour_search.jsonl")])
+    return _table(["what", "time (one core; rows run side by side compare only roughly)", "quality", "machine",
+                   "file"], rows)
 
 
 def _pm(s: dict, digits: int = 1, pct: bool = False) -> str:
