@@ -12,7 +12,8 @@ Each sample is judged on its pixels:
 
 A class run (emoji32) goes through `noisecraft evaluate` (the judge's class accuracy, FD, memorisation) plus the frame;
 an autoencoder run (emoji64-ae) through `evaluate-autoencoder` (PSNR, SSIM, ΔE2000, the judge on reconstructions).
-`--judge-only RUN --set sample.guidance=3` judges a trained run at other sampling settings (guidance, interval,
+`--evaluate` adds `noisecraft evaluate`'s report for a text run (FD with its floors, memorisation).
+`--judge-only RUN --sample guidance=3` judges a trained run at other sampling settings (guidance, interval,
 sampler, steps) without training again. Every call appends one row to benchmarks/results/colour_search.jsonl.
 
     taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/colour_search.py --preset emoji32-text --name base
@@ -88,6 +89,15 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
             "sampler": {k: getattr(req.options, k) for k in SAMPLE_KEYS}}
 
 
+def evaluate(run: str, n: int, env: dict) -> dict:
+    """`noisecraft evaluate`'s report.json for `n` samples (the judge's figures, floors and memorisation)."""
+    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
+                    "--no-inception", "--no-progress", "--device", "cpu"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    report = json.loads((Path(run) / "eval" / "report.json").read_text())
+    return {k: report[k] for k in ("offline", "text") if report.get(k)}
+
+
 def judge_class(run: str, n: int, env: dict) -> dict:
     """`noisecraft evaluate`'s offline figures for a class run, and the frame of its samples."""
     import torch
@@ -95,10 +105,7 @@ def judge_class(run: str, n: int, env: dict) -> dict:
     from noisecraft.evaluate.shapes import frame_offwhite_share
     from noisecraft.pipeline import load_pipeline
 
-    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
-                    "--no-inception", "--no-progress", "--device", "cpu"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    off = json.loads((Path(run) / "eval" / "report.json").read_text())["offline"]
+    off = evaluate(run, n, env)["offline"]
     pipe = load_pipeline(run, "cpu")
     images = pipe.generate(request=pipe.prepare(256, list(range(pipe.num_classes)), seed=30_000))
     return {"offline": off, "frame_offwhite": round(frame_offwhite_share(images), 4)}
@@ -135,6 +142,7 @@ def main() -> None:
     p.add_argument("--autoencoder", help="the autoencoder run of a latent preset")
     p.add_argument("--seeds", type=int, default=8, help="images per prompt")
     p.add_argument("--n", type=int, default=600, help="samples for a class run's evaluate")
+    p.add_argument("--evaluate", action="store_true", help="a text run also through `noisecraft evaluate` (--n)")
     args = p.parse_args()
     env = dict(os.environ)
     run = args.judge_only or str(Path(args.work) / args.name)
@@ -148,6 +156,8 @@ def main() -> None:
         row["quality"] = judge_autoencoder(run)
     elif config["model"].get("text_encoder"):
         row["quality"] = judge_text(run, args.seeds, sample)
+        if args.evaluate:
+            row["quality"]["evaluate"] = evaluate(run, args.n, env)
     else:
         row["quality"] = judge_class(run, args.n, env)
     from noisecraft.precision import use_bf16

@@ -390,10 +390,35 @@ def _emoji_goal(r: dict) -> str:
     return "; ".join(parts) or "none for its time; well above chance, held-out accuracy beside it"
 
 
+def _offline_quality(off: dict) -> str:
+    """`noisecraft evaluate`'s offline figures: FD with both real floors, near-copies, and the class accuracy."""
+    f = off["floors"]
+    acc = off["generated"].get("class_accuracy")
+    said = (f"judged as the class asked {_pct(acc)} (real held-out {_pct(off['real_heldout']['class_accuracy'])}); "
+            if acc is not None else "")
+    return (said + f"FD in the judge's features {f['generated']['fd']:.1f} (floors: real held-out "
+            f"{f['real_heldout']['fd']:.1f}, real training images not in the reference {f['real_train_unseen']['fd']:.1f}); "
+            f"near-copies {_pct(f['generated']['near_copy_share'])} (real held-out {_pct(f['real_heldout']['near_copy_share'])})"
+            f"; {off['generated']['n']} samples")
+
+
+def _autoencoder_quality(q: dict) -> str:
+    de = q["delta_e2000"]
+    judge = q.get("judge") or {}
+    said = (f"; reconstructions judged as their class {_pct(judge['accuracy'])} (originals "
+            f"{_pct(judge['originals_accuracy'])})" if judge else "")
+    return (f"held-out reconstructions: PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}, ΔE2000 mean {de['mean']:.2f}, "
+            f"95th percentile {de['p95']:.1f}" + said)
+
+
 def _colour_quality(q: dict) -> str:
     """A colour_search row's figures in words: what a person sees, each beside its real-emoji floor."""
+    if "psnr_db" in q:
+        return _autoencoder_quality(q)
     if "colour_unseen" not in q:
-        return _emoji_quality(q) if "psnr_db" in q else json.dumps(q)[:200]
+        return (_offline_quality(q["offline"]) + f"; off-white frame {_pct(q['frame_offwhite'])}")
+    evaluated = ("; " + _offline_quality(q["evaluate"]["offline"]) + f" from "
+                 f"{q['evaluate']['text']['distinct_prompts']} distinct prompts" if "evaluate" in q else "")
     per = " / ".join(f"{c} {_pct(v)}" for c, v in q["colour_unseen_per_colour"].items())
     forms = q["colour_by_form"]
     shapes = " / ".join(f"{s} {_pct(v)}" for s, v in q["shape_per_shape"].items())
@@ -401,7 +426,7 @@ def _colour_quality(q: dict) -> str:
             f"{_pct(forms['order'])}, synonyms {_pct(forms['synonym'])}, the caption form {_pct(forms['caption'])}; "
             f"the shape asked {_pct(q['shape'])} ({shapes}; real emoji {_pct(q['real_shape'])}); off-white frame "
             f"{_pct(q['frame_offwhite'])} (real held-out emoji {_pct(q['real_frame_offwhite'])}); "
-            f"{q['seeds_per_prompt']} seeds a prompt, {q['n']} samples")
+            f"{q['seeds_per_prompt']} seeds a prompt, {q['n']} samples" + evaluated)
 
 
 def colour_search() -> str:
