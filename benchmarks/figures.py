@@ -407,6 +407,8 @@ def _autoencoder_quality(q: dict) -> str:
     judge = q.get("judge") or {}
     said = (f"; reconstructions judged as their class {_pct(judge['accuracy'])} (originals "
             f"{_pct(judge['originals_accuracy'])})" if judge else "")
+    if "agreement" in judge:
+        said += f", in the judge's finest class of their original {_pct(judge['agreement'])}"
     return (f"held-out reconstructions: PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}, ΔE2000 mean {de['mean']:.2f}, "
             f"95th percentile {de['p95']:.1f}" + said)
 

@@ -204,3 +204,23 @@ def test_explain_draws_a_colour_run_in_colour_and_scores_its_decodings(channels,
         assert f"mean ΔE2000 {latents['delta_e2000']['mean']:.2f}" in titles[0] and "PSNR" in titles[0]
     else:  # a grey run's figure as before
         assert "psnr_db" not in latents and "delta_e2000" not in latents and "\n" not in titles[0]
+
+
+def test_judge_agreement_counts_reconstructions_put_in_their_originals_class(monkeypatch):
+    """The judge's own-label prediction of each reconstruction against its original's: a stand-in judge that
+    classifies by the mean red level, so changing half the reconstructions' red moves exactly those."""
+    import noisecraft.evaluate.classifier as classifier
+    from noisecraft.evaluate.autoencoder import judge_agreement
+
+    class ByRed:
+        def predict(self, images, own_classes=False):
+            red = images[:, 0].float().mean((1, 2))
+            logits = torch.stack([-(red - 64).abs(), -(red - 192).abs()], 1)  # class 0 dark red, 1 bright red
+            return logits, torch.zeros(len(images), 4)
+
+    monkeypatch.setattr(classifier, "get_classifier", lambda *a, **k: ByRed())
+    x = torch.full((8, 3, 4, 4), 60, dtype=torch.uint8)
+    rec = x.clone()
+    rec[:2, 0] = 200  # two of eight reconstructions now bright red: judged another class
+    assert judge_agreement(x, x.clone(), "emoji", "cpu") == 1.0
+    assert judge_agreement(x, rec, "emoji", "cpu") == pytest.approx(6 / 8)

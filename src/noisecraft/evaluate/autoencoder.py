@@ -87,6 +87,16 @@ def colour_error(x: torch.Tensor, rec: torch.Tensor) -> dict:
     return {**_mean_p95(de), "by_hue": by_hue}
 
 
+def judge_agreement(x: torch.Tensor, rec: torch.Tensor, data_cfg, device) -> float:
+    """Share of reconstructions the judge puts in the same class as their original, in its own (finest) labels:
+    what the picture is, as far as the judge can tell, kept through the autoencoder."""
+    from noisecraft.evaluate.classifier import get_classifier
+
+    clf = get_classifier(data_cfg, device=device)
+    same = clf.predict(x, own_classes=True)[0].argmax(1) == clf.predict(rec, own_classes=True)[0].argmax(1)
+    return same.float().mean().item()
+
+
 @dataclass
 class AutoencoderEvalOptions:
     n: int | None = None  # held-out images to reconstruct; None: all of the val split
@@ -140,7 +150,8 @@ def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
         m = classifier_metrics(rec, labels, data_cfg, device)
         report["judge"] = {"accuracy": m["generated"].get("class_accuracy"), "fd_clf": m["generated"]["fd"],
                            "originals_accuracy": m["real_heldout"].get("class_accuracy"),
-                           "originals_fd_clf": m["real_heldout"]["fd"], "classifier": m["classifier"]}
+                           "originals_fd_clf": m["real_heldout"]["fd"], "classifier": m["classifier"],
+                           "agreement": judge_agreement(x, rec, data_cfg, device)}
     out = Path(out) if out is not None else run_root(ckpt.path) / "eval-autoencoder"
     out.mkdir(parents=True, exist_ok=True)
     k = min(32, len(x) // 8 * 8) or len(x)
