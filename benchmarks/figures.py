@@ -431,17 +431,37 @@ def _colour_quality(q: dict) -> str:
             f"{q['seeds_per_prompt']} seeds a prompt, {q['n']} samples" + evaluated)
 
 
+def _seed_summary(rows: list[dict]) -> str:
+    """Mean ± std over the seeds of each variant trained more than once (NAME, NAME-seed1, NAME-seed2, ...)."""
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        runs = [r["quality"] for r in rows if (r["name"] == name or r["name"].startswith(f"{name}-seed"))
+                and not r["sample"] and "colour_unseen" in r["quality"]]
+        if len(runs) < 2:
+            continue
+        stat = lambda key: f"{_pct(mean(q[key] for q in runs))} ± {_pct(stdev(q[key] for q in runs))}"  # noqa: E731
+        worst = {c: min(q["colour_unseen_per_colour"][c] for q in runs) for c in runs[0]["colour_unseen_per_colour"]}
+        out.append(f"`{name}` over {len(runs)} seeds (mean ± std): colour words {stat('colour_unseen')}, the shape "
+                   f"asked {stat('shape')}, off-white frame {stat('frame_offwhite')}; each colour at its worst seed: "
+                   + " / ".join(f"{c} {_pct(v)}" for c, v in worst.items()) + ".")
+    return "\n\n".join(out)
+
+
 def colour_search() -> str:
-    """Every variant benchmarks/colour_search.py trained or judged, one row each, with its machine."""
+    """Every variant benchmarks/colour_search.py trained or judged, one row each, with its machine; then the
+    spread over seeds of the variants trained more than once."""
     rows = []
-    for r in load("colour_search.jsonl"):
+    records = load("colour_search.jsonl")
+    for r in records:
         what = ", ".join(r["overrides"] + r["sample"]) or "as the preset"
         wall = (f"{r['train_loop_s']:.0f} s training loop, {r['steps']} steps" if "train_loop_s" in r
                 else "judged again, not timed")
         rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), machine(r),
                      _file("colour_search.jsonl")])
-    return _table(["what", "time (one core; rows run side by side compare only roughly)", "quality", "machine",
-                   "file"], rows)
+    table = _table(["what", "time (one core; rows run side by side compare only roughly)", "quality", "machine",
+                    "file"], rows)
+    seeds = _seed_summary(records)
+    return table + (f"\n\n{seeds}" if seeds else "")
 
 
 def _pm(s: dict, digits: int = 1, pct: bool = False) -> str:
