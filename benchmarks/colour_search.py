@@ -43,7 +43,11 @@ SAMPLE_KEYS = ("sampler", "steps", "guidance", "guidance_interval")
 
 
 def prompts() -> list[dict]:
-    """Every prompt judged: its text, the colour and shape it asks for, and its form."""
+    """Every prompt judged: its text, the colour and shape it asks for, and its form. Its synonyms are never the
+    ones captions may use (data.emoji_synonyms), so they stay words a run has not seen."""
+    from noisecraft.captions import COLOUR_SYNONYMS
+
+    assert not set(SYNONYMS.values()) & set(COLOUR_SYNONYMS.values())
     return [{"text": t.format(colour=c, shape=s, synonym=SYNONYMS[c]), "colour": c, "shape": s, "form": form}
             for form, templates in FORMS.items() for t in templates for c in COLOURS for s in SHAPES]
 

@@ -54,6 +54,14 @@ def test_two_coloured_emoji_get_a_caption_naming_both():
     assert not any("blue" in t for t in caption_texts({**record, "second_colour": None}))
 
 
+def test_colour_synonyms_add_one_caption_only_when_asked():
+    from noisecraft.emoji import caption_texts
+
+    record = {"name": "red heart", "colour": "red", "second_colour": None, "subgroup": "heart",
+              "group": "Smileys & Emotion"}
+    assert caption_texts(record, synonyms=True) == caption_texts(record) + ["a scarlet heart emoji"]
+
+
 def test_frame_share_counts_only_the_border_pixels_off_white():
     x = canvas(2)
     x[0, :, 0, :] = 0  # image 0: its whole top row black (32 of the frame's 348 pixels)

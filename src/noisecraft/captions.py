@@ -193,6 +193,10 @@ COLOURS = (*HUES, "brown", "black", "grey")  # every colour word a caption may h
 CHROMA_MIN_S, CHROMA_MIN_V = 0.15, 0.25  # a pixel of saturation and value above these has a hue
 BROWN_HUES, BROWN_MAX_V = (15, 50), 0.75  # orange/yellowish hues this dark are brown
 INK_MAX_V = 0.9  # a pixel darker than this (or chromatic) is not background white
+# Another word for each colour, written in captions when data.emoji_synonyms is on, so a model learns a colour from
+# more than one word; benchmarks/colour_search.py asks with other synonyms still (crimson, emerald, violet, ...).
+COLOUR_SYNONYMS = {"red": "scarlet", "orange": "amber", "yellow": "lemon", "green": "lime", "blue": "cobalt",
+                   "purple": "lilac", "pink": "rose", "brown": "chocolate", "black": "jet", "grey": "ash"}
 SECOND_MIN_SHARE = 0.3  # a second hue on this share of the chromatic pixels is a second main colour ("red and blue")
 
 

@@ -48,6 +48,7 @@ class DataConfig:
     emoji_groups: tuple[str, ...] = ()  # keep only these groups (registry.EMOJI_GROUPS, e.g. food-drink); () = all
     emoji_exclude: tuple[str, ...] = ("skin-tones",)  # leave these out (registry.EMOJI_EXCLUDES): flags, keycaps, ...
     emoji_background: str = "white"  # colour the transparent SVGs are composited on: a CSS name or #rrggbb
+    emoji_synonyms: bool = False  # a caption naming the colour by another word too (captions.COLOUR_SYNONYMS)
 
 
 @dataclass

@@ -223,10 +223,10 @@ def selected(records: list[dict], cfg: DataConfig) -> list[int]:
             and r["subgroup"] not in drop_subgroups and not (no_tones and any(t in r["code"] for t in SKIN_TONES))]
 
 
-def caption_texts(record: dict) -> list[str]:
+def caption_texts(record: dict, synonyms: bool = False) -> list[str]:
     """The captions of one emoji: its name, with its measured colour (both main colours where it has two), with its
-    subgroup and group words."""
-    from noisecraft.captions import COLOURS, with_articles
+    subgroup and group words; with `synonyms`, also its colour in another word ("a scarlet heart emoji")."""
+    from noisecraft.captions import COLOUR_SYNONYMS, COLOURS, with_articles
 
     name = record["name"].replace("flag: ", "flag of ").replace(": ", ", ")
     colour = record["colour"]
@@ -239,6 +239,8 @@ def caption_texts(record: dict) -> list[str]:
         texts.insert(2, with_articles(f"a {colour} {name}"))
     if record.get("second_colour"):  # "a red and blue tram car": what tells two-coloured emoji apart
         texts.append(with_articles(f"a {colour} and {record['second_colour']} {name if not named else subgroup}"))
+    if synonyms:
+        texts.append(with_articles(f"a {COLOUR_SYNONYMS[colour]} {subgroup} emoji"))
     return list(dict.fromkeys(texts))
 
 
@@ -258,7 +260,8 @@ def load_emoji(cfg: DataConfig, split: str):
     labels = torch.tensor([class_names.index(order[i]) for i in idx], dtype=torch.long)
     captions = None
     if cfg.captions != "off" and len(idx):
-        captions = Captions.from_groups([caption_texts(records[i]) for i in idx], torch.arange(len(idx)))
+        captions = Captions.from_groups([caption_texts(records[i], cfg.emoji_synonyms) for i in idx],
+                                        torch.arange(len(idx)))
     return ImageData(images, labels, class_names, "emoji", captions)
 
 
