@@ -464,6 +464,18 @@ def colour_search() -> str:
     return table + (f"\n\n{seeds}" if seeds else "")
 
 
+def colour_timing() -> str:
+    """The colour presets' whole commands as multiples of the quickstart timed just before them (colour_timing.py)."""
+    d = load("colour_timing.json")
+    rows = []
+    for r in d["rows"]:
+        budget = f"<= {r['budget_quickstarts']}x" if r["budget_quickstarts"] else "the unit"
+        rows.append([f"`{r['command'].split(' --out')[0]}`", f"{r['wall_s']:.1f} s ({r['train_loop_s']:.1f} s "
+                     f"training loop, {r['steps']} steps)", f"{r['quickstarts']:.2f}x", budget, machine(d),
+                     _file("colour_timing.json")])
+    return _table(["command", "whole command, 1 run", "quickstarts", "the issue's budget", "machine", "file"], rows)
+
+
 def _pm(s: dict, digits: int = 1, pct: bool = False) -> str:
     """mean ± std (over seeds) of a summary entry."""
     if pct:
@@ -558,7 +570,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
-          "colour_search": colour_search,
+          "colour_search": colour_search, "colour_timing": colour_timing,
           "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare}
 
 
