@@ -39,3 +39,17 @@ def test_balance_refuses_grey_images_and_unknown_names():
         draw_repeats(grey, "colour")
     with pytest.raises(UserError, match="data.balance"):
         Config(data=DataConfig(balance="hue")).validate()
+
+
+def test_balance_refuses_a_folder_streamed_from_disk(tmp_path):
+    from PIL import Image
+
+    from noisecraft.data import FolderStream
+
+    for i in range(6):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    stream = FolderStream(DataConfig(dataset="folder", data_root=str(tmp_path), val_size=1))
+    with pytest.raises(UserError, match="streamed from disk"):
+        draw_repeats(stream, "colour")
+    with pytest.raises(UserError, match="streamed from disk"):
+        make_batcher(stream, 2, torch.device("cpu"), repeats=torch.ones(len(stream), dtype=torch.long))

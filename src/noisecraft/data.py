@@ -383,6 +383,8 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
 
 
 MAX_REPEATS = 4  # data.balance draws no image more than this many times an epoch
+BALANCE_STREAMED = ("data.balance draws from images held in memory; this folder is streamed from disk (raise "
+                    "data.max_memory_mb or drop data.balance)")
 
 
 def draw_repeats(data: "ImageData | FolderStream", balance: str) -> torch.Tensor | None:
@@ -393,8 +395,7 @@ def draw_repeats(data: "ImageData | FolderStream", balance: str) -> torch.Tensor
     if balance == "none":
         return None
     if not isinstance(data, ImageData):
-        raise UserError("data.balance draws from images held in memory; this folder is streamed from disk "
-                        "(raise data.max_memory_mb or drop data.balance)")
+        raise UserError(BALANCE_STREAMED)
     if data.channels != 3:
         raise UserError("data.balance=colour needs colour images; this data set is greyscale")
     from noisecraft.captions import dominant_colour
@@ -418,8 +419,7 @@ def make_batcher(data: "ImageData | FolderStream | LatentData", batch_size: int,
         return batcher
     if isinstance(data, FolderStream):
         if repeats is not None:
-            raise UserError("data.balance draws from images held in memory; this folder is streamed from disk "
-                            "(raise data.max_memory_mb or drop data.balance)")
+            raise UserError(BALANCE_STREAMED)
         batcher = StreamBatcher(data, batch_size, device, hflip=hflip, seed=seed, rank=rank, world_size=world_size,
                                 num_workers=num_workers)
     else:
