@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # (preset, subcommand, the budget in quickstarts); emoji64-text-latent trains in the emoji64-ae run.
 COMMANDS = (("digits", "train", None), ("emoji32-text", "train", 4), ("emoji32", "train", 4),
-            ("emoji64-ae", "train-autoencoder", 2), ("emoji64-text-latent", "train", 4), ("emoji32-text-hq", "train", 20))
+            ("emoji64-ae", "train-autoencoder", 2), ("emoji64-text-latent", "train", 4),
+            ("emoji32-text-hq", "train", 20))
 
 
 def timed(preset: str, sub: str, work: Path, env: dict, precision: str) -> dict:

@@ -396,10 +396,10 @@ def _offline_quality(off: dict) -> str:
     acc = off["generated"].get("class_accuracy")
     said = (f"judged as the class asked {_pct(acc)} (real held-out {_pct(off['real_heldout']['class_accuracy'])}); "
             if acc is not None else "")
-    return (said + f"FD in the judge's features {f['generated']['fd']:.1f} (floors: real held-out "
-            f"{f['real_heldout']['fd']:.1f}, real training images not in the reference {f['real_train_unseen']['fd']:.1f}); "
-            f"near-copies {_pct(f['generated']['near_copy_share'])} (real held-out {_pct(f['real_heldout']['near_copy_share'])})"
-            f"; {off['generated']['n']} samples")
+    gen, held, unseen = f["generated"], f["real_heldout"], f["real_train_unseen"]
+    return (said + f"FD in the judge's features {gen['fd']:.1f} (floors: real held-out {held['fd']:.1f}, real "
+            f"training images not in the reference {unseen['fd']:.1f}); near-copies {_pct(gen['near_copy_share'])} "
+            f"(real held-out {_pct(held['near_copy_share'])}); {off['generated']['n']} samples")
 
 
 def _autoencoder_quality(q: dict) -> str:
@@ -409,8 +409,8 @@ def _autoencoder_quality(q: dict) -> str:
             f"{_pct(judge['originals_accuracy'])})" if judge else "")
     if "agreement" in judge:
         said += f", in the judge's finest class of their original {_pct(judge['agreement'])}"
-    return (f"held-out reconstructions: PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}, ΔE2000 mean {de['mean']:.2f}, "
-            f"95th percentile {de['p95']:.1f}" + said)
+    return (f"held-out reconstructions: PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}, ΔE2000 mean "
+            f"{de['mean']:.2f}, 95th percentile {de['p95']:.1f}" + said)
 
 
 def _colour_quality(q: dict) -> str:
