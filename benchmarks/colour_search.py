@@ -93,25 +93,29 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
             "sampler": {k: getattr(req.options, k) for k in SAMPLE_KEYS}}
 
 
-def evaluate(run: str, n: int, env: dict) -> dict:
-    """`noisecraft evaluate`'s report.json for `n` samples (the judge's figures, floors and memorisation)."""
+def evaluate(run: str, n: int, env: dict, sample: dict) -> dict:
+    """`noisecraft evaluate`'s report.json for `n` samples (the judge's figures, floors and memorisation), at the
+    run's sampling settings or those of `sample`."""
+    flags = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sample.items()]
+    flags = [f.replace("--guidance-interval=", "--guidance-interval=all") if f.endswith("interval=") else f
+             for f in flags]
     subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
-                    "--no-inception", "--no-progress", "--device", "cpu"], check=True, env=env,
+                    "--no-inception", "--no-progress", "--device", "cpu", *flags], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     report = json.loads((Path(run) / "eval" / "report.json").read_text())
     return {k: report[k] for k in ("offline", "text") if report.get(k)}
 
 
-def judge_class(run: str, n: int, env: dict) -> dict:
+def judge_class(run: str, n: int, env: dict, sample: dict) -> dict:
     """`noisecraft evaluate`'s offline figures for a class run, and the frame of its samples."""
     import torch
 
     from noisecraft.evaluate.shapes import frame_offwhite_share
     from noisecraft.pipeline import load_pipeline
 
-    off = evaluate(run, n, env)["offline"]
+    off = evaluate(run, n, env, sample)["offline"]
     pipe = load_pipeline(run, "cpu")
-    images = pipe.generate(request=pipe.prepare(256, list(range(pipe.num_classes)), seed=30_000))
+    images = pipe.generate(request=pipe.prepare(256, list(range(pipe.num_classes)), seed=30_000, **sample))
     return {"offline": off, "frame_offwhite": round(frame_offwhite_share(images), 4)}
 
 
@@ -161,9 +165,9 @@ def main() -> None:
     elif config["model"].get("text_encoder"):
         row["quality"] = judge_text(run, args.seeds, sample)
         if args.evaluate:
-            row["quality"]["evaluate"] = evaluate(run, args.n, env)
+            row["quality"]["evaluate"] = evaluate(run, args.n, env, sample)
     else:
-        row["quality"] = judge_class(run, args.n, env)
+        row["quality"] = judge_class(run, args.n, env, sample)
     from noisecraft.precision import use_bf16
 
     bf16 = use_bf16("cpu", config["train"]["precision"])
