@@ -409,8 +409,10 @@ def _autoencoder_quality(q: dict) -> str:
             f"{_pct(judge['originals_accuracy'])})" if judge else "")
     if "agreement" in judge:
         said += f", in the judge's finest class of their original {_pct(judge['agreement'])}"
+    worst = max(de["by_hue"].items(), key=lambda kv: kv[1]["mean"])
     return (f"held-out reconstructions: PSNR {q['psnr_db']:.1f} dB, SSIM {q['ssim']:.3f}, ΔE2000 mean "
-            f"{de['mean']:.2f}, 95th percentile {de['p95']:.1f}" + said)
+            f"{de['mean']:.2f}, 95th percentile {de['p95']:.1f}, worst hue {worst[0]} (mean {worst[1]['mean']:.2f} "
+            f"over {worst[1]['images']} images)" + said)
 
 
 def _colour_quality(q: dict) -> str:

@@ -835,12 +835,22 @@ def _preset_emoji64_ae() -> Config:
 
 
 def _preset_emoji64_text_latent() -> Config:
-    # Stable Diffusion's composition on the emoji: digits64-text-latent's U-Net, captions and sampling in the 16x16x4
-    # latents of an emoji64-ae run (--autoencoder), on the emoji of emoji32-text (no flips). Measured once:
-    # benchmarks/results/emoji_presets.json.
-    cfg = _preset_digits64_text_latent()
-    cfg.data = dataclasses.replace(_emoji32_data(captions="on"), image_size=64)
-    return cfg
+    # Stable Diffusion's composition on the emoji: text-to-image in the 16x16x4 latents of an emoji64-ae run
+    # (--autoencoder), on the emoji of emoji32-text; digits64-text-latent's U-Net (2x2 latent patches at 8x8 and
+    # 4x4, cross-attention at 4x4 and mid), captions and sampling, as rectified flow: flow drew the shape asked far
+    # more often than v-prediction at the same steps (benchmarks/results/colour_search.jsonl, latent-*). Green comes
+    # out wrong because the autoencoder shifts it most (its ΔE2000 per hue, emoji64-ae-fp32).
+    return Config(
+        data=dataclasses.replace(_emoji32_data(captions="on"), image_size=64),
+        model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0,
+                          patch_size=2, cross_attn_resolutions=(4,), text_encoder="all-MiniLM-L6-v2",
+                          text_max_tokens=16),
+        diffusion=DiffusionConfig(prediction="flow", loss_weighting="none"),
+        train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
+                          sample_every=750, ckpt_every=750),
+        autoencoder=AutoencoderConfig(latent=True),
+        sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=2.0),
+    )
 
 
 # Presets are config, so their registry lives here; each target builds a fresh Config.
