@@ -785,8 +785,8 @@ def _preset_emoji32() -> Config:
     # 2x2 pixel patches (16x16 and 8x8, 32 and 64 channels), 1500 steps of 32, as rectified flow: on the emoji
     # flow drew the shape asked far more often than v-prediction with min-SNR at the same steps, where a third
     # level, 4x4 patches or batches of 16 did worse. Guidance w = 2 at every step took the samples judged as the group
-    # asked up to real held-out emoji's share, where w = 1 above sigma 2 left them well below (two runs, bf16 and
-    # fp32: benchmarks/results/colour_search.jsonl, rows e32-flow*, emoji32-fp32*).
+    # asked up to real held-out emoji's share, where w = 1 above sigma 2 left them well below (three runs: two seeds,
+    # bf16 and fp32: benchmarks/results/colour_search.jsonl, rows e32-*, emoji32-fp32*).
     return Config(
         data=_emoji32_data(captions="off"),
         model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
