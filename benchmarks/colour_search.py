@@ -96,9 +96,8 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
 def evaluate(run: str, n: int, env: dict, sample: dict) -> dict:
     """`noisecraft evaluate`'s report.json for `n` samples (the judge's figures, floors and memorisation), at the
     run's sampling settings or those of `sample`."""
-    flags = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sample.items()]
-    flags = [f.replace("--guidance-interval=", "--guidance-interval=all") if f.endswith("interval=") else f
-             for f in flags]
+    value = lambda v: (",".join(map(str, v)) or "all") if isinstance(v, list) else v  # noqa: E731 - [] = every step
+    flags = [f"--{k.replace('_', '-')}={value(v)}" for k, v in sample.items()]
     subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
                     "--no-inception", "--no-progress", "--device", "cpu", *flags], check=True, env=env,
                    stdout=subprocess.DEVNULL)

@@ -227,23 +227,36 @@ def colour_counts(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     return torch.cat(counts), torch.cat(inks), torch.cat(means)
 
 
+def _dominant(counts: torch.Tensor, n_ink: torch.Tensor, mean_v: torch.Tensor) -> torch.Tensor:
+    grey = torch.where(mean_v < 0.35, COLOURS.index("black"), COLOURS.index("grey"))
+    return torch.where(counts.sum(1) < 0.2 * n_ink, grey, counts.argmax(1))
+
+
+def _second(counts: torch.Tensor, n_ink: torch.Tensor, min_share: float) -> torch.Tensor:
+    top2 = counts.topk(2, dim=1)
+    second = top2.values[:, 1] >= min_share * counts.sum(1)
+    chromatic = counts.sum(1) >= 0.2 * n_ink
+    return torch.where(second & chromatic, top2.indices[:, 1], torch.full_like(top2.indices[:, 1], -1))
+
+
 def dominant_colour(images: torch.Tensor) -> torch.Tensor:
     """The colour word (an index into COLOURS) of each RGB image, uint8 (N, 3, H, W) -> (N,) int64: the hue that
     covers most chromatic pixels. An image whose chromatic pixels are under a fifth of its ink is black or grey by
     the mean value of its ink."""
+    return _dominant(*colour_counts(images))
+
+
+def main_colours(images: torch.Tensor, min_share: float = SECOND_MIN_SHARE) -> tuple[torch.Tensor, torch.Tensor]:
+    """`dominant_colour` and `second_colour` of each image, from one count of its pixels."""
     counts, n_ink, mean_v = colour_counts(images)
-    grey = torch.where(mean_v < 0.35, COLOURS.index("black"), COLOURS.index("grey"))
-    return torch.where(counts.sum(1) < 0.2 * n_ink, grey, counts.argmax(1))
+    return _dominant(counts, n_ink, mean_v), _second(counts, n_ink, min_share)
 
 
 def second_colour(images: torch.Tensor, min_share: float = SECOND_MIN_SHARE) -> torch.Tensor:
     """The second main colour word of each RGB image (an index into COLOURS), or -1: the hue with the second most
     chromatic pixels when it covers at least `min_share` of them and the image is chromatic at all."""
     counts, n_ink, _ = colour_counts(images)
-    top2 = counts.topk(2, dim=1)
-    second = top2.values[:, 1] >= min_share * counts.sum(1)
-    chromatic = counts.sum(1) >= 0.2 * n_ink
-    return torch.where(second & chromatic, top2.indices[:, 1], torch.full_like(top2.indices[:, 1], -1))
+    return _second(counts, n_ink, min_share)
 
 
 def named_colour(text: str) -> int | None:

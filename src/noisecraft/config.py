@@ -799,20 +799,13 @@ def _preset_emoji32() -> Config:
 
 
 def _preset_emoji32_text() -> Config:
-    # Text-to-image on the emoji of emoji32 and its network and steps: captions from each emoji's name, its
-    # subgroup and group words and its main colours measured on the pixels ("a red heart", "a red and blue tram
-    # car"), through all-MiniLM-L6-v2, cross-attending at 16x16, 8x8 and mid; DPM-Solver++(2M) 15 steps at guidance
-    # w = 2. The search on colour data (colour words, shapes, backgrounds): benchmarks/results/colour_search.jsonl.
-    return Config(
-        data=_emoji32_data(captions="on"),
-        model=ModelConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
-                          patch_size=2, cross_attn_resolutions=(16, 8), text_encoder="all-MiniLM-L6-v2",
-                          text_max_tokens=16),
-        diffusion=DiffusionConfig(prediction="flow", loss_weighting="none"),
-        train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
-                          sample_every=1500, ckpt_every=750),
-        sample=SampleConfig(sampler="dpmpp-2m", steps=15, guidance=2.0),
-    )
+    # Text-to-image on the emoji of emoji32, with its network, steps and sampling: captions from each emoji's name,
+    # its subgroup and group words and its main colours measured on the pixels ("a red heart", "a red and blue tram
+    # car"), through all-MiniLM-L6-v2, cross-attending at 16x16, 8x8 and mid. The search on colour data (colour
+    # words, shapes, backgrounds): benchmarks/results/colour_search.jsonl.
+    cfg = _preset_emoji32()
+    return dataclasses.replace(cfg, data=_emoji32_data(captions="on"), model=dataclasses.replace(
+        cfg.model, cross_attn_resolutions=(16, 8), text_encoder="all-MiniLM-L6-v2", text_max_tokens=16))
 
 
 def _preset_emoji32_text_hq() -> Config:

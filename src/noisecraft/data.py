@@ -257,12 +257,17 @@ def _folder_mode(modes) -> str:
 
 def _background(cfg: DataConfig) -> str:
     """data.background as #rrggbb, checked before any image is decoded (a bad colour fails fast, not mid-folder)."""
+    return "#{:02x}{:02x}{:02x}".format(*colour_rgb(cfg.background, "data.background"))
+
+
+def colour_rgb(colour: str, field: str) -> tuple[int, int, int]:
+    """A CSS colour name or #rrggbb -> (r, g, b); anything else is a UserError naming the config `field`."""
     from PIL import ImageColor
 
     try:
-        return "#{:02x}{:02x}{:02x}".format(*ImageColor.getrgb(cfg.background)[:3])
+        return tuple(ImageColor.getrgb(colour)[:3])
     except (ValueError, TypeError, AttributeError):
-        raise UserError(f"data.background must be a CSS colour name or #rrggbb, got '{cfg.background}'") from None
+        raise UserError(f"{field} must be a CSS colour name or #rrggbb, got '{colour}'") from None
 
 
 def _has_alpha(im) -> bool:
@@ -456,12 +461,7 @@ def folder_image(im, mode: str, size: int, background: str):
 def composite(rgba: np.ndarray, background: str, field: str = "data.background") -> np.ndarray:
     """Straight RGBA uint8 (N, 4, H, W) over a solid colour (a CSS name or #rrggbb) -> RGB uint8 (N, 3, H, W);
     a bad colour is a UserError naming the config `field` it came from."""
-    from PIL import ImageColor
-
-    try:
-        bg = np.array(ImageColor.getrgb(background)[:3], dtype=np.float32)[None, :, None, None]
-    except ValueError:
-        raise UserError(f"{field} must be a CSS colour name or #rrggbb, got '{background}'") from None
+    bg = np.array(colour_rgb(background, field), dtype=np.float32)[None, :, None, None]
     a = rgba[:, 3:].astype(np.float32) / 255
     return np.round(rgba[:, :3] * a + bg * (1 - a)).clip(0, 255).astype(np.uint8)
 

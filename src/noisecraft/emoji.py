@@ -177,7 +177,7 @@ def emoji_cache(cfg: DataConfig) -> tuple[torch.Tensor, list[dict]]:
     colour, second colour or None), from the cache, or rasterised now and cached (a few seconds)."""
     from safetensors.torch import save
 
-    from noisecraft.captions import COLOURS, dominant_colour, second_colour
+    from noisecraft.captions import COLOURS, main_colours
     from noisecraft.data import composite
     from noisecraft.rundir import atomic_write_bytes
 
@@ -195,7 +195,7 @@ def emoji_cache(cfg: DataConfig) -> tuple[torch.Tensor, list[dict]]:
         shown = "; ".join(f"{p.name} ({e})" for p, e in bad[:3])
         warnings.warn(f"skipped {len(bad)} SVG(s) of {root} that do not render: {shown}", stacklevel=2)
     on_white = torch.from_numpy(composite(rgba, "white"))
-    colours, seconds = dominant_colour(on_white).tolist(), second_colour(on_white).tolist()
+    colours, seconds = (c.tolist() for c in main_colours(on_white))
     records = [{**entries[i][1].__dict__, "colour": COLOURS[c], "second_colour": COLOURS[c2] if c2 >= 0 else None}
                for i, c, c2 in zip(ok, colours, seconds)]
     meta = {**want, "emoji": records, "unnamed": unnamed, "broken": [p.name for p, _ in bad]}
