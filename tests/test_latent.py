@@ -176,6 +176,23 @@ def test_latent_run_samples_with_nothing_else_present(cli, tmp_path):
     assert latents["latent_shape"] == [2, 4, 4] and latents["image_shape"] == [1, 16, 16]
 
 
+def test_overwrite_with_another_autoencoder_trains_on_the_new_one(cli, tmp_path):
+    """The defect it guards: --overwrite kept the old run's autoencoder/ copy, which the task prefers, so the new run
+    trained on the old autoencoder while its config named the new one."""
+    old, new, ldm = tmp_path / "ae_old", tmp_path / "ae_new", tmp_path / "ldm"
+    assert cli("train-autoencoder", "--out", old, "--steps", 2, *TINY_AE)[0] == 0
+    assert cli("train-autoencoder", "--out", new, "--steps", 3, *TINY_AE)[0] == 0
+    assert cli("train", "--autoencoder", old, "--out", ldm, "--steps", 2, *TINY_LATENT)[0] == 0
+    code, _, err = cli("train", "--autoencoder", new, "--out", ldm, "--steps", 2, "--overwrite", *TINY_LATENT)
+    assert code == 0, err
+    assert "--overwrite: removed" in err and "autoencoder/" in err and "checkpoints/" in err
+    copy = (ldm / "autoencoder" / "autoencoder.safetensors").read_bytes()
+    assert copy == (new / "checkpoints" / "last.safetensors").read_bytes()
+    assert copy != (old / "checkpoints" / "last.safetensors").read_bytes()
+    record = json.loads((ldm / "checkpoints" / "last.json").read_text())["autoencoder"]
+    assert record["source"] == str(new)
+
+
 def test_the_server_offers_a_latent_run_at_its_image_size_and_no_autoencoder_run(cli, tmp_path):
     from fastapi.testclient import TestClient
 

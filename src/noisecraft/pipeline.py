@@ -36,7 +36,7 @@ from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
 from noisecraft.registry import PRECISIONS, SAMPLERS
-from noisecraft.rundir import run_root
+from noisecraft.rundir import RunDir, run_root
 from noisecraft.samplers import PerImageNoise, SamplerStep, cfg_denoiser, get_sampler, get_sigmas
 from noisecraft.samplers.common import Denoise
 
@@ -434,9 +434,8 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
     the autoencoder copy in `root` / the recorded source, checked by sha256)."""
     cache = None
     if text is None and root is not None:
-        from noisecraft.conditioning.text import EMBEDDINGS_FILE
 
-        cache = Path(root) / EMBEDDINGS_FILE
+        cache = RunDir(root).text_embeddings
     if codec is None and config.autoencoder.latent:
         from noisecraft.autoencoder.codec import load_run_codec
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,11 +34,21 @@ from noisecraft.config import Config, apply_overrides, json_safe
 from noisecraft.errors import UserError
 from noisecraft.registry import DATASETS
 
+# The names of what a run holds: no other module spells them (they ask a RunDir, or these constants).
 CONFIG_FILE = "config.json"
 DATA_LICENSE_FILE = "DATA_LICENSE.txt"  # written when the dataset has a licence to keep (the emoji set's CC BY-SA)
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
 EMA_SNAPSHOTS = "ema_snapshots"  # snapshots of the post-hoc EMA profiles, one file a step
+LOG_FILE, STATUS_FILE, SUMMARY_FILE = "log.jsonl", "status.json", "summary.json"
+TRAIN_LOG = "train.log"  # the output of a run the web app started, written before the trainer's own files
+SAMPLES, EVAL = "samples", "eval"  # sample grids by step; `noisecraft evaluate`'s default output
+FINAL_GRID = "final.png"  # samples/ grid at the end of training (step grids are step_N.png)
+REPORT_JSON, REPORT_MD = "report.json", "report.md"  # an evaluation's report, in eval/ or any folder given
+AUTOENCODER_COPY = "autoencoder"  # a latent run's copy of its autoencoder, so the run alone samples
+LATENTS_FILE = "latents.safetensors"  # a latent run's training set, encoded once
+TEXT_EMBEDDINGS_FILE = "text_embeddings.safetensors"  # a text run's cached caption embeddings
+POSTHOC_EMA = "posthoc_ema"  # the post-hoc EMA sweep's folder (sweep.json), read by explain
 RUN_STATES = ("running", "finished", "interrupted", "failed")
 LOG_KINDS = ("train", "val", "eval")
 
@@ -159,12 +170,27 @@ class RunDir:
         self.ckpt_dir = self.root / CHECKPOINTS
         self.last = self.ckpt_dir / "last.safetensors"
         self.best = self.ckpt_dir / "best.safetensors"
-        self.log_path = self.root / "log.jsonl"
-        self.status_path = self.root / "status.json"
-        self.samples = self.root / "samples"
+        self.log_path = self.root / LOG_FILE
+        self.status_path = self.root / STATUS_FILE
+        self.summary_path = self.root / SUMMARY_FILE
+        self.train_log = self.root / TRAIN_LOG
+        self.samples = self.root / SAMPLES
+        self.eval_dir = self.root / EVAL
         self.snapshot_dir = self.root / EMA_SNAPSHOTS
+        self.autoencoder_copy = self.root / AUTOENCODER_COPY
+        self.latents = self.root / LATENTS_FILE
+        self.text_embeddings = self.root / TEXT_EMBEDDINGS_FILE
+        self.posthoc_ema = self.root / POSTHOC_EMA
         self._log = None
         self._status: dict = {}
+
+    def grid(self, step: int | None = None) -> Path:
+        """The sample grid of `step` (samples/step_N.png), or the final one."""
+        return self.samples / (f"step_{step:08d}.png" if step is not None else FINAL_GRID)
+
+    def figure(self, name: str) -> Path:
+        """A figure the run draws at its top level (loss, metrics, forward_process, ...)."""
+        return self.root / f"{name}.png"
 
     def step_ckpt(self, step: int) -> Path:
         return self.ckpt_dir / f"step_{step:08d}.safetensors"
@@ -207,7 +233,8 @@ class RunDir:
                 raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
                                 f"delete it and start again, or choose another --out")
             if self.main:
-                self.clear()
+                removed = self.clear()
+                print(f"--overwrite: removed {', '.join(removed)} from {self.root}", file=sys.stderr)
         return cfg, False
 
     def resume_config(self, changed: list[str], steps: int | None, device: str | None, default: Config) -> Config:
@@ -229,14 +256,22 @@ class RunDir:
         saved.train.steps = steps
         return saved
 
-    def clear(self) -> None:
-        """Delete what a run writes (checkpoints/, samples/, eval/, ema_snapshots/ and the top-level JSON, JSONL and
-        PNG files), nothing else: --out may name a directory that also holds the user's own files."""
-        for d in ("checkpoints", "samples", "eval", EMA_SNAPSHOTS):
-            shutil.rmtree(self.root / d, ignore_errors=True)
-        for pattern in ("*.json", "*.jsonl", "*.png"):
-            for f in self.root.glob(pattern):
+    def clear(self) -> list[str]:
+        """Delete what a run writes (its folders, caches, the autoencoder copy and the top-level JSON, JSONL, PNG
+        and log files), nothing else: --out may name a directory that also holds the user's own files. Returns the
+        names removed."""
+        removed = []
+        for d in (self.ckpt_dir, self.samples, self.eval_dir, self.snapshot_dir, self.autoencoder_copy,
+                  self.posthoc_ema):
+            if d.is_dir():
+                shutil.rmtree(d)
+                removed.append(d.name + "/")
+        files = [self.latents, self.text_embeddings, self.root / DATA_LICENSE_FILE, self.train_log]
+        for f in [*files, *(f for pattern in ("*.json", "*.jsonl", "*.png") for f in self.root.glob(pattern))]:
+            if f.is_file():
                 f.unlink()
+                removed.append(f.name)
+        return sorted(removed)
 
     def start(self, cfg: Config, start_step: int) -> None:
         """Create the directory, save the resolved config, drop log records past `start_step` (a crash may leave

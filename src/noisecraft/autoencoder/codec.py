@@ -18,9 +18,8 @@ import torch
 import torch.nn as nn
 
 from noisecraft.errors import UserError
-from noisecraft.rundir import content_hash
+from noisecraft.rundir import RunDir, content_hash
 
-RUN_COPY = "autoencoder"  # the copy's folder inside a diffusion run
 NOISECRAFT_FILE = "autoencoder.safetensors"  # a noisecraft autoencoder's copy: its EMA weights and config
 DIFFUSERS_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -102,7 +101,7 @@ class LatentCodec(nn.Module):
     def copy_into(self, run_root: Path) -> Path:
         """Keep this autoencoder in `run_root/autoencoder/` (its EMA weights and config; a diffusers folder's
         files as they are), so the run samples without the original."""
-        dest = Path(run_root) / RUN_COPY
+        dest = RunDir(run_root).autoencoder_copy
         dest.mkdir(parents=True, exist_ok=True)
         src = Path(self.source)
         if self.kind == "diffusers":
@@ -158,7 +157,7 @@ def load_codec(path: str | Path, device: torch.device | str = "cpu") -> LatentCo
 def load_run_codec(run_root: Path, record: dict, source: str | None, device) -> LatentCodec:
     """A diffusion run's autoencoder: its own copy when it has one, else the recorded source, which must still
     hold the same files (sha256)."""
-    copy = Path(run_root) / RUN_COPY
+    copy = RunDir(run_root).autoencoder_copy
     if copy.is_dir():
         codec = load_codec(copy, device)
     elif source and Path(source).exists():

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from noisecraft.errors import UserError
 from noisecraft.registry import TEXT_ENCODERS
 
-EMBEDDINGS_FILE = "text_embeddings.safetensors"
 MAX_PROMPT_CHARS = 2000  # longer is no prompt a model of tens of tokens reads: refused, not silently truncated
 KEYS = ("context", "context_mask", "context_pooled")
 TEXT_EXTRA = 'pip install -e ".[text]"'

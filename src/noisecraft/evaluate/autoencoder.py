@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from noisecraft.config import to_json
 from noisecraft.errors import UserError
-from noisecraft.rundir import run_root
+from noisecraft.rundir import REPORT_JSON, run_root
 
 LATENT_EXTRA = 'pip install -e ".[latent]"'
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -158,6 +158,6 @@ def evaluate_autoencoder(run: str | Path, out: str | Path | None = None,
     nrow = min(8, k)
     pairs = torch.stack([x[:k].view(-1, nrow, *x.shape[1:]), rec[:k].view(-1, nrow, *x.shape[1:])], 1)
     save_grid(pairs.flatten(0, 2), out / "reconstructions.png", nrow=nrow)
-    (out / "report.json").write_text(to_json(report) + "\n")
+    (out / REPORT_JSON).write_text(to_json(report) + "\n")
     report["out"] = str(out)
     return report

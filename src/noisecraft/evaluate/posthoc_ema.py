@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from noisecraft.errors import UserError
-from noisecraft.rundir import run_root
+from noisecraft.rundir import RunDir, run_root
 from noisecraft.train.phema import gamma_of, load_params, posthoc_source, reconstruct
 
 DEFAULT_SIGMA_RELS = (0.02, 0.03, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20, 0.25)
-SWEEP_DIR = "posthoc_ema"  # <run>/posthoc_ema/sweep.json and sweep.png
+SWEEP_JSON = "sweep.json"  # beside sweep.png, in <run>/posthoc_ema/ or the folder given
 
 
 @dataclass
@@ -104,9 +104,9 @@ def sweep(checkpoint: str | Path, options: SweepOptions | None = None, out: str 
               "fixed_ema": {"ema_decay": tc.ema_decay, "sigma_rel": fixed_ema_sigma_rel(tc.ema_decay, ckpt.step),
                             **fixed},
               "reconstructed": rows, "best": best_of(rows, fixed)}
-    out = Path(out) if out is not None else run_root(ckpt.path) / SWEEP_DIR
+    out = Path(out) if out is not None else RunDir(run_root(ckpt.path)).posthoc_ema
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / SWEEP_JSON).write_text(json.dumps(result, indent=2) + "\n")
     plot_sweep(result, out / "sweep.png")
     result["out"] = str(out)
     return result

@@ -34,7 +34,7 @@ from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, 
 from noisecraft.evaluate.memorisation import memorisation, nearest_distance
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
-from noisecraft.rundir import run_root
+from noisecraft.rundir import REPORT_JSON, REPORT_MD, RunDir, run_root
 from noisecraft.samplers import describe_interval
 
 REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
@@ -261,7 +261,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     pipe = load_pipeline(checkpoint, opts.device)
     cfg, device = pipe.config, pipe.device
     ckpt_path = Path(pipe.path)
-    out = Path(out) if out is not None else run_root(ckpt_path) / "eval"
+    out = Path(out) if out is not None else RunDir(run_root(ckpt_path)).eval_dir
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -321,8 +321,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
         save_grid(real.images[class_grid_order(real.labels if k else None, len(real), k)], out / "real.png", nrow=10)
     except UserError:
         pass
-    (out / "report.json").write_text(to_json(report) + "\n")
-    (out / "report.md").write_text(render_markdown(report, has_real=(out / "real.png").is_file()))
+    (out / REPORT_JSON).write_text(to_json(report) + "\n")
+    (out / REPORT_MD).write_text(render_markdown(report, has_real=(out / "real.png").is_file()))
     report["out"] = str(out)
     return report
 

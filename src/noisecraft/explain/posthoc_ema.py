@@ -22,10 +22,10 @@ def has_profiles(pipe) -> bool:
 
 
 def posthoc_ema_figure(ctx, path: Path) -> dict:
-    from noisecraft.evaluate.posthoc_ema import SWEEP_DIR, SweepOptions, plot_sweep, sweep
+    from noisecraft.evaluate.posthoc_ema import SWEEP_JSON, SweepOptions, plot_sweep, sweep
 
     root = run_root(ctx.pipe.path)
-    cached = root / SWEEP_DIR / "sweep.json"
+    cached = RunDir(root).posthoc_ema / SWEEP_JSON
     latest = RunDir(root).snapshots()[-1][0]
     result = json.loads(cached.read_text()) if cached.is_file() else None
     if result is None or result.get("snapshot_steps", [None])[-1] != latest:

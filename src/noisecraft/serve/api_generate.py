@@ -14,6 +14,7 @@ from noisecraft.config import PRESETS
 from noisecraft.errors import UserError
 from noisecraft.imageinfo import format_parameters
 from noisecraft.registry import DATASETS, SAMPLERS, TASKS
+from noisecraft.rundir import RunDir
 from noisecraft.serve.edits import EDIT_OPENAPI, read_edit
 from noisecraft.serve.images import data_url, strip_png
 from noisecraft.serve.jobs import Job, JobQueue, JobSpec, QueueFull, image_url
@@ -52,7 +53,7 @@ def models(svc: Svc) -> dict:
         if not info["has_checkpoint"] or info["kind"] is None or not _draws(info["task"]):
             continue
         meta = checkpoint_meta(svc.runs_root / name)
-        sample = (read_json(svc.runs_root / name / "config.json") or {}).get("sample", {})
+        sample = (read_json(RunDir(svc.runs_root / name).config) or {}).get("sample", {})
         out.append({"name": name, "kind": info["kind"], "state": info["state"], "step": meta.get("step"),
                     "image_size": info["image_size"], "channels": info["channels"],
                     "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])

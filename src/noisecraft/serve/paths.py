@@ -35,7 +35,8 @@ def is_run_dir(path: Path) -> bool:
     """A run, or a run the server started that has not written its status yet (train.log: its output)."""
     from noisecraft.rundir import RunDir
 
-    return RunDir(path).holds_run() or any((path / f).is_file() for f in ("status.json", "train.log"))
+    run = RunDir(path)
+    return run.holds_run() or run.status_path.is_file() or run.train_log.is_file()
 
 
 def find_runs(root: Path, max_depth: int = 3) -> list[str]:

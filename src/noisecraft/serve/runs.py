@@ -10,7 +10,7 @@ from typing import Any
 
 from noisecraft.config import Config
 from noisecraft.errors import UserError
-from noisecraft.rundir import CHECKPOINT_NAMES, CHECKPOINTS, LOG_KINDS, read_log
+from noisecraft.rundir import CHECKPOINT_NAMES, FINAL_GRID, LOG_KINDS, REPORT_JSON, SAMPLES, RunDir, read_log
 
 MAX_POINTS = 2000  # per curve: a long run's log is thinned so the page stays fast
 MAX_JSON_BYTES = 4 << 20  # status, config and reports larger than this are not ours
@@ -42,7 +42,7 @@ def pid_alive(pid: Any) -> bool | None:
 
 def checkpoint_meta(path: Path) -> dict:
     """The metadata sidecar of the checkpoint a run serves (best, else last), {} when there is none."""
-    ckpt_dir = path / CHECKPOINTS
+    ckpt_dir = RunDir(path).ckpt_dir
     return next((m for m in (read_json(ckpt_dir / f"{c}.json") for c in CHECKPOINT_NAMES) if isinstance(m, dict)),
                 {})
 
@@ -58,16 +58,16 @@ def image_shape(path: Path, cfg: Config) -> tuple[int, int, int]:
 
 def run_summary(root: Path, name: str) -> dict[str, Any]:
     """One line of the runs table: status.json, with whether its process is alive, plus what the config says."""
-    path = root / name
-    status = read_json(path / "status.json") or {}
+    path, run = root / name, RunDir(root / name)
+    status = read_json(run.status_path) or {}
     state = status.get("state", "unknown")
     alive = pid_alive(status.get("pid")) if state == "running" else None
     out = {"name": name, "state": state, "step": status.get("step"), "total_steps": status.get("total_steps"),
            "images_per_s": status.get("images_per_s"), "started": status.get("started"),
            "updated": status.get("updated"), "error": status.get("error"), "process_gone": alive is False,
-           "has_checkpoint": any((path / CHECKPOINTS / f"{c}.safetensors").is_file() for c in CHECKPOINT_NAMES)}
+           "has_checkpoint": run.last.is_file() or run.best.is_file()}
     try:
-        cfg = Config.load(path / "config.json")
+        cfg = Config.load(run.config)
     except UserError:
         return out | {"kind": None}
     channels, size, _ = image_shape(path, cfg)  # what the run draws: a latent run's decoded images
@@ -77,7 +77,7 @@ def run_summary(root: Path, name: str) -> dict[str, Any]:
 
 def curves(path: Path) -> dict[str, list[dict]]:
     """log.jsonl by kind (train, val, eval), each thinned to at most MAX_POINTS records (the last one kept)."""
-    log = path / "log.jsonl"
+    log = RunDir(path).log_path
     records = read_log(log) if log.is_file() else []
     out = {}
     for kind in LOG_KINDS:
@@ -92,22 +92,22 @@ def curves(path: Path) -> dict[str, list[dict]]:
 def sample_grids(path: Path, name: str) -> list[dict[str, Any]]:
     """samples/step_N.png by step, then samples/final.png (step None)."""
     grids = []
-    samples = path / "samples"
+    samples = RunDir(path).samples
     if samples.is_dir():
         for f in samples.iterdir():
             m = _STEP_GRID.fullmatch(f.name)
             if m:
-                grids.append({"step": int(m.group(1)), "url": file_url(name, f"samples/{f.name}")})
+                grids.append({"step": int(m.group(1)), "url": file_url(name, f"{SAMPLES}/{f.name}")})
         grids.sort(key=lambda g: g["step"])
-        if (samples / "final.png").is_file():
-            grids.append({"step": None, "url": file_url(name, "samples/final.png")})
+        if (samples / FINAL_GRID).is_file():
+            grids.append({"step": None, "url": file_url(name, f"{SAMPLES}/{FINAL_GRID}")})
     return grids
 
 
 def reports(path: Path, name: str) -> list[dict[str, Any]]:
     """Evaluation reports: every report.json directly in the run or one folder down (eval/ by default)."""
     out = []
-    for f in sorted([*path.glob("report.json"), *path.glob("*/report.json")]):
+    for f in sorted([*path.glob(REPORT_JSON), *path.glob(f"*/{REPORT_JSON}")]):
         rel = f.relative_to(path).parent.as_posix()
         md = f.with_suffix(".md")
         out.append({"name": rel if rel != "." else "report", "report": read_json(f),
@@ -117,12 +117,12 @@ def reports(path: Path, name: str) -> list[dict[str, Any]]:
 
 def run_detail(root: Path, name: str) -> dict[str, Any]:
     """Everything the runs page shows of one run."""
-    path = root / name
+    path, run = root / name, RunDir(root / name)
     figures = sorted(f.name for f in path.glob("*.png"))
     return run_summary(root, name) | {
-        "config": read_json(path / "config.json"), "curves": curves(path), "grids": sample_grids(path, name),
+        "config": read_json(run.config), "curves": curves(path), "grids": sample_grids(path, name),
         "figures": [{"name": f, "url": file_url(name, f)} for f in figures], "reports": reports(path, name),
-        "train_log_url": file_url(name, "train.log") if (path / "train.log").is_file() else None}
+        "train_log_url": file_url(name, run.train_log.name) if run.train_log.is_file() else None}
 
 
 def file_url(run: str, rel: str) -> str:

@@ -53,9 +53,9 @@ class TrainingManager:
         status.json (a dataset that would not load, say); else None."""
         p = self._procs.get(name)
         out = self.runs_root / name
-        if p is None or p.poll() in (None, 0) or (out / "status.json").is_file():
+        if p is None or p.poll() in (None, 0) or RunDir(out).status_path.is_file():
             return None
-        lines = (out / "train.log").read_text(errors="replace").strip().splitlines()
+        lines = RunDir(out).train_log.read_text(errors="replace").strip().splitlines()
         return lines[-1] if lines else f"exited with code {p.returncode}"
 
     def managed(self) -> list[str]:
@@ -130,7 +130,7 @@ class TrainingManager:
             if self.running(name):
                 raise Conflict(f"run '{name}' is already training")
             out.mkdir(parents=True, exist_ok=True)
-            with open(out / "train.log", "ab") as logf:
+            with open(RunDir(out).train_log, "ab") as logf:
                 cmd = [self.python, "-m", "noisecraft", *argv, "--no-progress"]
                 # Its own session: a Ctrl-C in the server's terminal reaches the server, which stops it cleanly.
                 p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ from noisecraft.data import ImageData, encode_images, to_model_range, to_uint8
 from noisecraft.errors import UserError
 from noisecraft.models import build_autoencoder, build_discriminator, count_parameters
 from noisecraft.precision import autocast_ctx
+from noisecraft.rundir import RunDir, read_log
 from noisecraft.train.task import EMA, StepResult, Task, TaskContext, optimizer_step
 
 GAN_BETAS = (0.5, 0.9)  # Adam's betas for both players, as latent diffusion's autoencoders
@@ -132,10 +133,8 @@ class AutoencoderTask(Task):
         x = val.images[:32]
         rec = self.reconstruct(x)
         pairs = torch.stack([x.view(4, 8, *x.shape[1:]), rec.view(4, 8, *x.shape[1:])], 1)  # originals over recs
-        path = root / "samples" / (f"step_{step:08d}.png" if step is not None else "final.png")
-        save_grid(pairs.flatten(0, 2), path, nrow=8)
+        run = RunDir(root)
+        save_grid(pairs.flatten(0, 2), run.grid(step), nrow=8)
         if step is None:
-            save_grid(pairs.flatten(0, 2), root / "reconstructions.png", nrow=8)
-            from noisecraft.rundir import read_log
-
-            plot_gan_losses(read_log(root / "log.jsonl", "train"), root / "gan_losses.png")
+            save_grid(pairs.flatten(0, 2), run.figure("reconstructions"), nrow=8)
+            plot_gan_losses(read_log(run.log_path, "train"), run.figure("gan_losses"))

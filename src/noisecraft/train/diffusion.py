@@ -18,6 +18,7 @@ from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.errors import UserError
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
+from noisecraft.rundir import RunDir
 from noisecraft.train.phema import PowerEMA, maybe_snapshot
 from noisecraft.train.task import EMA, StepResult, Task, TaskContext, adamw, optimizer_step
 
@@ -111,9 +112,9 @@ class DiffusionTask(Task):
     def _latent_codec(self, ctx: TaskContext):
         """The frozen autoencoder: the run's own copy when it has one (a resumed run), else autoencoder.path,
         copied into the run (main process) unless autoencoder.copy_into_run is off."""
-        from noisecraft.autoencoder.codec import RUN_COPY, load_codec
+        from noisecraft.autoencoder.codec import load_codec
 
-        copy = ctx.root / RUN_COPY if ctx.root is not None else None
+        copy = RunDir(ctx.root).autoencoder_copy if ctx.root is not None else None
         if copy is not None and copy.is_dir():
             codec = load_codec(copy, self.device)
             codec.source = self.cfg.autoencoder.path
@@ -133,17 +134,17 @@ class DiffusionTask(Task):
                 raise UserError("latent diffusion encodes the training set in memory: this image folder is larger "
                                 "than data.max_memory_mb; raise it")
             key = f"{self.codec.sha256}:{self.codec.scale!r}:{len(data)}:{data.image_size}:{self.cfg.data.hflip}"
-            path = self.ctx.root / "latents.safetensors" if self.ctx.root is not None else None
+            path = RunDir(self.ctx.root).latents if self.ctx.root is not None else None
             self._latents = latent_cache(data, self.codec.encode, self.device, self.cfg.data.hflip, path, key)
         return self._latents
 
     def _embed_captions(self, ctx: TaskContext):
         """The text embeddings (loaded from the run directory's cache, the rest encoded now and saved there) and
         the training captions' rows on the device: (T, L, D) tokens, (T, L) mask, (T, D) pooled."""
-        from noisecraft.conditioning.text import EMBEDDINGS_FILE, TextEmbeddings
+        from noisecraft.conditioning.text import TextEmbeddings
 
         m = self.cfg.model
-        file = ctx.root / EMBEDDINGS_FILE if ctx.root is not None else None
+        file = RunDir(ctx.root).text_embeddings if ctx.root is not None else None
         text = TextEmbeddings(m.text_encoder, m.text_max_tokens, self.device, file)
         cached = len(text)
         table = text(ctx.captions.texts, self.device)
@@ -251,13 +252,13 @@ class DiffusionTask(Task):
 
     def pictures(self, root: Path, step: int | None) -> None:
         if step is not None:
-            self.sample_grid(root / "samples" / f"step_{step:08d}.png", steps=20)
+            self.sample_grid(RunDir(root).grid(step), steps=20)
             return
-        self.sample_grid(root / "samples" / "final.png")
+        self.sample_grid(RunDir(root).grid())
         if self.codec is None:  # the figures show pixels being noised; a latent run's noise is in latent space
             self.process_figures(root)
         if self.text is not None:
-            self.ctx.hooks.figure(self.pipeline(), "cross-attention", root / "cross_attention.png",
+            self.ctx.hooks.figure(self.pipeline(), "cross-attention", RunDir(root).figure("cross_attention"),
                                   prompts=[self.figure_prompt])
 
     def rows(self, n: int | None = None) -> torch.Tensor | list[str] | None:
@@ -283,5 +284,5 @@ class DiffusionTask(Task):
         model (4 images, 8 columns, DDIM 50; x_t in the VP view sqrt(alpha_bar) x that the network sees)."""
         prompts = list(self.preview_prompts[:4]) if self.text is not None else []
         pipe = self.pipeline()
-        for name, file in (("forward", "forward_process.png"), ("reverse", "reverse_process.png")):
-            self.ctx.hooks.figure(pipe, name, root / file, n=4, columns=8, steps=50, prompts=prompts)
+        for name in ("forward", "reverse"):
+            self.ctx.hooks.figure(pipe, name, RunDir(root).figure(f"{name}_process"), n=4, columns=8, steps=50, prompts=prompts)

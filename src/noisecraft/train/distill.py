@@ -19,7 +19,7 @@ from noisecraft.diffusion import Denoiser
 from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.registry import DISTILLATIONS
-from noisecraft.rundir import content_hash
+from noisecraft.rundir import RunDir, content_hash, run_root
 from noisecraft.samplers import cfg_denoiser, get_sigmas
 from noisecraft.train.diffusion import DiffusionTask
 from noisecraft.train.task import TaskContext
@@ -35,7 +35,6 @@ def student_config(teacher: str | Path, method: str = "cd", steps: int | None = 
     """The config of a student of the run or checkpoint `teacher`: the teacher's data, network and diffusion, the
     distillation's training settings, its guidance recorded to be distilled, and few-step unguided sampling."""
     from noisecraft.checkpoint import load_checkpoint
-    from noisecraft.rundir import run_root
 
     ckpt = load_checkpoint(teacher, "best")
     task = ckpt.meta.get("task", "diffusion")
@@ -58,7 +57,7 @@ def student_config(teacher: str | Path, method: str = "cd", steps: int | None = 
     n = flags["train.steps"]
     flags.update({"train.val_every": max(1, n // 2), "train.sample_every": max(1, n // 2),
                   "train.ckpt_every": max(1, n // 2), "distill.grid_ramp_steps": n})
-    copy = run_root(ckpt.path) / "autoencoder"
+    copy = RunDir(run_root(ckpt.path)).autoencoder_copy
     if cfg.autoencoder.latent and copy.is_dir():  # the teacher's own copy: its source may be gone
         flags["autoencoder.path"] = str(copy)
     return apply_overrides(cfg, {**flags, **(overrides or {})})
@@ -152,7 +151,7 @@ class DistillTask(DiffusionTask):
         """Sample grids at the student's default (few) steps; at the end, the few-step figure beside the
         teacher."""
         if step is not None:
-            self.sample_grid(root / "samples" / f"step_{step:08d}.png")
+            self.sample_grid(RunDir(root).grid(step))
             return
-        self.sample_grid(root / "samples" / "final.png")
-        self.ctx.hooks.figure(self.pipeline(), "fewstep", root / "fewstep.png")
+        self.sample_grid(RunDir(root).grid())
+        self.ctx.hooks.figure(self.pipeline(), "fewstep", RunDir(root).figure("fewstep"))

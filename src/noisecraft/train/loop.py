@@ -166,7 +166,7 @@ def _cadence(task: Task, run: RunDir, saver: "Saver", val_data, done: int, tc) -
         scores = task.evaluate(done)
         if scores is not None:
             run.log("eval", done, **scores)
-            task.ctx.hooks.plot_metrics(read_log(run.log_path, "eval"), run.root / "metrics.png")
+            task.ctx.hooks.plot_metrics(read_log(run.log_path, "eval"), run.figure("metrics"))
             if saver.is_best(tc.best_metric, scores):
                 saver.save(run.best, done)
     if due(done, tc.ckpt_every, tc.steps):
@@ -181,10 +181,10 @@ def _finish(task: Task, run: RunDir, saver: "Saver", tc, summary: dict) -> None:
     from noisecraft.viz import plot_loss_curves
 
     if tc.final_figures:
-        plot_loss_curves(read_log(run.log_path, "train"), read_log(run.log_path, "val"), run.root / "loss.png")
+        plot_loss_curves(read_log(run.log_path, "train"), read_log(run.log_path, "val"), run.figure("loss"))
         task.pictures(run.root, None)
     summary.update(best_val_loss=saver.best_val, params=task.metadata().get("params"), run_dir=str(run.root))
-    (run.root / "summary.json").write_text(to_json(summary) + "\n")
+    run.summary_path.write_text(to_json(summary) + "\n")
     run.status("finished")
 
 
