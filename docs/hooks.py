@@ -84,7 +84,7 @@ def config_markdown() -> str:
             rows.append([f"`{section.name}.{f.name}`", f"`{_type_name(hints[f.name])}`",
                          f"`{json.dumps(config.json_safe(default))}`", docs.get(f.name, "")])
         out += [_table(["field", "type", "default", "meaning"], rows), ""]
-    out += ["## Presets", "", "`noisecraft train --preset NAME`; each is a function in `noisecraft/config.py`.", "",
+    out += ["## Presets", "", "`noisecraft train --preset NAME`; each is a function in `noisecraft/config/presets.py`, a base and the fields it sets.", "",
             _table(["preset", "what"], [[f"`{n}`", config.PRESETS.get(n).help] for n in config.PRESETS]), ""]
     out += ["## Names", "", "The names a field or flag accepts, from `noisecraft/registry.py` (one registry per "
             "concept; validation and the CLI's choices read them there).", ""]

@@ -146,7 +146,7 @@ def test_the_network_sees_no_augment_label_as_zeros(arch):
                                   "aniso, color; got 'warp'"),
     ("--data.augment_p=1.5", "data.augment_p must be in [0, 1], got 1.5"),
     ("--data.augment=rotate,rotate", "names a transform twice"),
-    ("--data.subset=-1", "data.subset and model.augment_dim must be >= 0"),
+    ("--data.subset=-1", "data.val_size and data.subset must be >= 0"),
 ])
 def test_bad_augment_settings_are_one_error_line(cli, tmp_path, flag, needle):
     code, _, err = cli("train", "--out", tmp_path / "x", flag)
