@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from noisecraft.samplers.common import Denoise
+from noisecraft.diffusion.denoiser import Denoise
 
 
 def pseudo_huber(diff: torch.Tensor, c: float) -> torch.Tensor:

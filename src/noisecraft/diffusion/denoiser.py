@@ -16,11 +16,16 @@ loss's target (x0 - c_skip x) / c_out is exactly v.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
 from noisecraft.config import DiffusionConfig
-from noisecraft.diffusion.schedules import DiscreteSchedule
+from noisecraft.diffusion.schedules import DiscreteSchedule, flow_t
+
+# The contract every sampler, guidance and the trainer speak: (x, sigma, cond) -> the estimate of the clean x0.
+Denoise = Callable[[torch.Tensor, torch.Tensor, "dict | None"], torch.Tensor]
 
 
 CONTINUOUS = ("edm", "flow")  # predictions trained on continuous noise levels (no VP table)
@@ -58,7 +63,7 @@ class Denoiser(nn.Module):
         """c_skip, c_out, c_in, c_noise for a batch of sigmas (B,)."""
         sigma = sigma.float()
         if self.prediction == "flow":
-            t = sigma / (1 + sigma)
+            t = flow_t(sigma)
             return 1 - t, -t, 1 - t, 1000.0 * t  # t scaled to the timestep range the embedding is made for
         if self.prediction == "edm":
             sd = self.cfg.sigma_data

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from noisecraft.diffusion.denoiser import Denoiser, _bcast
+from noisecraft.diffusion.schedules import flow_sigma
 
 
 def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -22,7 +23,7 @@ def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Gener
         else:
             t = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(batch, device=device, generator=generator))
         t = t.clamp(1e-4, 1 - 1e-4)
-        return t / (1 - t)
+        return flow_sigma(t)
     if denoiser.schedule is None:
         log_sigma = cfg.p_mean + cfg.p_std * torch.randn(batch, device=device, generator=generator)
         return log_sigma.exp()

@@ -11,6 +11,16 @@ import math
 import torch
 
 
+def flow_t(sigma):
+    """Rectified flow's time of noise level sigma: x / (1 + sigma) = (1 - t) x0 + t eps with t = sigma / (1 + sigma)."""
+    return sigma / (1 + sigma)
+
+
+def flow_sigma(t):
+    """The noise level of rectified flow's time t (the inverse of `flow_t`)."""
+    return t / (1 - t)
+
+
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Linear beta schedule of Ho et al. 2020 (DDPM), scaled as in the paper for T = 1000."""
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from noisecraft.data import to_model_range, to_uint8
-from noisecraft.diffusion.schedules import DiscreteSchedule, alpha_bar_from_sigma
+from noisecraft.diffusion.schedules import DiscreteSchedule, alpha_bar_from_sigma, flow_sigma
 from noisecraft.registry import SAMPLERS, SCHEDULES
 from noisecraft.samplers import get_sigmas, network_calls
 from noisecraft.viz import plot_process
@@ -35,7 +35,7 @@ def _flow_curves(axes, timesteps: int, grid: torch.Tensor, label: str) -> None:
     """A rectified flow's alpha_bar, SNR and sigma in the VP view, with t in [0, 1) drawn over the timestep axis,
     and the sampler's levels on it."""
     t = torch.linspace(0, 1, timesteps + 1)[1:-1]  # the ends: no noise, and sigma = inf
-    sigma = t / (1 - t)
+    sigma = flow_sigma(t)
     alpha_bar = alpha_bar_from_sigma(sigma)
     style = dict(label="rectified flow (this run)", lw=2.2, color="k")
     axes[0].plot(t * timesteps, alpha_bar, **style)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-Denoise = Callable[[torch.Tensor, torch.Tensor, "dict | None"], torch.Tensor]
+from noisecraft.diffusion.denoiser import Denoise  # noqa: F401  (re-exported: the samplers name it from here)
+from noisecraft.diffusion.schedules import flow_sigma, flow_t
+
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -68,9 +70,9 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
 def flow_sigmas(n: int, sigma_max: float) -> torch.Tensor:
     """Rectified flow's grid: t in n equal steps from t_max = sigma_max / (1 + sigma_max) down, as sigmas
     t / (1 - t), then 0."""
-    t_max = sigma_max / (1 + sigma_max)
+    t_max = flow_t(sigma_max)
     t = torch.linspace(t_max, 0, n + 1, dtype=torch.float64)[:-1]
-    return torch.cat([t / (1 - t), torch.zeros(1, dtype=torch.float64)]).float()
+    return torch.cat([flow_sigma(t), torch.zeros(1, dtype=torch.float64)]).float()
 
 
 def discrete_timesteps(n: int, timesteps: int) -> torch.Tensor:
