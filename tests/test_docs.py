@@ -140,6 +140,17 @@ def test_the_readmes_figures_are_rendered_from_their_result_files():
     assert stale == [], f"run python benchmarks/figures.py --readme ({stale} differ from their result files)"
 
 
+def test_real_avx2_is_the_copied_measurement_unedited():
+    """benchmarks/results/real_avx2.json (measured on a real AVX2 CPU, not by a script here) is byte for byte the
+    file its README line names, by the sha256 recorded there."""
+    import hashlib
+
+    results = ROOT / "benchmarks" / "results"
+    recorded = re.search(r"`real_avx2\.json`.*?sha256\s+`([0-9a-f]{64})`", (results / "README.md").read_text(),
+                         re.DOTALL).group(1)
+    assert hashlib.sha256((results / "real_avx2.json").read_bytes()).hexdigest() == recorded
+
+
 def test_every_rendered_row_names_its_machine_and_an_existing_file():
     figures = _figures()
     for name in figures.TABLES:
