@@ -3,12 +3,12 @@
 Nothing in a table is typed by hand: each row reads its figures from one or two result files, names them, and
 shows the machine they were measured on as the file records it (CPU model, ISA flags, kernel cap, threads,
 precision). The docs' pages get the tables when the site is built (`<!-- generated: NAME -->`, docs/hooks.py);
-the README's blocks (`<!-- NAME: begin -->` ... `<!-- NAME: end -->`) are rewritten by
+the README's blocks (`<!-- NAME: begin -->` ... `<!-- NAME: end -->`, allowed on any page) are rewritten by
 
     python benchmarks/figures.py --readme
 
-and tests/test_docs.py fails when a README block differs from what its files render, or when a page of README.md
-or docs/ carries a figure outside a rendered block.
+and tests/test_docs.py fails when a block differs from what its files render or names no table, or when a page of
+README.md or docs/ carries a figure in its prose that benchmarks/prose_figures.py does not trace to its file.
 """
 from __future__ import annotations
 
@@ -585,30 +585,46 @@ def render(name: str) -> str:
     return TABLES[name]()
 
 
-# ---------------------------------------------------------------- the README
+# ---------------------------------------------------------------- the pages' rendered blocks
+
+
+BLOCK = re.compile(r"<!-- (\w+): begin -->(.*?)<!-- \1: end -->", re.DOTALL)
 
 
 def block(name: str) -> re.Pattern:
     return re.compile(rf"<!-- {name}: begin -->(.*?)<!-- {name}: end -->", re.DOTALL)
 
 
-def readme_blocks(text: str) -> dict[str, str]:
-    """The README's rendered blocks: name -> what is between its begin and end markers (stripped)."""
-    return {name: m.group(1).strip() for name in README_BLOCKS if (m := block(name).search(text))}
+def blocks(text: str) -> list[tuple[str, str]]:
+    """A page's rendered blocks, whatever their name: (name, what is between its begin and end markers, stripped)."""
+    return [(m.group(1), m.group(2).strip()) for m in BLOCK.finditer(text)]
+
+
+def pages_with_blocks() -> list[Path]:
+    """README.md and every page of docs/ (any may hold `<!-- NAME: begin/end -->` blocks)."""
+    return [README, *sorted((HERE.parent / "docs").rglob("*.md"))]
 
 
 def rewrite_readme(readme: Path = README) -> None:
+    """Rewrite the README's blocks (which must all be there), and any other page's, from the result files."""
     text = readme.read_text()
     for name in README_BLOCKS:
         if not block(name).search(text):
             raise SystemExit(f"{readme} has no <!-- {name}: begin --> ... <!-- {name}: end --> block")
-        text = block(name).sub(lambda _, n=name: f"<!-- {n}: begin -->\n\n{render(n)}\n\n<!-- {n}: end -->", text)
-    readme.write_text(text)
+    for page in pages_with_blocks():
+        text = page.read_text()
+        for name, _ in blocks(text):
+            if name not in TABLES:
+                raise SystemExit(f"{page}: no table renders the block {name!r} (one of {sorted(TABLES)})")
+            text = block(name).sub(lambda _, n=name: f"<!-- {n}: begin -->\n\n{render(n)}\n\n<!-- {n}: end -->",
+                                   text)
+        page.write_text(text)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", action="store_true", help="rewrite the README's blocks from the result files")
+    ap.add_argument("--readme", action="store_true",
+                    help="rewrite the README's blocks (and any page's `<!-- NAME: begin/end -->` block) from the files")
     ap.add_argument("name", nargs="?", choices=sorted(TABLES), help="print one table")
     args = ap.parse_args()
     if args.readme:
