@@ -577,7 +577,8 @@ def _preset_digits_v() -> Config:
 def _preset_digits() -> Config:
     # The quickstart (issue 26): digits-v's U-Net, data and sampler as rectified flow (digits-flow), on 650 steps of
     # 32 images. At equal wall-clock budgets of a 2-core CPU it was the one recipe of the comparison to pass 95%
-    # judged right by a 120 s laptop budget; v-prediction with min-SNR needed twice the budget, and at 120 s flow on
+    # judged right by a 120 s laptop budget (one run a cell, a little above the bar; the preset since judged above
+    # it on three machines); v-prediction with min-SNR needed twice the budget, and at 120 s flow on
     # batches of 64 and flow with a cosine lr fell short, a higher lr did about as well as batches of 32
     # (benchmarks/results/recipes_compare.json and recipes.jsonl).
     cfg = _preset_digits_flow()
@@ -599,9 +600,10 @@ def _preset_digits_dit() -> Config:
     # before and after them, width 128, 4 blocks whose MLPs are twice the token width. A transformer learns the
     # digits' shapes more slowly than the U-Net's convolutions: the conv stem, rectified flow and the same images in
     # more, smaller steps (16 images) more than doubled what it drew right on the U-Net's recipe. Halving the MLPs
-    # made each step cheaper at the same accuracy; a cosine lr and guidance w=2 at every step (not only above
-    # sigma 2) brought it to the issue's bar, at some cost in recall; U-ViT's long skips, lr 6e-3 and EMA 0.99 did
-    # not help. A 16-channel stem was cheaper still in fp32 but trained far worse under bf16 autocast, so the stem
+    # made each step cheaper, its accuracy within one run's noise of the wider MLPs' (kept for the cost); a cosine
+    # lr was within that noise too; guidance w=2 at every step (not only above sigma 2) brought it to the issue's
+    # bar, at some cost in recall, one run at the bar (docs: flow-transformers); U-ViT's long skips, lr 6e-3 and EMA
+    # 0.99 did not help. A 16-channel stem was cheaper still in fp32 but trained far worse under bf16 autocast, so the stem
     # keeps 32. The variants, one thread under the AVX2 cap: benchmarks/results/dit_variants.jsonl,
     # dit_guidance.jsonl, dit_guidance_diversity.json; the stem in bf16: dit_stem_bf16.jsonl.
     cfg = _preset_digits_v()
