@@ -207,6 +207,29 @@ def test_every_figure_in_prose_is_traced_to_its_result_file():
     assert r["unused"] == []
 
 
+def test_the_sampling_page_counts_the_guided_steps_of_the_digits_preset_on_its_grid():
+    """docs/concepts/sampling.md says how many steps the `digits` preset's guidance interval covers: counted here
+    on the sigma grid its sampler walks (the flow's), for 50 DDIM steps and the preset's own."""
+    import torch
+
+    from noisecraft.config import preset
+    from noisecraft.diffusion.denoiser import Denoiser
+    from noisecraft.samplers import get_sigmas
+
+    cfg = preset("digits")
+    den = Denoiser(torch.nn.Identity(), cfg.diffusion)
+    lo, hi = cfg.sample.guidance_interval
+
+    def guided(sampler: str, steps: int) -> int:
+        levels = get_sigmas(den, sampler, steps)[:-1]
+        return int(((levels > lo) & (levels <= hi)).sum())
+
+    text = " ".join((DOCS / "concepts" / "sampling.md").read_text().split())
+    ddim, own, own_steps = map(int, re.search(r"(\d+) of 50 DDIM steps; (\d+) of the preset's own (\d+)", text).groups())
+    assert own_steps == cfg.sample.steps
+    assert (ddim, own) == (guided("ddim", 50), guided(cfg.sample.sampler, cfg.sample.steps))
+
+
 def test_every_generated_marker_has_a_generator():
     sys.path.insert(0, str(DOCS))
     import hooks
