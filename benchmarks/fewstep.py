@@ -46,7 +46,8 @@ def _evaluate(run: str, n: int, out: Path, env: dict | None) -> dict:
     report = json.loads((out / "report.json").read_text())
     return {"sampling_s": report["timing"]["sampling_s"], "samples_per_s": report["timing"]["samples_per_s"],
             "sampler": report["sampling"]["sampler"], "steps": report["sampling"]["steps"],
-            "report_md_states": f"Sampling took {report['timing']['sampling_s']} s"}
+            "report_md_states": f"Sampling took {report['timing']['sampling_s']} s",
+            "machine": cpu_info(env), "precision": report["sampling"].get("precision", "auto")}
 
 
 def _paraphrases(teacher_run: str, student_run: str, n: int) -> dict:
@@ -126,6 +127,20 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def _evaluate_machine(r: dict) -> str:
+    """Where the evaluate comparison ran: recorded by each child since issue 36; before, the children were started
+    with the script's own environment (env=None), so on the machine the file records, at evaluate's default
+    precision."""
+    from figures import machine
+
+    e = r["evaluate"]
+    if "machine" in e["teacher"]:
+        return (f"both measured on {machine({'machine': e['teacher']['machine']}, e['teacher']['precision'])}, "
+                "1 run")
+    return (f"both in the same run of the script, its `evaluate` children started with its environment: on "
+            f"{machine(r, precision='auto')}, 1 run")
+
+
 def render(r: dict) -> str:
     """fewstep.json as markdown: one row per model and step count, with the machine."""
     from figures import machine
@@ -154,7 +169,7 @@ def render(r: dict) -> str:
         lines += ["", f"`noisecraft evaluate --n 2000`, sampling time as report.md states it: teacher "
                   f"({e['teacher']['sampler']} {e['teacher']['steps']}) {e['teacher']['sampling_s']:.1f} s, student "
                   f"({e['student']['sampler']} {e['student']['steps']}) {e['student']['sampling_s']:.1f} s: "
-                  f"{e['sampling_time_ratio']:.1f}x shorter."]
+                  f"{e['sampling_time_ratio']:.1f}x shorter, " + _evaluate_machine(r) + "."]
     return "\n".join(lines)
 
 

@@ -143,7 +143,21 @@ def render(d: dict) -> str:
             f"error at the fixed EMA's accuracy {_pct(d.get('judge_accuracy_standard_error', 0))}.{_paired(d)} "
             f"Machine: "
             f"{machine(d)}. File: `posthoc_ema.json`.")
-    return _table(header, [[*r] for r in rows]) + "\n\n" + note
+    return _table(header, [[*r] for r in rows]) + "\n\n" + note + (_reading(d) if judged else "")
+
+
+def _reading(d: dict) -> str:
+    """What the sweep says, from the file: the two lowest validation losses, the judge's peak, and the lengths
+    within two of the judge's standard errors of the fixed EMA's accuracy."""
+    r, fixed, se = d["reconstructed"], d["fixed_ema"]["class_accuracy"], d["judge_accuracy_standard_error"]
+    low = sorted(r, key=lambda x: x["val_loss"])[:2]
+    top = max(x["class_accuracy"] for x in r)
+    near = [x["sigma_rel"] for x in r if abs(x["class_accuracy"] - fixed) <= 2 * se]
+    peak = ", ".join(f"{x['sigma_rel']:g}" for x in r if x["class_accuracy"] == top)
+    return (f" Read from the table: the lowest validation losses at sigma_rel {low[0]['sigma_rel']:g} and "
+            f"{low[1]['sigma_rel']:g}; the judge's accuracy highest at {peak} "
+            f"({'the fixed EMA' + chr(39) + 's score' if top == fixed else 'above the fixed EMA'}); within two standard "
+            f"errors of the fixed EMA's accuracy: sigma_rel {min(near):g} to {max(near):g}.")
 
 
 def _paired(d: dict) -> str:

@@ -6,14 +6,15 @@ the training-loop time, training throughput in images/s (from the run's log), th
 and the CPU (model, ISA flags, any kernel cap, load average).
 
     python benchmarks/quickstart.py [--avx2] [--judge] [--steps N] [--out benchmarks/results]
-    python benchmarks/quickstart.py --avx2 --preset digits-v --name quickstart_v_avx2_xeon   # a machine's cap factor
+    python benchmarks/quickstart.py --avx2 --preset digits-v --name quickstart_v_avx2_xeon   # the quickstart of before
 
 `--avx2` runs it as on a CPU without AVX-512 (most laptops): PyTorch and oneDNN capped to AVX2 kernels
 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), in fp32. `--judge` also samples 500 class-balanced images
 with DDIM-50 and with DPM-Solver++(2M) at 10 steps (the preset's guidance) and reports the share the offline
 digits classifier recognises as the digit asked for: the quickstart's quality check. `--preset digits-v` times the
-quickstart of before issue 26, whose wall on a real AVX2-only laptop is known (real_avx2_epyc.json): measured under
-the cap on another machine, it gives that machine's cap factor (laptop_presets.cap_factor).
+quickstart of before issue 26, the unit of the budgets benchmarks/recipes_compare.py ran. A timing goal is a
+multiple of this command's whole wall timed on the same machine with the same settings; the walls on a real AVX2
+CPU are in results/real_avx2.json.
 """
 from __future__ import annotations
 

@@ -189,10 +189,12 @@ def main() -> None:
     result["attribute_pairs"] = attribute_pairs(pipe, opts, args.pair_seeds)
     result["step_time"] = step_ratio(args.preset, args.autoencoder)
     result["loadavg_end"] = loadavg()
-    capped = result["machine"].get("kernels_capped_to") == "avx2"  # the cap runs 2.3x faster than a real laptop
-    limit = args.goal_seconds * (0.4 if capped else 1.0)
+    # The wall goal is for a real AVX2 CPU (real_avx2.json measures it there); a capped or AVX-512 run is not one.
+    real = not ({"avx512f"} & set(result["machine"].get("isa_flags", []))) and not result["machine"].get(
+        "kernels_capped_to")
     result["goals"] = {
-        **({f"train_wall_s_le_{limit:g}": result["train"]["wall_seconds"] <= limit} if "train" in result else {}),
+        **({f"train_wall_s_le_{args.goal_seconds:g}": result["train"]["wall_seconds"] <= args.goal_seconds}
+           if "train" in result and real else {}),
         "held_out_accuracy_ge_0.90": result["held_out_paraphrases"]["accuracy"] >= 0.90,
         "attribute_pairs_ge_0.85": result["attribute_pairs"]["overall"] >= 0.85,
         "step_ratio_le_1.3": result["step_time"]["ratio_median"] <= 1.3}

@@ -58,3 +58,12 @@ def follow(client: httpx.Client, job_id: str) -> tuple[list[tuple[str, dict]], d
     """All events of a job (until done, cancelled or error) and its final status."""
     events = list(sse(client, f"/api/jobs/{job_id}/events"))
     return events, client.get(f"/api/jobs/{job_id}").json()
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Poll `predicate` until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

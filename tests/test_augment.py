@@ -173,20 +173,43 @@ def test_a_subset_trains_on_the_first_images_of_the_split():
         load_dataset(DataConfig(subset=9999), "train")
 
 
-def test_an_augmented_run_trains_samples_and_distils_through_the_cli(cli, tiny_args, tmp_path):
-    from noisecraft.config import Config
-    from noisecraft.train.distill import student_config
+@pytest.fixture(scope="module")
+def augmented_run(tmp_path_factory):
+    from conftest import TINY
+    from noisecraft.cli import main
 
-    run = tmp_path / "aug"
-    code, out, err = cli("train", "--preset", "digits", "--out", run, "--steps", "4", "--no-progress", *tiny_args,
-                         "--data.subset=64", "--data.augment=translate,scale,rotate,aniso", "--data.augment_p=0.5")
-    assert code == 0, err
-    cfg = Config.load(run / "config.json")
+    run = tmp_path_factory.mktemp("aug") / "run"
+    assert main(["train", "--preset", "digits", "--out", str(run), "--steps", "4", "--no-progress", *TINY,
+                 "--train.num_threads=1", "--data.subset=64", "--data.augment=translate,scale,rotate,aniso",
+                 "--data.augment_p=0.5"]) == 0
+    return run
+
+
+def test_an_augmented_run_trains_samples_and_distils_through_the_cli(augmented_run, cli, tmp_path):
+    from noisecraft.config import Config
+
+    cfg = Config.load(augmented_run / "config.json")
     assert cfg.data.augment == ("translate", "scale", "rotate", "aniso") and cfg.model.augment_dim == 7
-    code, _, err = cli("sample", "--checkpoint", run, "--out", tmp_path / "s", "--n", "4", "--steps", "2")
+    code, _, err = cli("sample", "--checkpoint", augmented_run, "--out", tmp_path / "s", "--n", "4", "--steps", "2")
+    assert code == 0 and len(list((tmp_path / "s").glob("0000*.png"))) == 4, err
+    code, _, err = cli("distill", "--checkpoint", augmented_run, "--out", tmp_path / "cd", "--steps", "2",
+                       "--no-progress", "--train.num_threads=1")
     assert code == 0, err
-    student = student_config(run, steps=2)  # the student learns the unaugmented ODE with its teacher's network
+    student = Config.load(tmp_path / "cd" / "config.json")  # the unaugmented ODE, with its teacher's network
     assert student.data.augment == () and student.model.augment_dim == 7
+
+
+def test_an_augmented_run_samples_with_no_transform_asked(augmented_run):
+    """The non-leaking claim at sampling: every network call of an augmented run's sampler gets no augment label
+    (None, which the network reads as zeros: "no transform"), so it draws the unaugmented distribution."""
+    from noisecraft.pipeline import load_pipeline
+
+    pipe = load_pipeline(augmented_run, "cpu")
+    seen = []
+    pipe.denoiser.net.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs.get("augment_labels")), with_kwargs=True)
+    pipe.generate(n=3, class_index=1, steps=3, seed=0)
+    assert seen and all(a is None or not a.any() for a in seen)
 
 
 def test_a_streamed_rgb_folder_gives_the_in_memory_augmented_batches(tmp_path):

@@ -57,7 +57,7 @@ def test_pseudo_huber_is_l2_near_zero_and_l1_far_out():
     torch.testing.assert_close(pseudo_huber(big, 0.5), torch.tensor([2e3 - c], dtype=torch.float64), rtol=1e-4, atol=0)
 
 
-def test_the_loss_is_zero_when_the_student_is_consistent_with_the_teachers_step():
+def test_the_loss_is_zero_at_sigma_s_zero_when_the_student_is_the_teachers_x0_estimate():
     """At sigma_s = 0 the target is the teacher's ODE step to 0, i.e. its x0 estimate: a student equal to the
     teacher there has zero loss; one that is not pays for the difference."""
     torch.manual_seed(0)
@@ -70,6 +70,34 @@ def test_the_loss_is_zero_when_the_student_is_consistent_with_the_teachers_step(
     assert (consistency_distillation_loss(other, teacher, teacher, x0, None, sigma_t, zero, eps, 0.03) > 0).all()
 
 
+def test_the_target_above_sigma_s_zero_is_the_exact_ode_step_of_a_point_mass_teacher():
+    """For data that is one point mu, the exact denoiser is D(x, sigma) = mu and the probability-flow ODE
+    dx/dsigma = (x - D) / sigma has the closed form x(sigma_s) = mu + (sigma_s / sigma_t) (x_t - mu): the target
+    (the EMA student at sigma_s, here the identity) must be exactly that, and a student off it pays the pseudo-Huber
+    of its distance."""
+    torch.manual_seed(0)
+    mu, x0, eps = torch.randn(1, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    sigma_t, sigma_s = torch.tensor([3.0, 1.0, 0.5]), torch.tensor([1.5, 0.2, 0.4])
+    st, ss = sigma_t.view(-1, 1, 1, 1), sigma_s.view(-1, 1, 1, 1)
+    exact = mu + (ss / st) * ((x0 + st * eps) - mu)  # (3, 1, 4, 4)
+    teacher = lambda x, s, c=None: mu.expand_as(x)  # noqa: E731
+    levels = []
+
+    def target(x, s, c=None):
+        levels.append(s.clone())
+        return x  # f(x, sigma_s) = x: the target is the teacher's step itself
+
+    def student(x, s, c=None):
+        return exact
+
+    loss = consistency_distillation_loss(student, target, teacher, x0, None, sigma_t, sigma_s, eps, 0.03)
+    torch.testing.assert_close(loss, torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(levels[0], sigma_s)  # the target is asked at sigma_s
+    off = lambda x, s, c=None: exact + 0.1  # noqa: E731
+    torch.testing.assert_close(consistency_distillation_loss(off, target, teacher, x0, None, sigma_t, sigma_s, eps,
+                                                             0.03), pseudo_huber(torch.full_like(exact, 0.1), 0.03))
+
+
 @pytest.fixture(scope="module")
 def student(tiny_runs, tmp_path_factory):
     from noisecraft.cli import main
@@ -80,7 +108,7 @@ def student(tiny_runs, tmp_path_factory):
     return out
 
 
-def test_a_student_samples_alone_at_one_network_call_a_step(student, tiny_runs, tmp_path):
+def test_a_student_samples_alone_at_one_network_call_a_step(student, tiny_runs, monkeypatch):
     from noisecraft.checkpoint import load_checkpoint
     from noisecraft.pipeline import load_pipeline
     from noisecraft.rundir import content_hash
@@ -91,7 +119,13 @@ def test_a_student_samples_alone_at_one_network_call_a_step(student, tiny_runs, 
     assert teacher["sha256"] == content_hash([load_checkpoint(tiny_runs / "digits", "best").path])
     cfg = json.loads((student / "config.json").read_text())
     assert cfg["sample"]["sampler"] == "consistency" and cfg["sample"]["guidance"] == 0
+    import noisecraft.pipeline as pipeline_module
+
+    loaded = []
+    real_load = pipeline_module.load_checkpoint
+    monkeypatch.setattr(pipeline_module, "load_checkpoint", lambda path, *a: loaded.append(path) or real_load(path, *a))
     pipe = load_pipeline(student, "cpu")
+    assert loaded == [student]  # alone: the teacher is recorded, never loaded to sample
     rows = [0]
     pipe.denoiser.net.register_forward_hook(lambda m, a, out: rows.__setitem__(0, rows[0] + out.shape[0]))
     for steps in (1, 2, 4):

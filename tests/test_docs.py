@@ -130,14 +130,30 @@ def _figures():
     return figures
 
 
-def test_the_readmes_figures_are_rendered_from_their_result_files():
-    """Every rendered block of the README is what benchmarks/figures.py makes of the result files today: a figure
-    that differs from its file (or a file that changed under it) fails here."""
+def test_every_rendered_block_is_what_its_result_files_render():
+    """Every `<!-- NAME: begin -->` ... `<!-- NAME: end -->` block of README.md and docs/ names a table of
+    benchmarks/figures.py and holds what it makes of the result files today: a figure that differs from its file (or
+    a file that changed under it) fails here, and so does a block of an unknown name."""
     figures = _figures()
-    blocks = figures.readme_blocks((ROOT / "README.md").read_text())
-    assert sorted(blocks) == sorted(figures.README_BLOCKS)
-    stale = [name for name in figures.README_BLOCKS if blocks[name] != figures.render(name).strip()]
+    compared, stale = 0, []
+    for page in figures.pages_with_blocks():
+        for name, body in figures.blocks(page.read_text()):
+            assert name in figures.TABLES, f"{page.relative_to(ROOT)}: no table renders the block {name!r}"
+            compared += 1
+            stale += [f"{page.relative_to(ROOT)}: {name}"] * (body != figures.render(name).strip())
+    assert compared >= len(figures.README_BLOCKS)
     assert stale == [], f"run python benchmarks/figures.py --readme ({stale} differ from their result files)"
+
+
+def test_real_avx2_is_the_copied_measurement_unedited():
+    """benchmarks/results/real_avx2.json (measured on a real AVX2 CPU, not by a script here) is byte for byte the
+    file its README line names, by the sha256 recorded there."""
+    import hashlib
+
+    results = ROOT / "benchmarks" / "results"
+    recorded = re.search(r"`real_avx2\.json`.*?sha256\s+`([0-9a-f]{64})`", (results / "README.md").read_text(),
+                         re.DOTALL).group(1)
+    assert hashlib.sha256((results / "real_avx2.json").read_bytes()).hexdigest() == recorded
 
 
 def test_every_rendered_row_names_its_machine_and_an_existing_file():
@@ -159,43 +175,59 @@ def test_every_rendered_row_names_its_machine_and_an_existing_file():
                                                                                              row), (name, row)
 
 
-# A measured figure: a number with a unit of time, speed, share or ratio.
-FIGURE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\s?[-–]\s?\d+(?:\.\d+)?)?\s?"
-                    r"(?:s|ms|min|minutes?|seconds?|%|x|×|dB|images/s|img/s|samples/s|GFLOP/s)(?![\w/])")
-# Numbers with units that are not measurements, each with why.
-NOT_MEASURED = {
-    ("docs/concepts/metrics.md", "100%"): "the definition's example: a model that draws one perfect 7 scores 100%",
-    ("docs/concepts/metrics.md", "99%"): "a hypothetical judge's accuracy, in an argument about resolution",
-    ("docs/howto/larger.md", "5×"): "arithmetic: 64² / 28² pixels",
-}
+def _prose_figures():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import prose_figures
+
+    return prose_figures
 
 
-def _prose(text: str) -> str:
-    """A page without what is rendered from result files (README blocks, generated markers), is code, or is math
-    ($...$, $$...$$: a formula's numbers are not measurements)."""
-    text = re.sub(r"<!-- (\w+): begin -->.*?<!-- \1: end -->", "", text, flags=re.DOTALL)
-    text = re.sub(r"<!-- generated: \w+ -->", "", text)
-    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
-    text = re.sub(r"`[^`\n]*`", "", text)
-    text = re.sub(r"\$\$.*?\$\$", "", text, flags=re.DOTALL)
-    return re.sub(r"\$(?!\s)[^$\n]+?(?<!\s)\$", "", text)  # arithmatex's rule: no space inside the dollars
+@pytest.mark.parametrize("text, figures", [
+    ("FD 3.98 and loss 0.032, PSNR 34.7, 1.5 times, five minutes, 2 hours, 3 h, 4 GB, 12 steps/s, 3 points",
+     ["FD 3.98", "loss 0.032", "PSNR 34.7", "1.5 times", "five minutes", "2 hours", "3 h", "4 GB", "12 steps/s",
+      "3 points"]),
+    ("in words: a few minutes, several times; `34.7 dB` and `0.91`; $95\\%$; judged 93.0% (sigma 0.05)",
+     ["a few minutes", "several times", "34.7 dB", "0.91", "95 %", "93.0%", "0.05"]),
+    ("settings: `--steps 500 --lr 2e-3`, `train.posthoc_ema=0.05`, 650 steps of 32, 64×64, $3 \\times 3$, "
+     "AVX-512, CIFAR-10, Song et al. 2023, issue 22, 1. **Patches**, the real ones\n```bash\nsleep 0.5\n```", []),
+])
+def test_the_figure_rule_sees_measurements_and_passes_settings(text, figures):
+    pf = _prose_figures()
+    assert [m.group(0) for m in pf.FIGURE.finditer(pf.prose(text))] == figures
 
 
-def test_prose_leaves_out_code_and_math_but_not_figures():
-    page = "took 5 s; `sleep 2s`; $\\sigma = 2 s$ and\n$$\nc = 1000 x\n$$\nat 3% (`$HOME` costs 4 s)"
-    assert [m.group(0) for m in FIGURE.finditer(_prose(page))] == ["5 s", "3%", "4 s"]
+def test_every_figure_in_prose_is_traced_to_its_result_file():
+    """Outside the rendered tables, every figure of README.md and docs/ (by the rule of benchmarks/prose_figures.py)
+    is listed there with its result file and key, and holds against the file, or is listed as not a measurement
+    with why; the lists hold no entry that matches nothing."""
+    r = _prose_figures().check()
+    print(f"{len(r['figures'])} figures in the prose of README.md and docs/, each traced or explained")
+    assert r["unlisted"] == [], "render these from benchmarks/results/ or list them in benchmarks/prose_figures.py"
+    assert r["wrong"] == []
+    assert r["unused"] == []
 
 
-def test_no_figure_in_readme_or_docs_is_typed_by_hand():
-    """Outside the blocks rendered from benchmarks/results/, README.md and docs/ hold no measured figure: every
-    number with a unit there is rendered from its file at build time (docs) or by figures.py --readme (README),
-    or is listed above as not a measurement."""
-    found = []
-    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
-        rel = page.relative_to(ROOT).as_posix()
-        found += [(rel, m.group(0)) for m in FIGURE.finditer(_prose(page.read_text()))]
-    assert [f for f in found if f not in NOT_MEASURED] == [], "render these from benchmarks/results/ (figures.py)"
-    assert sorted(set(found)) == sorted(NOT_MEASURED)  # the list holds nothing stale
+def test_the_sampling_page_counts_the_guided_steps_of_the_digits_preset_on_its_grid():
+    """docs/concepts/sampling.md says how many steps the `digits` preset's guidance interval covers: counted here
+    on the sigma grid its sampler walks (the flow's), for 50 DDIM steps and the preset's own."""
+    import torch
+
+    from noisecraft.config import preset
+    from noisecraft.diffusion.denoiser import Denoiser
+    from noisecraft.samplers import get_sigmas
+
+    cfg = preset("digits")
+    den = Denoiser(torch.nn.Identity(), cfg.diffusion)
+    lo, hi = cfg.sample.guidance_interval
+
+    def guided(sampler: str, steps: int) -> int:
+        levels = get_sigmas(den, sampler, steps)[:-1]
+        return int(((levels > lo) & (levels <= hi)).sum())
+
+    text = " ".join((DOCS / "concepts" / "sampling.md").read_text().split())
+    ddim, own, own_steps = map(int, re.search(r"(\d+) of 50 DDIM steps; (\d+) of the preset's own (\d+)", text).groups())
+    assert own_steps == cfg.sample.steps
+    assert (ddim, own) == (guided("ddim", 50), guided(cfg.sample.sampler, cfg.sample.steps))
 
 
 def test_every_generated_marker_has_a_generator():

@@ -117,16 +117,45 @@ def _latent_pipe():
     return Pipeline(Denoiser(build_model(cfg.model), cfg.diffusion).eval(), cfg, codec=codec)
 
 
-def test_latent_inpainting_pastes_the_known_pixels_back_with_a_feathered_edge():
+def test_latent_inpainting_pastes_the_known_pixels_back_with_a_feathered_edge(monkeypatch):
+    """Outside the mask the source exactly; just inside its edge a blend of the source and the decoded image that
+    leans further to the decoded one pixel by pixel inward; from `downsample` pixels in, the decoded image alone."""
+    import noisecraft.pipeline as pipeline_module
+
+    pipe, seen = _latent_pipe(), {}
+    real_paste = pipeline_module.paste_known
+
+    def spy(generated, source, feather=0):
+        seen.update(generated=generated.clone(), feather=feather)
+        return real_paste(generated, source, feather)
+
+    monkeypatch.setattr(pipeline_module, "paste_known", spy)
+    images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mask = rect_mask(2, 2, 12, 12, 16)
+    out = pipe.inpaint(images, mask, class_index=2)
+    f, decoded = seen["feather"], seen["generated"]
+    assert f == pipe.codec.downsample == 4
+    outside = ~mask.expand_as(out)
+    assert torch.equal(out[outside], images[outside])
+    deep = rect_mask(2 + f, 2 + f, 12 - 2 * f, 12 - 2 * f, 16).expand_as(out)  # the feather's box fits inside
+    assert torch.equal(out[deep], decoded[deep])
+    # the first ring inside the edge, along row 7: how far each pixel moved from the source to the decoded image
+    row, src, dec = out[:, 0, 7].float(), images[:, 0, 7].float(), decoded[:, 0, 7].float()
+    far = (dec - src).abs() > 40  # pixels where the two differ enough to read the blend's weight
+    w = torch.where(far, (row - src) / (dec - src), torch.nan)
+    edge = w[:, 2][far[:, 2]]  # the first masked column
+    assert edge.numel() and (edge < 0.5).all()  # mostly the source at the edge, not a hard paste
+    inward = [w[:, c][far[:, c]].mean() for c in range(2, 2 + f + 1) if far[:, c].any()]
+    assert all(a <= b + 0.05 for a, b in zip(inward, inward[1:])) and inward[-1] > 0.95
+
+
+def test_latent_inpainting_regenerates_the_inside_of_the_mask():
     pipe = _latent_pipe()
-    assert pipe.image_shape == (1, 16, 16)
     images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     mask = rect_mask(4, 4, 8, 8, 16)
-    out = pipe.inpaint(images, mask, class_index=2)
-    assert torch.equal(out[~mask.expand_as(out)], images[~mask.expand_as(images)])
-    inner = rect_mask(8, 8, 1, 1, 16).expand_as(out)  # 4 px inside the edge: all generated
-    decoded = pipe.inpaint(images, mask, class_index=2, jumps=0)
-    assert not torch.equal(decoded[inner], images[inner])
+    inner = rect_mask(8, 8, 1, 1, 16).expand(2, 1, 16, 16)  # 4 px inside the edge: all generated
+    out = pipe.inpaint(images, mask, class_index=2, jumps=0)
+    assert not torch.equal(out[inner], images[inner])
 
 
 def test_edits_are_reproducible_and_record_what_was_done_in_the_png(cli, tiny_runs, tmp_path, digits):
@@ -149,13 +178,17 @@ def test_edits_are_reproducible_and_record_what_was_done_in_the_png(cli, tiny_ru
     assert grid.size == (2 + 5 * 30, 2 + 30)  # source, masked source, 3 edits: 28 px and a 2 px border each
 
 
-def test_a_converted_image_is_said_and_a_class_model_without_a_class_keeps_the_image(pipe):
+def test_a_converted_image_is_said_with_its_size_and_mode(pipe):
     from PIL import Image
 
     rgb = Image.new("RGB", (56, 56), (200, 10, 10))
     with pytest.warns(UserWarning, match=r"56x56 -> 28x28, mode RGB -> grey"):
         req = pipe.prepare(image=rgb, n=2)
     assert req.source.images.shape == (2, 1, 28, 28) and req.options.strength == 0.6
+
+
+def test_a_class_model_edited_without_a_class_asks_for_nothing_the_null_class_unguided(pipe):
+    req = pipe.prepare(image=torch.zeros(1, 28, 28, dtype=torch.uint8), n=2)
     assert req.labels.tolist() == [10, 10] and req.options.guidance == 0  # the null class: nothing asked
     assert req.options.guidance_interval == ()
 

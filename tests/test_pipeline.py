@@ -4,6 +4,7 @@ checkpoint's defaults, streaming events in order with previews, cancellation tha
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 import threading
@@ -54,14 +55,23 @@ def test_generate_on_the_v1_fixture_gives_its_recorded_images(pipe):
     assert np.abs(images.numpy().astype(int) - expected.astype(int)).max() <= 1
 
 
-def test_readme_snippet(pipe):
-    events = list(pipe.stream(n=4, class_index=3, sampler="ddim", steps=10, seed=0, preview_every=1))
-    steps = [ev for ev in events if ev.kind == "step"]
-    assert [(ev.step, ev.total) for ev in steps] == [(k, 10) for k in range(1, 11)]
-    assert all(isinstance(ev.sigma, float) and ev.preview.shape == (4, 1, 28, 28) for ev in steps)
-    images = pipe.generate(n=4, class_index=3, steps=10, seed=0)
-    assert images.dtype == torch.uint8 and images.shape == (4, 1, 28, 28)
-    assert torch.equal(images, events[-1].images)
+def test_the_sampling_pages_python_snippet_runs_and_streams_what_generate_draws(capsys):
+    """docs/concepts/sampling.md's "From Python" block, run as printed on a real run (the v1 fixture for
+    "runs/digits"): it prints one line per step, 1..10 of 10, then the images; what it streamed is what `generate`
+    draws for the same request."""
+    page = (Path(__file__).parents[1] / "docs" / "concepts" / "sampling.md").read_text()
+    code = re.search(r"## From Python\s+```python\n(.*?)```", page, re.DOTALL).group(1)
+    assert 'load_pipeline("runs/digits")' in code
+    ns = {}
+    exec(code.replace('"runs/digits"', repr(str(FIXTURES / "v1_run"))), ns)  # noqa: S102 - the page's own code
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [(kind, step, total) for kind, step, total, _ in lines] == [("step", str(k), "10") for k in range(1, 11)] \
+        + [("images", "10", "10")]
+    assert ns["images"].shape == (16, 1, 28, 28) and ns["images"].dtype == torch.uint8
+    pipe, req = ns["pipe"], ns["req"]
+    events = list(pipe.stream(request=req, preview_every=1))
+    assert all(ev.preview.shape == (4, 1, 28, 28) for ev in events if ev.kind == "step")
+    assert torch.equal(pipe.generate(request=req), events[-1].images)
 
 
 def test_resolve_fills_the_checkpoints_defaults_and_checks_choices(pipe):

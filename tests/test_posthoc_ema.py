@@ -178,9 +178,21 @@ def test_sweep_scores_each_length_beside_the_fixed_ema(phema_run, tmp_path, cli)
                          "--out", tmp_path / "sweep", "--device", "cpu")
     assert code == 0, err
     result = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert [r["sigma_rel"] for r in result["reconstructed"]] == [0.05, 0.1]
-    assert all(np.isfinite(r["val_loss"]) and 0 <= r["class_accuracy"] <= 1 for r in result["reconstructed"])
-    assert result["fixed_ema"]["ema_decay"] == 0.995 and "val_loss" in result["best"]
+    rows, fixed = result["reconstructed"], result["fixed_ema"]
+    assert [r["sigma_rel"] for r in rows] == [0.05, 0.1]
+    # the fixed EMA scored as training validated it: the run's own last validation loss, to float precision
+    last_val = [json.loads(line) for line in (phema_run / "log.jsonl").read_text().splitlines()
+                if json.loads(line)["kind"] == "val"][-1]
+    assert last_val["step"] == result["step"] == 8
+    assert fixed["val_loss"] == pytest.approx(last_val["val_loss"], rel=1e-5)
+    assert rows[0]["val_loss"] != rows[1]["val_loss"] != fixed["val_loss"]  # each length its own weights
+    for r in rows + [fixed]:  # the share of 10 judged samples
+        assert r["class_accuracy"] * 10 == pytest.approx(round(r["class_accuracy"] * 10))
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert result["best"]["val_loss"] == {"sigma_rel": best["sigma_rel"], "value": best["val_loss"],
+                                          "fixed_ema": fixed["val_loss"],
+                                          "beats_fixed": best["val_loss"] < fixed["val_loss"]}
+    assert fixed["ema_decay"] == 0.995
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000
 
 

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serve_support import follow, sse  # noqa: E402
+from serve_support import follow, sse, wait_for  # noqa: E402
 
 from noisecraft.serve import ServeConfig  # noqa: E402
 
@@ -45,14 +45,6 @@ def submit(client, **body) -> dict:
     r = client.post("/api/generate", json={"model": "digits", **body})
     assert r.status_code == 202, r.text
     return r.json()
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_models_and_options_come_from_the_runs_and_registries(client):

@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serve_support import follow  # noqa: E402
+from serve_support import follow, sse, wait_for  # noqa: E402
 
 
 
@@ -67,6 +67,29 @@ def test_json_and_multipart_edits_give_the_librarys_images(client, digit):
     assert r.status_code == 202, r.text
     _, status = follow(client, r.json()["id"])
     assert all(np.array_equal(a, b) for a, b in zip(images_of(client, status), got, strict=True))
+
+
+def test_an_edit_waits_in_the_generations_queue_and_cancels_like_one(client, digit):
+    """One queue for edits and generations: an edit posted behind a running generation waits, queued; once it
+    runs, DELETE stops it within its steps, as a generation's cancel does."""
+    _, image = digit
+    blocker = client.post("/api/generate", json={"model": "digits", "steps": 1000, "n": 1}).json()
+    wait_for(lambda: client.get(f"/api/jobs/{blocker['id']}").json()["state"] == "running", what="the generation")
+    body = {"model": "digits", "class_index": 4, "seed": 1, "n": 1, "steps": 1000,
+            "image": base64.b64encode(png(image)).decode(), "mask": base64.b64encode(png(BOTTOM)).decode()}
+    r = client.post("/api/edit", json=body)
+    assert r.status_code == 202, r.text
+    edit = r.json()["id"]
+    assert client.get(f"/api/jobs/{edit}").json()["state"] == "queued"  # behind the generation
+    client.delete(f"/api/jobs/{blocker['id']}")
+    cancelled = None
+    for event, data in sse(client, f"/api/jobs/{edit}/events"):
+        if event == "progress" and data["step"] >= 2 and cancelled is None:
+            cancelled = client.delete(f"/api/jobs/{edit}").json()
+        if event not in ("queued", "progress"):
+            break
+    assert (event, cancelled["state"]) == ("cancelled", "cancelled")
+    assert client.get(f"/api/jobs/{edit}").json()["step"] < 1000
 
 
 def test_img2img_of_a_file_under_runs_and_refusals(client, digit, tiny_runs):

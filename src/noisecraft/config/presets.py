@@ -55,7 +55,7 @@ def digits_v() -> Config:
 
 def digits() -> Config:
     # The quickstart: digits-v as rectified flow on 650 steps of 32, the one recipe of the equal-budget comparison
-    # to pass its bar in a laptop's budget (benchmarks/results/recipes_compare.json, recipes.jsonl).
+    # to pass its bar in a laptop's budget, one run a cell (benchmarks/results/recipes_compare.json, recipes.jsonl).
     return derive(digits_v(), diffusion=DiffusionConfig(**FLOW), train=TrainConfig(
         steps=650, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=325, sample_every=325,
         ckpt_every=325))
