@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from noisecraft.data import ImageData, encode_images, latent_cache
 from noisecraft.errors import UserError
 from noisecraft.rundir import RunDir, content_hash
 
@@ -50,6 +51,17 @@ class IdentityCodec(nn.Module):
 
     def image_shape(self, sample_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         return tuple(sample_shape)
+
+    def record(self) -> None:  # nothing for a checkpoint to keep
+        return None
+
+    def training_view(self, data, device, hflip: bool, path: Path | None):
+        """What training draws batches from: the pixels as loaded (streamed folders and augmentation included)."""
+        return data
+
+    def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> what the network sees: [-1, 1] pixels."""
+        return encode_images(images, self.encode, device)
 
 
 class LatentCodec(nn.Module):
@@ -97,6 +109,18 @@ class LatentCodec(nn.Module):
         return {"kind": self.kind, "source": self.source, "sha256": self.sha256, "scale": self.scale,
                 "shift": self.shift, "downsample": self.downsample, "latent_channels": self.latent_channels,
                 "image_channels": self.image_channels}
+
+    def training_view(self, data, device, hflip: bool, path: Path | None):
+        """The training set's latents, encoded once (and its mirror images with flips on) and cached at `path`."""
+        if not isinstance(data, ImageData):
+            raise UserError("latent diffusion encodes the training set in memory: this image folder is larger than "
+                            "data.max_memory_mb; raise it")
+        key = f"{self.sha256}:{self.scale!r}:{len(data)}:{data.image_size}:{hflip}"
+        return latent_cache(data, self.encode, device, hflip, path, key)
+
+    def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> their scaled latents (N, z, h, w)."""
+        return encode_images(images, self.encode, device)
 
     def copy_into(self, run_root: Path) -> Path:
         """Keep this autoencoder in `run_root/autoencoder/` (its EMA weights and config; a diffusers folder's
@@ -172,3 +196,38 @@ def load_run_codec(run_root: Path, record: dict, source: str | None, device) -> 
     if record.get("scale") is not None:
         codec.scale = float(record["scale"])  # the scale the U-Net was trained with
     return codec
+
+
+def train_codec(cfg, root: Path | None, device, is_main: bool = True):
+    """The codec a training run works through: the identity in pixel space; for latent diffusion the frozen
+    autoencoder, the run's own copy when it has one (a resumed run), else autoencoder.path, copied into the run
+    (main process) unless autoencoder.copy_into_run is off."""
+    a = cfg.autoencoder
+    if not a.latent:
+        return IdentityCodec()
+    copy = RunDir(root).autoencoder_copy if root is not None else None
+    if copy is not None and copy.is_dir():
+        codec = load_codec(copy, device)
+        codec.source = a.path
+        return codec
+    codec = load_codec(a.path, device)
+    if copy is not None and a.copy_into_run and is_main:
+        codec.copy_into(root)
+    return codec
+
+
+def configure_codec(cfg, data) -> None:
+    """A latent run's network sees the autoencoder's latents: their channels and size; the decoded images'
+    channels are recorded (what the run draws). Pixel runs: nothing to fill in."""
+    if not cfg.autoencoder.latent:
+        return
+    codec = load_codec(cfg.autoencoder.path)
+    if codec.image_channels != data.channels:
+        raise UserError(f"the autoencoder at {cfg.autoencoder.path} takes {codec.image_channels}-channel images, "
+                        f"the {cfg.data.dataset} data has {data.channels}")
+    if codec.image_size and codec.image_size != data.image_size:
+        raise UserError(f"the autoencoder at {cfg.autoencoder.path} was trained on {codec.image_size}x"
+                        f"{codec.image_size} images, the {cfg.data.dataset} data here are {data.image_size}x"
+                        f"{data.image_size}: pass --image-size {codec.image_size} or train one for this size")
+    cfg.model.in_channels, cfg.model.image_size, _ = codec.latent_shape(data.image_size)
+    cfg.autoencoder.image_channels = codec.image_channels

@@ -1,26 +1,27 @@
-"""The diffusion task: a denoiser (U-Net + preconditioning) trained by denoising score matching, its EMA, label
-(or caption) dropout for classifier-free guidance, its validation loss and its pictures (sample grids, forward and
-reverse process, and for text models the cross-attention figure).
-
-Data with captions trains a text-to-image model: the captions' embeddings come from a frozen text encoder once,
-before the first step (`conditioning.text.TextEmbeddings`, cached in the run directory), and a step only gathers
-the rows of its batch's captions."""
+"""The diffusion task: a denoiser (network + preconditioning) trained by denoising score matching, with label (or
+caption) dropout for classifier-free guidance, its validation loss and its pictures. It composes parts that own
+their behaviour: the network, EMAs and optimiser (`train.parts`), what a batch's condition is
+(`conditioning.training`: class labels, or captions embedded once by the frozen text encoder), and the space it
+learns in (`autoencoder.codec`: pixels, or the latents of a frozen autoencoder, encoded once)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from noisecraft.conditioning import class_cond, take
+from noisecraft.autoencoder.codec import configure_codec, train_codec
+from noisecraft.conditioning.training import training_conditioner
 from noisecraft.config import Config
-from noisecraft.data import ImageData, encode_images, latent_cache, to_model_range
+from noisecraft.data import ImageData
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
 from noisecraft.errors import UserError
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
 from noisecraft.rundir import RunDir
-from noisecraft.train.phema import PowerEMA, maybe_snapshot
-from noisecraft.train.task import EMA, StepResult, Task, TaskContext, adamw, optimizer_step
+from noisecraft.train.parts import build_parts
+from noisecraft.train.phema import maybe_snapshot
+from noisecraft.train.pictures import process_figures, sample_grid
+from noisecraft.train.task import StepResult, Task, TaskContext, optimizer_step
 
 
 def global_batch_draws(denoiser: Denoiser, x0: torch.Tensor, global_batch: int, rank: int):
@@ -39,36 +40,34 @@ class DiffusionTask(Task):
     """Parts: `unet` (trained weights), `unet_ema` (their EMA: what sampling uses), with train.posthoc_ema also
     `unet_phema0`, `unet_phema1`, ... (post-hoc EMA profiles, `train.phema`); optimizer `unet`.
 
-    Latent diffusion (autoencoder.latent): the U-Net learns the scaled latents of a frozen autoencoder
-    (`autoencoder.codec`), which encodes the whole training set (and its mirror images when flips are on) once
-    into `<run>/latents.safetensors`; the run keeps a copy of the autoencoder in `<run>/autoencoder/`. Captions
-    and latents combine: a text-to-image model in a latent space (Stable Diffusion's composition)."""
+    Latent diffusion (autoencoder.latent): the network learns the scaled latents of a frozen autoencoder, which
+    encodes the whole training set (and its mirror images when flips are on) once into the run; the run keeps a
+    copy of the autoencoder. Captions and latents combine: Stable Diffusion's composition."""
 
     name = "diffusion"
 
     def __init__(self, cfg: Config, ctx: TaskContext):
         super().__init__(cfg, ctx)
         self.class_names = list(ctx.class_names)
-        self.text, self._val_texts = None, None
-        self.codec = self._latent_codec(ctx) if cfg.autoencoder.latent else None
-        self._latents, self._val_latents = None, None
-        if cfg.model.context_dim:  # text-to-image: every training caption embedded once, up front
-            self.text, self.caption_table = self._embed_captions(ctx)
-            self.preview_prompts = ctx.captions.examples(10)  # the rows of the sample grids
-            self.figure_prompt = max(ctx.captions.texts[:200], key=len)  # digits: one naming all three attributes
-        self.net = build_model(cfg.model).to(self.device)
-        tc = cfg.train
-        self.channels_last = self.device.type == "cuda" if tc.channels_last is None else tc.channels_last
-        if self.channels_last:  # NHWC: faster convs on tensor-core GPUs (measured slower on CPU, hence off there)
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.denoiser = Denoiser(self.net, cfg.diffusion).to(self.device)
-        self.ema = EMA(self.net, tc.ema_decay)
-        self.ema_denoiser = Denoiser(self.ema.module, cfg.diffusion).to(self.device).eval()
-        self.phema = PowerEMA(self.net, tc.posthoc_ema) if tc.posthoc_ema else None  # post-hoc EMA profiles
-        self.optimizer = adamw(self.net, cfg, self.device)
-        # DDP and torch.compile wrap the network for the step only; EMA and checkpoints use the plain module.
-        step_net = ctx.wrap(self.net)
-        self.step_fn = self.denoiser if step_net is self.net else Denoiser(step_net, cfg.diffusion)
+        run = RunDir(ctx.root) if ctx.root is not None else None
+        self.codec = train_codec(cfg, ctx.root, self.device, ctx.dist.is_main)
+        texts = self.caption_texts(ctx) if ctx.captions is not None else None
+        self.cond = training_conditioner(cfg.model, ctx.captions, self.device, run and run.text_embeddings,
+                                         save=ctx.dist.is_main, texts=texts)
+        self.text = self.cond.text  # the prompt embeddings of a text model (None: labels)
+        self.parts = build_parts(cfg, ctx, self.build_net())
+        p = self.parts
+        self.net, self.denoiser, self.ema, self.ema_denoiser = p.net, p.denoiser, p.ema, p.ema_denoiser
+        self.optimizer, self.step_fn, self.phema = p.optimizer, p.step_fn, p.phema
+        self._train_view, self._val_x0 = None, None
+
+    def build_net(self) -> torch.nn.Module:
+        """The network trained, freshly initialised from the config."""
+        return build_model(self.cfg.model)
+
+    def caption_texts(self, ctx: TaskContext) -> list[str]:
+        """The texts embedded up front, whose rows a batch's caption ids index: the training captions."""
+        return list(ctx.captions.texts)
 
     @classmethod
     def configure(cls, cfg: Config, data) -> Config:
@@ -77,8 +76,7 @@ class DiffusionTask(Task):
             from noisecraft.augment import augment_dim
 
             cfg.model.augment_dim = augment_dim(cfg.data.augment, data.channels)
-        if cfg.autoencoder.latent:
-            cls._configure_latent(cfg, data)
+        configure_codec(cfg, data)
         if data.captions is None:
             if cfg.model.text_encoder:
                 raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
@@ -92,65 +90,12 @@ class DiffusionTask(Task):
         cfg.model.num_classes = 0  # the captions condition the model, not the classes
         return cfg
 
-    @staticmethod
-    def _configure_latent(cfg: Config, data) -> None:
-        """The U-Net's input is the autoencoder's latent: its channels and size; the decoded images' channels
-        are recorded (what the run draws)."""
-        from noisecraft.autoencoder.codec import load_codec
-
-        codec = load_codec(cfg.autoencoder.path)
-        if codec.image_channels != data.channels:
-            raise UserError(f"the autoencoder at {cfg.autoencoder.path} takes {codec.image_channels}-channel images, "
-                            f"the {cfg.data.dataset} data has {data.channels}")
-        if codec.image_size and codec.image_size != data.image_size:
-            raise UserError(f"the autoencoder at {cfg.autoencoder.path} was trained on {codec.image_size}x"
-                            f"{codec.image_size} images, the {cfg.data.dataset} data here are {data.image_size}x"
-                            f"{data.image_size}: pass --image-size {codec.image_size} or train one for this size")
-        cfg.model.in_channels, cfg.model.image_size, _ = codec.latent_shape(data.image_size)
-        cfg.autoencoder.image_channels = codec.image_channels
-
-    def _latent_codec(self, ctx: TaskContext):
-        """The frozen autoencoder: the run's own copy when it has one (a resumed run), else autoencoder.path,
-        copied into the run (main process) unless autoencoder.copy_into_run is off."""
-        from noisecraft.autoencoder.codec import load_codec
-
-        copy = RunDir(ctx.root).autoencoder_copy if ctx.root is not None else None
-        if copy is not None and copy.is_dir():
-            codec = load_codec(copy, self.device)
-            codec.source = self.cfg.autoencoder.path
-            return codec
-        codec = load_codec(self.cfg.autoencoder.path, self.device)
-        if copy is not None and self.cfg.autoencoder.copy_into_run and ctx.dist.is_main:
-            codec.copy_into(ctx.root)
-        return codec
-
     def training_data(self):
-        """Pixels, or (latent diffusion) the training set's latents, encoded once and cached in the run."""
-        if self.codec is None:
-            return self.ctx.train_data
-        if self._latents is None:
-            data = self.ctx.train_data
-            if not isinstance(data, ImageData):
-                raise UserError("latent diffusion encodes the training set in memory: this image folder is larger "
-                                "than data.max_memory_mb; raise it")
-            key = f"{self.codec.sha256}:{self.codec.scale!r}:{len(data)}:{data.image_size}:{self.cfg.data.hflip}"
+        """Pixels as loaded, or (latent diffusion) the training set's latents, cached in the run."""
+        if self._train_view is None:
             path = RunDir(self.ctx.root).latents if self.ctx.root is not None else None
-            self._latents = latent_cache(data, self.codec.encode, self.device, self.cfg.data.hflip, path, key)
-        return self._latents
-
-    def _embed_captions(self, ctx: TaskContext):
-        """The text embeddings (loaded from the run directory's cache, the rest encoded now and saved there) and
-        the training captions' rows on the device: (T, L, D) tokens, (T, L) mask, (T, D) pooled."""
-        from noisecraft.conditioning.text import TextEmbeddings
-
-        m = self.cfg.model
-        file = RunDir(ctx.root).text_embeddings if ctx.root is not None else None
-        text = TextEmbeddings(m.text_encoder, m.text_max_tokens, self.device, file)
-        cached = len(text)
-        table = text(ctx.captions.texts, self.device)
-        if file is not None and len(text) > cached and ctx.dist.is_main:
-            text.save(file)
-        return text, table
+            self._train_view = self.codec.training_view(self.ctx.train_data, self.device, self.cfg.data.hflip, path)
+        return self._train_view
 
     def modules(self):
         parts = {"unet": self.net, "unet_ema": self.ema.module}
@@ -160,28 +105,19 @@ class DiffusionTask(Task):
         return {"unet": self.optimizer}
 
     def metadata(self):
-        meta = {"class_names": self.class_names, "params": count_parameters(self.net)}
-        if self.codec is not None:  # which autoencoder the latents are of
+        meta = {"class_names": self.class_names, "params": count_parameters(self.net), **self.cond.metadata()}
+        if self.codec.record() is not None:  # which autoencoder the latents are of
             meta["autoencoder"] = self.codec.record()
-        if self.text is not None:  # what evaluation measures generated digits against
-            meta["attribute_thresholds"] = self.ctx.captions.thresholds
         return meta
 
     def condition(self, y: torch.Tensor | None, drop: torch.Tensor | None = None) -> dict | None:
-        """The network's conditioning for a batch's condition ids y (B,): class labels, or (text) indices of the
-        training captions; `drop` (B,) marks those replaced by the null class or the empty prompt (caption 0)."""
-        if y is None:
-            return None
-        if self.text is None:
-            null = self.cfg.model.num_classes
-            return class_cond(y if drop is None else torch.where(drop, torch.full_like(y, null), y))
-        ids = y if drop is None else torch.where(drop, torch.zeros_like(y), y)
-        return {k: v[ids] for k, v in self.caption_table.items()}
+        """The network's conditioning for a batch's condition ids y (B,); `drop` (B,) marks the null ones."""
+        return self.cond.batch(y, drop)
 
     def step(self, batch, step: int) -> StepResult:
         tc = self.cfg.train
         x0, y, *augment_labels = batch  # (B, C, H, W) in [-1, 1], (B,) labels or None[, (B, A) augment labels]
-        if self.channels_last:
+        if self.parts.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         with autocast_ctx(self.device, tc.precision):
             loss = self.batch_loss(x0, y, step, *augment_labels)
@@ -212,31 +148,15 @@ class DiffusionTask(Task):
     def validation_loss(self, data: ImageData) -> float:
         """Mean `held_out_loss` on the held-out split with fixed randomness (the same every call)."""
         g = torch.Generator(self.device).manual_seed(12345)
+        if self._val_x0 is None:  # pixels in [-1, 1], or latents, encoded at the first call
+            self._val_x0 = self.codec.held_out(data.images, self.device)
         bs, total = self.cfg.train.batch_size, 0.0
         for start in range(0, len(data), bs):
-            x0 = self._val_x0(data, start, start + bs)
+            x0 = self._val_x0[start:start + bs].to(self.device)
             with autocast_ctx(self.device, self.cfg.train.precision):
-                cond = self._val_condition(data, start, start + bs)
+                cond = self.cond.held_out(data, start, start + bs)
                 total += float(self.held_out_loss(x0, cond, g).sum())
         return total / max(1, len(data))
-
-    def _val_x0(self, data: ImageData, start: int, stop: int) -> torch.Tensor:
-        """Held-out images in [-1, 1], or (latent diffusion) their latents, encoded at the first call."""
-        if self.codec is None:
-            return to_model_range(data.images[start:stop].to(self.device))
-        if self._val_latents is None:
-            self._val_latents = encode_images(data.images, self.codec.encode, self.device)
-        return self._val_latents[start:stop].to(self.device)
-
-    def _val_condition(self, data: ImageData, start: int, stop: int) -> dict | None:
-        """Held-out images' conditioning: their labels, or (text) one caption each, the same every call."""
-        if self.text is None:
-            return class_cond(data.labels[start:stop].to(self.device) if data.labels is not None else None)
-        if self._val_texts is None:
-            caps, n = data.captions, len(data)
-            ids = caps.draw(torch.arange(n), torch.rand(n, generator=torch.Generator().manual_seed(54321)))
-            self._val_texts = [caps.texts[i] for i in ids.tolist()]
-        return self.text(self._val_texts[start:stop], self.device)
 
     def evaluate(self, step: int) -> dict[str, float] | None:
         if not self.cfg.train.eval_every:
@@ -250,39 +170,17 @@ class DiffusionTask(Task):
         return pipeline_for(self.cfg, self.ema_denoiser, device=self.device, class_names=self.class_names,
                             text=self.text, codec=self.codec, root=self.ctx.root)
 
+    def sample_grid(self, path: Path, steps: int | None = None) -> None:
+        sample_grid(self.pipeline(), self.cond.rows(), path, steps=steps)
+
     def pictures(self, root: Path, step: int | None) -> None:
+        run = RunDir(root)
         if step is not None:
-            self.sample_grid(RunDir(root).grid(step), steps=20)
+            self.sample_grid(run.grid(step), steps=20)
             return
-        self.sample_grid(RunDir(root).grid())
-        if self.codec is None:  # the figures show pixels being noised; a latent run's noise is in latent space
-            self.process_figures(root)
-        if self.text is not None:
-            self.ctx.hooks.figure(self.pipeline(), "cross-attention", RunDir(root).figure("cross_attention"),
-                                  prompts=[self.figure_prompt])
-
-    def rows(self, n: int | None = None) -> torch.Tensor | list[str] | None:
-        """What the figures' rows show: every class (labels), preview prompts (text), or None (unconditional)."""
-        if self.text is not None:
-            return self.preview_prompts[:n]
-        k = self.cfg.model.num_classes
-        return torch.arange(k)[:n] if k else None
-
-    def sample_grid(self, path: Path, per_class: int = 8, steps: int | None = None) -> None:
-        """One row per class or preview prompt (or 8 x 8 unconditional samples), fixed seeds so rows compare over
-        time."""
-        from noisecraft.viz import save_grid
-
-        rows = self.rows()
-        n = per_class * len(rows) if rows is not None else 64
-        labels = take(rows, [i // per_class for i in range(n)])
-        images = self.pipeline().generate(n=n, labels=labels, steps=steps, seed=0)
-        save_grid(images, path, nrow=per_class if rows is not None else 8)
-
-    def process_figures(self, root: Path) -> None:
-        """forward_process.png and reverse_process.png: `noisecraft explain`'s forward and reverse figures of this
-        model (4 images, 8 columns, DDIM 50; x_t in the VP view sqrt(alpha_bar) x that the network sees)."""
-        prompts = list(self.preview_prompts[:4]) if self.text is not None else []
-        pipe = self.pipeline()
-        for name in ("forward", "reverse"):
-            self.ctx.hooks.figure(pipe, name, RunDir(root).figure(f"{name}_process"), n=4, columns=8, steps=50, prompts=prompts)
+        self.sample_grid(run.grid())
+        if not self.codec.latent:  # the figures show pixels being noised; a latent run's noise is in latent space
+            process_figures(self.ctx.hooks.figure, self.pipeline(), run, self.cond.prompts(4))
+        if self.cond.figure_prompt is not None:
+            self.ctx.hooks.figure(self.pipeline(), "cross-attention", run.figure("cross_attention"),
+                                  prompts=[self.cond.figure_prompt])

@@ -95,16 +95,9 @@ class DistillTask(DiffusionTask):
         self.ema.module.load_state_dict(self.teacher.net.state_dict())
         dc = cfg.distill
         interval = tuple(dc.teacher_guidance_interval) or None
-        self.guided_teacher = cfg_denoiser(self.teacher, dc.teacher_guidance, self._null(), interval)
+        self.guided_teacher = cfg_denoiser(self.teacher, dc.teacher_guidance, self.cond.null(), interval)
         self.loss_fn = DISTILLATIONS.load(dc.method)
         self._grids: dict[int, torch.Tensor] = {}
-
-    def _null(self) -> dict | None:
-        """The 'no condition' the teacher's guidance contrasts with: the null class, or the empty caption."""
-        if self.text is not None:
-            return {k: v[:1] for k, v in self.caption_table.items()}  # caption 0: the empty prompt
-        k = self.cfg.model.num_classes
-        return {"class_labels": torch.tensor([k], device=self.device)} if k else None
 
     def grid(self, step: int) -> torch.Tensor:
         """The teacher's noise levels at `step` (N + 1 values ending in 0): N grows geometrically from
