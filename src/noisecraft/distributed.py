@@ -44,11 +44,6 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of a torchrun launch (usable before `setup`)."""
-    return _env_int("RANK", 0) == 0
-
-
 def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if there is one; returns this rank's info and its device."""
     world = _env_int("WORLD_SIZE", 1)

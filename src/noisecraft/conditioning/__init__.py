@@ -26,14 +26,6 @@ def null_cond(num_classes: int, device) -> dict:
     return {"class_labels": torch.tensor([num_classes], device=device)}
 
 
-def drop_labels(labels: torch.Tensor, p: float, num_classes: int) -> torch.Tensor:
-    """Replace a random share p of labels by the null class (label dropout, Ho & Salimans 2022)."""
-    if p <= 0:
-        return labels
-    drop = torch.rand(labels.shape, device=labels.device) < p
-    return torch.where(drop, torch.full_like(labels, num_classes), labels)
-
-
 def sample_labels(n: int, num_classes: int, class_index: int | list[int] | None = None,
                   class_names: list[str] | None = None) -> torch.Tensor | None:
     """Labels for n samples: one requested class, a list of classes cycled, or all classes balanced."""

@@ -14,6 +14,7 @@ import math
 import torch
 
 from noisecraft.diffusion.denoiser import Denoise
+from noisecraft.diffusion.schedules import ddim_step
 
 
 def pseudo_huber(diff: torch.Tensor, c: float) -> torch.Tensor:
@@ -34,7 +35,7 @@ def consistency_distillation_loss(student: Denoise, target: Denoise, teacher: De
     x_t = x0 + st * eps  # (B, C, H, W)
     with torch.no_grad():
         d = teacher(x_t, sigma_t, cond).float()
-        x_s = d + (ss / st) * (x_t - d)  # the teacher's ODE step
+        x_s = ddim_step(x_t, d, st, ss)  # the teacher's ODE step
         f_s = target(x_s, sigma_s.clamp_min(1e-6), cond).float()
         f_s = torch.where(ss > 0, f_s, x_s)  # the boundary: f(x, 0) = x
     return pseudo_huber(student(x_t, sigma_t, cond).float() - f_s, huber_c)

@@ -21,6 +21,12 @@ def flow_sigma(t):
     return t / (1 - t)
 
 
+def ddim_step(x: torch.Tensor, x0: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
+    """One deterministic DDIM step (Song et al. 2021) in the sigma view: x keeps its noise direction (x - x0) / sigma
+    at the level sigma_next (an Euler step of the probability-flow ODE)."""
+    return x0 + (sigma_next / sigma) * (x - x0)
+
+
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Linear beta schedule of Ho et al. 2020 (DDPM), scaled as in the paper for T = 1000."""
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)

@@ -15,6 +15,7 @@ import torch
 from noisecraft.errors import UserError
 from noisecraft.rundir import RunDir, run_root
 from noisecraft.train.phema import gamma_of, load_params, posthoc_source, reconstruct
+from noisecraft.train.task import ema_decay_at
 
 DEFAULT_SIGMA_RELS = (0.02, 0.03, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20, 0.25)
 SWEEP_JSON = "sweep.json"  # beside sweep.png, in <run>/posthoc_ema/ or the folder given
@@ -70,7 +71,7 @@ def fixed_ema_sigma_rel(decay: float, steps: int) -> float:
     w = np.zeros(steps + 1)
     w[0] = 1.0
     for step in range(steps):
-        d = min(decay, (1 + step) / (10 + step))
+        d = ema_decay_at(decay, step)
         w *= d
         w[step + 1] = 1.0 - d
     tau = np.arange(steps + 1) / steps

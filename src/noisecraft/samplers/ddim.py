@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import torch
 
+from noisecraft.diffusion.schedules import ddim_step
 from noisecraft.samplers.common import Denoise, NoiseFn, SamplerStep
 
 
@@ -19,5 +20,5 @@ def sample_ddim(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, cond: 
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma, cond)
-        x = x0 + (sigma_next / sigma) * (x - x0)
+        x = ddim_step(x, x0, sigma, sigma_next)
         yield SamplerStep(i, sigma, x, x0)

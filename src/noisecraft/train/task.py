@@ -122,11 +122,15 @@ class EMA:
         self.decay = decay
 
     def decay_at(self, step: int) -> float:
-        """(1 + step) / (10 + step), capped at `decay`: early averages forget the initialisation."""
-        return min(self.decay, (1 + step) / (10 + step))
+        return ema_decay_at(self.decay, step)
 
     def update(self, module: nn.Module, step: int) -> None:
         ema_update(self.module, module, self.decay_at(step))
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """(1 + step) / (10 + step), capped at `decay`: early averages forget the initialisation."""
+    return min(decay, (1 + step) / (10 + step))
 
 
 @torch.no_grad()
