@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from noisecraft.config import DataConfig
 from noisecraft.errors import UserError
 from noisecraft.registry import DATASETS
+from noisecraft.seeds import stream_seed
 
 if TYPE_CHECKING:
     from noisecraft.captions import Captions
@@ -543,7 +544,7 @@ class DeviceBatcher:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(stream_seed(self.seed, "order", epoch))
             perm = torch.randperm(self.draws_per_epoch, generator=g)
             self._perm = (perm if self.order is None else self.order[perm]).to(self.index_device)
             self._perm_epoch = epoch
@@ -577,14 +578,14 @@ class DeviceBatcher:
 
     def _caption_ids(self, idx: torch.Tensor, step: int) -> torch.Tensor:
         """One caption of each image's group, drawn from (seed, step) for the global batch (this rank's slice)."""
-        g = torch.Generator(self.captions.group.device).manual_seed(self.seed * 6_271 + step + 1)
+        g = torch.Generator(self.captions.group.device).manual_seed(stream_seed(self.seed, "captions", step))
         u = torch.rand(self.batch_size, generator=g, device=self.captions.group.device)
         local = self.batch_size // self.world_size
         return self.captions.draw(idx.to(u.device), u[self.rank * local:(self.rank + 1) * local])
 
     def flips(self, step: int) -> torch.Tensor:
         """Which images of this rank's share of batch `step` are flipped (B,) bool, drawn from (seed, step)."""
-        g = torch.Generator(self.device).manual_seed(self.seed * 7_919 + step)
+        g = torch.Generator(self.device).manual_seed(stream_seed(self.seed, "flips", step))
         flip = torch.rand(self.batch_size, generator=g, device=self.device)
         local = self.batch_size // self.world_size
         return flip[self.rank * local:(self.rank + 1) * local] < 0.5
@@ -598,7 +599,7 @@ class DeviceBatcher:
             return (x,)
         from noisecraft.augment import Draws, augment
 
-        g = torch.Generator(self.device).manual_seed(self.seed * 104_729 + step + 7)
+        g = torch.Generator(self.device).manual_seed(stream_seed(self.seed, "augment", step))
         local = self.batch_size // self.world_size
         draws = Draws(g, self.batch_size, slice(self.rank * local, (self.rank + 1) * local), self.device)
         x, labels = augment(x, self.augment, self.augment_p, draws)

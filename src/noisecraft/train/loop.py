@@ -27,6 +27,7 @@ from noisecraft.errors import Interrupted, UserError
 from noisecraft.precision import use_bf16
 from noisecraft.registry import BEST_METRICS, TASKS
 from noisecraft.rundir import RunDir, read_log
+from noisecraft.seeds import step_seed
 from noisecraft.train.task import Hooks, Task, TaskContext
 
 
@@ -37,10 +38,6 @@ def lr_at(step: int, cfg) -> float:
         progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-
-
-def step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
 
 
 def due(done: int, every: int, total: int) -> bool:
