@@ -378,7 +378,7 @@ def _add_ema_parser(sub) -> None:
     m.add_argument("--seed", type=int, default=0, help="--sweep: sample i uses seed + i")
     m.add_argument("--out", help="the checkpoint file (default: <run>/checkpoints/posthoc_ema_<S>.safetensors); "
                    "with --sweep, a directory (default: <run>/posthoc_ema)")
-    m.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    _device_flag(m)
     m.set_defaults(func=cmd_ema)
 
 
@@ -397,7 +397,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per sampling batch (default: the device's fastest, 256 on GPU, 32-64 on CPU)")
-    p.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    _device_flag(p)
     p.add_argument("--precision", choices=PRECISIONS.names(),
                    help=f"network precision while sampling: {PRECISIONS.help()} (default: the checkpoint's "
                    "sample.precision)")
@@ -407,6 +407,13 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
                    help="text models: prompts, one a line (blank lines and # comments skipped)")
     p.add_argument("--negative-prompt", help="text models: guidance steers away from this prompt instead of the "
                    "empty one")
+
+
+def _device_flag(p: argparse.ArgumentParser, default: str | None = "auto", what: str = "") -> None:
+    """--device, spelled once for every command; default None: the run's config decides."""
+    shown = "the run's config" if default is None else default
+    p.add_argument("--device", default=default,
+                   help=f"auto (the first GPU, else the CPU) | cpu | cuda | cuda:N{what} (default: {shown})")
 
 
 def _add_train_args(t: argparse.ArgumentParser, default_preset: str) -> None:
@@ -431,7 +438,7 @@ def _add_run_flags(p: argparse.ArgumentParser, steps_help: str) -> None:
     """The flags of every command that trains a run: where, how long, on what, and starting again or going on."""
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--steps", type=int, help=steps_help)
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    _device_flag(p, None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
                    "(from step 0 with a clean log when it stopped before its first checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="--out already holds a run: delete it (its checkpoints, "
@@ -491,7 +498,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help="autoencoder run directory or .safetensors file")
     r.add_argument("--n", type=int, help="held-out images to reconstruct (default: all)")
     r.add_argument("--out", help="report directory (default: <run>/eval-autoencoder)")
-    r.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    _device_flag(r)
     r.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
     r.set_defaults(func=cmd_evaluate_autoencoder)
 
@@ -504,7 +511,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-root", help="dataset location (torchvision layout, or the image folder)")
     c.add_argument("--image-size", type=int, help="image folders: resize images to N x N (built-in datasets are "
                    "judged at their native size)")
-    c.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    _device_flag(c, "cpu")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train_classifier)
 
@@ -580,7 +587,7 @@ def _add_explain_parser(sub) -> None:
                    "classes 0, 1, ... in turn)")
     x.add_argument("--prompt", action="append", help="text models: a row's prompt (repeat; default: the dataset's "
                    "captions)")
-    x.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    _device_flag(x)
     x.set_defaults(func=cmd_explain)
 
 
@@ -594,7 +601,7 @@ def _add_serve_parser(sub) -> None:
     v.add_argument("--data-root", help="the only directory training started from the page may read data from")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     v.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
-    v.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N for sampling")
+    _device_flag(v, what=" for sampling")
     v.add_argument("--cache-mb", type=int, default=2048, help="memory for loaded checkpoints (least recently used "
                    "ones are dropped)")
     v.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are answered 429")
