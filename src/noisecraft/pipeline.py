@@ -434,7 +434,6 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
     the autoencoder copy in `root` / the recorded source, checked by sha256)."""
     cache = None
     if text is None and root is not None:
-
         cache = RunDir(root).text_embeddings
     if codec is None and config.autoencoder.latent:
         from noisecraft.autoencoder.codec import load_run_codec
