@@ -78,7 +78,9 @@ def train(cfg: Config, out, resume: bool = False, progress: bool = True, overwri
                 run.close()
 
 
-def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, device, hooks: Hooks) -> dict:
+def _start(cfg, run: RunDir, resume, overwrite, dist_info, device, hooks: Hooks):
+    """The run directory prepared (refused, overwritten or resumed), the data loaded, the config filled in from it,
+    and the task built (its initial weights from train.seed, or the checkpoint's): (cfg, ckpt, task, train, val)."""
     if device.type == "cpu":
         distributed.configure_cpu_threads(cfg.train.num_threads, dist_info)
     cfg, resume = run.prepare(cfg, resume, overwrite)
@@ -90,16 +92,26 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     train_data = load_train_data(cfg.data)  # in memory, or a folder streamed by DataLoader workers
     val_data = load_dataset(cfg.data, "val")
     cfg = _configured(task_cls, cfg, train_data, ckpt)
-    tc = cfg.train
-    start_step = ckpt.step if ckpt else 0
-    run.start(cfg, start_step)
+    run.start(cfg, ckpt.step if ckpt else 0)
     distributed.barrier(dist_info)
-
-    torch.manual_seed(tc.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
+    torch.manual_seed(cfg.train.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
     task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names,
                                      train_data.captions, run.root, train_data, hooks))
     if ckpt is not None:
         task.load(ckpt)
+    return cfg, ckpt, task, train_data, val_data
+
+
+def _set_lr(task: Task, lr: float) -> None:
+    for optimizer in task.optimizers().values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, device, hooks: Hooks) -> dict:
+    cfg, ckpt, task, train_data, val_data = _start(cfg, run, resume, overwrite, dist_info, device, hooks)
+    tc = cfg.train
+    start_step = ckpt.step if ckpt else 0
     meter = LossMeter(device, ckpt)
     saver = Saver(run, task, cfg, ckpt, meter)
     nonfinite = faults.NonFiniteMonitor(tc.max_nonfinite_steps, device)
@@ -113,9 +125,7 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
     stop.arm()  # from here SIGINT/SIGTERM stop after the current step, with a checkpoint
     for step in range(start_step, tc.steps):
         torch.manual_seed(step_seed(tc.seed, step))  # dropout, noise levels, noise, label dropout
-        for optimizer in task.optimizers().values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, tc)
+        _set_lr(task, lr_at(step, tc))
         result = task.step(batcher.batch(step), step)
         nonfinite.update(result.finite)
         meter.add(result.losses, tc.batch_size)
