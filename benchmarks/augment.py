@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result
+from common.machine import cpu_info
+from common.results import write_result
 
 AUGMENT = ("translate", "scale", "rotate", "aniso")  # no flips: a mirrored 2 or 5 is another glyph
 

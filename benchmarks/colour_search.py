@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_info
+from common.machine import cpu_info
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "colour_search.jsonl"
@@ -61,7 +61,8 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
     """Colour, shape and background of --seeds samples of every prompt (one seed list shared by all prompts)."""
     import torch
 
-    from noisecraft.captions import COLOURS as WORDS, dominant_colour
+    from noisecraft.captions import COLOURS as WORDS
+    from noisecraft.captions import dominant_colour
     from noisecraft.data import load_dataset
     from noisecraft.emoji import shape_examples
     from noisecraft.evaluate.shapes import ShapeJudge, frame_offwhite_share
@@ -107,7 +108,6 @@ def evaluate(run: str, n: int, env: dict, sample: dict) -> dict:
 
 def judge_class(run: str, n: int, env: dict, sample: dict) -> dict:
     """`noisecraft evaluate`'s offline figures for a class run, and the frame of its samples."""
-    import torch
 
     from noisecraft.evaluate.shapes import frame_offwhite_share
     from noisecraft.pipeline import load_pipeline

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from machine import cpu_info
+from common.machine import capped_env, cpu_info
 
 HERE = Path(__file__).resolve().parent
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # (preset, subcommand, the budget in quickstarts); emoji64-text-latent trains in the emoji64-ae run.
 COMMANDS = (("digits", "train", None), ("emoji32-text", "train", 4), ("emoji32", "train", 4),
             ("emoji64-ae", "train-autoencoder", 2), ("emoji64-text-latent", "train", 4),
@@ -49,7 +47,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/noisecraft-colour-timing")
     ap.add_argument("--name", default="colour_timing")
     args = ap.parse_args()
-    env = dict(os.environ) if args.native else dict(os.environ, **AVX2_ENV)
+    env = capped_env(not args.native)
     precision = "auto" if args.native else "fp32"
     only = set(filter(None, args.only.split(",")))
     rows = []

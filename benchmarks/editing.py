@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
+from common.machine import cpu_info, describe
+from common.results import write_result
 
 STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RESULT = Path(__file__).resolve().parent / "results" / "editing.json"
@@ -182,9 +182,7 @@ def _img2img(edit, labels, images, k: int, strengths: list[float], interval) -> 
 
 
 def _machine(r: dict) -> str:
-    from figures import machine
-
-    return f"measured on {machine(r, precision='auto')}, 1 run"
+    return f"measured on {describe(r, precision='auto')}, 1 run"
 
 
 def render_table(r: dict) -> str:

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.machine import capped_env, cpu_info
+
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "emoji_presets.json"
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
@@ -39,7 +41,8 @@ def colour_words(run: str, seeds: int) -> dict:
     colour, and for prompts whose emoji is in the training split apart from those held out."""
     import torch
 
-    from noisecraft.captions import COLOURS as WORDS, dominant_colour
+    from noisecraft.captions import COLOURS as WORDS
+    from noisecraft.captions import dominant_colour
     from noisecraft.data import load_dataset
     from noisecraft.pipeline import load_pipeline
     from noisecraft.viz import save_grid
@@ -85,10 +88,6 @@ def reconstruction(run: str) -> dict:
 
 
 def main() -> None:
-    sys.path.insert(0, str(HERE))
-    from machine import cpu_info
-    from recipes import AVX2_ENV
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=tuple(GOALS), required=True)
     p.add_argument("--work", default="/tmp/noisecraft-emoji")
@@ -97,7 +96,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=800, help="samples for emoji32's evaluate")
     args = p.parse_args()
     run = str(Path(args.work) / args.preset)
-    env = dict(os.environ, **AVX2_ENV)
+    env = capped_env()
     sub = "train-autoencoder" if args.preset == AUTOENCODER else "train"
     latent = ["--autoencoder", str(Path(args.work) / AUTOENCODER)] if args.preset.endswith("-latent") else []
     cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", args.preset, "--out", run, *latent, "--overwrite",

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info  # noqa: E402
-from recipes import AVX2_ENV  # noqa: E402
+from common.machine import capped_env, cpu_info
 
 JUDGE = """
 import json, sys, time
@@ -44,7 +41,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="judged samples")
     ap.add_argument("--out", default="benchmarks/results/dit_guidance.jsonl")
     args = ap.parse_args()
-    env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
+    env = capped_env(args.avx2)
     for w in args.weights:
         rec = {"run": args.run, "variant": Path(args.run).name, "guidance": w, "guidance_interval": args.interval or
                "the run's", "n": args.n, **cpu_info(env)}

@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result
+from common.machine import cpu_info, describe
+from common.results import write_result
+from common.tables import pct, table
 
 SIGMA_RELS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.14, 0.17, 0.20, 0.25)
 PROFILES = "0.05,0.10"
@@ -118,7 +119,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def render(d: dict) -> str:
     """The sweep as a table for the docs: each length's figures, the fixed EMA's, and the machine."""
-    from figures import _pct, _table, machine
 
     judged = "class_accuracy" in d["fixed_ema"]
     best = {m: b["sigma_rel"] for m, b in d["best"].items()}
@@ -126,7 +126,7 @@ def render(d: dict) -> str:
     def row(name, r):
         cells = [name, f"{r['val_loss']:.5f}" + (" (best)" if best.get("val_loss") == r.get("sigma_rel") else "")]
         if judged:
-            cells += [_pct(r["class_accuracy"]) + (" (best)" if best.get("class_accuracy") == r.get("sigma_rel")
+            cells += [pct(r["class_accuracy"]) + (" (best)" if best.get("class_accuracy") == r.get("sigma_rel")
                                                    else ""), f"{r['fd_clf']:.1f}"]
         return cells
 
@@ -140,10 +140,10 @@ def render(d: dict) -> str:
     note = (f"Measured by one run of `{command}` ({d['step']} steps, "
             f"{t.get('snapshots', len(d['snapshot_steps']))} snapshots of both profiles, "
             f"{t.get('snapshot_mb', '?')} MB), every EMA scored with the same seeds ({d['sampler']}); judge standard "
-            f"error at the fixed EMA's accuracy {_pct(d.get('judge_accuracy_standard_error', 0))}.{_paired(d)} "
+            f"error at the fixed EMA's accuracy {pct(d.get('judge_accuracy_standard_error', 0))}.{_paired(d)} "
             f"Machine: "
-            f"{machine(d)}. File: `posthoc_ema.json`.")
-    return _table(header, [[*r] for r in rows]) + "\n\n" + note + (_reading(d) if judged else "")
+            f"{describe(d)}. File: `posthoc_ema.json`.")
+    return table(header, [[*r] for r in rows]) + "\n\n" + note + (_reading(d) if judged else "")
 
 
 def _reading(d: dict) -> str:

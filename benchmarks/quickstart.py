@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,12 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
-
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+from common.machine import capped_env, cpu_info
+from common.results import write_result
 
 
 def main() -> None:
@@ -52,7 +49,7 @@ def main() -> None:
     cfg = preset(args.preset)
     if args.steps:
         cfg = apply_overrides(cfg, {"train.steps": args.steps})
-    env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
+    env = capped_env(args.avx2)
     # The command a user types, in a fresh process: the wall time includes interpreter start-up and imports.
     cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", args.preset, "--out", str(run), "--no-progress"]
     cmd += ["--steps", str(args.steps)] if args.steps else []

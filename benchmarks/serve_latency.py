@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,14 +25,14 @@ from pathlib import Path
 import httpx
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import cpu_info, write_result  # noqa: E402
-
 from noisecraft.checkpoint import save_checkpoint  # noqa: E402
 from noisecraft.config import preset  # noqa: E402
 from noisecraft.models import build_model, count_parameters  # noqa: E402
 from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.serve import ServeConfig, create_app  # noqa: E402
+
+from common.machine import cpu_info
+from common.results import write_result
 
 
 def untrained_digits_run(root: Path) -> Path:

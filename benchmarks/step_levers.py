@@ -15,10 +15,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-
+from common.machine import AVX2_ENV, capped_env, cpu_info
+from common.results import write_result
 
 # The network of the digits preset before issue 14 (a 28x28 U-Net, no patches), for the "previous_28x28" lever.
 PREVIOUS_28X28 = {"patch_size": 1, "channel_mult": (1, 1, 2)}
@@ -107,12 +106,10 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     if args.avx2 and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
+        os.execve(sys.executable, [sys.executable, *sys.argv], capped_env())
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine import cpu_info, write_result
     from noisecraft.precision import use_bf16
 
     precision = "fp32" if args.avx2 or not use_bf16("cpu", "auto") else "bf16"

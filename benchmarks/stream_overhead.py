@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,8 +22,8 @@ from noisecraft.diffusion import Denoiser
 from noisecraft.models import build_model, count_parameters
 from noisecraft.pipeline import Pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
+from common.machine import cpu_info
+from common.results import write_result
 
 
 def digits_pipeline(device: torch.device) -> Pipeline:

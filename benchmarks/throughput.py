@@ -33,10 +33,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diffusers_reference import ReferenceTrainer, ddim_sample, reference_unet  # noqa: E402
-from machine import cpu_info  # noqa: E402
-
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.diffusion import Denoiser, diffusion_loss  # noqa: E402
@@ -44,6 +40,9 @@ from noisecraft.models import build_model, count_parameters  # noqa: E402
 from noisecraft.pipeline import Pipeline  # noqa: E402
 from noisecraft.precision import use_bf16  # noqa: E402
 from noisecraft.train import train  # noqa: E402
+
+from common.diffusers_reference import ReferenceTrainer, ddim_sample, reference_unet
+from common.machine import cpu_info
 
 
 def sync(device: torch.device) -> None:

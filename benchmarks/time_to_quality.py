@@ -26,14 +26,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diffusers_reference import ReferenceTrainer, ddim_sample  # noqa: E402
-
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.evaluate.classifier import classifier_accuracy  # noqa: E402
 from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.train import train  # noqa: E402
+
+from common.diffusers_reference import ReferenceTrainer, ddim_sample
 
 
 class Ours:
