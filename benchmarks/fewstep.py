@@ -52,8 +52,8 @@ def _evaluate(run: str, n: int, out: Path, env: dict | None) -> dict:
 
 
 def _paraphrases(teacher_run: str, student_run: str, n: int) -> dict:
-    """Held-out paraphrase prompts (common.judge's, as text_to_image.py), judged: the teacher at its default, the student at 1
-    and 2 steps."""
+    """Held-out paraphrase prompts (common.judge's, as text_to_image.py), judged: the teacher at its default, the
+    student at 1 and 2 steps."""
     from noisecraft.pipeline import load_pipeline
 
     teacher, student = load_pipeline(teacher_run, "cpu"), load_pipeline(student_run, "cpu")

@@ -110,7 +110,8 @@ def quickstart_details() -> str:
         cl, co = levers["channels_last"], levers["compile"]
         rows.append(["kernel levers on the training step (batch 64): channels-last / torch.compile (its warm-up)",
                      (f"{cl['vs_eager']:.2f}x / {co['vs_eager']:.2f}x ({co['warmup_s']:.0f} s) of eager's "
-                     f"{levers['eager']['img_per_s']:.0f} images/s, 1 run"), describe(s), _file(f"step_levers_{kind}.json")])
+                     f"{levers['eager']['img_per_s']:.0f} images/s, 1 run"), describe(s),
+                     _file(f"step_levers_{kind}.json")])
     sh = load("step_levers_avx2.json")["eager_time_shares"]
     rows.append([("where an eager training step's time goes: convolutions forward / backward, matmuls and attention, "
                  "the rest"), (f"{_pct(sh['conv_forward'])} / {_pct(sh['conv_backward'])}, "

@@ -2,7 +2,7 @@
 
     python benchmarks/guidance_sweep.py --avx2 --run /work/runs/ditx/dit-cos --weights 2 3 [--interval lo,hi | all]
 
-The same class-balanced requests and seed as benchmarks/recipes.py's judge (so the run's own weight reproduces
+The same class-balanced requests and seed as common.judge's judge_digits (so the run's own weight reproduces
 its `ddim50_accuracy`), the offline digits judge, in a child with the same kernel cap. Guidance costs nothing in
 training: it asks whether a recipe's shortfall in judged accuracy is the sampler's or the network's. Appends one
 JSON record per weight (with the machine, as recipes.py) to --out.

@@ -1,5 +1,5 @@
 """Time to quality: training wall-clock until the digits model's samples reach a conditional accuracy, noisecraft
-vs the diffusers-style reference loop (`diffusers_reference.py`), same data, batch, budget and judge.
+vs the diffusers-style reference loop (`common/diffusers_reference.py`), same data, batch, budget and judge.
 
     python benchmarks/time_to_quality.py [--budget 300] [--chunk-steps 250] [--target 0.9] [--n 100]
 
