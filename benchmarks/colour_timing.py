@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.machine import capped_env, cpu_info
+from common.machine import capped_env, record
 
 HERE = Path(__file__).resolve().parent
 # (preset, subcommand, the budget in quickstarts); emoji64-text-latent trains in the emoji64-ae run.
@@ -60,7 +60,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     result = {"benchmark": "colour_timing", "what": __doc__.splitlines()[0], "rows": rows,
-              "machine": {**cpu_info(env), "precision": precision}}
+              "machine": record(precision, env)}
     (HERE / "results" / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

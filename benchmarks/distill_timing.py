@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.machine import capped_env, cpu_info, describe
+from common.machine import capped_env, describe, record
 from common.real_avx2 import REAL, real_machine, real_rows, real_wall
 from common.results import write_result
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"command": "noisecraft distill --checkpoint RUN --out DIR" + (" --train.precision=fp32" if precision
                                                                             else ""),
               "teacher": args.teacher, "wall_s": round(wall, 1), "precision": "auto" if args.native else "fp32",
-              "machine": cpu_info(env), "goal_laptop_s": GOAL_LAPTOP_S}
+              "machine": record("auto" if args.native else "fp32", env), "goal_laptop_s": GOAL_LAPTOP_S}
     print(f"noisecraft distill, whole command: {wall:.1f} s", flush=True)
     write_result(result, args.out, "distill_timing")
     return result

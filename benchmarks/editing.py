@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common.machine import cpu_info, describe
+from common.machine import describe, record
 from common.results import write_result
 
 STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     real_seams = {side: seam(images, side) for side in ("top", "bottom", "left", "right")}
     result = {"checkpoint": str(pipe.path), "checkpoint_step": pipe.step, "n": n, "seed": args.seed,
               "sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
-              "judge_heldout_accuracy": clf.heldout_accuracy, "machine": cpu_info(),
-              "threads": torch.get_num_threads(), "real_seam": real_seams}
+              "judge_heldout_accuracy": clf.heldout_accuracy, "machine": record("auto"), "real_seam": real_seams}
     result["generation"] = _generation(pipe, counter, labels, args.seed)
     result["inpaint_jumps"] = _inpaint_jumps(edit, labels, half_mask("bottom", size), images, real_seams,
                                              [int(j) for j in args.jumps.split(",")])

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.machine import capped_env, cpu_info
+from common.machine import capped_env, record
 from common.results import write_result
 
 BUDGET_S = 300.0
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
                         ("--guidance-interval", args.guidance_interval), ("--batch-size", args.batch_size)):
         cmd += [flag, str(value)] if value is not None else []
     cmd += ["--precision", "fp32"] if args.avx2 else []
-    machine = {**cpu_info(env), "threads": int(env.get("OMP_NUM_THREADS") or 0) or None,
-               "pinned_cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    machine = record("fp32" if args.avx2 else "auto", env,
+                     pinned_cpus=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0

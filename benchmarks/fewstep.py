@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common.judge import paraphrase_accuracy
-from common.machine import cpu_info, describe
+from common.machine import describe, record
 from common.results import write_result
 
 STEPS = (1, 2, 4, 15)
@@ -48,7 +48,7 @@ def _evaluate(run: str, n: int, out: Path, env: dict | None) -> dict:
     return {"sampling_s": report["timing"]["sampling_s"], "samples_per_s": report["timing"]["samples_per_s"],
             "sampler": report["sampling"]["sampler"], "steps": report["sampling"]["steps"],
             "report_md_states": f"Sampling took {report['timing']['sampling_s']} s",
-            "machine": cpu_info(env), "precision": report["sampling"].get("precision", "auto")}
+            "machine": record(report["sampling"].get("precision", "auto"), env)}
 
 
 def _paraphrases(teacher_run: str, student_run: str, n: int) -> dict:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, labels = teacher.request(args.n)  # class-balanced
     t_opts = teacher.resolve()
     result = {"teacher": str(teacher.path), "student": str(student.path), "student_steps_trained":
-              student.step, "n": args.n, "seed": args.seed, "machine": cpu_info(), "threads": torch.get_num_threads(),
+              student.step, "n": args.n, "seed": args.seed, "machine": record("auto"),
               "teacher_prediction": teacher.config.diffusion.prediction, "teacher_sampler": t_opts.sampler,
               "teacher_guidance": t_opts.guidance,
               "teacher_guidance_interval": list(t_opts.guidance_interval), "rows": []}
@@ -132,7 +132,7 @@ def _evaluate_machine(r: dict) -> str:
     precision."""
     e = r["evaluate"]
     if "machine" in e["teacher"]:
-        return (f"both measured on {describe({'machine': e['teacher']['machine']}, e['teacher']['precision'])}, "
+        return (f"both measured on {describe({'machine': e['teacher']['machine']}, e['teacher'].get('precision'))}, "
                 "1 run")
     return (f"both in the same run of the script, its `evaluate` children started with its environment: on "
             f"{describe(r, precision='auto')}, 1 run")

@@ -10,12 +10,10 @@ JSON record per weight (with the machine, as recipes.py) to --out.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from common.machine import capped_env, cpu_info
+from common.machine import capped_env, record
+from common.results import append_record, json_from_child
 
 JUDGE = """
 import json, sys, time
@@ -44,13 +42,10 @@ def main() -> None:
     env = capped_env(args.avx2)
     for w in args.weights:
         rec = {"run": args.run, "variant": Path(args.run).name, "guidance": w, "guidance_interval": args.interval or
-               "the run's", "n": args.n, **cpu_info(env)}
-        text = subprocess.run([sys.executable, "-c", JUDGE, args.run, str(args.n), str(w), args.interval],
-                              check=True, capture_output=True, text=True, env=env).stdout
-        rec.update(json.loads(text.strip().splitlines()[-1]))
+               "the run's", "n": args.n, "machine": record("fp32", env)}
+        rec.update(json_from_child(JUDGE, args.run, args.n, w, args.interval, env=env))
         print(f"{rec['variant']:24s} w={w:g} DDIM-50 {rec['ddim50_accuracy']:.3f}", flush=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_record(args.out, rec)
 
 
 if __name__ == "__main__":

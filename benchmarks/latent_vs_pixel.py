@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.machine import cpu_info, describe
+from common.machine import describe, record
 from common.results import write_result
 
 NO_CADENCE = ["--train.val_every=1000000", "--train.sample_every=1000000", "--train.ckpt_every=1000000",
@@ -133,8 +132,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="judge the runs in --work that a previous call trained")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
-    result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": cpu_info(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "autoencoder": args.autoencoder}
+    result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": record("auto"),
+              "autoencoder": args.autoencoder}
     summary = Path(args.autoencoder) / "summary.json"
     if summary.is_file():  # the autoencoder's own training time, for the budget counted with it (see render)
         result["autoencoder_train_loop_s"] = round(json.loads(summary.read_text())["train_seconds"], 1)

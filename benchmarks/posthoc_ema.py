@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.machine import cpu_info, describe
+from common.machine import describe, record
 from common.results import write_result
 from common.tables import pct, table
 
@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
 
-    import torch
 
     from noisecraft.evaluate.posthoc_ema import SweepOptions, sweep
 
@@ -105,9 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         result = sweep(run, SweepOptions(SIGMA_RELS, n=args.n, device="cpu"))
         sweep_s = time.perf_counter() - t0
-        out = {"benchmark": "posthoc_ema", "what": __doc__.split("\n\n")[0], "machine": cpu_info(),
-               "threads": torch.get_num_threads(), "precision": "auto (the preset's)", "train": trained,
-               "sweep_s": round(sweep_s, 1), **{k: v for k, v in result.items() if k not in ("checkpoint", "out")},
+        out = {"benchmark": "posthoc_ema", "what": __doc__.split("\n\n")[0], "machine": record("auto (the preset's)"),
+               "train": trained, "sweep_s": round(sweep_s, 1), **{k: v for k, v in result.items() if k not in ("checkpoint", "out")},
                **paired_note(result)}
     out["paired_val_loss"] = paired_val_loss(run, out)
     write_result(out, args.out, "posthoc_ema")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 
-from common.machine import capped_env, cpu_info
-from common.results import write_result
+from common.machine import capped_env, record
+from common.results import json_from_child, write_result
 
 
 def main() -> None:
@@ -54,11 +54,12 @@ def main() -> None:
     cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", args.preset, "--out", str(run), "--no-progress"]
     cmd += ["--steps", str(args.steps)] if args.steps else []
     cmd += ["--train.precision=fp32"] if args.avx2 else []
-    machine = cpu_info(env)  # the load average before the run
+    machine = record(None, env)  # the load average before the run; the precision the run resolved, below
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((run / "summary.json").read_text())
+    machine["precision"] = summary["precision"]
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     ips = [r["img_per_s"] for r in records if "img_per_s" in r]
     result = {
@@ -94,8 +95,7 @@ for key, sampler, steps in (("ddim50", "ddim", 50), ("dpmpp10", "dpmpp-2m", 10))
                 "guidance_interval": list(opts.guidance_interval), "precision": opts.precision, "n": n}}
 print(json.dumps(out))
 """
-    text = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True).stdout
-    return json.loads(text.strip().splitlines()[-1])
+    return json_from_child(code, env=env)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common.cli import train_cli
 from common.judge import judge_digits
-from common.machine import capped_env, cpu_info
+from common.machine import capped_env, record
 from common.results import append_record
 
 
@@ -44,14 +44,14 @@ def main() -> None:
     args = ap.parse_args()
     for name, overrides in json.loads(args.variants).items():
         env = capped_env(args.avx2)
-        info = cpu_info(env)  # the children's environment (kernel cap, OMP_NUM_THREADS), not this process's
-        rec = {"variant": name, "preset": args.preset, "overrides": overrides, "avx2_fp32": args.avx2, **info,
-               "judged_under_the_same_cap": True}
+        machine = record("fp32" if args.avx2 else "auto", env)  # the children's (kernel cap, OMP_NUM_THREADS)
+        rec = {"variant": name, "preset": args.preset, "overrides": overrides, "avx2_fp32": args.avx2,
+               "machine": machine, "judged_under_the_same_cap": True}
         rec.update(train(name, overrides, args))
         rec.update(judge_digits(rec["run"], args.n, env))
         rec["load_average_after"] = os.getloadavg()[0]
         print(f"{name:24s} train {rec['train_wall_s']:6.1f} s  DDIM-50 {rec['ddim50_accuracy']:.3f}  "
-              f"DPM++10 {rec['dpmpp10_accuracy']:.3f}  load {info['load_average_1_5_15'][0]:.1f}", flush=True)
+              f"DPM++10 {rec['dpmpp10_accuracy']:.3f}  load {machine['load_average_1_5_15'][0]:.1f}", flush=True)
         append_record(args.out, rec)
 
 

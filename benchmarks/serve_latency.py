@@ -31,7 +31,7 @@ from noisecraft.models import build_model, count_parameters  # noqa: E402
 from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.serve import ServeConfig, create_app  # noqa: E402
 
-from common.machine import cpu_info
+from common.machine import describe, record
 from common.results import write_result
 
 
@@ -146,8 +146,8 @@ def summary(s: dict[str, list[float]], n: int) -> dict:
 
 
 def report(result: dict) -> None:
-    print(f"DDIM {result['steps']}, w = {result['guidance']:g}, {result['precision']}, {result['params']} parameters, "
-          f"on {result['cpu_model']} ({result['threads']} threads), medians of {result['rounds']} interleaved rounds")
+    print(f"DDIM {result['steps']}, w = {result['guidance']:g}, {result['params']} parameters, on "
+          f"{describe(result)}, medians of {result['rounds']} interleaved rounds")
     for r in result["rows"]:
         print(f"  {r['n_per_job']} image(s) a job:")
         print(f"    time to first preview frame  {r['time_to_first_preview_s']:.3f} s  (in process, the first step "
@@ -180,12 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
         with Server(run.parent, args.threads) as url:
             rows = [summary(measure(url, pipe, n, args.steps, args.rounds), n) for n in args.n]
     opts = pipe.resolve(steps=args.steps, sampler="ddim")
-    result = {"benchmark": "serve_latency", "device": "cpu", **cpu_info(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(),
+    result = {"benchmark": "serve_latency", "device": "cpu", "machine": record(opts.precision),
               "model": str(args.checkpoint or "digits preset network, untrained"),
               "params": count_parameters(pipe.denoiser.net), "steps": args.steps, "sampler": "ddim",
               "guidance": opts.guidance, "guidance_interval": list(opts.guidance_interval),
-              "precision": opts.precision, "rounds": args.rounds, "rows": rows}
+              "rounds": args.rounds, "rows": rows}
     report(result)
     write_result(result, args.out, "serve_latency")
     return result

@@ -42,7 +42,7 @@ from noisecraft.precision import use_bf16  # noqa: E402
 from noisecraft.train import train  # noqa: E402
 
 from common.diffusers_reference import ReferenceTrainer, ddim_sample, reference_unet
-from common.machine import cpu_info
+from common.machine import record
 
 
 def sync(device: torch.device) -> None:
@@ -198,9 +198,8 @@ def main() -> None:
 
     med = statistics.median
     result = {
-        "machine": {"device": str(device), **cpu_info(),  # with the load average: others sharing the cores
-                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": record(device=str(device),  # with the load average: others sharing the cores
+                          gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None),
         "setup": {"preset": "digits", "image": [data.channels, data.image_size, data.image_size], "batch": batch,
                   "params_ours": ours_params, "params_reference": ref_params,
                   "params_ratio": ref_params / ours_params, "rounds": args.rounds, "timed_steps": args.steps,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.train import train  # noqa: E402
 
 from common.diffusers_reference import ReferenceTrainer, ddim_sample
+from common.machine import record
 
 
 class Ours:
@@ -122,9 +122,8 @@ def main() -> None:
                     active.remove(side)
 
     result = {
-        "setup": {"preset": "digits", "device": str(device), "threads": torch.get_num_threads(),
-                  "load_average_1_5_15": list(os.getloadavg()),  # other processes sharing the cores
-                  "batch": cfg.train.batch_size, "budget_seconds": args.budget, "target_accuracy": args.target,
+        "machine": record(precision),  # with the load average: other processes sharing the cores
+        "setup": {"preset": "digits", "device": str(device), "batch": cfg.train.batch_size, "budget_seconds": args.budget, "target_accuracy": args.target,
                   "chunk_steps": args.chunk_steps, "samples_per_eval": args.n,
                   "sampler": f"ddim {args.sample_steps} steps, guidance {guidance}",
                   "reference_precision": reference_precision, "ours_precision": precision,

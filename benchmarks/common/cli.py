@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.machine import capped_env, cpu_info
+from common.machine import capped_env, record
 
 
 def train_cli(subcommand: str, preset: str, run: str | Path, flags=(), env: dict | None = None,
@@ -39,5 +39,4 @@ def train_capped(subcommand: str, preset: str, run: str | Path, overrides: dict 
              *(["--autoencoder", autoencoder] if autoencoder else [])]
     env = capped_env()
     return {"run": str(run), **train_cli(subcommand, preset, run, flags, env, quiet=True),
-            "machine": {**cpu_info(env), "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
-                        "pinned_cpus": sorted(os.sched_getaffinity(0)), "precision": "fp32"}}
+            "machine": record("fp32", env, pinned_cpus=sorted(os.sched_getaffinity(0)))}

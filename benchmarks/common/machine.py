@@ -50,14 +50,16 @@ def cpu_info(env=None) -> dict:
 
 def record(precision: str | None = None, env=None, **extra) -> dict:
     """The machine record every benchmark writes (under "machine"): cpu_info, torch's version and threads, the
-    kernels ATen runs, and the precision of the figures. With `env` (a child process's), torch's threads are the
-    child's OMP_NUM_THREADS (None: torch's default), not this process's."""
+    kernels ATen runs, the precision of the figures, and `extra` (a GPU, the cores pinned). With `env`, the figures
+    come from a child process started with it: torch's threads are its OMP_NUM_THREADS (None: torch's default) and
+    its kernels are what kernels_capped_to says, not this process's."""
     import torch
 
     info = cpu_info(env)
-    threads = torch.get_num_threads() if env is None else int(info["omp_num_threads"] or 0) or None
-    return {**info, "torch": torch.__version__, "torch_threads": threads,
-            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability() if env is None else None,
+    here = env is None
+    return {**info, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads() if here else int(info["omp_num_threads"] or 0) or None,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability() if here else None,
             "precision": precision, **extra}
 
 
