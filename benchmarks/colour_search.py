@@ -63,8 +63,7 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
     """Colour, shape and background of --seeds samples of every prompt (one seed list shared by all prompts)."""
     import torch
 
-    from noisecraft.captions import COLOURS as WORDS
-    from noisecraft.captions import dominant_colour
+    from noisecraft.captions import COLOURS as WORDS, dominant_colour
     from noisecraft.data import load_dataset
     from noisecraft.emoji import shape_examples
     from noisecraft.evaluate.shapes import ShapeJudge, frame_offwhite_share

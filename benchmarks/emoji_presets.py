@@ -42,8 +42,7 @@ def colour_words(run: str, seeds: int) -> dict:
     colour, and for prompts whose emoji is in the training split apart from those held out."""
     import torch
 
-    from noisecraft.captions import COLOURS as WORDS
-    from noisecraft.captions import dominant_colour
+    from noisecraft.captions import COLOURS as WORDS, dominant_colour
     from noisecraft.data import load_dataset
     from noisecraft.pipeline import load_pipeline
     from noisecraft.viz import save_grid
