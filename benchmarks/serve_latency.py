@@ -9,7 +9,7 @@ HTTP to it with httpx: POST /api/generate, then the job's server-sent events to 
 saved as a run directory. Every client asks for --n class-conditional images with the model's guidance (w = 1
 above sigma 2 for digits), DDIM --steps, its own seeds; rounds are interleaved so load from other processes
 hits every way alike, and medians are reported. Prints a table and JSON, and writes
-`--out/serve_latency.json` with the CPU (lscpu's model name and bf16/avx flags) and the torch threads.
+`--out/serve_latency.json` with the machine record (common.machine: CPU model, ISA flags, torch threads).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ images with the same settings (DDIM, the preset's guidance w = 1 above sigma 2),
 from other processes hits all three alike; it reports the median seconds of each and their ratios to
 `generate`. The goal: previews off cost nothing measurable, a preview every step (the x0 estimate decoded to
 uint8 on the CPU) at most 10% more time. Prints a table and JSON, and writes `--out/stream_overhead.json` with
-the CPU (lscpu's model name, whether it has avx512_bf16 / amx_bf16 / avx2) and the precision auto resolved to.
+the machine record (common.machine: CPU model, ISA flags, threads) and the precision auto resolved to.
 """
 from __future__ import annotations
 
