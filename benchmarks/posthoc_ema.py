@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = sweep(run, SweepOptions(SIGMA_RELS, n=args.n, device="cpu"))
         sweep_s = time.perf_counter() - t0
         out = {"benchmark": "posthoc_ema", "what": __doc__.split("\n\n")[0], "machine": record("auto (the preset's)"),
-               "train": trained, "sweep_s": round(sweep_s, 1), **{k: v for k, v in result.items() if k not in ("checkpoint", "out")},
+               "train": trained, "sweep_s": round(sweep_s, 1),
+               **{k: v for k, v in result.items() if k not in ("checkpoint", "out")},
                **paired_note(result)}
     out["paired_val_loss"] = paired_val_loss(run, out)
     write_result(out, args.out, "posthoc_ema")

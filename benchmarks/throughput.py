@@ -4,9 +4,9 @@
 
 On the digits preset (28x28x1, 10 classes, batch 64) and on this machine, it measures:
   * training images/s of noisecraft's own loop (`noisecraft.train.train`, the code the CLI runs; throughput from
-    its log) vs the diffusers-style loop in `common/diffusers_reference.py` (a UNet2DModel within 10% of our parameter
-    count, per-image torchvision transforms in a DataLoader, DDPMScheduler.add_noise, AdamW, EMAModel), in fp32
-    and, where bf16 is native (GPUs, AMX or AVX512-BF16 CPUs), in bf16 autocast, and the ratios. The headline is
+    its log) vs the diffusers-style loop in `common/diffusers_reference.py` (a UNet2DModel within 10% of our
+    parameter count, per-image torchvision transforms in a DataLoader, DDPMScheduler.add_noise, AdamW, EMAModel), in
+    fp32 and, where bf16 is native (GPUs, AMX or AVX512-BF16 CPUs), in bf16 autocast, and the ratios. The headline is
     the same-precision ratio at noisecraft's default precision (`auto`: bf16 where native, else fp32), so a
     faster number format never passes for a faster loop; each side at its own default is reported beside it;
   * sampling images/s at 20 network evaluations (DDIM, no guidance) vs diffusers' DDIMScheduler loop;

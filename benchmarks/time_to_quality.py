@@ -123,7 +123,8 @@ def main() -> None:
 
     result = {
         "machine": record(precision),  # with the load average: other processes sharing the cores
-        "setup": {"preset": "digits", "device": str(device), "batch": cfg.train.batch_size, "budget_seconds": args.budget, "target_accuracy": args.target,
+        "setup": {"preset": "digits", "device": str(device), "batch": cfg.train.batch_size,
+                  "budget_seconds": args.budget, "target_accuracy": args.target,
                   "chunk_steps": args.chunk_steps, "samples_per_eval": args.n,
                   "sampler": f"ddim {args.sample_steps} steps, guidance {guidance}",
                   "reference_precision": reference_precision, "ours_precision": precision,
