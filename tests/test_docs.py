@@ -133,11 +133,11 @@ def test_every_rendered_block_is_what_its_result_files_render():
     """Every `<!-- NAME: begin -->` ... `<!-- NAME: end -->` block of README.md and docs/ names a table of
     benchmarks/figures.py and holds what it makes of the result files today: a figure that differs from its file (or
     a file that changed under it) fails here, and so does a block of an unknown name."""
-    from common.pages import blocks, pages_with_blocks
+    from common.pages import blocks, pages
 
     figures = _figures()
     compared, stale = 0, []
-    for page in pages_with_blocks():
+    for page in pages():
         for name, body in blocks(page.read_text()):
             assert name in figures.TABLES, f"{page.relative_to(ROOT)}: no table renders the block {name!r}"
             compared += 1

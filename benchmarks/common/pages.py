@@ -22,14 +22,14 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2).strip()) for m in BLOCK.finditer(text)]
 
 
-def pages_with_blocks() -> list[Path]:
-    """README.md and every page of docs/ (any may hold `<!-- NAME: begin/end -->` blocks)."""
+def pages() -> list[Path]:
+    """README.md and every page of docs/ (any may hold `<!-- NAME: begin/end -->` blocks and figures in prose)."""
     return [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def rewrite_blocks(render: Callable[[str], str], known) -> None:
     """Rewrite every block of every page with `render(name)`; a block whose name is not in `known` is an error."""
-    for page in pages_with_blocks():
+    for page in pages():
         text = page.read_text()
         for name, _ in blocks(text):
             if name not in known:
