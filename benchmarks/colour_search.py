@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from common.cli import train_cli
+from common.judge import evaluate_cli
 from common.machine import record
 from common.results import append_record
 
@@ -100,10 +99,7 @@ def evaluate(run: str, n: int, env: dict, sample: dict) -> dict:
     run's sampling settings or those of `sample`."""
     value = lambda v: (",".join(map(str, v)) or "all") if isinstance(v, list) else v  # noqa: E731 - [] = every step
     flags = [f"--{k.replace('_', '-')}={value(v)}" for k, v in sample.items()]
-    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
-                    "--no-inception", "--no-progress", "--device", "cpu", *flags], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    report = json.loads((Path(run) / "eval" / "report.json").read_text())
+    report = evaluate_cli(run, n, ["--no-inception", "--no-progress", *flags], env)
     return {k: report[k] for k in ("offline", "text") if report.get(k)}
 
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from common.cli import train_cli
 from common.machine import capped_env, record
 
 HERE = Path(__file__).resolve().parent
@@ -30,14 +28,9 @@ COMMANDS = (("digits", "train", None), ("emoji32-text", "train", 4), ("emoji32",
 def timed(preset: str, sub: str, work: Path, env: dict, precision: str) -> dict:
     run = work / preset
     extra = ["--autoencoder", str(work / "emoji64-ae")] if preset.endswith("-latent") else []
-    cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", preset, "--out", str(run), *extra, "--overwrite",
-           "--no-progress", f"--train.precision={precision}"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    summary = json.loads((run / "summary.json").read_text())
-    return {"preset": preset, "command": " ".join(["noisecraft", *cmd[3:]]), "run": str(run), "wall_s": round(wall, 1),
-            "train_loop_s": round(summary["train_seconds"], 1), "steps": summary["steps"]}
+    rec = train_cli(sub, preset, run, [*extra, "--overwrite", f"--train.precision={precision}"], env)
+    return {"preset": preset, "command": rec["command"], "run": str(run), "wall_s": rec["wall_s"],
+            "train_loop_s": rec["train_loop_s"], "steps": rec["steps"]}
 
 
 def main() -> None:

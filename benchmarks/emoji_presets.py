@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from common.cli import train_cli
+from common.judge import evaluate_cli
 from common.machine import capped_env, record
 
 HERE = Path(__file__).resolve().parent
@@ -67,10 +66,7 @@ def colour_words(run: str, seeds: int) -> dict:
 
 
 def evaluate(run: str, n: int, env: dict) -> dict:
-    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
-                    "--no-inception", "--no-progress", "--device", "cpu"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    r = json.loads((Path(run) / "eval" / "report.json").read_text())
+    r = evaluate_cli(run, n, ["--no-inception", "--no-progress"], env)
     off = r["offline"]
     pick = lambda d: {k: round(d[k], 4) for k in ("class_accuracy", "fd", "precision", "recall") if k in d}  # noqa
     return {"generated": pick(off["generated"]), "real_heldout": pick(off["real_heldout"]),

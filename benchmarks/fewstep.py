@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from common.judge import paraphrase_accuracy
+from common.judge import evaluate_cli, paraphrase_accuracy
 from common.machine import describe, record
 from common.results import write_result
 
@@ -41,10 +39,7 @@ def _draw(pipe, labels, steps: int, seed: int, **options) -> tuple[torch.Tensor,
 
 def _evaluate(run: str, n: int, out: Path, env: dict | None) -> dict:
     """`noisecraft evaluate --n N` as a user runs it; its report's timing and judge accuracy."""
-    cmd = [sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n), "--out", str(out),
-           "--device", "cpu"]
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
-    report = json.loads((out / "report.json").read_text())
+    report = evaluate_cli(run, n, env=env, out=out)
     return {"sampling_s": report["timing"]["sampling_s"], "samples_per_s": report["timing"]["samples_per_s"],
             "sampler": report["sampling"]["sampler"], "steps": report["sampling"]["steps"],
             "report_md_states": f"Sampling took {report['timing']['sampling_s']} s",

@@ -128,3 +128,14 @@ def judge_text(run: str, n: int, pair_seeds: int) -> dict:
                                                    ("thickness", "slant", "size")},
             "sampling": {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance},
             "judge_sampling_s": round(para["sampling_seconds"] + pairs["sampling_seconds"], 1)}
+
+
+def evaluate_cli(run: str, n: int, flags=(), env: dict | None = None, out: str | Path | None = None) -> dict:
+    """`noisecraft evaluate --checkpoint RUN --n N --device cpu FLAGS [--out OUT]` as a user runs it, in a child
+    with `env` (default: this one's), its output dropped; the report.json it writes (in OUT, or RUN/eval)."""
+    cmd = [sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", str(run), "--n", str(n), "--device", "cpu",
+           *flags, *(["--out", str(out)] if out else [])]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(['noisecraft', *cmd[3:]])} failed:\n{done.stderr[-3000:]}")
+    return json.loads((Path(out or Path(run) / "eval") / "report.json").read_text())
