@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from common.cli import train_capped
 from common.judge import judge_autoencoder, judge_digits, judge_text
 from common.machine import capped_env, describe
 from common.real_avx2 import real_note, real_rows, real_wall
+from common.results import loadavg
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "laptop_presets.json"
@@ -56,7 +56,7 @@ def measure(args) -> dict:
                             "goal_laptop_s": goal_s, "quality_goal": goal_q,
                             "quality": quality, "judge_s": round(time.perf_counter() - t0, 1)})
         print(json.dumps(out["rows"][-1]), flush=True)
-    out["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    out["load_average_after"] = loadavg()
     return out
 
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 from common.cli import train_capped
 from common.judge import judge_autoencoder, judge_digits, judge_text
 from common.machine import capped_env
-from common.results import append_record, commit
+from common.results import append_record, commit, loadavg
 
 SUBCOMMAND = {"ae": "train-autoencoder", "latent": "train", "text": "train"}
 
@@ -48,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     for name, overrides in json.loads(args.variants).items():
         rec = {"variant": name, "preset": args.preset, "overrides": overrides, "autoencoder": args.autoencoder,
-               "note": args.note, "code": commit(), "load_average_before": [round(v, 2) for v in os.getloadavg()]}
+               "note": args.note, "code": commit(), "load_average_before": loadavg()}
         rec.update(train_capped(SUBCOMMAND[args.kind], args.preset, Path(args.work) / name, overrides,
                                 args.autoencoder))
         t0 = time.perf_counter()
@@ -59,7 +58,7 @@ def main() -> None:
         else:
             rec["quality"] = judge_text(rec["run"], args.n, args.pair_seeds)
         rec["judge_s"] = round(time.perf_counter() - t0, 1)
-        rec["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+        rec["load_average_after"] = loadavg()
         print(f"{name:28s} wall {rec['wall_s']:6.1f} s (loop {rec['train_loop_s']:6.1f} s)  {rec['quality']}",
               flush=True)
         append_record(args.out, rec)
