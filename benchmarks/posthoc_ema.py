@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import train_cli
 from common.machine import describe, record
 from common.results import write_result
 from common.tables import pct, table
@@ -30,13 +31,10 @@ PROFILES = "0.05,0.10"
 def train(run: Path, every: int) -> dict:
     """`noisecraft train --preset digits-v` (the quickstart the results were measured on, before issue 26) with the
     profiles on, as a user runs it; wall time and snapshot bytes."""
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits-v", "--out", str(run), "--overwrite",
-           "--no-progress", f"--train.posthoc_ema={PROFILES}", f"--train.posthoc_every={every}"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    rec = train_cli("train", "digits-v", run, ["--overwrite", f"--train.posthoc_ema={PROFILES}",
+                                               f"--train.posthoc_every={every}"])
     snaps = sorted((run / "ema_snapshots").glob("step_*.safetensors"))
-    return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_s": round(wall, 1), "snapshots": len(snaps),
+    return {"command": rec["command"], "wall_s": rec["wall_s"], "snapshots": len(snaps),
             "snapshot_mb": round(sum(f.stat().st_size for f in snaps) / 2**20, 2)}
 
 
