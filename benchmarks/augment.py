@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result
+from common.machine import record
+from common.results import write_result
 
 AUGMENT = ("translate", "scale", "rotate", "aniso")  # no flips: a mirrored 2 or 5 is another glyph
 
@@ -173,7 +173,7 @@ def result(args, ref: dict, runs: dict[str, list[dict]], t0: float) -> dict:
     s = cfg.sample
     means = {k: summary(v) for k, v in runs.items() if len(v) > 1}
     out = {
-        "benchmark": "augment", "machine": cpu_info(), "threads": torch.get_num_threads(),
+        "benchmark": "augment", "machine": record(),
         "pinned": ("each training run on its own core, OMP_NUM_THREADS=1, two side by side" if args.parallel else
                    "one core, OMP_NUM_THREADS=1" if os.environ.get("OMP_NUM_THREADS") == "1" else None),
         "setup": {"preset": args.preset, "subset": args.subset, "steps": args.steps, "val_every": args.val_every,

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from machine import cpu_info
+from common.cli import train_cli
+from common.judge import evaluate_cli
+from common.machine import record
+from common.results import append_record
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "colour_search.jsonl"
@@ -98,16 +99,12 @@ def evaluate(run: str, n: int, env: dict, sample: dict) -> dict:
     run's sampling settings or those of `sample`."""
     value = lambda v: (",".join(map(str, v)) or "all") if isinstance(v, list) else v  # noqa: E731 - [] = every step
     flags = [f"--{k.replace('_', '-')}={value(v)}" for k, v in sample.items()]
-    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
-                    "--no-inception", "--no-progress", "--device", "cpu", *flags], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    report = json.loads((Path(run) / "eval" / "report.json").read_text())
+    report = evaluate_cli(run, n, ["--no-inception", "--no-progress", *flags], env)
     return {k: report[k] for k in ("offline", "text") if report.get(k)}
 
 
 def judge_class(run: str, n: int, env: dict, sample: dict) -> dict:
     """`noisecraft evaluate`'s offline figures for a class run, and the frame of its samples."""
-    import torch
 
     from noisecraft.evaluate.shapes import frame_offwhite_share
     from noisecraft.pipeline import load_pipeline
@@ -129,13 +126,7 @@ def judge_autoencoder(run: str) -> dict:
 def train(args, run: str, env: dict) -> dict:
     sub = "train-autoencoder" if args.preset.endswith("-ae") else "train"
     latent = ["--autoencoder", args.autoencoder] if args.autoencoder else []
-    cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", args.preset, "--out", run, *latent, "--overwrite",
-           "--no-progress", *(f"--{kv}" for kv in args.set)]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    summary = json.loads((Path(run) / "summary.json").read_text())
-    return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_s": round(time.perf_counter() - t0, 1),
-            "train_loop_s": round(summary["train_seconds"], 1), "steps": summary["steps"], "params": summary["params"]}
+    return train_cli(sub, args.preset, run, [*latent, "--overwrite", *(f"--{kv}" for kv in args.set)], env)
 
 
 def main() -> None:
@@ -171,11 +162,8 @@ def main() -> None:
 
     bf16 = use_bf16("cpu", config["train"]["precision"])
     row.update(judge_s=round(time.perf_counter() - t1, 1), run=run,
-               machine={**cpu_info(env), "pinned_cpus": sorted(os.sched_getaffinity(0)),
-                        "precision": "bf16 autocast" if bf16 else "fp32"})
-    RESULT.parent.mkdir(exist_ok=True)
-    with RESULT.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+               machine=record("bf16 autocast" if bf16 else "fp32", env, pinned_cpus=sorted(os.sched_getaffinity(0))))
+    append_record(RESULT, row)
     print(json.dumps({k: row[k] for k in ("name", "quality")}, indent=1))
 
 

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from machine import cpu_info
+from common.cli import train_cli
+from common.machine import capped_env, record
 
 HERE = Path(__file__).resolve().parent
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # (preset, subcommand, the budget in quickstarts); emoji64-text-latent trains in the emoji64-ae run.
 COMMANDS = (("digits", "train", None), ("emoji32-text", "train", 4), ("emoji32", "train", 4),
             ("emoji64-ae", "train-autoencoder", 2), ("emoji64-text-latent", "train", 4),
@@ -32,14 +28,9 @@ COMMANDS = (("digits", "train", None), ("emoji32-text", "train", 4), ("emoji32",
 def timed(preset: str, sub: str, work: Path, env: dict, precision: str) -> dict:
     run = work / preset
     extra = ["--autoencoder", str(work / "emoji64-ae")] if preset.endswith("-latent") else []
-    cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", preset, "--out", str(run), *extra, "--overwrite",
-           "--no-progress", f"--train.precision={precision}"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    summary = json.loads((run / "summary.json").read_text())
-    return {"preset": preset, "command": " ".join(["noisecraft", *cmd[3:]]), "run": str(run), "wall_s": round(wall, 1),
-            "train_loop_s": round(summary["train_seconds"], 1), "steps": summary["steps"]}
+    rec = train_cli(sub, preset, run, [*extra, "--overwrite", f"--train.precision={precision}"], env)
+    return {"preset": preset, "command": rec["command"], "run": str(run), "wall_s": rec["wall_s"],
+            "train_loop_s": rec["train_loop_s"], "steps": rec["steps"]}
 
 
 def main() -> None:
@@ -49,7 +40,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/noisecraft-colour-timing")
     ap.add_argument("--name", default="colour_timing")
     args = ap.parse_args()
-    env = dict(os.environ) if args.native else dict(os.environ, **AVX2_ENV)
+    env = capped_env(not args.native)
     precision = "auto" if args.native else "fp32"
     only = set(filter(None, args.only.split(",")))
     rows = []
@@ -62,7 +53,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     result = {"benchmark": "colour_timing", "what": __doc__.splitlines()[0], "rows": rows,
-              "machine": {**cpu_info(env), "precision": precision}}
+              "machine": record(precision, env)}
     (HERE / "results" / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -7,17 +7,16 @@ a laptop without AVX-512, on the cores this process may use. Writes benchmarks/r
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result
+from common.machine import capped_env, describe, record
+from common.real_avx2 import REAL, real_machine, real_rows, real_wall
+from common.results import write_result
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 GOAL_LAPTOP_S = 300.0  # issue 25: the whole command on a real 2-core AVX2-only CPU
 
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--native", action="store_true", help="no kernel cap, precision auto")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
-    env = {**os.environ, **({} if args.native else AVX2_ENV)}
+    env = capped_env(not args.native)
     precision = [] if args.native else ["--train.precision=fp32"]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "noisecraft", "distill", "--checkpoint", args.teacher, "--out",
@@ -38,19 +37,15 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"command": "noisecraft distill --checkpoint RUN --out DIR" + (" --train.precision=fp32" if precision
                                                                             else ""),
               "teacher": args.teacher, "wall_s": round(wall, 1), "precision": "auto" if args.native else "fp32",
-              "machine": cpu_info(env), "goal_laptop_s": GOAL_LAPTOP_S}
+              "machine": record("auto" if args.native else "fp32", env), "goal_laptop_s": GOAL_LAPTOP_S}
     print(f"noisecraft distill, whole command: {wall:.1f} s", flush=True)
     write_result(result, args.out, "distill_timing")
     return result
 
 
 def render(r: dict) -> str:
-    from figures import machine
-
     head = f"`{r['command']}` of the `digits` quickstart run, the whole command: {r['wall_s']:.1f} s, measured on " \
-           f"{machine(r)}, 1 run"
-    from laptop_presets import REAL, real_machine, real_rows, real_wall
-
+           f"{describe(r)}, 1 run"
     there = real_rows()["distill"]
     return (f"{head}; on a real 2-core AVX2-only CPU ({real_machine()}), the same command: "
             f"{real_wall('distill', r['goal_laptop_s'])}, 1 run, its student judged there by a classifier independent "

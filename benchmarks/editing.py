@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
+from common.machine import describe, record
+from common.results import write_result
 
 STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 RESULT = Path(__file__).resolve().parent / "results" / "editing.json"
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     real_seams = {side: seam(images, side) for side in ("top", "bottom", "left", "right")}
     result = {"checkpoint": str(pipe.path), "checkpoint_step": pipe.step, "n": n, "seed": args.seed,
               "sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
-              "judge_heldout_accuracy": clf.heldout_accuracy, "machine": cpu_info(),
-              "threads": torch.get_num_threads(), "real_seam": real_seams}
+              "judge_heldout_accuracy": clf.heldout_accuracy, "machine": record("auto"), "real_seam": real_seams}
     result["generation"] = _generation(pipe, counter, labels, args.seed)
     result["inpaint_jumps"] = _inpaint_jumps(edit, labels, half_mask("bottom", size), images, real_seams,
                                              [int(j) for j in args.jumps.split(",")])
@@ -182,9 +181,7 @@ def _img2img(edit, labels, images, k: int, strengths: list[float], interval) -> 
 
 
 def _machine(r: dict) -> str:
-    from figures import machine
-
-    return f"measured on {machine(r, precision='auto')}, 1 run"
+    return f"measured on {describe(r, precision='auto')}, 1 run"
 
 
 def render_table(r: dict) -> str:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from common.cli import train_cli
+from common.judge import evaluate_cli
+from common.machine import capped_env, record
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "emoji_presets.json"
@@ -64,10 +66,7 @@ def colour_words(run: str, seeds: int) -> dict:
 
 
 def evaluate(run: str, n: int, env: dict) -> dict:
-    subprocess.run([sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n),
-                    "--no-inception", "--no-progress", "--device", "cpu"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    r = json.loads((Path(run) / "eval" / "report.json").read_text())
+    r = evaluate_cli(run, n, ["--no-inception", "--no-progress"], env)
     off = r["offline"]
     pick = lambda d: {k: round(d[k], 4) for k in ("class_accuracy", "fd", "precision", "recall") if k in d}  # noqa
     return {"generated": pick(off["generated"]), "real_heldout": pick(off["real_heldout"]),
@@ -85,10 +84,6 @@ def reconstruction(run: str) -> dict:
 
 
 def main() -> None:
-    sys.path.insert(0, str(HERE))
-    from machine import cpu_info
-    from recipes import AVX2_ENV
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=tuple(GOALS), required=True)
     p.add_argument("--work", default="/tmp/noisecraft-emoji")
@@ -97,15 +92,11 @@ def main() -> None:
     p.add_argument("--n", type=int, default=800, help="samples for emoji32's evaluate")
     args = p.parse_args()
     run = str(Path(args.work) / args.preset)
-    env = dict(os.environ, **AVX2_ENV)
+    env = capped_env()
     sub = "train-autoencoder" if args.preset == AUTOENCODER else "train"
     latent = ["--autoencoder", str(Path(args.work) / AUTOENCODER)] if args.preset.endswith("-latent") else []
-    cmd = [sys.executable, "-m", "noisecraft", sub, "--preset", args.preset, "--out", run, *latent, "--overwrite",
-           "--no-progress", "--train.precision=fp32", *(f"--{kv}" for kv in args.set)]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    summary = json.loads((Path(run) / "summary.json").read_text())
+    trained = train_cli(sub, args.preset, run, [*latent, "--overwrite", "--train.precision=fp32",
+                                                 *(f"--{kv}" for kv in args.set)], env)
     t1 = time.perf_counter()
     if args.preset == AUTOENCODER:
         quality = reconstruction(run)
@@ -113,11 +104,9 @@ def main() -> None:
         quality = colour_words(run, args.seeds)
     else:
         quality = evaluate(run, args.n, env)
-    row = {"preset": args.preset, "overrides": args.set, "command": " ".join(["noisecraft", *cmd[3:]]),
-           "wall_s": round(wall, 1), "train_loop_s": round(summary["train_seconds"], 1), "steps": summary["steps"],
-           "params": summary["params"], "goal": GOALS[args.preset], "quality": quality,
+    row = {"preset": args.preset, "overrides": args.set, **trained, "goal": GOALS[args.preset], "quality": quality,
            "judge_s": round(time.perf_counter() - t1, 1),
-           "machine": {**cpu_info(env), "pinned_cpus": sorted(os.sched_getaffinity(0)), "precision": "fp32"},
+           "machine": record("fp32", env, pinned_cpus=sorted(os.sched_getaffinity(0))),
            "note": "timed on the cores and threads named in machine; the goals are for 2 cores of a real AVX2 CPU"}
     rows = json.loads(RESULT.read_text())["rows"] if RESULT.is_file() else []
     RESULT.write_text(json.dumps({"benchmark": "emoji_presets", "what": __doc__.splitlines()[0],

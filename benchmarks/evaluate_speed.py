@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
+from common.machine import capped_env, record
+from common.results import write_result
 
 BUDGET_S = 300.0
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def untrained_digits_checkpoint(root: Path) -> Path:
@@ -101,7 +100,7 @@ def main(argv=None) -> int:
     cfg = load_checkpoint(ckpt).config
     judge_cached = classifier_path(cfg.data).is_file()
 
-    env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
+    env = capped_env(args.avx2)
     out = Path(tmp.name) / "eval"
     cmd = [sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", str(ckpt), "--n", str(args.n),
            "--device", args.device, "--out", str(out), "--no-progress"]
@@ -109,8 +108,8 @@ def main(argv=None) -> int:
                         ("--guidance-interval", args.guidance_interval), ("--batch-size", args.batch_size)):
         cmd += [flag, str(value)] if value is not None else []
     cmd += ["--precision", "fp32"] if args.avx2 else []
-    machine = {**cpu_info(env), "threads": int(env.get("OMP_NUM_THREADS") or 0) or None,
-               "pinned_cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    machine = record("fp32" if args.avx2 else "auto", env,
+                     pinned_cpus=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result
+from common.judge import evaluate_cli, paraphrase_accuracy
+from common.machine import describe, record
+from common.results import write_result
 
 STEPS = (1, 2, 4, 15)
 
@@ -40,21 +39,16 @@ def _draw(pipe, labels, steps: int, seed: int, **options) -> tuple[torch.Tensor,
 
 def _evaluate(run: str, n: int, out: Path, env: dict | None) -> dict:
     """`noisecraft evaluate --n N` as a user runs it; its report's timing and judge accuracy."""
-    cmd = [sys.executable, "-m", "noisecraft", "evaluate", "--checkpoint", run, "--n", str(n), "--out", str(out),
-           "--device", "cpu"]
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
-    report = json.loads((out / "report.json").read_text())
+    report = evaluate_cli(run, n, env=env, out=out)
     return {"sampling_s": report["timing"]["sampling_s"], "samples_per_s": report["timing"]["samples_per_s"],
             "sampler": report["sampling"]["sampler"], "steps": report["sampling"]["steps"],
             "report_md_states": f"Sampling took {report['timing']['sampling_s']} s",
-            "machine": cpu_info(env), "precision": report["sampling"].get("precision", "auto")}
+            "machine": record(report["sampling"].get("precision", "auto"), env)}
 
 
 def _paraphrases(teacher_run: str, student_run: str, n: int) -> dict:
-    """Held-out paraphrase prompts (text_to_image.py's), judged: the teacher at its default, the student at 1
-    and 2 steps."""
-    from text_to_image import paraphrase_accuracy
-
+    """Held-out paraphrase prompts (common.judge's, as text_to_image.py), judged: the teacher at its default, the
+    student at 1 and 2 steps."""
     from noisecraft.pipeline import load_pipeline
 
     teacher, student = load_pipeline(teacher_run, "cpu"), load_pipeline(student_run, "cpu")
@@ -94,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, labels = teacher.request(args.n)  # class-balanced
     t_opts = teacher.resolve()
     result = {"teacher": str(teacher.path), "student": str(student.path), "student_steps_trained":
-              student.step, "n": args.n, "seed": args.seed, "machine": cpu_info(), "threads": torch.get_num_threads(),
+              student.step, "n": args.n, "seed": args.seed, "machine": record("auto"),
               "teacher_prediction": teacher.config.diffusion.prediction, "teacher_sampler": t_opts.sampler,
               "teacher_guidance": t_opts.guidance,
               "teacher_guidance_interval": list(t_opts.guidance_interval), "rows": []}
@@ -131,24 +125,20 @@ def _evaluate_machine(r: dict) -> str:
     """Where the evaluate comparison ran: recorded by each child since issue 36; before, the children were started
     with the script's own environment (env=None), so on the machine the file records, at evaluate's default
     precision."""
-    from figures import machine
-
     e = r["evaluate"]
     if "machine" in e["teacher"]:
-        return (f"both measured on {machine({'machine': e['teacher']['machine']}, e['teacher']['precision'])}, "
+        return (f"both measured on {describe({'machine': e['teacher']['machine']}, e['teacher'].get('precision'))}, "
                 "1 run")
     return (f"both in the same run of the script, its `evaluate` children started with its environment: on "
-            f"{machine(r, precision='auto')}, 1 run")
+            f"{describe(r, precision='auto')}, 1 run")
 
 
 def render(r: dict) -> str:
     """fewstep.json as markdown: one row per model and step count, with the machine."""
-    from figures import machine
-
     objective = {"flow": " (rectified flow)", "v": " (v-prediction)"}.get(r.get("teacher_prediction", "v"), "")
     head = (f"`benchmarks/fewstep.py --n {r['n']}`: the `digits` run{objective} and its student distilled for "
             f"{r['student_steps_trained']} steps, the same class-balanced labels and seeds for every row, measured "
-            f"on {machine(r, precision='auto')}, 1 run; `fewstep.json`.")
+            f"on {describe(r, precision='auto')}, 1 run; `fewstep.json`.")
     lines = [head, "", "| what | sampler | steps | network calls an image | judged as the digit asked | FD-clf | "
              "images/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in r["rows"]:
@@ -156,7 +146,7 @@ def render(r: dict) -> str:
                      f"{100 * row['accuracy']:.1f}% | {row['frechet']:.2f} | {row['images_per_s']:.1f} |")
     t = r.get("text")
     if t:
-        earlier = (f" (an earlier run of the script, on {machine(t, precision='auto')})" if t.get("earlier_run")
+        earlier = (f" (an earlier run of the script, on {describe(t, precision='auto')})" if t.get("earlier_run")
                    else "")
         lines += ["", f"Text: the `digits-text` run and its student ({t['student_steps_trained']} steps), "
                   f"{t['rows'][0]['n']} samples of {t['rows'][0]['prompts']} held-out paraphrase prompts "

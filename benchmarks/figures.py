@@ -13,85 +13,29 @@ README.md or docs/ carries a figure in its prose that benchmarks/prose_figures.p
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
 from pathlib import Path
 from statistics import mean, stdev
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-README = HERE.parent / "README.md"
+from distill_timing import render as render_distill_timing
+from editing import render_matrix as render_editing_matrix
+from editing import render_table as render_editing
+from fewstep import render as render_fewstep
+from laptop_presets import render as render_laptop_presets
+from latent_vs_pixel import render as render_latent_vs_pixel
+from posthoc_ema import render as render_posthoc_ema
+from recipes_compare import render as render_recipes_compare
+
+from common.machine import describe
+from common.pages import README, block, rewrite_blocks
+from common.real_avx2 import REAL, real_machine, real_rows, real_wall
+from common.results import load
+from common.tables import HEADER
+from common.tables import files as _file
+from common.tables import pct as _pct
+from common.tables import runs as _runs
+from common.tables import table as _table
+
 README_BLOCKS = ("quickstart", "laptop_presets", "fewstep")  # the README's rendered blocks, in page order
-
-
-def load(name: str):
-    """benchmarks/results/NAME (a .json, or a .jsonl as a list of records)."""
-    path = RESULTS / name
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(path.read_text())
-
-
-# ---------------------------------------------------------------- machines
-
-
-def _first(*values):
-    return next((v for v in values if v not in (None, "", [])), None)
-
-
-def machine(d: dict, precision: str | None = None, threads=None) -> str:
-    """The machine a result file records, in one line: CPU model (ISA flags), kernel cap, threads, precision.
-    Files written by different scripts keep these in different places; what a file does not record is said."""
-    m = d.get("machine") if isinstance(d.get("machine"), dict) else {}
-    setup = d.get("setup") if isinstance(d.get("setup"), dict) else {}
-    cpu = _first(m.get("cpu"), d.get("cpu_model"), d.get("cpu"), m.get("cpu_model"))
-    if cpu in (None, "x86_64"):
-        cpu = "CPU model not recorded"
-    flags = m.get("isa_flags") or [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if d.get(f) is True]
-    if "kernels_capped_to" in m:
-        cap = m["kernels_capped_to"]
-        cap = f"kernels capped to {cap}" if cap else "native kernels"
-    elif d.get("training_kernels_capped_to"):
-        cap = f"training capped to {d['training_kernels_capped_to']}, judged uncapped"
-    elif "kernels_capped_to" in d:
-        cap = f"kernels capped to {d['kernels_capped_to']}" if d["kernels_capped_to"] else "native kernels"
-    elif "avx2_emulated" in d:
-        cap = "kernels capped to avx2" if d["avx2_emulated"] else "native kernels"
-    else:
-        cap = "kernel cap not recorded"
-    t = _first(threads, d.get("threads"), d.get("torch_threads"), m.get("threads"), m.get("torch_threads"),
-               setup.get("threads"), m.get("omp_num_threads"))
-    if isinstance(t, int) or (isinstance(t, str) and t.isdigit()):
-        t = f"{t} thread{'s' if int(t) != 1 else ''}"
-    elif t is None:
-        t = f"{m['cores_usable']} cores, torch's default threads" if m.get("cores_usable") else "threads not recorded"
-    p = _first(precision, d.get("precision"), m.get("precision"), setup.get("precision"))
-    return f"{cpu} ({', '.join(flags) or 'ISA flags not recorded'}), {cap}, {t}, {p or 'precision not recorded'}"
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
-
-
-def _file(*names: str) -> str:
-    return ", ".join(f"`{n}`" for n in names)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _runs(k: int) -> str:
-    return f"{k} run" + ("s" if k != 1 else "")
-
-
-HEADER = ["what", "figure", "machine", "file"]
 
 
 # ---------------------------------------------------------------- the quickstart (README and docs)
@@ -110,14 +54,11 @@ def _evaluate_row(name: str) -> list[str]:
         fig = (f"{e['total_s']:.1f} s in process, not the whole command: start-up and loading the judge not timed; "
                f"sampling {e['sampling_s']:.1f} s, offline metrics {e['offline_metrics_s']:.1f} s; Inception "
                f"{e['inception']}")
-    return [what, fig + ", 1 run", machine(e), _file(name)]
+    return [what, fig + ", 1 run", describe(e), _file(name)]
 
 
 def _real_quickstart_rows() -> list[list[str]]:
     """The quickstart on a real 2-core AVX2-only CPU (real_avx2.json): its whole command and its quality there."""
-    sys.path.insert(0, str(HERE))
-    from laptop_presets import REAL, real_machine, real_rows
-
     q, m, f = real_rows()["digits"], real_machine(), _file(REAL)
     return [[f"`{q['command'].split(' --out')[0]}` ({q['steps']} steps) on a real AVX2-only CPU, whole command",
              f"{q['wall_s']:g} s ({q['train_seconds']:g} s training loop), 1 run", m, f],
@@ -128,7 +69,7 @@ def quickstart() -> str:
     rows = []
     for kind in ("native", "avx2"):
         q = load(f"quickstart_{kind}.json")
-        m, f = machine(q), _file(f"quickstart_{kind}.json")
+        m, f = describe(q), _file(f"quickstart_{kind}.json")
         rows.append([f"`noisecraft train --preset digits` ({q['steps']} steps of {q['batch_size']}), whole command",
                      (f"{q['wall_seconds']:.1f} s ({q['train_loop_seconds']:.1f} s training loop), "
                      f"{q['train_images_per_s_median']:.1f} images/s (median of the log), 1 run"), m, f])
@@ -149,7 +90,7 @@ def quickstart_details() -> str:
         t = load(f"throughput_{kind}.json")
         s, f = t["setup"], _file(f"throughput_{kind}.json")
         for p, r in t["train"].items():
-            m = machine(t, precision=p)
+            m = describe(t, precision=p)
             per_flop = r.get("ratio_per_flop", r["ratio"] * t["train_flops_per_image"]["ours"]
                              / t["train_flops_per_image"]["reference"])
             rows.append([(f"training images/s, noisecraft's loop vs the diffusers-style loop (a UNet2DModel of the same "
@@ -169,11 +110,12 @@ def quickstart_details() -> str:
         cl, co = levers["channels_last"], levers["compile"]
         rows.append(["kernel levers on the training step (batch 64): channels-last / torch.compile (its warm-up)",
                      (f"{cl['vs_eager']:.2f}x / {co['vs_eager']:.2f}x ({co['warmup_s']:.0f} s) of eager's "
-                     f"{levers['eager']['img_per_s']:.0f} images/s, 1 run"), machine(s), _file(f"step_levers_{kind}.json")])
+                     f"{levers['eager']['img_per_s']:.0f} images/s, 1 run"), describe(s),
+                     _file(f"step_levers_{kind}.json")])
     sh = load("step_levers_avx2.json")["eager_time_shares"]
     rows.append([("where an eager training step's time goes: convolutions forward / backward, matmuls and attention, "
                  "the rest"), (f"{_pct(sh['conv_forward'])} / {_pct(sh['conv_backward'])}, "
-                 f"{_pct(sh['matmul_attention'])}, {_pct(sh['other'])}"), machine(load("step_levers_avx2.json")),
+                 f"{_pct(sh['matmul_attention'])}, {_pct(sh['other'])}"), describe(load("step_levers_avx2.json")),
                  _file("step_levers_avx2.json")])
     p = load("step_levers_patch.json")
     new, old = _patch_rounds(p)
@@ -181,7 +123,7 @@ def quickstart_details() -> str:
                  f"previous preset's 28x28 U-Net ({old[0]['params']:,}), batch 64, alternating"),
                  (f"{_span(r['img_per_s'] for r in new)} vs {_span(r['img_per_s'] for r in old)} "
                  f"({_span((a['img_per_s'] / b['img_per_s'] for a, b in zip(new, old, strict=True)), '{:.1f}')}x "
-                 f"in {_runs(len(new))} of {new[0]['timed_steps']} steps each)"), machine(p),
+                 f"in {_runs(len(new))} of {new[0]['timed_steps']} steps each)"), describe(p),
                  _file("step_levers_patch.json")])
     return _table(HEADER, rows)
 
@@ -206,7 +148,7 @@ def patch_speedup() -> str:
 
 def sampling_quality() -> str:
     d = load("sampling_quality_digits.json")
-    m, f = machine(d), _file("sampling_quality_digits.json")
+    m, f = describe(d), _file("sampling_quality_digits.json")
     rows = [[f"`{r['sampler']}` {r['steps']} steps ({r['nfe']} network calls), {d['n']} samples",
              f"{_pct(r['accuracy'])} judged right, FD-clf {r['frechet']:.2f}, {r['images_per_s']:.1f} images/s",
              m, f] for r in d["rows"]]
@@ -222,7 +164,7 @@ def sampling_quality() -> str:
 def latent_digits64() -> str:
     rows = []
     d = load("latent_digits64.json")
-    m, f = machine(d, precision=d["latent_diffusion"]["sampling"]["precision"]), _file("latent_digits64.json")
+    m, f = describe(d, precision=d["latent_diffusion"]["sampling"]["precision"]), _file("latent_digits64.json")
     on, off, lat = d["autoencoder_disc_on"], d["autoencoder_disc_off"], d["latent_diffusion"]
     e, eo = on["eval"], off["eval"]
     rows += [[f"`train-autoencoder --preset digits64-ae` ({e['step']} steps)",
@@ -241,7 +183,7 @@ def latent_digits64() -> str:
     for name in ("latent_digits64_2core.json", "latent_digits64_avx2.json"):
         d = load(name)
         a, lt = d["autoencoder"], d["latent"]
-        m, f = machine(d, precision=lt["sampling"]["precision"]), _file(name)
+        m, f = describe(d, precision=lt["sampling"]["precision"]), _file(name)
         rows += [[(f"`train-autoencoder --preset digits64-ae` ({a['eval']['step']} steps): wall; reconstructions "
                   f"PSNR / SSIM / judged right"), (f"{a['train_wall_s']:.1f} s; {a['eval']['psnr_db']:.1f} dB / "
                   f"{a['eval']['ssim']:.3f} / {_pct(a['eval']['judge']['accuracy'])}"), m, f],
@@ -254,53 +196,31 @@ def latent_digits64() -> str:
 
 
 def laptop_presets() -> str:
-    sys.path.insert(0, str(HERE))
-    from laptop_presets import render
-
-    return render(load("laptop_presets.json"))
+    return render_laptop_presets(load("laptop_presets.json"))
 
 
 def latent_vs_pixel() -> str:
-    sys.path.insert(0, str(HERE))
-    from latent_vs_pixel import render
-
-    return render(load("latent_vs_pixel.json"), load("laptop_presets.json"))
+    return render_latent_vs_pixel(load("latent_vs_pixel.json"), load("laptop_presets.json"))
 
 
 def editing() -> str:
-    sys.path.insert(0, str(HERE))
-    from editing import render_table
-
-    return render_table(load("editing.json"))
+    return render_editing(load("editing.json"))
 
 
 def editing_matrix() -> str:
-    sys.path.insert(0, str(HERE))
-    from editing import render_matrix
-
-    return render_matrix(load("editing.json"))
+    return render_editing_matrix(load("editing.json"))
 
 
 def fewstep() -> str:
-    sys.path.insert(0, str(HERE))
-    from distill_timing import render as timing
-    from fewstep import render
-
-    return render(load("fewstep.json")) + "\n\n" + timing(load("distill_timing.json"))
+    return render_fewstep(load("fewstep.json")) + "\n\n" + render_distill_timing(load("distill_timing.json"))
 
 
 def posthoc_ema() -> str:
-    sys.path.insert(0, str(HERE))
-    from posthoc_ema import render
-
-    return render(load("posthoc_ema.json"))
+    return render_posthoc_ema(load("posthoc_ema.json"))
 
 
 def recipes_compare() -> str:
-    sys.path.insert(0, str(HERE))
-    from recipes_compare import render
-
-    return render(load("recipes_compare.json"))
+    return render_recipes_compare(load("recipes_compare.json"))
 
 
 # ---------------------------------------------------------------- other measurements (docs)
@@ -314,7 +234,7 @@ def other() -> str:
                  f"{s['params']:,}-parameter network): previews off / a preview every step"),
                  (f"{by['stream, previews off']['ratio_to_generate']:.3f}x / "
                  f"{by['stream, preview every step']['ratio_to_generate']:.3f}x the time of generate (medians of "
-                 f"{s['rounds']} rounds, 1 run)"), machine(s), _file("stream_overhead.json")])
+                 f"{s['rounds']} rounds, 1 run)"), describe(s), _file("stream_overhead.json")])
     v = load("serve_latency.json")
     for r in v["rows"]:
         rows.append([(f"web server, {r['n_per_job']} image(s) a job ({v['sampler']} {v['steps']}, {v['model']}; "
@@ -323,10 +243,10 @@ def other() -> str:
                      (f"{1000 * r['time_to_first_preview_s']:.0f} ms ({1000 * r['in_process_first_step_s']:.0f} ms); "
                      f"{r['server_job_s']:.2f} s vs {r['generate_s']:.2f} s (x{r['server_overhead_ratio']:.2f}); "
                      f"{r['images_per_s_8_clients']:.1f} vs {r['images_per_s_1_client']:.1f} images/s "
-                     f"(x{r['batching_gain']:.2f}); medians of {v['rounds']} rounds, 1 run"), machine(v),
+                     f"(x{r['batching_gain']:.2f}); medians of {v['rounds']} rounds, 1 run"), describe(v),
                      _file("serve_latency.json")])
     t = load("text_to_image.json")
-    m, f = machine(t), _file("text_to_image.json")
+    m, f = describe(t), _file("text_to_image.json")
     st = t["step_time"]
     rows += [[(f"the previous `digits-text` preset ({t['train']['steps']} steps, {t['train']['params']:,} "
               f"parameters): `noisecraft train`, whole command; a text step over the class step of the same U-Net"),
@@ -344,14 +264,14 @@ def other() -> str:
         st = t["step_time"]
         rows.append([f"`{t['preset']}`: a text step over the class step of the same U-Net (batch {st['batch_size']})",
                      f"{st['ratio_median']:.3f}x (median of {st['rounds']} rounds, 1 run)",
-                     machine(t), _file(name)])
+                     describe(t), _file(name)])
     r = load("refactor_quickstart_compare.json")
     for k in ("before", "after"):
         q = r[k]
         rows.append([(f"issue 13's refactor, {k}: the digits quickstart of then ({q['steps']} steps, {q['params']:,} "
                      f"parameters), whole command; {q['judge_n']} {q['judge_sampler']} samples judged right"),
                      (f"{q['wall_seconds']:.1f} s, {q['train_images_per_s_median']:.1f} images/s (median), 1 run; "
-                     f"{_pct(q['conditional_accuracy'])}"), machine(r, precision=q["precision"]),
+                     f"{_pct(q['conditional_accuracy'])}"), describe(r, precision=q["precision"]),
                      _file("refactor_quickstart_compare.json")])
     return _table(HEADER, rows)
 
@@ -375,15 +295,12 @@ def emoji_presets() -> str:
     rows = [[f"`{r['command'].split(' --out')[0]}`" + (f" with {', '.join(r['overrides'])}" if r["overrides"]
                                                              else ""),
              f"{r['wall_s']:.1f} s whole command ({r['train_loop_s']:.1f} s training loop, {r['steps']} steps)",
-             _emoji_goal(r), _emoji_quality(r["quality"]), machine(r), _file("emoji_presets.json")] for r in d["rows"]]
+             _emoji_goal(r), _emoji_quality(r["quality"]), describe(r), _file("emoji_presets.json")] for r in d["rows"]]
     return _table(["command", "wall", "issue's goal", "quality", "machine", "file"], rows)
 
 
 def _emoji_goal(r: dict) -> str:
     """The issue's goals for a row; a time goal with the preset's wall on the real AVX2 CPU where it was measured."""
-    sys.path.insert(0, str(HERE))
-    from laptop_presets import REAL, real_rows, real_wall
-
     g, preset = r["goal"], r["command"].split("--preset ")[1].split()[0]
     parts = []
     if "laptop_s" in g:
@@ -463,7 +380,7 @@ def colour_search() -> str:
         what = ", ".join(r["overrides"] + r["sample"]) or "as the preset"
         wall = (f"{r['train_loop_s']:.0f} s training loop, {r['steps']} steps" if "train_loop_s" in r
                 else "judged again, not timed")
-        rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), machine(r),
+        rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), describe(r),
                      _file("colour_search.jsonl")])
     table = _table(["what", "time (one core; rows run side by side compare only roughly)", "quality", "machine",
                     "file"], rows)
@@ -478,7 +395,7 @@ def colour_timing() -> str:
     for r in d["rows"]:
         budget = f"<= {r['budget_quickstarts']}x" if r["budget_quickstarts"] else "the unit"
         rows.append([f"`{r['command'].split(' --out')[0]}`", f"{r['wall_s']:.1f} s ({r['train_loop_s']:.1f} s "
-                     f"training loop, {r['steps']} steps)", f"{r['quickstarts']:.2f}x", budget, machine(d),
+                     f"training loop, {r['steps']} steps)", f"{r['quickstarts']:.2f}x", budget, describe(d),
                      _file("colour_timing.json")])
     return _table(["command", "whole command, 1 run", "quickstarts", "the issue's budget", "machine", "file"], rows)
 
@@ -502,7 +419,7 @@ def augment(name: str = "augment.json") -> str:
     d = load(name)
     st, f = d["setup"], _file(name)
     side_by_side = "side by side" in (d.get("pinned") or "")  # --parallel: each run on its own core
-    m = machine(d, precision=d["runs"]["off"][0]["precision"],
+    m = describe(d, precision=d["runs"]["off"][0]["precision"],
                 threads="1 thread per run, two runs side by side" if side_by_side else None)
     heldout = "fd_clf_heldout" in d["summary"]["off"]  # files before it had the train split's FD only
     rows = []
@@ -588,37 +505,13 @@ def render(name: str) -> str:
 # ---------------------------------------------------------------- the pages' rendered blocks
 
 
-BLOCK = re.compile(r"<!-- (\w+): begin -->(.*?)<!-- \1: end -->", re.DOTALL)
-
-
-def block(name: str) -> re.Pattern:
-    return re.compile(rf"<!-- {name}: begin -->(.*?)<!-- {name}: end -->", re.DOTALL)
-
-
-def blocks(text: str) -> list[tuple[str, str]]:
-    """A page's rendered blocks, whatever their name: (name, what is between its begin and end markers, stripped)."""
-    return [(m.group(1), m.group(2).strip()) for m in BLOCK.finditer(text)]
-
-
-def pages_with_blocks() -> list[Path]:
-    """README.md and every page of docs/ (any may hold `<!-- NAME: begin/end -->` blocks)."""
-    return [README, *sorted((HERE.parent / "docs").rglob("*.md"))]
-
-
 def rewrite_readme(readme: Path = README) -> None:
     """Rewrite the README's blocks (which must all be there), and any other page's, from the result files."""
     text = readme.read_text()
     for name in README_BLOCKS:
         if not block(name).search(text):
             raise SystemExit(f"{readme} has no <!-- {name}: begin --> ... <!-- {name}: end --> block")
-    for page in pages_with_blocks():
-        text = page.read_text()
-        for name, _ in blocks(text):
-            if name not in TABLES:
-                raise SystemExit(f"{page}: no table renders the block {name!r} (one of {sorted(TABLES)})")
-            text = block(name).sub(lambda _, n=name: f"<!-- {n}: begin -->\n\n{render(n)}\n\n<!-- {n}: end -->",
-                                   text)
-        page.write_text(text)
+    rewrite_blocks(render, TABLES)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/guidance_sweep.py --avx2 --run /work/runs/ditx/dit-cos --weights 2 3 [--interval lo,hi | all]
 
-The same class-balanced requests and seed as benchmarks/recipes.py's judge (so the run's own weight reproduces
+The same class-balanced requests and seed as common.judge's judge_digits (so the run's own weight reproduces
 its `ddim50_accuracy`), the offline digits judge, in a child with the same kernel cap. Guidance costs nothing in
 training: it asks whether a recipe's shortfall in judged accuracy is the sampler's or the network's. Appends one
 JSON record per weight (with the machine, as recipes.py) to --out.
@@ -10,15 +10,10 @@ JSON record per weight (with the machine, as recipes.py) to --out.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info  # noqa: E402
-from recipes import AVX2_ENV  # noqa: E402
+from common.machine import capped_env, record
+from common.results import append_record, json_from_child
 
 JUDGE = """
 import json, sys, time
@@ -44,16 +39,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="judged samples")
     ap.add_argument("--out", default="benchmarks/results/dit_guidance.jsonl")
     args = ap.parse_args()
-    env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
+    env = capped_env(args.avx2)
     for w in args.weights:
         rec = {"run": args.run, "variant": Path(args.run).name, "guidance": w, "guidance_interval": args.interval or
-               "the run's", "n": args.n, **cpu_info(env)}
-        text = subprocess.run([sys.executable, "-c", JUDGE, args.run, str(args.n), str(w), args.interval],
-                              check=True, capture_output=True, text=True, env=env).stdout
-        rec.update(json.loads(text.strip().splitlines()[-1]))
+               "the run's", "n": args.n, "machine": record("fp32", env)}
+        rec.update(json_from_child(JUDGE, args.run, args.n, w, args.interval, env=env))
         print(f"{rec['variant']:24s} w={w:g} DDIM-50 {rec['ddim50_accuracy']:.3f}", flush=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_record(args.out, rec)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common.cli import train_capped
+from common.judge import judge_autoencoder, judge_digits, judge_text
+from common.machine import capped_env, describe
+from common.real_avx2 import real_note, real_rows, real_wall
+from common.results import loadavg
+
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "laptop_presets.json"
-# (name, kind for preset_search's judges, the goal in seconds on a real 2-core AVX2 laptop, the quality goal)
+# (name, kind of judge (common.judge), the goal in seconds on a real 2-core AVX2 laptop, the quality goal)
 PRESETS = (("digits64-ae", "ae", 300, "PSNR >= 30 dB, judged >= 97%"),
            ("digits64-latent", "latent", 300, "DDIM-50 judged >= 95%"),
            ("digits64-text-latent", "text", 420, "paraphrases >= 90%, pairs >= 85%"),
@@ -31,9 +37,6 @@ PRESETS = (("digits64-ae", "ae", 300, "PSNR >= 30 dB, judged >= 97%"),
 
 
 def measure(args) -> dict:
-    sys.path.insert(0, str(HERE))
-    from preset_search import judge_ae, judge_latent, judge_text, train
-
     out = {"benchmark": "laptop_presets", "what": __doc__.splitlines()[0], "rows": []}
     kept = {r["preset"]: r for r in json.loads(RESULT.read_text())["rows"]} if args.only and RESULT.is_file() else {}
     ae = str(Path(args.work) / "digits64-ae")
@@ -41,19 +44,19 @@ def measure(args) -> dict:
         if args.only and name not in args.only:  # measured before, in the same work folder: kept as it is
             out["rows"].append(kept[name])
             continue
-        run_args = argparse.Namespace(work=args.work, kind=kind, preset=name,
-                                      autoencoder=ae if name.startswith("digits64-") and kind != "ae" else None)
-        rec = train(name, {}, run_args)
+        rec = train_capped("train-autoencoder" if kind == "ae" else "train", name, Path(args.work) / name,
+                           autoencoder=ae if name.startswith("digits64-") and kind != "ae" else None)
         t0 = time.perf_counter()
-        quality = judge_ae(rec["run"]) if kind == "ae" else judge_latent(rec["run"], args.n) if kind == "latent" \
-            else judge_text(rec["run"], args.n, args.pair_seeds)
+        quality = judge_autoencoder(rec["run"], capped_env()) if kind == "ae" else \
+            judge_digits(rec["run"], args.n, capped_env()) if kind == "latent" else \
+            judge_text(rec["run"], args.n, args.pair_seeds)
         out["rows"].append({"preset": name, "machine": rec.pop("machine"), "command": rec["command"],
                             "wall_s": rec["wall_s"],
                             "train_loop_s": rec["train_loop_s"], "steps": rec["steps"], "params": rec["params"],
                             "goal_laptop_s": goal_s, "quality_goal": goal_q,
                             "quality": quality, "judge_s": round(time.perf_counter() - t0, 1)})
         print(json.dumps(out["rows"][-1]), flush=True)
-    out["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    out["load_average_after"] = loadavg()
     return out
 
 
@@ -89,60 +92,12 @@ def _goal(row: dict) -> str:
     return "; ".join(parts) + " (1 run)"
 
 
-REAL = "real_avx2.json"  # copied byte for byte from the project's measured notes: benchmarks/results/README.md
-
-
-def real_rows() -> dict[str, dict]:
-    """The rows of real_avx2.json (each command as a user types it on a real 2-core AVX2-only CPU, whole-command
-    wall) by what they ran: a preset's name, `distill`, or `install`."""
-    rows = {}
-    for r in json.loads((HERE / "results" / REAL).read_text())["rows"]:
-        words = r["command"].split()
-        key = (words[words.index("--preset") + 1] if "--preset" in words
-               else "distill" if words[:2] == ["noisecraft", "distill"] else "install")
-        rows[key] = r
-    return rows
-
-
-def real_machine() -> str:
-    """The real AVX2 CPU of real_avx2.json in one line (it runs native kernels: it has no wider ones to cap)."""
-    from figures import machine
-
-    d = json.loads((HERE / "results" / REAL).read_text())
-    m = d["machine"]
-    return machine({"machine": {**m, "kernels_capped_to": None}}, precision=m["precision"].split(" ")[0])
-
-
-def real_wall(key: str, goal_s: float | None = None) -> str:
-    """A command's whole wall on the real AVX2 CPU, in seconds and in quickstarts timed there, with its goal."""
-    rows = real_rows()
-    r, unit = rows[key], rows["digits"]["wall_s"]
-    text = f"{r['wall_s']:g} s = {r['wall_s'] / unit:.2f} quickstarts"
-    if goal_s is not None:
-        verdict = "met" if r["wall_s"] <= goal_s else "**not met**"
-        text += f" (goal {goal_s:g} s = {goal_s / unit:.2f} quickstarts: {verdict})"
-    return text
-
-
-def real_note() -> str:
-    """Where the real-AVX2 column comes from, in one sentence."""
-    from figures import _runs
-
-    d = json.loads((HERE / "results" / REAL).read_text())
-    return (f"measured on a real 2-core AVX2-only CPU ({real_machine()}), each command alone as a user types it, "
-            f"{_runs(d['runs'])}, at commit `{d['commit']}` (`{REAL}`); a quickstart is the `digits` quickstart's "
-            f"whole command there ({real_rows()['digits']['wall_s']:g} s)")
-
-
 def render(result: dict) -> str:
     """The README's table of `result` (laptop_presets.json) beside the real AVX2 CPU's walls (real_avx2.json), each
     capped row with its machine (benchmarks/figures.py puts it between the README's `<!-- laptop_presets:
     begin/end -->` markers)."""
-    sys.path.insert(0, str(HERE))
-    from figures import machine
-
     rows, real = result["rows"], real_rows()
-    names = {r["preset"]: machine({"machine": r["machine"]}, precision="fp32") for r in rows}
+    names = {r["preset"]: describe({"machine": r["machine"]}, precision="fp32") for r in rows}
     where = "on the machine each row names" if len(set(names.values())) > 1 else f"on {names[rows[0]['preset']]}"
     lines = [f"Measured by `python benchmarks/laptop_presets.py` (`benchmarks/results/laptop_presets.json`) "
              f"{where}, one run a row, kernels capped to AVX2 in fp32 (the capped columns: faster than a real AVX2 "
@@ -159,13 +114,6 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def rewrite_readme() -> None:
-    sys.path.insert(0, str(HERE))
-    from figures import rewrite_readme as rewrite
-
-    rewrite()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--readme", action="store_true", help="only rewrite the README's table from the JSON")
@@ -177,7 +125,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.readme:
         RESULT.write_text(json.dumps(measure(args), indent=2) + "\n")
-    rewrite_readme()
+    # the README's tables are benchmarks/figures.py's to render (a script imports no other script)
+    subprocess.run([sys.executable, str(HERE / "figures.py"), "--readme"], check=True)
 
 
 if __name__ == "__main__":

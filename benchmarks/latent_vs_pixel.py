@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -23,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
+from common.machine import describe, record
+from common.results import write_result
 
 NO_CADENCE = ["--train.val_every=1000000", "--train.sample_every=1000000", "--train.ckpt_every=1000000",
               "--train.final_figures=false", "--steps", "1000000"]
@@ -60,9 +59,8 @@ def sample_and_judge(run: str, n: int) -> dict:
     import torch
 
     from noisecraft.evaluate.classifier import classifier_accuracy
-    from noisecraft.pipeline import load_pipeline
-
     from noisecraft.evaluate.text import default_prompts
+    from noisecraft.pipeline import load_pipeline
 
     pipe = load_pipeline(run, "cpu", prefer="last")
     prompts = default_prompts(pipe.class_names, "digits") if pipe.kind == "text" else None
@@ -84,12 +82,9 @@ def render(result: dict, presets: dict | None = None) -> str:
     """latent_vs_pixel.json as a markdown table (the docs' benchmarks page renders it when the site is built), the
     latent runs' budget counted both ways: without their autoencoder's training, and with it, from the autoencoder
     run's own record in `presets` (laptop_presets.json) when it is that run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from figures import machine
-
     b = result["budget_s"]
     head = [(f"`benchmarks/latent_vs_pixel.py --budget {b:g}` (`latent_vs_pixel.json`, one run) on "
-            f"{machine(result, precision='auto (bf16 here)')}: each preset trained for the same {b:g} s of wall "
+            f"{describe(result, precision='auto (bf16 here)')}: each preset trained for the same {b:g} s of wall "
             f"clock, then {result['pixel']['n']} DDIM-50 samples judged (the text run's from one template prompt per "
             f"digit):"), "",
             "| what | " + " | ".join(f"`{preset}`" for _, preset in ROWS) + " |", "| --- |" + " --- |" * len(ROWS)]
@@ -137,8 +132,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="judge the runs in --work that a previous call trained")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
-    result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": cpu_info(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "autoencoder": args.autoencoder}
+    result = {"benchmark": "latent_vs_pixel", "budget_s": args.budget, "machine": record("auto"),
+              "autoencoder": args.autoencoder}
     summary = Path(args.autoencoder) / "summary.json"
     if summary.is_file():  # the autoencoder's own training time, for the budget counted with it (see render)
         result["autoencoder_train_loop_s"] = round(json.loads(summary.read_text())["train_seconds"], 1)

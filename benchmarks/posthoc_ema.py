@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result
+from common.cli import train_cli
+from common.machine import describe, record
+from common.results import write_result
+from common.tables import pct, table
 
 SIGMA_RELS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.12, 0.14, 0.17, 0.20, 0.25)
 PROFILES = "0.05,0.10"
@@ -29,13 +31,10 @@ PROFILES = "0.05,0.10"
 def train(run: Path, every: int) -> dict:
     """`noisecraft train --preset digits-v` (the quickstart the results were measured on, before issue 26) with the
     profiles on, as a user runs it; wall time and snapshot bytes."""
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", "digits-v", "--out", str(run), "--overwrite",
-           "--no-progress", f"--train.posthoc_ema={PROFILES}", f"--train.posthoc_every={every}"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    rec = train_cli("train", "digits-v", run, ["--overwrite", f"--train.posthoc_ema={PROFILES}",
+                                               f"--train.posthoc_every={every}"])
     snaps = sorted((run / "ema_snapshots").glob("step_*.safetensors"))
-    return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_s": round(wall, 1), "snapshots": len(snaps),
+    return {"command": rec["command"], "wall_s": rec["wall_s"], "snapshots": len(snaps),
             "snapshot_mb": round(sum(f.stat().st_size for f in snaps) / 2**20, 2)}
 
 
@@ -92,7 +91,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
 
-    import torch
 
     from noisecraft.evaluate.posthoc_ema import SweepOptions, sweep
 
@@ -104,9 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         result = sweep(run, SweepOptions(SIGMA_RELS, n=args.n, device="cpu"))
         sweep_s = time.perf_counter() - t0
-        out = {"benchmark": "posthoc_ema", "what": __doc__.split("\n\n")[0], "machine": cpu_info(),
-               "threads": torch.get_num_threads(), "precision": "auto (the preset's)", "train": trained,
-               "sweep_s": round(sweep_s, 1), **{k: v for k, v in result.items() if k not in ("checkpoint", "out")},
+        out = {"benchmark": "posthoc_ema", "what": __doc__.split("\n\n")[0], "machine": record("auto (the preset's)"),
+               "train": trained, "sweep_s": round(sweep_s, 1),
+               **{k: v for k, v in result.items() if k not in ("checkpoint", "out")},
                **paired_note(result)}
     out["paired_val_loss"] = paired_val_loss(run, out)
     write_result(out, args.out, "posthoc_ema")
@@ -118,7 +116,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def render(d: dict) -> str:
     """The sweep as a table for the docs: each length's figures, the fixed EMA's, and the machine."""
-    from figures import _pct, _table, machine
 
     judged = "class_accuracy" in d["fixed_ema"]
     best = {m: b["sigma_rel"] for m, b in d["best"].items()}
@@ -126,7 +123,7 @@ def render(d: dict) -> str:
     def row(name, r):
         cells = [name, f"{r['val_loss']:.5f}" + (" (best)" if best.get("val_loss") == r.get("sigma_rel") else "")]
         if judged:
-            cells += [_pct(r["class_accuracy"]) + (" (best)" if best.get("class_accuracy") == r.get("sigma_rel")
+            cells += [pct(r["class_accuracy"]) + (" (best)" if best.get("class_accuracy") == r.get("sigma_rel")
                                                    else ""), f"{r['fd_clf']:.1f}"]
         return cells
 
@@ -140,10 +137,10 @@ def render(d: dict) -> str:
     note = (f"Measured by one run of `{command}` ({d['step']} steps, "
             f"{t.get('snapshots', len(d['snapshot_steps']))} snapshots of both profiles, "
             f"{t.get('snapshot_mb', '?')} MB), every EMA scored with the same seeds ({d['sampler']}); judge standard "
-            f"error at the fixed EMA's accuracy {_pct(d.get('judge_accuracy_standard_error', 0))}.{_paired(d)} "
+            f"error at the fixed EMA's accuracy {pct(d.get('judge_accuracy_standard_error', 0))}.{_paired(d)} "
             f"Machine: "
-            f"{machine(d)}. File: `posthoc_ema.json`.")
-    return _table(header, [[*r] for r in rows]) + "\n\n" + note + (_reading(d) if judged else "")
+            f"{describe(d)}. File: `posthoc_ema.json`.")
+    return table(header, [[*r] for r in rows]) + "\n\n" + note + (_reading(d) if judged else "")
 
 
 def _reading(d: dict) -> str:

@@ -26,15 +26,14 @@ it is not a measurement (a formula's constant, a setting in words, a licence's v
 """
 from __future__ import annotations
 
-import json
 import operator
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from common.pages import ROOT, pages
+from common.results import load
 
 WORDS = (r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|"
          r"sixty|a hundred|a few|several|many")
@@ -133,10 +132,6 @@ NOT_MEASURED = (
 # ---------------------------------------------------------------- reading the pages
 
 
-def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-
-
 def _blank(m: re.Match) -> str:
     return re.sub(r"[^\n]", " ", m.group(0))  # keep offsets and lines, drop the content
 
@@ -175,9 +170,7 @@ def _covering(page_rel: str, text: str, at: int, entries) -> list:
 
 
 def value(file: str, key: str):
-    path = RESULTS / file
-    d = ([json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.suffix == ".jsonl"
-         else json.loads(path.read_text()))
+    d = load(file)
     for part in key.split("."):
         if "=" in part:
             field, want = part.split("=", 1)

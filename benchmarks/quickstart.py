@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,12 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
-
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+from common.machine import capped_env, record
+from common.results import json_from_child, write_result
 
 
 def main() -> None:
@@ -52,16 +49,17 @@ def main() -> None:
     cfg = preset(args.preset)
     if args.steps:
         cfg = apply_overrides(cfg, {"train.steps": args.steps})
-    env = dict(os.environ, **(AVX2_ENV if args.avx2 else {}))
+    env = capped_env(args.avx2)
     # The command a user types, in a fresh process: the wall time includes interpreter start-up and imports.
     cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", args.preset, "--out", str(run), "--no-progress"]
     cmd += ["--steps", str(args.steps)] if args.steps else []
     cmd += ["--train.precision=fp32"] if args.avx2 else []
-    machine = cpu_info(env)  # the load average before the run
+    machine = record(None, env)  # the load average before the run; the precision the run resolved, below
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((run / "summary.json").read_text())
+    machine["precision"] = summary["precision"]
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     ips = [r["img_per_s"] for r in records if "img_per_s" in r]
     result = {
@@ -97,8 +95,7 @@ for key, sampler, steps in (("ddim50", "ddim", 50), ("dpmpp10", "dpmpp-2m", 10))
                 "guidance_interval": list(opts.guidance_interval), "precision": opts.precision, "n": n}}
 print(json.dumps(out))
 """
-    text = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True).stdout
-    return json.loads(text.strip().splitlines()[-1])
+    return json_from_child(code, env=env)
 
 
 if __name__ == "__main__":

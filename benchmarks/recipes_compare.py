@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from common.cli import train_capped
+from common.machine import capped_env, describe
+from common.results import json_from_child
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "recipes_compare.json"
@@ -68,9 +69,7 @@ print(json.dumps({"accuracy": round(float(clf.accuracy(images, labels)), 4), "sa
 
 
 def _train(preset: str, overrides: dict, work: str, tag: str) -> dict:
-    from preset_search import train
-
-    return train(tag, overrides, argparse.Namespace(work=work, kind="latent", preset=preset, autoencoder=None))
+    return train_capped("train", preset, Path(work) / tag, overrides)
 
 
 def probe(preset: str, work: str, **overrides) -> dict:
@@ -105,15 +104,10 @@ def budget_overrides(preset: str, steps: int) -> dict:
 
 
 def judge(run: str, n: int) -> dict:
-    from recipes import AVX2_ENV
-
-    text = subprocess.run([sys.executable, "-c", JUDGE, run, str(n)], check=True, capture_output=True, text=True,
-                          env=dict(os.environ, **AVX2_ENV)).stdout
-    return json.loads(text.strip().splitlines()[-1])
+    return json_from_child(JUDGE, run, n, env=capped_env())
 
 
 def measure(args) -> dict:
-    sys.path.insert(0, str(HERE))
     out = {"benchmark": "recipes_compare", "what": __doc__.splitlines()[0], "n": args.n, "target": TARGET,
            "cap_share": CAP_SHARE, "rows": []}
     out["throughput"] = throughput(args.work)
@@ -171,9 +165,6 @@ def verdict(rows: list[dict]) -> dict:
 
 def render(result: dict) -> str:
     """The docs' table of recipes_compare.json: judged share and FD-clf per recipe and budget."""
-    sys.path.insert(0, str(HERE))
-    from figures import machine
-
     budgets = sorted({r["budget_laptop_s"] for r in result["rows"]})
     from noisecraft.config import preset
 
@@ -183,7 +174,7 @@ def render(result: dict) -> str:
               f"{t['overrides'].get('train.batch_size', preset(t['preset']).train.batch_size)} | "
               f"{t['images_per_s']:.0f} |" for t in result["throughput"]]
     lines += ["", f"Measured by `python benchmarks/recipes_compare.py` (`benchmarks/results/recipes_compare.json`, one "
-             f"run) on {machine(result, precision='fp32')}. Each budget is the training loop's seconds there, and in "
+             f"run) on {describe(result, precision='fp32')}. Each budget is the training loop's seconds there, and in "
              f"quickstarts: the `digits-v` quickstart of then, whole command, {unit:g} s under the same cap on the same "
              f"CPU (`quickstart_v_avx2.json`). Judged: share of {result['n']} class-balanced samples (the preset's "
              f"sampler) the digits classifier reads as the digit asked for; FD-clf: Frechet distance in its features.",
@@ -230,7 +221,6 @@ def main() -> None:
                     "the file's judged rows")
     args = ap.parse_args()
     if args.only_throughput:
-        sys.path.insert(0, str(HERE))
         result = json.loads(RESULT.read_text())
         result["throughput"] = throughput(args.work)
         result["throughput_measured_separately"] = True

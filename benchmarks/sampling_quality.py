@@ -14,7 +14,6 @@ upwards at small N, so compare rows at the same N only). Writes JSON and a PNG p
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from noisecraft.config import to_json
 from noisecraft.device import pick_device
 from noisecraft.pipeline import load_pipeline
 from noisecraft.samplers import describe_interval, network_calls
+
+from common.machine import record
 
 ROWS = [("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpmpp-2m", 10),
         ("dpmpp-2m", 20), ("heun", 18)]
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": str(pipe.path), "checkpoint_step": pipe.step,
               "prediction": cfg.diffusion.prediction, "schedule": cfg.diffusion.schedule, "n": args.n,
               "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
-              "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+              "machine": record("auto"),
               "guidance": guidance, "guidance_interval": list(interval),
               "classifier_heldout_accuracy": clf.heldout_accuracy,
               "reference_images": len(ref["train_features"]), "real_heldout": floor,

@@ -9,7 +9,7 @@ HTTP to it with httpx: POST /api/generate, then the job's server-sent events to 
 saved as a run directory. Every client asks for --n class-conditional images with the model's guidance (w = 1
 above sigma 2 for digits), DDIM --steps, its own seeds; rounds are interleaved so load from other processes
 hits every way alike, and medians are reported. Prints a table and JSON, and writes
-`--out/serve_latency.json` with the CPU (lscpu's model name and bf16/avx flags) and the torch threads.
+`--out/serve_latency.json` with the machine record (common.machine: CPU model, ISA flags, torch threads).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,14 +25,14 @@ from pathlib import Path
 import httpx
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import cpu_info, write_result  # noqa: E402
-
 from noisecraft.checkpoint import save_checkpoint  # noqa: E402
 from noisecraft.config import preset  # noqa: E402
 from noisecraft.models import build_model, count_parameters  # noqa: E402
 from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.serve import ServeConfig, create_app  # noqa: E402
+
+from common.machine import describe, record
+from common.results import write_result
 
 
 def untrained_digits_run(root: Path) -> Path:
@@ -147,8 +146,8 @@ def summary(s: dict[str, list[float]], n: int) -> dict:
 
 
 def report(result: dict) -> None:
-    print(f"DDIM {result['steps']}, w = {result['guidance']:g}, {result['precision']}, {result['params']} parameters, "
-          f"on {result['cpu_model']} ({result['threads']} threads), medians of {result['rounds']} interleaved rounds")
+    print(f"DDIM {result['steps']}, w = {result['guidance']:g}, {result['params']} parameters, on "
+          f"{describe(result)}, medians of {result['rounds']} interleaved rounds")
     for r in result["rows"]:
         print(f"  {r['n_per_job']} image(s) a job:")
         print(f"    time to first preview frame  {r['time_to_first_preview_s']:.3f} s  (in process, the first step "
@@ -181,12 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
         with Server(run.parent, args.threads) as url:
             rows = [summary(measure(url, pipe, n, args.steps, args.rounds), n) for n in args.n]
     opts = pipe.resolve(steps=args.steps, sampler="ddim")
-    result = {"benchmark": "serve_latency", "device": "cpu", **cpu_info(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(),
+    result = {"benchmark": "serve_latency", "device": "cpu", "machine": record(opts.precision),
               "model": str(args.checkpoint or "digits preset network, untrained"),
               "params": count_parameters(pipe.denoiser.net), "steps": args.steps, "sampler": "ddim",
               "guidance": opts.guidance, "guidance_interval": list(opts.guidance_interval),
-              "precision": opts.precision, "rounds": args.rounds, "rows": rows}
+              "rounds": args.rounds, "rows": rows}
     report(result)
     write_result(result, args.out, "serve_latency")
     return result

@@ -15,10 +15,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-
+from common.machine import AVX2_ENV, capped_env, record
+from common.results import write_result
 
 # The network of the digits preset before issue 14 (a 28x28 U-Net, no patches), for the "previous_28x28" lever.
 PREVIOUS_28X28 = {"patch_size": 1, "channel_mult": (1, 1, 2)}
@@ -107,24 +106,19 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     if args.avx2 and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
+        os.execve(sys.executable, [sys.executable, *sys.argv], capped_env())
 
-    import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine import cpu_info, write_result
     from noisecraft.precision import use_bf16
 
     precision = "fp32" if args.avx2 or not use_bf16("cpu", "auto") else "bf16"
-    machine = cpu_info()
     rows = [time_lever(name, args.steps, precision) for name in args.levers.split(",")]
     base = rows[0]["img_per_s"]
     for r in rows:
         r["vs_eager"] = round(r["img_per_s"] / base, 3)
         print(f"{r['lever']:14s} {r['img_per_s']:7.1f} img/s  x{r['vs_eager']:.2f}  (warm-up {r['warmup_s']} s)",
               file=sys.stderr)
-    result = {"machine": machine, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "avx2_emulated": args.avx2, "precision": precision, "batch": 64, "levers": rows,
+    result = {"machine": record(precision), "avx2_emulated": args.avx2, "batch": 64, "levers": rows,
               "eager_time_shares": None if args.no_profile else profile_shares(precision)}
     write_result(result, args.out, args.name or ("step_levers_avx2" if args.avx2 else "step_levers_native"))
 

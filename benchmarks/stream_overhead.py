@@ -7,15 +7,13 @@ images with the same settings (DDIM, the preset's guidance w = 1 above sigma 2),
 from other processes hits all three alike; it reports the median seconds of each and their ratios to
 `generate`. The goal: previews off cost nothing measurable, a preview every step (the x0 estimate decoded to
 uint8 on the CPU) at most 10% more time. Prints a table and JSON, and writes `--out/stream_overhead.json` with
-the CPU (lscpu's model name, whether it has avx512_bf16 / amx_bf16 / avx2) and the precision auto resolved to.
+the machine record (common.machine: CPU model, ISA flags, threads) and the precision auto resolved to.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,8 +22,8 @@ from noisecraft.diffusion import Denoiser
 from noisecraft.models import build_model, count_parameters
 from noisecraft.pipeline import Pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_info, write_result  # noqa: E402
+from common.machine import describe, record
+from common.results import write_result
 
 
 def digits_pipeline(device: torch.device) -> Pipeline:
@@ -90,14 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
              "images_per_s": round(args.n / median[name], 2), "seconds": [round(s, 4) for s in seconds[name]]}
             for name in runs]
     gpu = {"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}
-    result = {"benchmark": "stream_overhead", "device": str(device), **cpu_info(), **gpu, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "precision": opts.precision, "n": args.n, "steps": args.steps,
+    result = {"benchmark": "stream_overhead", "device": str(device), "machine": record(opts.precision, **gpu),
+              "n": args.n, "steps": args.steps,
               "sampler": opts.sampler, "guidance": opts.guidance, "guidance_interval": list(opts.guidance_interval),
               "batch_size": opts.batch_size, "rounds": args.rounds, "params": count_parameters(pipe.denoiser.net),
               "rows": rows}
-    where = result.get("gpu") or result["cpu_model"]
-    print(f"{args.n} images, DDIM {args.steps} steps, w = {opts.guidance:g}, {opts.precision}, batch "
-          f"{opts.batch_size}, {args.rounds} interleaved rounds on {where} ({device}, {result['threads']} threads)")
+    where = result["machine"].get("gpu") or describe(result)
+    print(f"{args.n} images, DDIM {args.steps} steps, w = {opts.guidance:g}, batch {opts.batch_size}, "
+          f"{args.rounds} interleaved rounds on {where} ({device})")
     for r in rows:
         print(f"  {r['way']:28s} {r['median_s']:8.3f} s  {r['images_per_s']:8.2f} img/s  "
               f"x{r['ratio_to_generate']:.3f} of generate   rounds: {', '.join(f'{s:.3f}' for s in r['seconds'])}")

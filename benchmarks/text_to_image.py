@@ -15,16 +15,13 @@ Prints and writes benchmarks/results/text_to_image.json:
   seed for both: the share of pairs whose measured attribute differs in the asked direction (goal >= 85%);
 * the step-time ratio: a training step of the text model over the class-conditional step of the same U-Net (in the
   same latent space for a latent preset), from interleaved rounds (goal <= 1.3);
-* the machine: CPU model (lscpu), its ISA flags, ATen's CPU capability, precision, threads, /proc/loadavg.
+* the machine (common.machine.record: CPU model, ISA flags, ATen's CPU capability, precision, threads) and the
+  load average.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,93 +29,19 @@ import torch
 
 from noisecraft.config import apply_overrides, preset, to_json
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import cpu_info  # noqa: E402  (benchmarks/machine.py: CPU model, ISA flags, kernel caps, load)
-
-HELD_OUT = ("a sketch of the numeral {}", "{}, written by hand", "the handwritten number {} on paper",
-            "someone wrote a {}", "here is the digit {} in ink", "a scribbled {}", "an example of a handwritten {}",
-            "the figure {}", "a black and white picture of a {}", "{} drawn with a pen")
-PAIRS = {"thickness": ("a bold {}", "a thin {}"), "slant": ("a {} leaning right", "a {} leaning left"),
-         "size": ("a large {}", "a small {}")}  # (higher, lower) measured value asked for
-
-
-def machine(precision: str) -> dict:
-    """What the figures were measured on: the CPU (model name as lscpu gives it, ISA flags, kernel caps), the
-    kernels ATen runs, precision and threads."""
-    return {**cpu_info(), "cpus": os.cpu_count(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "precision": precision, "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]  # 1, 5 and 15 minutes: others share these cores
+from common.cli import train_cli
+from common.judge import attribute_pairs, paraphrase_accuracy
+from common.machine import record
+from common.results import loadavg
 
 
 def train(run: Path, preset_name: str, autoencoder: str | None) -> dict:
     """`noisecraft train --preset P [--autoencoder AE]` in fp32 as a subprocess; its wall time and the load."""
-    cmd = [sys.executable, "-m", "noisecraft", "train", "--preset", preset_name, "--out", str(run), "--overwrite",
-           "--train.precision=fp32", "--no-progress", *(["--autoencoder", autoencoder] if autoencoder else [])]
-    before, t0 = loadavg(), time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
-    summary = json.loads((run / "summary.json").read_text())
-    return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_seconds": round(wall, 1),
-            "train_loop_seconds": round(summary["train_seconds"], 1), "steps": summary["steps"],
-            "params": summary["params"], "loadavg_before": before, "loadavg_after": loadavg()}
-
-
-def held_out_prompts() -> list[str]:
-    """Each held-out wording with each digit as a word and as a numeral, checked against every training caption."""
-    from noisecraft.captions import DIGIT_WORDS
-    from noisecraft.config import DataConfig
-    from noisecraft.data import load_dataset
-
-    prompts = [t.format(name) for t in HELD_OUT for d in range(10) for name in (DIGIT_WORDS[d], str(d))]
-    training = set(load_dataset(DataConfig(captions="on"), "train").captions.texts)
-    assert not training & set(prompts), "a held-out prompt is a training caption"
-    return prompts
-
-
-def paraphrase_accuracy(pipe, opts, n: int) -> dict:
-    from noisecraft.captions import parse_prompt
-    from noisecraft.evaluate.classifier import classifier_accuracy
-
-    prompts = held_out_prompts()
-    asked = [prompts[i % len(prompts)] for i in range(n)]
-    labels = torch.tensor([parse_prompt(p, pipe.class_names, digits=True)[0] for p in asked])
-    t0 = time.perf_counter()
-    images = pipe.generate(n, prompt=asked, options=opts, progress=True)
-    acc = classifier_accuracy(images, labels, dataset="digits")
-    per = {t: round(classifier_accuracy(images[idx], labels[idx], dataset="digits"), 3)
-           for t, idx in _by_template(asked).items()}
-    return {"n": n, "prompts": len(prompts), "templates": list(HELD_OUT), "accuracy": round(acc, 4),
-            "accuracy_by_template": per, "sampling_seconds": round(time.perf_counter() - t0, 1)}
-
-
-def _by_template(asked: list[str]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, p in enumerate(asked):
-        t = next(t for t in HELD_OUT if p.startswith(t.split("{}")[0]) and p.endswith(t.split("{}")[1]))
-        out.setdefault(t, []).append(i)
-    return out
-
-
-def attribute_pairs(pipe, opts, seeds: int) -> dict:
-    """For each attribute, digits 0-9 x `seeds` seeds: both prompts of a pair at the same seed."""
-    from noisecraft.captions import DIGIT_WORDS, measure_attributes
-
-    out, agree_all, t0 = {}, [], time.perf_counter()
-    for attribute, (high, low) in PAIRS.items():
-        words = [DIGIT_WORDS[d] for d in range(10) for _ in range(seeds)]
-        # image i of each side is seeded seed + i: the pair shares its noise
-        hi = measure_attributes(pipe.generate(len(words), prompt=[high.format(w) for w in words], options=opts))
-        lo = measure_attributes(pipe.generate(len(words), prompt=[low.format(w) for w in words], options=opts))
-        agree = hi[attribute] > lo[attribute]
-        agree_all.append(agree)
-        out[attribute] = {"pair": [high, low], "pairs": len(words), "agreement": round(agree.float().mean().item(), 4),
-                          "median_difference": round((hi[attribute] - lo[attribute]).median().item(), 4)}
-    out["overall"] = round(torch.cat(agree_all).float().mean().item(), 4)
-    out["sampling_seconds"] = round(time.perf_counter() - t0, 1)
-    return out
+    flags = ["--overwrite", "--train.precision=fp32", *(["--autoencoder", autoencoder] if autoencoder else [])]
+    before = loadavg()
+    rec = train_cli("train", preset_name, run, flags, quiet=False)
+    return {"command": rec["command"], "wall_seconds": rec["wall_s"], "train_loop_seconds": rec["train_loop_s"],
+            "steps": rec["steps"], "params": rec["params"], "loadavg_before": before, "loadavg_after": loadavg()}
 
 
 def step_ratio(preset_name: str, autoencoder: str | None, rounds: int = 12, steps: int = 4) -> dict:
@@ -176,7 +99,7 @@ def main() -> None:
     from noisecraft.pipeline import load_pipeline
 
     run = Path(args.run)
-    result = {"preset": args.preset, "autoencoder": args.autoencoder, "machine": machine(args.precision),
+    result = {"preset": args.preset, "autoencoder": args.autoencoder, "machine": record(args.precision),
               "loadavg_start": loadavg()}
     if not args.no_train:
         result["train"] = train(run, args.preset, args.autoencoder)

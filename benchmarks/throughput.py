@@ -4,9 +4,9 @@
 
 On the digits preset (28x28x1, 10 classes, batch 64) and on this machine, it measures:
   * training images/s of noisecraft's own loop (`noisecraft.train.train`, the code the CLI runs; throughput from
-    its log) vs the diffusers-style loop in `diffusers_reference.py` (a UNet2DModel within 10% of our parameter
-    count, per-image torchvision transforms in a DataLoader, DDPMScheduler.add_noise, AdamW, EMAModel), in fp32
-    and, where bf16 is native (GPUs, AMX or AVX512-BF16 CPUs), in bf16 autocast, and the ratios. The headline is
+    its log) vs the diffusers-style loop in `common/diffusers_reference.py` (a UNet2DModel within 10% of our
+    parameter count, per-image torchvision transforms in a DataLoader, DDPMScheduler.add_noise, AdamW, EMAModel), in
+    fp32 and, where bf16 is native (GPUs, AMX or AVX512-BF16 CPUs), in bf16 autocast, and the ratios. The headline is
     the same-precision ratio at noisecraft's default precision (`auto`: bf16 where native, else fp32), so a
     faster number format never passes for a faster loop; each side at its own default is reported beside it;
   * sampling images/s at 20 network evaluations (DDIM, no guidance) vs diffusers' DDIMScheduler loop;
@@ -33,10 +33,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diffusers_reference import ReferenceTrainer, ddim_sample, reference_unet  # noqa: E402
-from machine import cpu_info  # noqa: E402
-
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.diffusion import Denoiser, diffusion_loss  # noqa: E402
@@ -44,6 +40,9 @@ from noisecraft.models import build_model, count_parameters  # noqa: E402
 from noisecraft.pipeline import Pipeline  # noqa: E402
 from noisecraft.precision import use_bf16  # noqa: E402
 from noisecraft.train import train  # noqa: E402
+
+from common.diffusers_reference import ReferenceTrainer, ddim_sample, reference_unet
+from common.machine import record
 
 
 def sync(device: torch.device) -> None:
@@ -199,9 +198,8 @@ def main() -> None:
 
     med = statistics.median
     result = {
-        "machine": {"device": str(device), **cpu_info(),  # with the load average: others sharing the cores
-                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": record(device=str(device),  # with the load average: others sharing the cores
+                          gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None),
         "setup": {"preset": "digits", "image": [data.channels, data.image_size, data.image_size], "batch": batch,
                   "params_ours": ours_params, "params_reference": ref_params,
                   "params_ratio": ref_params / ours_params, "rounds": args.rounds, "timed_steps": args.steps,

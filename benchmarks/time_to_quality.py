@@ -1,5 +1,5 @@
 """Time to quality: training wall-clock until the digits model's samples reach a conditional accuracy, noisecraft
-vs the diffusers-style reference loop (`diffusers_reference.py`), same data, batch, budget and judge.
+vs the diffusers-style reference loop (`common/diffusers_reference.py`), same data, batch, budget and judge.
 
     python benchmarks/time_to_quality.py [--budget 300] [--chunk-steps 250] [--target 0.9] [--n 100]
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diffusers_reference import ReferenceTrainer, ddim_sample  # noqa: E402
-
 from noisecraft.config import apply_overrides, preset  # noqa: E402
 from noisecraft.data import load_dataset  # noqa: E402
 from noisecraft.evaluate.classifier import classifier_accuracy  # noqa: E402
 from noisecraft.pipeline import load_pipeline  # noqa: E402
 from noisecraft.train import train  # noqa: E402
+
+from common.diffusers_reference import ReferenceTrainer, ddim_sample
+from common.machine import record
 
 
 class Ours:
@@ -123,9 +122,9 @@ def main() -> None:
                     active.remove(side)
 
     result = {
-        "setup": {"preset": "digits", "device": str(device), "threads": torch.get_num_threads(),
-                  "load_average_1_5_15": list(os.getloadavg()),  # other processes sharing the cores
-                  "batch": cfg.train.batch_size, "budget_seconds": args.budget, "target_accuracy": args.target,
+        "machine": record(precision),  # with the load average: other processes sharing the cores
+        "setup": {"preset": "digits", "device": str(device), "batch": cfg.train.batch_size,
+                  "budget_seconds": args.budget, "target_accuracy": args.target,
                   "chunk_steps": args.chunk_steps, "samples_per_eval": args.n,
                   "sampler": f"ddim {args.sample_steps} steps, guidance {guidance}",
                   "reference_precision": reference_precision, "ours_precision": precision,

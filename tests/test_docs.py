@@ -124,8 +124,7 @@ def test_links_stay_inside_the_repository():
 
 
 def _figures():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import figures
+    import figures  # benchmarks/ is on the path (pytest's pythonpath setting), as for `python benchmarks/X.py`
 
     return figures
 
@@ -134,10 +133,12 @@ def test_every_rendered_block_is_what_its_result_files_render():
     """Every `<!-- NAME: begin -->` ... `<!-- NAME: end -->` block of README.md and docs/ names a table of
     benchmarks/figures.py and holds what it makes of the result files today: a figure that differs from its file (or
     a file that changed under it) fails here, and so does a block of an unknown name."""
+    from common.pages import blocks, pages
+
     figures = _figures()
     compared, stale = 0, []
-    for page in figures.pages_with_blocks():
-        for name, body in figures.blocks(page.read_text()):
+    for page in pages():
+        for name, body in blocks(page.read_text()):
             assert name in figures.TABLES, f"{page.relative_to(ROOT)}: no table renders the block {name!r}"
             compared += 1
             stale += [f"{page.relative_to(ROOT)}: {name}"] * (body != figures.render(name).strip())
@@ -176,7 +177,6 @@ def test_every_rendered_row_names_its_machine_and_an_existing_file():
 
 
 def _prose_figures():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import prose_figures
 
     return prose_figures
