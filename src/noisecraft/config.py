@@ -41,6 +41,9 @@ class DataConfig:
     augment: tuple[str, ...] = ()
     augment_p: float = 0.12  # probability of each transform per image (EDM's CIFAR-10 setting)
     subset: int = 0  # train on the first N images of the train split (a fixed random order); 0 = all
+    # Keep only the images of these classes (names, e.g. 0,1,2 for digits; sub-folder names for a folder), in both
+    # splits; labels keep their numbering, so a class left out can be taught afterwards (`noisecraft finetune`). () = all
+    classes: tuple[str, ...] = ()
     balance: str = "none"  # registry.BALANCES: none | colour (images of rare dominant colours drawn more often)
     background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
@@ -285,6 +288,9 @@ class Config:
         PRECISIONS.get(self.train.precision, "train.precision")
         CAPTIONS.get(self.data.captions, "data.captions")
         BALANCES.get(self.data.balance, "data.balance")
+        self.data.classes = tuple(c.strip() for c in self.data.classes)
+        if "" in self.data.classes or len(set(self.data.classes)) != len(self.data.classes):
+            raise UserError(f"data.classes must be distinct non-empty class names, got {','.join(self.data.classes)}")
         if self.model.text_encoder and self.data.captions == "off":
             raise UserError("model.text_encoder needs captions: drop --data.captions=off")
         if self.model.text_max_tokens < 2:
