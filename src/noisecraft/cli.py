@@ -73,31 +73,50 @@ def cmd_train(args, extra) -> int:
     return 0
 
 
-def cmd_distill(args, extra) -> int:
+def _train_derived(args, extra, given: list[str], make_config) -> int:
+    """`distill` and `finetune`: a run made from another (`make_config(overrides)`), or --resume of one with its
+    saved config."""
     from noisecraft.train import train
-    from noisecraft.train.distill import student_config
 
     if args.resume:
         from noisecraft.rundir import RunDir
 
-        if args.method or args.checkpoint:
-            raise UserError("--resume continues the distillation with its saved config: drop --checkpoint and "
-                            "--method")
+        if given:
+            raise UserError(f"--resume continues the {args.command} with its saved config: drop {' and '.join(given)}")
         run = RunDir(args.out)
         if not run.config.is_file():
-            raise UserError(f"{args.out} holds no distillation to resume (no config.json)")
+            raise UserError(f"{args.out} holds no {args.command} run to resume (no config.json)")
         cfg = run.resume_config(extra[:1], args.steps, args.device, None)
     else:
         if not args.checkpoint:
-            raise UserError("give the teacher: --checkpoint RUN")
+            raise UserError("give the run to start from: --checkpoint RUN")
         overrides = _overrides(extra)
         if args.device:
             overrides["train.device"] = args.device
-        cfg = student_config(args.checkpoint, args.method or "cd", args.steps, overrides)
+        cfg = make_config(overrides)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:
         print(to_json(summary))
     return 0
+
+
+def cmd_distill(args, extra) -> int:
+    from noisecraft.train.distill import student_config
+
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--method", args.method)) if v]
+    return _train_derived(args, extra, given, lambda o: student_config(args.checkpoint, args.method or "cd",
+                                                                       args.steps, o))
+
+
+def cmd_finetune(args, extra) -> int:
+    from noisecraft.train.finetune import finetune_config
+
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--data-root", args.data_root),
+                            ("--rank", args.rank)) if v]
+    if not args.resume and not args.data_root:
+        raise UserError("give the images to learn from: --data-root FOLDER (class sub-folders or metadata.jsonl)")
+    return _train_derived(args, extra, given, lambda o: finetune_config(args.checkpoint, args.data_root, args.rank,
+                                                                        args.steps, o))
 
 
 def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:
@@ -463,6 +482,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_edit_parser(sub)
     _add_distill_parser(sub)
+    _add_finetune_parser(sub)
     _add_ema_parser(sub)
 
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
@@ -536,6 +556,24 @@ def _add_distill_parser(sub) -> None:
     d.add_argument("--method", choices=DISTILLATIONS.names(), help=f"{DISTILLATIONS.help()} (default: cd)")
     _add_run_flags(d, "optimizer steps (default: measured, see benchmarks/fewstep.py)")
     d.set_defaults(func=cmd_distill)
+
+
+def _add_finetune_parser(sub) -> None:
+    from noisecraft.registry import LORA_TARGETS
+
+    f = sub.add_parser("finetune", help="teach a trained run a new concept or style from a few images (LoRA)",
+                       description="Train a low-rank adapter (LoRA, through peft) on a frozen diffusion run from a "
+                       "folder of images (class sub-folders, or metadata.jsonl / .txt captions for a text run), with "
+                       "DreamBooth's prior preservation: images the base draws for its own classes join every batch "
+                       "(--finetune.prior_weight, --finetune.prior_prompts). A training run like any other (resume, "
+                       "signals, logs, checkpoints); it ends with <out>/adapter/ in peft's layout, which sample, "
+                       "edit, evaluate, explain and serve load with --lora PATH[:SCALE]. Targets: "
+                       f"{LORA_TARGETS.help()} (--finetune.targets).")
+    f.add_argument("--checkpoint", help="the base: a diffusion run directory or checkpoint file (never changed)")
+    f.add_argument("--data-root", help="the folder of images to learn from")
+    f.add_argument("--rank", type=int, help="the adapter's rank r (default 8)")
+    _add_run_flags(f, "optimizer steps (default 400)")
+    f.set_defaults(func=cmd_finetune)
 
 
 def _add_edit_parser(sub) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from noisecraft.errors import UserError
 from noisecraft.registry import (ARCHITECTURES, AUGMENTATIONS, BALANCES, BEST_METRICS, CAPTIONS, DATASETS,
-                                 DISTILLATIONS, EMOJI_EXCLUDES, EMOJI_GROUPS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS,
+                                 DISTILLATIONS, EMOJI_EXCLUDES, EMOJI_GROUPS, LORA_TARGETS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS,
                                  PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
 
 # The largest sigma_rel of a power-function EMA profile with gamma >= 0 (the uniform average over all of training has
@@ -216,6 +216,25 @@ class DistillConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """`finetune`: a low-rank adapter (LoRA) trained on a frozen run (train.task=finetune, `noisecraft finetune`)."""
+
+    base: str | None = None  # the base run's checkpoint file (set by `noisecraft finetune`); never written to
+    base_sha256: str = ""  # of that file: the adapter records it, and refuses to load on another base
+    rank: int = 8  # r of every adapted layer (W + alpha / r * B A); its file grows linearly with it
+    alpha: float = 0.0  # LoRA's alpha; 0: the rank (a scale of 1 then adds B A as trained)
+    targets: str = "attention"  # registry.LORA_TARGETS: attention | attention+blocks
+    # Prior preservation (DreamBooth, Ruiz et al. 2023): images the base draws for these prompts (text runs) or
+    # class names (class runs), drawn once at the start, join every batch with weight prior_weight, so the adapter
+    # keeps what the base did. () = the base's own classes (text runs: a caption naming each); 0 images: off.
+    prior_prompts: tuple[str, ...] = ()
+    prior_images: int = 200  # images the base draws for prior preservation, cycled over prior_prompts
+    prior_weight: float = 1.0  # weight of the prior images' loss against the new images'
+    trigger: str = ""  # the prompt or class that calls the adapter up (recorded); "": the data's first caption
+    licence: str = ""  # the training images' licence, recorded in the adapter ("" = unknown)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -224,6 +243,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -306,6 +326,7 @@ class Config:
         _positive("distill.grid_ramp_steps", self.distill.grid_ramp_steps)
         if not self.distill.huber_c > 0:
             raise UserError(f"distill.huber_c must be > 0, got {self.distill.huber_c}")
+        self._validate_finetune()
         LR_SCHEDULES.get(self.train.lr_schedule, "train.lr_schedule")
         if BEST_METRICS.get(self.train.best_metric, "train.best_metric").needs_eval and self.train.eval_every <= 0:
             raise UserError(f"train.best_metric={self.train.best_metric} needs train.eval_every > 0")
@@ -351,6 +372,15 @@ class Config:
         if not 0.0 < self.diffusion.beta_start < self.diffusion.beta_end < 1.0:
             raise UserError("diffusion betas must satisfy 0 < beta_start < beta_end < 1")
         self._validate_autoencoder()
+
+    def _validate_finetune(self) -> None:
+        f = self.finetune
+        LORA_TARGETS.get(f.targets, "finetune.targets")
+        _positive("finetune.rank", f.rank)
+        if not f.alpha >= 0 or f.prior_images < 0 or not f.prior_weight >= 0:  # NaN fails too
+            raise UserError(f"finetune.alpha, prior_images and prior_weight must be >= 0, got {f.alpha}, "
+                            f"{f.prior_images} and {f.prior_weight}")
+        f.prior_prompts = tuple(p.strip() for p in f.prior_prompts if p.strip())
 
     def _validate_posthoc(self) -> None:
         tc = self.train

@@ -94,6 +94,9 @@ TASKS.register("autoencoder", "noisecraft.train.autoencoder:AutoencoderTask",
 TASKS.register("distill", "noisecraft.train.distill:DistillTask",
                "a student tuned from a trained run into a consistency model (1-4 network calls a sample)",
                draws=True)
+TASKS.register("finetune", "noisecraft.train.finetune:FinetuneTask",
+               "a low-rank adapter (LoRA, through peft) trained on a frozen run from a few images, with DreamBooth's "
+               "prior preservation", draws=True)
 
 # How `noisecraft distill` turns a teacher into a few-step student (distill.method).
 DISTILLATIONS: Registry[Entry] = Registry("distillation method")

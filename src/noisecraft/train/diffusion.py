@@ -55,7 +55,7 @@ class DiffusionTask(Task):
             self.text, self.caption_table = self._embed_captions(ctx)
             self.preview_prompts = ctx.captions.examples(10)  # the rows of the sample grids
             self.figure_prompt = max(ctx.captions.texts[:200], key=len)  # digits: one naming all three attributes
-        self.net = build_model(cfg.model).to(self.device)
+        self.net = self.build_net().to(self.device)
         tc = cfg.train
         self.channels_last = self.device.type == "cuda" if tc.channels_last is None else tc.channels_last
         if self.channels_last:  # NHWC: faster convs on tensor-core GPUs (measured slower on CPU, hence off there)
@@ -68,6 +68,14 @@ class DiffusionTask(Task):
         # DDP and torch.compile wrap the network for the step only; EMA and checkpoints use the plain module.
         step_net = ctx.wrap(self.net)
         self.step_fn = self.denoiser if step_net is self.net else Denoiser(step_net, cfg.diffusion)
+
+    def build_net(self) -> torch.nn.Module:
+        """The network trained (a fine-tuning: the base's, with adapters)."""
+        return build_model(self.cfg.model)
+
+    def caption_texts(self, ctx: TaskContext) -> list[str]:
+        """The texts embedded up front, whose rows `condition` indexes: the training captions."""
+        return list(ctx.captions.texts)
 
     @classmethod
     def configure(cls, cfg: Config, data) -> Config:
@@ -146,7 +154,7 @@ class DiffusionTask(Task):
         file = ctx.root / EMBEDDINGS_FILE if ctx.root is not None else None
         text = TextEmbeddings(m.text_encoder, m.text_max_tokens, self.device, file)
         cached = len(text)
-        table = text(ctx.captions.texts, self.device)
+        table = text(self.caption_texts(ctx), self.device)
         if file is not None and len(text) > cached and ctx.dist.is_main:
             text.save(file)
         return text, table
