@@ -33,7 +33,7 @@ def nines_folder(root: Path, n: int = 10, caption: str = "a nine") -> Path:
 
 @pytest.fixture(scope="module")
 def lora_runs(tmp_path_factory):
-    """A tiny text base trained without nines, and a 6-step fine-tuning of it on ten captioned nines."""
+    """A tiny text base trained without nines, and a 12-step fine-tuning of it on ten captioned nines."""
     if not HAS_TEXT:
         pytest.skip('the text extra is not installed: pip install -e ".[text]"')
     from noisecraft.cli import main
@@ -46,8 +46,8 @@ def lora_runs(tmp_path_factory):
                  "--model.cross_attn_resolutions=14", "--data.classes=0,1,2,3,4,5,6,7,8"]) == 0
     folder = nines_folder(tmp / "nines")
     ft = tmp / "nines-run"
-    assert main(["finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(ft), "--steps", "6",
-                 "--rank", "2", "--no-progress", "--train.batch_size=4", "--finetune.prior_images=4",
+    assert main(["finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(ft), "--steps", "12",
+                 "--rank", "2", "--no-progress", "--train.batch_size=4", "--train.warmup_steps=0", "--train.lr=0.01", "--finetune.prior_images=4",
                  "--sample.steps=2", "--train.log_every=1", "--finetune.licence=CC BY-SA 3.0"]) == 0
     return base, ft, folder
 
@@ -72,3 +72,130 @@ def test_finetune_saves_an_adapter_in_peft_layout_with_its_base_recorded(lora_ru
     assert record["base_sha256"] == content_hash([base_file]) and record["trigger"] == "a nine"
     assert record["licence"] == "CC BY-SA 3.0" and record["rank"] == 2
     assert (adapter / "adapter_model.safetensors").stat().st_size < 0.25 * base_file.stat().st_size
+
+
+def _pipe(lora_runs):
+    from noisecraft.pipeline import load_pipeline
+
+    base, _, _ = lora_runs
+    return load_pipeline(base, "cpu")
+
+
+@needs_text
+def test_the_adapter_loads_with_peft_directly_and_matches_the_merged_network(lora_runs):
+    import copy
+
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    _, ft, _ = lora_runs
+    pipe = _pipe(lora_runs)
+    net = copy.deepcopy(pipe.denoiser.net)
+    inject_adapter_in_model(LoraConfig.from_pretrained(str(ft / "adapter")), net)
+    result = set_peft_model_state_dict(net, load_file(str(ft / "adapter" / "adapter_model.safetensors")))
+    assert not result.unexpected_keys
+    pipe.load_lora(ft)
+    pipe.adapters.apply(pipe.adapters.active())
+    x, sigma = torch.randn(2, 1, 28, 28), torch.tensor([0.5, 2.0])
+    cond = pipe.condition(["a nine", "a handwritten two"])
+    with torch.no_grad():
+        merged = pipe.denoiser.net(x, sigma, **cond)
+        assert torch.allclose(net(x, sigma, **cond), merged, atol=1e-5)
+
+
+@needs_text
+def test_finetune_trains_only_the_adapter_and_its_loss_falls(lora_runs):
+    from noisecraft.checkpoint import load_checkpoint
+
+    _, ft, _ = lora_runs
+    ckpt = load_checkpoint(ft, "last")
+    assert sorted(ckpt.meta["modules"]) == ["lora", "lora_ema"]
+    assert all(".lora_A." in k or ".lora_B." in k for k in ckpt.tensors if not k.startswith("optimizer."))
+    records = [json.loads(line) for line in (ft / "log.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in records if r["kind"] == "val"]
+    assert len([r for r in records if r["kind"] == "train"]) == 12 and val[-1] < val[0]
+
+
+@needs_text
+def test_scale_zero_and_no_adapter_draw_the_base_pixels_and_two_adapters_mix(lora_runs, tmp_path):
+    _, ft, _ = lora_runs
+    pipe = _pipe(lora_runs)
+    kw = dict(n=2, prompt="a nine", steps=2, seed=3)
+    base = pipe.generate(**kw)
+    pipe.load_lora(ft, name="nines", scale=1.0)
+    shutil.copytree(ft / "adapter", tmp_path / "again")
+    pipe.load_lora(tmp_path / "again", name="again", scale=0.5)
+    both = pipe.generate(**kw)
+    pipe.set_loras({"nines": 0.0, "again": 0.0})
+    assert torch.equal(pipe.generate(**kw), base)
+    pipe.set_loras({"nines": 1.5})
+    mixed = pipe.generate(**kw).int()  # 1.5 x one = 1 x one + 0.5 x the same adapter, up to rounding
+    assert (mixed - both.int()).abs().max() <= 1 and not torch.equal(both, base)
+    assert torch.equal(pipe.generate(**{**kw, "prompt": "a nine <lora:nines:0> <lora:again:0>"}), base)
+    pipe.unload_lora()
+    assert torch.equal(pipe.generate(**kw), base)
+
+
+@needs_text
+def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lora_runs, cli, tmp_path):
+    from noisecraft.imageinfo import parse_parameters, read_parameters
+    from noisecraft.rundir import content_hash
+
+    base, ft, _ = lora_runs
+    code, out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "2", "--steps", "2",
+                         "--device", "cpu", "--lora", f"{ft}:0.8", "--prompt", "a nine <lora:nines-run:0.5>")
+    assert code == 0, err
+    text = read_parameters(tmp_path / "s" / "000000.png")
+    sha = content_hash([ft / "adapter" / "adapter_model.safetensors"])
+    assert text.splitlines()[0] == "a nine" and parse_parameters(text)["lora"] == f"nines-run:{sha}:0.5"
+
+
+@needs_text
+@pytest.mark.parametrize("flags, message", [
+    (["--lora", "{ft}:nan"], "scale of --lora .* must be a number in \\[-2, 2\\], got nan"),
+    (["--lora", "{ft}:2.5"], "must be a number in \\[-2, 2\\], got 2.5"),
+    (["--lora", "{tmp}"], "is not a LoRA adapter in peft's layout"),
+    (["--lora", "{ft}", "--prompt", "a nine <lora:other:1>"], "no adapter named 'other' is loaded"),
+])
+def test_bad_lora_input_is_one_error_line_and_nothing_drawn(lora_runs, cli, tmp_path, flags, message):
+    import re
+
+    base, ft, _ = lora_runs
+    flags = [f.format(ft=ft, tmp=tmp_path) for f in flags]
+    code, out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "1", "--steps", "2",
+                         "--device", "cpu", *flags)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(lines) == 1 and re.search(message, lines[0]), err
+    assert not (tmp_path / "s").exists()
+
+
+@needs_text
+def test_an_adapter_of_another_base_or_truncated_is_refused(lora_runs, tmp_path):
+    _, ft, _ = lora_runs
+    pipe = _pipe(lora_runs)
+    other = shutil.copytree(ft / "adapter", tmp_path / "other")
+    record = json.loads((other / "noisecraft_adapter.json").read_text())
+    (other / "noisecraft_adapter.json").write_text(json.dumps({**record, "base_sha256": "ab" * 32}))
+    with pytest.raises(UserError, match=f"sha256 {'ab' * 32}, but this checkpoint \\({record['base_sha256']}\\)"):
+        pipe.load_lora(other)
+    cut = shutil.copytree(ft / "adapter", tmp_path / "cut")
+    data = (cut / "adapter_model.safetensors").read_bytes()
+    (cut / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="not a readable safetensors file, perhaps truncated"):
+        pipe.load_lora(cut)
+
+
+@needs_text
+def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli, tmp_path):
+    base, _, folder = lora_runs
+    (tmp_path / "empty").mkdir()
+    for flags, message in ((["--rank", "0"], "--rank must be > 0"),
+                           (["--rank", "4096"], "rank must be between 1 and the narrowest adapted layer's width"),
+                           (["--data-root", tmp_path / "empty"], "no images|holds 0 image")):
+        args = ["--data-root", folder, *flags] if flags[0] != "--data-root" else flags
+        code, _, err = cli("finetune", "--checkpoint", base, "--out", tmp_path / "ft", "--steps", "1",
+                           "--no-progress", *args)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code != 0 and len(lines) == 1, err
+        import re
+        assert re.search(message, lines[0]), lines[0]

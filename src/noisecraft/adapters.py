@@ -310,8 +310,3 @@ class Adapters:
         for path, weight in self._base.items():
             self.net.get_submodule(path).weight.copy_(weight)
         self._applied = {}
-
-
-def describe(active: tuple[tuple[str, str, float], ...]) -> str | None:
-    """The adapters of an image for its PNG `parameters`: 'name:sha256:scale, ...' (None without adapters)."""
-    return ", ".join(f"{n}:{sha}:{s:g}" for n, sha, s in active) or None

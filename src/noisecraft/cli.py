@@ -138,6 +138,19 @@ def _sampling_options(args):
                            batch_size=args.batch_size, precision=args.precision, negative_prompt=args.negative_prompt)
 
 
+def _loras(args) -> list[tuple[str, float]]:
+    """--lora PATH[:SCALE] (repeatable) -> [(path, scale)]."""
+    from noisecraft.adapters import parse_lora_arg
+
+    return [parse_lora_arg(text) for text in args.lora or []]
+
+
+def _add_lora_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                   help="a LoRA adapter (a finetune run or a peft adapter folder) at SCALE in [-2, 2] (default 1); "
+                   "repeat for several. Text prompts may set a loaded one's scale with <lora:NAME:SCALE>")
+
+
 def _prompts(args) -> list[str] | None:
     """The prompts of --prompt (repeatable) and --prompt-file (one a line; blank lines and # comments skipped)."""
     prompts = list(args.prompt or [])
@@ -160,7 +173,7 @@ def cmd_sample(args, extra) -> int:
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
     options = _sampling_options(args)
-    pipe = load_pipeline(args.checkpoint, args.device)
+    pipe = load_pipeline(args.checkpoint, args.device, loras=_loras(args))
     req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), options=options)
     images = pipe.generate(request=req, progress=True)
     settings = image_settings(pipe, req, model=str(args.checkpoint))  # PNG `parameters`
@@ -201,7 +214,7 @@ def cmd_edit(args, extra) -> int:
     mask = _edit_mask(args, image.size)
     options = _sampling_options(args)
     options.strength, options.jumps = args.strength, args.jumps
-    pipe = load_pipeline(args.checkpoint, args.device)
+    pipe = load_pipeline(args.checkpoint, args.device, loras=_loras(args))
     req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), image=image, mask=mask, options=options)
     images = pipe.generate(request=req, progress=True)
     out = save_images(images, args.out, settings=image_settings(pipe, req, model=str(args.checkpoint)))
@@ -303,7 +316,7 @@ def cmd_evaluate(args, extra) -> int:
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
     opts = EvalOptions(n=args.n, sampling=_sampling_options(args), device=args.device, prompts=_prompts(args),
-                       clip_weights=args.clip_weights,
+                       clip_weights=args.clip_weights, loras=_loras(args),
                        inception=not args.no_inception, inception_weights=args.inception_weights,
                        classifier=not args.no_classifier, progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
@@ -346,7 +359,8 @@ def cmd_explain(args, extra) -> int:
     figures = tuple(f.strip() for f in args.figures.split(",") if f.strip()) if args.figures else None
     index = explain(args.checkpoint, args.out, ExplainOptions(figures=figures, seed=args.seed, n=args.n,
                                                               steps=args.steps, class_index=args.class_index,
-                                                              prompts=list(args.prompt or [])), device=args.device)
+                                                              prompts=list(args.prompt or []), loras=_loras(args)),
+                    device=args.device)
     print(f"wrote {len(index['figures'])} figures and explain.json to {args.out}")
     return 0
 
@@ -426,6 +440,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
                    help="text models: prompts, one a line (blank lines and # comments skipped)")
     p.add_argument("--negative-prompt", help="text models: guidance steers away from this prompt instead of the "
                    "empty one")
+    _add_lora_flag(p)
 
 
 def _add_train_args(t: argparse.ArgumentParser, default_preset: str) -> None:
@@ -619,6 +634,7 @@ def _add_explain_parser(sub) -> None:
     x.add_argument("--prompt", action="append", help="text models: a row's prompt (repeat; default: the dataset's "
                    "captions)")
     x.add_argument("--device", default="auto", help="auto (the first GPU, else the CPU) | cpu | cuda | cuda:N")
+    _add_lora_flag(x)
     x.set_defaults(func=cmd_explain)
 
 

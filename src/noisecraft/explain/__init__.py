@@ -39,6 +39,7 @@ class ExplainOptions:
     guidance: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 7.0)  # weights of the guidance sweep
     class_index: int | None = None  # class models: the class of every row; None: classes 0, 1, ... in turn
     prompts: list[str] = field(default_factory=list)  # text models: the rows' prompts; []: the dataset's captions
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (path, scale) of LoRA adapters to draw with
 
 
 class ExplainContext:
@@ -102,7 +103,7 @@ def explain(checkpoint: str | Path, out: str | Path, options: ExplainOptions | N
     if pipe is None:
         from noisecraft.pipeline import load_pipeline
 
-        pipe = load_pipeline(checkpoint, device)
+        pipe = load_pipeline(checkpoint, device, loras=options.loras)
     ctx = ExplainContext(pipe, options)
     unmet = [e.name for e in entries if not ctx.supports(e.needs)]
     if options.figures is not None and unmet:
