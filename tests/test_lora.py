@@ -1,6 +1,7 @@
 """Low-rank adapters: `data.classes`, `noisecraft finetune` (a task in the training loop, only the adapter trained,
 prior preservation), the adapter in peft's layout, and adapters loaded, mixed and recorded at sampling."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lo
     code, out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "2", "--steps", "2",
                          "--device", "cpu", "--lora", f"{ft}:0.8", "--prompt", "a nine <lora:nines-run:0.5>")
     assert code == 0, err
-    text = read_parameters(tmp_path / "s" / "000000.png")
+    text = read_parameters(tmp_path / "s" / "00000.png")
     sha = content_hash([ft / "adapter" / "adapter_model.safetensors"])
     assert text.splitlines()[0] == "a nine" and parse_parameters(text)["lora"] == f"nines-run:{sha}:0.5"
 
@@ -158,8 +159,6 @@ def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lo
     (["--lora", "{ft}", "--prompt", "a nine <lora:other:1>"], "no adapter named 'other' is loaded"),
 ])
 def test_bad_lora_input_is_one_error_line_and_nothing_drawn(lora_runs, cli, tmp_path, flags, message):
-    import re
-
     base, ft, _ = lora_runs
     flags = [f.format(ft=ft, tmp=tmp_path) for f in flags]
     code, out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "1", "--steps", "2",
@@ -189,13 +188,22 @@ def test_an_adapter_of_another_base_or_truncated_is_refused(lora_runs, tmp_path)
 def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli, tmp_path):
     base, _, folder = lora_runs
     (tmp_path / "empty").mkdir()
-    for flags, message in ((["--rank", "0"], "--rank must be > 0"),
+    for k, (flags, message) in enumerate(((["--rank", "0"], "--rank must be > 0"),
                            (["--rank", "4096"], "rank must be between 1 and the narrowest adapted layer's width"),
-                           (["--data-root", tmp_path / "empty"], "no images|holds 0 image")):
+                           (["--data-root", tmp_path / "empty"], "no images|holds 0 image"))):
         args = ["--data-root", folder, *flags] if flags[0] != "--data-root" else flags
-        code, _, err = cli("finetune", "--checkpoint", base, "--out", tmp_path / "ft", "--steps", "1",
+        code, _, err = cli("finetune", "--checkpoint", base, "--out", tmp_path / f"ft{k}", "--steps", "1",
                            "--no-progress", *args)
         lines = [line for line in err.splitlines() if line.startswith("error:")]
-        assert code != 0 and len(lines) == 1, err
-        import re
-        assert re.search(message, lines[0]), lines[0]
+        assert code != 0 and len(lines) == 1 and re.search(message, lines[0]), err
+
+
+@needs_text
+def test_explain_draws_the_adapter_at_scales_zero_half_and_one(lora_runs, cli, tmp_path):
+    base, ft, _ = lora_runs
+    code, out, err = cli("explain", "--checkpoint", base, "--out", tmp_path / "x", "--figures", "lora", "--n", "2",
+                         "--steps", "2", "--device", "cpu", "--lora", ft, "--prompt", "a nine")
+    assert code == 0, err
+    index = json.loads((tmp_path / "x" / "explain.json").read_text())
+    entry = index["figures"][0] if isinstance(index["figures"], list) else index["figures"]["lora"]
+    assert (tmp_path / "x" / "lora.png").is_file() and "nines-run" in json.dumps(entry)

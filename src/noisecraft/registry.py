@@ -324,6 +324,9 @@ FIGURES.register("fewstep", "noisecraft.explain.fewstep:fewstep_figure",
 FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
                  "latent runs: latents (per channel) and their decodings, for real and sampled images",
                  needs="autoencoder")
+FIGURES.register("lora", "noisecraft.explain.lora:lora_figure",
+                 "each LoRA adapter loaded with --lora at scales 0 (the base), 0.5 and 1, the same seeds",
+                 needs="lora")
 FIGURES.register("posthoc-ema", "noisecraft.explain.posthoc_ema:posthoc_ema_figure",
                  "runs with post-hoc EMA profiles: validation loss and judge scores against the EMA length "
                  "(sigma_rel), reconstructed from the snapshots, beside the run's fixed EMA", needs="posthoc")

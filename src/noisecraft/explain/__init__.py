@@ -85,6 +85,8 @@ class ExplainContext:
             return self.pipe.config.model.arch == needs
         if needs == "autoencoder":  # a latent pipeline carries the autoencoder that decodes its samples
             return getattr(self.pipe, "autoencoder", None) is not None
+        if needs == "lora":  # adapters loaded (--lora)
+            return getattr(self.pipe, "_adapters", None) is not None and bool(self.pipe.adapters.files)
         if needs == "posthoc":  # snapshots of post-hoc EMA profiles to reconstruct from
             from noisecraft.explain.posthoc_ema import has_profiles
 
