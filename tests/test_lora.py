@@ -207,3 +207,39 @@ def test_explain_draws_the_adapter_at_scales_zero_half_and_one(lora_runs, cli, t
     index = json.loads((tmp_path / "x" / "explain.json").read_text())
     entry = index["figures"][0] if isinstance(index["figures"], list) else index["figures"]["lora"]
     assert (tmp_path / "x" / "lora.png").is_file() and "nines-run" in json.dumps(entry)
+
+
+@needs_text
+def test_the_server_lists_a_models_adapters_and_draws_with_their_scales(lora_runs, tmp_path):
+    pytest.importorskip("fastapi")
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from noisecraft.imageinfo import parse_parameters
+    from noisecraft.pipeline import load_pipeline
+    from noisecraft.serve import ServeConfig, create_app
+
+    base, ft, _ = lora_runs
+    runs = tmp_path / "runs"
+    shutil.copytree(base, runs / "base")  # the adapter names base's checkpoint by sha256, wherever it lies
+    with TestClient(create_app(ServeConfig(runs=runs, device="cpu", loras=(str(ft),)))) as c:
+        [m] = c.get("/api/models").json()["models"]
+        assert [a["name"] for a in m["loras"]] == ["nines-run"] and m["loras"][0]["trigger"] == "a nine"
+        body = {"model": "base", "prompt": "a nine", "n": 2, "seed": 3, "steps": 2, "loras": {"nines-run": 0.7}}
+        job = c.post("/api/generate", json=body).json()
+        with c.stream("GET", f"/api/jobs/{job['id']}/events") as r:
+            assert "event: done" in r.read().decode()
+        status = c.get(f"/api/jobs/{job['id']}").json()
+        got = [np.asarray(Image.open(io.BytesIO(c.get(u).content))) for u in status["images"]]
+        want = load_pipeline(base, "cpu", loras=[(ft, 0.7)]).generate(2, prompt="a nine", seed=3, steps=2)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b[0].numpy())
+        params = parse_parameters(Image.open(io.BytesIO(c.get(status["images"][0]).content)).text["parameters"])
+        assert params["lora"].startswith("nines-run:") and params["lora"].endswith(":0.7")
+        for bad, detail in (({**body, "loras": {"nines-run": 3}}, None), ({**body, "loras": {"other": 1}},
+                            "no adapter named 'other'"), ({**body, "prompt": "a nine <lora:other:1>"}, "'other'")):
+            r = c.post("/api/generate", json=bad)
+            assert r.status_code == 422 and (detail is None or detail in str(r.json()["detail"])), r.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,15 @@ def adapter_folder(path: str | Path) -> Path:
     return p
 
 
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """An adapter folder's noisecraft record, or None when it has none (or it is not JSON)."""
+    try:
+        record = json.loads((folder / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_adapter(path: str | Path) -> AdapterFile:
     """An adapter folder (peft's layout) or a fine-tuning run; a clear UserError when it is neither or is cut."""
     from peft import LoraConfig
@@ -223,9 +233,14 @@ class Adapters:
         self._shadow: nn.Module | None = None  # the network with every loaded adapter's peft layers
         self._base: dict[str, torch.Tensor] = {}  # the base weights of adapted layers, as loaded
         self._applied: dict[str, float] = {}
+        self.lock = threading.RLock()  # the server loads adapters while its worker thread draws
 
     def load(self, path: str | Path, name: str | None = None, scale: float = 1.0) -> str:
         """Load an adapter (refused if made for another base, or not fitting this network); returns its name."""
+        with self.lock:
+            return self._load(path, name, scale)
+
+    def _load(self, path: str | Path, name: str | None, scale: float) -> str:
         from peft import inject_adapter_in_model, set_peft_model_state_dict
 
         file = read_adapter(path)
@@ -263,6 +278,10 @@ class Adapters:
 
     def unload(self, name: str | None = None) -> None:
         """Forget one adapter (or all): the network gets the base's weights back at the next `apply`."""
+        with self.lock:
+            self._unload(name)
+
+    def _unload(self, name: str | None) -> None:
         names = list(self.files) if name is None else [name]
         for n in names:
             self.require(n)
@@ -274,7 +293,7 @@ class Adapters:
             kept = [(n, f.path, self.scales[n]) for n, f in self.files.items()]
             self.files, self.scales, self._shadow = {}, {}, None
             for n, p, s in kept:
-                self.load(p, n, s)
+                self._load(p, n, s)
 
     def active(self, overrides: dict[str, float] | None = None) -> tuple[tuple[str, str, float], ...]:
         """(name, sha256, scale) of every loaded adapter at its scale, with `overrides` (prompt tags) applied."""
@@ -287,7 +306,10 @@ class Adapters:
     @torch.no_grad()
     def apply(self, active: tuple[tuple[str, str, float], ...]) -> None:
         """Merge the adapters at the given scales into the network's weights (from the base's, every time)."""
-        want = {n: s for n, _, s in active if s != 0}
+        with self.lock:
+            self._apply({n: s for n, _, s in active if s != 0})
+
+    def _apply(self, want: dict[str, float]) -> None:
         if want == self._applied:
             return
         self._restore()

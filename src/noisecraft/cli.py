@@ -306,7 +306,8 @@ def cmd_serve(args, extra) -> int:
     except ImportError as e:
         raise UserError(f"the web app needs the serve extra ({e}): pip install -e '.[serve]'") from None
     serve(ServeConfig(runs=args.runs, data_root=args.data_root, host=args.host, port=args.port, device=args.device,
-                      cache_mb=args.cache_mb, max_queue=args.max_queue, threads=args.threads))
+                      cache_mb=args.cache_mb, max_queue=args.max_queue, threads=args.threads,
+                      loras=tuple(args.lora or ())))
     return 0
 
 
@@ -653,6 +654,9 @@ def _add_serve_parser(sub) -> None:
                    "ones are dropped)")
     v.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are answered 429")
     v.add_argument("--threads", type=int, default=0, help="CPU threads for sampling (default: all cores)")
+    v.add_argument("--lora", action="append", metavar="PATH", help="a LoRA adapter folder to offer (repeat for "
+                   "several) beside the finetune runs under --runs; each is listed for the model it was trained on, "
+                   "and a request picks its scale")
     v.set_defaults(func=cmd_serve)
 
 

@@ -284,17 +284,20 @@ class Pipeline:
     def prepare(self, n: int | None = None, class_index: int | list[int] | None = None, *,
                 labels: torch.Tensor | list[str] | None = None, prompt: str | list[str] | None = None,
                 seeds: list[int] | None = None, image=None, mask=None, options: SamplingOptions | None = None,
-                **overrides) -> Request:
+                lora_scales: dict[str, float] | None = None, **overrides) -> Request:
         """User options + the run's defaults -> one frozen `Request`. `class_index` (one class or a list cycled),
         `labels` (one condition per image) or, for a text model, `prompt` (one, or a list cycled); `seeds` gives
-        image i its own seed instead of seed + i; the rest are `SamplingOptions` fields.
+        image i its own seed instead of seed + i; `lora_scales` the scales of loaded adapters for this request
+        (others: their `set_loras` scale; `<lora:name:w>` tags in prompts win); the rest are `SamplingOptions`
+        fields.
 
         Edits start from `image` (uint8 (N, C, H, W) or (C, H, W), a PIL image or a path; one image is repeated
         n times) and, for inpainting, `mask` (True or white = regenerate). A class model asked for no class edits
         with its null class (guidance off): the image keeps what it shows."""
         prompt, tags = self._lora_tags(prompt)
         labels, more = self._lora_tags(labels) if isinstance(labels, list) else (labels, {})
-        loras = self.adapters.active({**tags, **more}) if self._adapters is not None or tags or more else ()
+        asked = {**(lora_scales or {}), **tags, **more}
+        loras = self.adapters.active(asked) if self._adapters is not None or asked else ()
         source = None
         if image is not None:
             source, n = edit_source(image, mask, shape=self.image_shape, n=n)
