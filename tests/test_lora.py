@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
+from test_text import HAS_TEXT, tiny_encoder
 
 from noisecraft.config import DataConfig
 from noisecraft.data import load_dataset
 from noisecraft.errors import UserError
-
-from conftest import TINY
-from test_text import HAS_TEXT, tiny_encoder
 
 needs_text = pytest.mark.skipif(not HAS_TEXT, reason='the text extra is not installed: pip install -e ".[text]"')
 
@@ -64,7 +63,7 @@ def test_data_classes_keeps_only_those_classes_with_their_numbering():
 def test_finetune_saves_an_adapter_in_peft_layout_with_its_base_recorded(lora_runs):
     from noisecraft.rundir import content_hash
 
-    base, ft, _ = lora_runs
+    _base, ft, _ = lora_runs
     adapter = ft / "adapter"
     assert {p.name for p in adapter.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors",
                                                    "noisecraft_adapter.json"}
@@ -121,7 +120,7 @@ def test_finetune_trains_only_the_adapter_and_its_loss_falls(lora_runs):
 def test_scale_zero_and_no_adapter_draw_the_base_pixels_and_two_adapters_mix(lora_runs, tmp_path):
     _, ft, _ = lora_runs
     pipe = _pipe(lora_runs)
-    kw = dict(n=2, prompt="a nine", steps=2, seed=3)
+    kw = {'n': 2, 'prompt': "a nine", 'steps': 2, 'seed': 3}
     base = pipe.generate(**kw)
     pipe.load_lora(ft, name="nines", scale=1.0)
     shutil.copytree(ft / "adapter", tmp_path / "again")
@@ -143,7 +142,7 @@ def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lo
     from noisecraft.rundir import content_hash
 
     base, ft, _ = lora_runs
-    code, out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "2", "--steps", "2",
+    code, _out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "2", "--steps", "2",
                          "--device", "cpu", "--lora", f"{ft}:0.8", "--prompt", "a nine <lora:nines-run:0.5>")
     assert code == 0, err
     text = read_parameters(tmp_path / "s" / "00000.png")
@@ -161,7 +160,7 @@ def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lo
 def test_bad_lora_input_is_one_error_line_and_nothing_drawn(lora_runs, cli, tmp_path, flags, message):
     base, ft, _ = lora_runs
     flags = [f.format(ft=ft, tmp=tmp_path) for f in flags]
-    code, out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "1", "--steps", "2",
+    code, _out, err = cli("sample", "--checkpoint", base, "--out", tmp_path / "s", "--n", "1", "--steps", "2",
                          "--device", "cpu", *flags)
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code != 0 and len(lines) == 1 and re.search(message, lines[0]), err
@@ -201,7 +200,7 @@ def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli,
 @needs_text
 def test_explain_draws_the_adapter_at_scales_zero_half_and_one(lora_runs, cli, tmp_path):
     base, ft, _ = lora_runs
-    code, out, err = cli("explain", "--checkpoint", base, "--out", tmp_path / "x", "--figures", "lora", "--n", "2",
+    code, _out, err = cli("explain", "--checkpoint", base, "--out", tmp_path / "x", "--figures", "lora", "--n", "2",
                          "--steps", "2", "--device", "cpu", "--lora", ft, "--prompt", "a nine")
     assert code == 0, err
     index = json.loads((tmp_path / "x" / "explain.json").read_text())

@@ -73,19 +73,19 @@ def cmd_train(args, extra) -> int:
     return 0
 
 
-def _train_derived(args, extra, given: list[str], make_config) -> int:
+def _train_derived(args, extra, what: str, given: list[str], make_config) -> int:
     """`distill` and `finetune`: a run made from another (`make_config(overrides)`), or --resume of one with its
-    saved config."""
+    saved config; `what` names such a run in errors ("distillation")."""
     from noisecraft.train import train
 
     if args.resume:
         from noisecraft.rundir import RunDir
 
         if given:
-            raise UserError(f"--resume continues the {args.command} with its saved config: drop {' and '.join(given)}")
+            raise UserError(f"--resume continues the {what} with its saved config: drop {' and '.join(given)}")
         run = RunDir(args.out)
         if not run.config.is_file():
-            raise UserError(f"{args.out} holds no {args.command} run to resume (no config.json)")
+            raise UserError(f"{args.out} holds no {what} to resume (no config.json)")
         cfg = run.resume_config(extra[:1], args.steps, args.device, None)
     else:
         if not args.checkpoint:
@@ -104,8 +104,9 @@ def cmd_distill(args, extra) -> int:
     from noisecraft.train.distill import student_config
 
     given = [f for f, v in (("--checkpoint", args.checkpoint), ("--method", args.method)) if v]
-    return _train_derived(args, extra, given, lambda o: student_config(args.checkpoint, args.method or "cd",
-                                                                       args.steps, o))
+    method = args.method or "cd"
+    return _train_derived(args, extra, "distillation", given,
+                          lambda o: student_config(args.checkpoint, method, args.steps, o))
 
 
 def cmd_finetune(args, extra) -> int:
@@ -115,8 +116,8 @@ def cmd_finetune(args, extra) -> int:
                             ("--rank", args.rank)) if v]
     if not args.resume and not args.data_root:
         raise UserError("give the images to learn from: --data-root FOLDER (class sub-folders or metadata.jsonl)")
-    return _train_derived(args, extra, given, lambda o: finetune_config(args.checkpoint, args.data_root, args.rank,
-                                                                        args.steps, o))
+    return _train_derived(args, extra, "fine-tuning", given,
+                          lambda o: finetune_config(args.checkpoint, args.data_root, args.rank, args.steps, o))
 
 
 def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:

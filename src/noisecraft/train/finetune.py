@@ -200,7 +200,9 @@ class FinetuneTask(DiffusionTask):
 
     def metadata(self):
         f = self.cfg.finetune
-        return {**super().metadata(), "base": {"path": f.base, "sha256": f.base_sha256, "step": self.base_step}}
+        adapter = sum(p.numel() for p in LoraParts(self.net).parameters())
+        return {**super().metadata(), "adapter_params": adapter,
+                "base": {"path": f.base, "sha256": f.base_sha256, "step": self.base_step}}
 
     def trigger(self) -> str:
         f = self.cfg.finetune
