@@ -242,3 +242,25 @@ def test_the_server_lists_a_models_adapters_and_draws_with_their_scales(lora_run
                             "no adapter named 'other'"), ({**body, "prompt": "a nine <lora:other:1>"}, "'other'")):
             r = c.post("/api/generate", json=bad)
             assert r.status_code == 422 and (detail is None or detail in str(r.json()["detail"])), r.text
+
+
+def test_a_class_conditional_run_adapts_from_class_sub_folders(tiny_runs, cli, tmp_path):
+    from PIL import Image
+
+    from noisecraft.pipeline import load_pipeline
+
+    data = load_dataset(DataConfig(), "train")
+    for digit in (3, 7):
+        (tmp_path / "data" / str(digit)).mkdir(parents=True)
+        for i, img in enumerate(data.images[data.labels == digit][:6]):
+            Image.fromarray(img[0].numpy()).save(tmp_path / "data" / str(digit) / f"{i}.png")
+    code, _, err = cli("finetune", "--checkpoint", tiny_runs / "digits", "--data-root", tmp_path / "data", "--out",
+                       tmp_path / "ft", "--steps", "2", "--rank", "2", "--no-progress", "--train.batch_size=4",
+                       "--finetune.prior_images=4", "--train.num_threads=1")
+    assert code == 0, err
+    record = json.loads((tmp_path / "ft" / "adapter" / "noisecraft_adapter.json").read_text())
+    assert record["prior_prompts"] == [str(d) for d in range(10)]  # the base's classes, by name
+    pipe = load_pipeline(tiny_runs / "digits", "cpu")
+    base = pipe.generate(n=2, class_index=3, steps=2)
+    pipe.load_lora(tmp_path / "ft", scale=0.0)
+    assert torch.equal(pipe.generate(n=2, class_index=3, steps=2), base)
