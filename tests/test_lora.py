@@ -47,8 +47,10 @@ def lora_runs(tmp_path_factory):
     folder = nines_folder(tmp / "nines")
     ft = tmp / "nines-run"
     assert main(["finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(ft), "--steps", "12",
-                 "--rank", "2", "--no-progress", "--train.batch_size=4", "--train.warmup_steps=0", "--train.lr=0.01", "--finetune.prior_images=4",
-                 "--sample.steps=2", "--train.log_every=1", "--finetune.licence=CC BY-SA 3.0"]) == 0
+                 "--rank", "2", "--no-progress", "--train.batch_size=4", "--train.warmup_steps=0", "--train.lr=0.01",
+                 "--finetune.prior_images=4",
+                 "--sample.steps=2", "--train.log_every=1",
+                 "--finetune.licence=CC BY-SA 3.0"]) == 0
     return base, ft, folder
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from noisecraft.errors import UserError
 from noisecraft.registry import (ARCHITECTURES, AUGMENTATIONS, BALANCES, BEST_METRICS, CAPTIONS, DATASETS,
-                                 DISTILLATIONS, EMOJI_EXCLUDES, EMOJI_GROUPS, LORA_TARGETS, LOSS_WEIGHTINGS, LR_SCHEDULES, POSITIONS,
-                                 PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS, TIME_DENSITIES, Entry, Registry)
+                                 DISTILLATIONS, EMOJI_EXCLUDES, EMOJI_GROUPS, LORA_TARGETS, LOSS_WEIGHTINGS,
+                                 LR_SCHEDULES, POSITIONS, PRECISIONS, PREDICTIONS, SAMPLERS, SCHEDULES, TASKS,
+                                 TIME_DENSITIES, Entry, Registry)
 
 # The largest sigma_rel of a power-function EMA profile with gamma >= 0 (the uniform average over all of training has
 # sigma_rel = 1/sqrt(12)); beyond it the profile would weigh the earliest weights most.
@@ -42,7 +43,8 @@ class DataConfig:
     augment_p: float = 0.12  # probability of each transform per image (EDM's CIFAR-10 setting)
     subset: int = 0  # train on the first N images of the train split (a fixed random order); 0 = all
     # Keep only the images of these classes (names, e.g. 0,1,2 for digits; sub-folder names for a folder), in both
-    # splits; labels keep their numbering, so a class left out can be taught afterwards (`noisecraft finetune`). () = all
+    # splits; labels keep their numbering, so a class left out can be taught afterwards (`noisecraft finetune`).
+    # () = every class
     classes: tuple[str, ...] = ()
     balance: str = "none"  # registry.BALANCES: none | colour (images of rare dominant colours drawn more often)
     background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)

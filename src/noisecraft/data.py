@@ -400,7 +400,8 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
             if error is not None:
                 raise error
             if cfg.subset or cfg.classes:  # streaming exists so that such a folder is never decoded whole
-                raise UserError(f"data.subset and data.classes take images from a split held in memory; this folder is larger than "
+                which = "data.subset takes" if cfg.subset else "data.classes takes"
+                raise UserError(f"{which} images from a split held in memory; this folder is larger than "
                                 f"data.max_memory_mb={cfg.max_memory_mb}: copy the images to keep into a folder")
             return stream
     return load_dataset(cfg, "train")

@@ -25,7 +25,6 @@ def lora_figure(ctx, path: Path) -> dict:
         pipe.set_loras(kept)
     grid = [[col[r] for col in columns] for r in range(o.n)]
     names = [textwrap.fill(n, 16) for n in ctx.row_names(rows)]
-    plot_process(grid, labels, f"LoRA adapters at growing scale ({o.sampler}, {o.steps} steps, same seeds)", path,
-                 names)
+    plot_process(grid, labels, f"LoRA scales ({o.sampler}, {o.steps} steps)", path, names)
     return {"adapters": {n: pipe.adapters.files[n].sha256 for n in kept}, "scales": list(SCALES),
             "rows": ctx.row_names(rows), "sampler": o.sampler, "steps": o.steps}

@@ -25,7 +25,8 @@ from noisecraft.rundir import content_hash
 from noisecraft.train.diffusion import DiffusionTask, global_batch_draws
 from noisecraft.train.task import TaskContext
 
-# A fine-tuning's training settings where the base's do not carry over (benchmarks/lora.py measures them).
+# A fine-tuning's training settings where the base's do not carry over: chosen, not yet measured on a real base
+# (benchmarks/lora.py is the measurement; a small adapter takes a higher learning rate than a whole network).
 FINETUNE_TRAIN = {"train.steps": 400, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss"}
