@@ -108,16 +108,21 @@ def main() -> None:
     p.add_argument("--base", help="a digits-text run trained with --data.classes=0,...,8 (default: train one)")
     p.add_argument("--n", type=int, default=100, help="samples per digit and setting")
     p.add_argument("--steps", type=int, help="sampler steps (default: the run's)")
+    p.add_argument("--base-steps", type=int, help="the base's training steps (default: the preset's; fewer only for a "
+                   "reduced run, which the JSON records)")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default: noisecraft finetune's)")
     p.add_argument("--out", default="benchmarks/results/lora.json")
     p.add_argument("--figure", default="docs/figures/lora/scales.png")
     a = p.parse_args()
     work = Path(a.work)
-    result: dict = {"machine": {**cpu_info(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
+    result: dict = {"machine": {**cpu_info(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "settings": {"base": a.base, "base_steps": a.base_steps, "finetune_steps": a.finetune_steps,
+                                 "n": a.n, "sampler_steps": a.steps}}
     base = Path(a.base) if a.base else work / "base"
     if not a.base:
+        steps = [f"--steps={a.base_steps}"] if a.base_steps else []
         result["base_training"] = noisecraft("train", "--preset", "digits-text", f"--data.classes={NO_NINE}",
-                                             "--out", str(base), "--overwrite")
+                                             "--out", str(base), "--overwrite", *steps)
     train = load_dataset(DataConfig(), "train")
     nines = write_folder(work / "nines", train.images[train.labels == 9][:25], ["a nine"] * 25)
     others = torch.nonzero(train.labels < 9).flatten()[:25]

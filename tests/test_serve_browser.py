@@ -168,7 +168,7 @@ def lora_page(tiny_runs, tmp_path_factory):
         Image.fromarray(img[0].numpy()).save(root / "sevens" / "7" / f"{i}.png")
     assert main(["finetune", "--checkpoint", str(root / "runs" / "digits"), "--data-root", str(root / "sevens"),
                  "--out", str(root / "runs" / "sevens"), "--steps", "2", "--rank", "2", "--no-progress",
-                 "--train.batch_size=4", "--finetune.prior_images=4", "--finetune.trigger=7",
+                 "--train.batch_size=4", "--finetune.prior_images=4",
                  "--train.num_threads=1"]) == 0
     with LiveServer(ServeConfig(runs=root / "runs", device="cpu")) as live, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)

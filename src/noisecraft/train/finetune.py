@@ -145,7 +145,7 @@ class FinetuneTask(DiffusionTask):
         import dataclasses
 
         names = self.class_names_of_base()
-        folder = list(data.class_names) if data.labels is not None else [self.cfg.finetune.trigger]
+        folder = list(data.class_names) if data.labels is not None else [self.single_class()]
         unknown = [n for n in folder if n not in names]
         if unknown:
             raise UserError(f"the base's classes are {', '.join(names)}; the folder's class(es) {', '.join(unknown)} "
@@ -154,6 +154,13 @@ class FinetuneTask(DiffusionTask):
         old = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
         labels = torch.tensor([names.index(n) for n in folder])[old]
         return dataclasses.replace(data, labels=labels, class_names=names)
+
+    def single_class(self) -> str:
+        """The class of a folder without labels: finetune.trigger, else its one sub-folder's name (a folder of
+        one class loads as unlabelled)."""
+        root = Path(self.cfg.data.data_root or ".")
+        subdirs = [d.name for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+        return self.cfg.finetune.trigger or (subdirs[0] if len(subdirs) == 1 else "")
 
     def class_names_of_base(self) -> list[str]:
         from noisecraft.checkpoint import load_checkpoint
@@ -206,10 +213,12 @@ class FinetuneTask(DiffusionTask):
                 "base": {"path": f.base, "sha256": f.base_sha256, "step": self.base_step}}
 
     def trigger(self) -> str:
+        """The prompt or class recorded as calling the adapter up: finetune.trigger, else the data's."""
         f = self.cfg.finetune
-        if f.trigger or self.ctx.captions is None:
-            return f.trigger or ", ".join(self.ctx.class_names)
-        return self.ctx.captions.examples(1)[0] if self.ctx.captions.examples(1) else ""
+        if self.text is None:
+            return f.trigger or ", ".join(self.ctx.class_names) or self.single_class()
+        examples = self.ctx.captions.examples(1)
+        return f.trigger or (examples[0] if examples else "")
 
     def finish(self, root: Path) -> None:
         """The EMA adapter in peft's layout in `<run>/adapter/`, with the base and the trigger recorded."""
