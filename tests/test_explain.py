@@ -93,7 +93,7 @@ def test_latents_figure_uses_the_pipelines_autoencoder(tiny_runs, tmp_path):
 def test_every_figure_is_registered_with_an_implementation():
     for name in FIGURES:
         assert callable(FIGURES.get(name).load()), name
-        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student", "posthoc",
+        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student", "posthoc", "lora",
                                            *ARCHITECTURES)
 
 
