@@ -39,6 +39,13 @@ _TAG = re.compile(r"<lora:([^:<>]+)(?::([^<>]*))?>")
 # ---------------------------------------------------------------- building and saving (fine-tuning)
 
 
+def require_peft() -> None:
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserError("LoRA adapters need peft: pip install -e '.[lora]'") from None
+
+
 def target_pattern(arch: str, targets: str) -> str:
     """The regular expression (peft's `target_modules`, matched against whole module names) of the layers that
     `targets` (registry.LORA_TARGETS) adapts on architecture `arch`."""
@@ -50,6 +57,7 @@ def add_lora(net: nn.Module, arch: str, targets: str, rank: int, alpha: float | 
              name: str = "default") -> nn.Module:
     """Inject a trainable LoRA adapter `name` into `net` (in place) and freeze everything else; B starts at zero,
     so the network computes what it did. Refuses a rank <= 0 or larger than an adapted layer."""
+    require_peft()
     from peft import LoraConfig, inject_adapter_in_model
 
     pattern = target_pattern(arch, targets)
@@ -65,7 +73,6 @@ def add_lora(net: nn.Module, arch: str, targets: str, rank: int, alpha: float | 
     inject_adapter_in_model(config, net, adapter_name=name)
     for n, p in net.named_parameters():
         p.requires_grad_(f"lora_A.{name}." in n or f"lora_B.{name}." in n)
-    net.peft_lora_config = config  # what `save_adapter` writes as adapter_config.json
     return net
 
 
@@ -113,7 +120,7 @@ def save_adapter(net: nn.Module, out: Path, record: dict[str, Any], name: str = 
     out.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(net, adapter_name=name)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
-    net.peft_lora_config.save_pretrained(str(out))
+    net.peft_config[name].save_pretrained(str(out))  # peft keeps each injected adapter's LoraConfig there
     full = {**record, "sha256": content_hash([out / WEIGHTS_FILE]), "format": "peft-lora"}
     atomic_write_bytes(out / RECORD_FILE, (json.dumps(full, indent=2) + "\n").encode())
     return out
@@ -158,6 +165,7 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 def read_adapter(path: str | Path) -> AdapterFile:
     """An adapter folder (peft's layout) or a fine-tuning run; a clear UserError when it is neither or is cut."""
+    require_peft()
     from peft import LoraConfig
     from safetensors import SafetensorError
     from safetensors.torch import load_file
