@@ -152,8 +152,9 @@ def test_edit_page_draws_paints_a_mask_and_edits(page):
 
 
 @pytest.fixture(scope="module")
-def lora_page(tiny_runs, tmp_path_factory):
-    """The web app over a copy of the tiny class run and a 2-step LoRA fine-tuning of it on sevens."""
+def lora_page(page, tiny_runs, tmp_path_factory):
+    """The web app over a copy of the tiny class run and a 2-step LoRA fine-tuning of it on sevens, in a second tab
+    of `page`'s browser (one Playwright session a module)."""
     from PIL import Image
 
     from noisecraft.cli import main
@@ -170,12 +171,11 @@ def lora_page(tiny_runs, tmp_path_factory):
                  "--out", str(root / "runs" / "sevens"), "--steps", "2", "--rank", "2", "--no-progress",
                  "--train.batch_size=4", "--finetune.prior_images=4",
                  "--train.num_threads=1"]) == 0
-    with LiveServer(ServeConfig(runs=root / "runs", device="cpu")) as live, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.base_url, page.live = live.url, live
-        yield page
-        browser.close()
+    with LiveServer(ServeConfig(runs=root / "runs", device="cpu")) as live:
+        tab = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.base_url, tab.live = live.url, live
+        yield tab
+        tab.close()
 
 
 def test_generate_lists_a_models_adapters_with_a_scale_slider_each(lora_page):
