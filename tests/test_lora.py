@@ -47,11 +47,13 @@ def lora_runs(tmp_path_factory):
     folder = nines_folder(tmp / "nines")
     ft = tmp / "nines-run"
     assert main(["finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(ft), "--steps", "12",
-                 "--rank", "2", "--no-progress", "--train.batch_size=4", "--train.warmup_steps=0", "--train.lr=0.01",
-                 "--finetune.prior_images=4",
-                 "--sample.steps=2", "--train.log_every=1",
-                 "--finetune.licence=CC BY-SA 3.0"]) == 0
+                 *FT_FLAGS]) == 0
     return base, ft, folder
+
+
+FT_FLAGS = ["--rank", "2", "--no-progress", "--train.batch_size=4", "--train.warmup_steps=0", "--train.lr=0.01",
+            "--finetune.prior_images=4", "--sample.steps=2", "--train.log_every=1", "--train.val_every=3",
+            "--train.ckpt_every=3", "--finetune.licence=CC BY-SA 3.0"]
 
 
 def test_data_classes_keeps_only_those_classes_with_their_numbering():
@@ -116,6 +118,21 @@ def test_finetune_trains_only_the_adapter_and_its_loss_falls(lora_runs):
     records = [json.loads(line) for line in (ft / "log.jsonl").read_text().splitlines()]
     val = [r["val_loss"] for r in records if r["kind"] == "val"]
     assert len([r for r in records if r["kind"] == "train"]) == 12 and val[-1] < val[0]
+
+
+@needs_text
+def test_a_stopped_finetune_resumes_to_the_same_adapter(lora_runs, cli, tmp_path):
+    from noisecraft.checkpoint import load_checkpoint
+
+    base, ft, folder = lora_runs
+    half = tmp_path / "half"
+    assert cli("finetune", "--checkpoint", base, "--data-root", folder, "--out", half, "--steps", "6", *FT_FLAGS)[0] == 0
+    code, _, err = cli("finetune", "--out", half, "--resume", "--steps", "12", "--no-progress")
+    assert code == 0, err
+    a, b = load_checkpoint(ft, "last"), load_checkpoint(half, "last")
+    assert a.step == b.step == 12 and a.tensors.keys() == b.tensors.keys()
+    for k in a.tensors:
+        assert torch.equal(a.tensors[k], b.tensors[k]), k
 
 
 @needs_text

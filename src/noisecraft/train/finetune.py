@@ -173,9 +173,9 @@ class FinetuneTask(DiffusionTask):
         from safetensors.torch import load_file, save_file
 
         f, path = self.cfg.finetune, self.ctx.root / PRIOR_FILE if self.ctx.root is not None else None
-        if path is not None and path.is_file():
+        if path is not None and path.is_file():  # a resumed run: the images it started with
             saved = load_file(str(path))
-            return saved["images"].to(self.device), saved["ids"].to(self.device)
+            return to_model_range(saved["images"].to(self.device)), saved["ids"].to(self.device)
         k = len(self.prior_prompts)
         which = [i % k for i in range(f.prior_images)]
         if self.text is not None:
