@@ -170,6 +170,17 @@ def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lo
 
 
 @needs_text
+def test_edit_takes_lora_and_records_it(lora_runs, cli, tmp_path):
+    from noisecraft.imageinfo import parse_parameters, read_parameters
+
+    base, ft, folder = lora_runs
+    code, _, err = cli("edit", "--checkpoint", base, "--image", folder / "0.png", "--out", tmp_path / "e", "--n", "1",
+                       "--steps", "2", "--device", "cpu", "--lora", f"{ft}:0.5", "--prompt", "a nine")
+    assert code == 0, err
+    assert parse_parameters(read_parameters(tmp_path / "e" / "00000.png"))["lora"].endswith(":0.5")
+
+
+@needs_text
 @pytest.mark.parametrize("flags, message", [
     (["--lora", "{ft}:nan"], "scale of --lora .* must be a number in \\[-2, 2\\], got nan"),
     (["--lora", "{ft}:2.5"], "must be a number in \\[-2, 2\\], got 2.5"),
