@@ -21,7 +21,7 @@ def test_explain_draws_every_supported_figure(tiny_runs, tmp_path, cli):
     drawn = [f["name"] for f in index["figures"]]
     assert drawn == ["schedules", "forward", "reverse", "samplers", "trajectories", "guidance", "unet", "editing"]
     assert index["skipped"] == {"dit": "dit", "cross-attention": "text", "fewstep": "student",
-                                "latents": "autoencoder", "posthoc-ema": "posthoc"}
+                                "latents": "autoencoder", "lora": "lora", "posthoc-ema": "posthoc"}
     for f in index["figures"]:
         with Image.open(tmp_path / f["file"]) as im:
             assert im.size[0] > 200 and im.size[1] > 100
@@ -93,7 +93,7 @@ def test_latents_figure_uses_the_pipelines_autoencoder(tiny_runs, tmp_path):
 def test_every_figure_is_registered_with_an_implementation():
     for name in FIGURES:
         assert callable(FIGURES.get(name).load()), name
-        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student", "posthoc",
+        assert FIGURES.get(name).needs in (None, "condition", "text", "autoencoder", "student", "posthoc", "lora",
                                            *ARCHITECTURES)
 
 

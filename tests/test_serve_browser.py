@@ -1,7 +1,7 @@
 """The web app in a real browser (Debian's Chromium driven by Playwright): generate from a tiny checkpoint and see
 the live preview change at least three times and then the images, cancel a second job, keep the gallery across a
 reload, reuse an image's settings, and open the runs page with its curves and sample grids. Screenshots go to
-tests/.screenshots/ (or $NOISECRAFT_SCREENSHOTS)."""
+tests/.screenshots/ (or $NOISECRAFT_SCREENSHOTS). A model's LoRA adapters show as a scale slider each."""
 from __future__ import annotations
 
 import os
@@ -149,3 +149,52 @@ def test_edit_page_draws_paints_a_mask_and_edits(page):
     page.wait_for_url("**/edit")
     expect(page.locator("#status")).to_have_text(re.compile("^(image loaded|settings filled)"), timeout=10_000)
     assert not page.errors, page.errors
+
+
+@pytest.fixture(scope="module")
+def lora_page(page, tiny_runs, tmp_path_factory):
+    """The web app over a copy of the tiny class run and a 2-step LoRA fine-tuning of it on sevens, in a second tab
+    of `page`'s browser (one Playwright session a module)."""
+    from PIL import Image
+
+    from noisecraft.cli import main
+    from noisecraft.config import DataConfig
+    from noisecraft.data import load_dataset
+
+    root = tmp_path_factory.mktemp("lora_browser")
+    shutil.copytree(tiny_runs / "digits", root / "runs" / "digits")
+    data = load_dataset(DataConfig(), "train")
+    (root / "sevens" / "7").mkdir(parents=True)
+    for i, img in enumerate(data.images[data.labels == 7][:6]):
+        Image.fromarray(img[0].numpy()).save(root / "sevens" / "7" / f"{i}.png")
+    assert main(["finetune", "--checkpoint", str(root / "runs" / "digits"), "--data-root", str(root / "sevens"),
+                 "--out", str(root / "runs" / "sevens"), "--steps", "2", "--rank", "2", "--no-progress",
+                 "--train.batch_size=4", "--finetune.prior_images=4",
+                 "--train.num_threads=1"]) == 0
+    with LiveServer(ServeConfig(runs=root / "runs", device="cpu")) as live:
+        tab = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.base_url, tab.live = live.url, live
+        yield tab
+        tab.close()
+
+
+def test_generate_lists_a_models_adapters_with_a_scale_slider_each(lora_page):
+    page = lora_page
+    page.goto(page.base_url + "/")
+    page.wait_for_selector("#model option[value=digits]", state="attached")
+    page.select_option("#model", "digits")
+    slider = page.locator("#loras input[data-lora=sevens]")
+    expect(slider).to_be_visible()
+    assert "trigger: 7" in page.inner_text("#loras")
+    slider.evaluate("s => { s.value = '0.8'; s.dispatchEvent(new Event('input')); }")
+    page.fill("#steps", "2")
+    page.fill("#n", "2")
+    with page.expect_request("**/api/generate") as sent:
+        page.click("#generate")
+    assert sent.value.post_data_json["loras"] == {"sevens": 0.8}
+    expect(page.locator("#gallery .card")).to_have_count(2, timeout=60_000)
+    job = page.live.service.queue.jobs()[-1]
+    assert [(name, scale) for name, _, scale in job.spec.request.loras] == [("sevens", 0.8)]
+    page.screenshot(path=SHOTS / "generate-lora.png", full_page=True)
+    page.select_option("#model", "sevens")  # the fine-tuning itself is a model: its base with its adapter
+    expect(page.locator("#lora-row")).to_be_hidden()

@@ -73,31 +73,51 @@ def cmd_train(args, extra) -> int:
     return 0
 
 
-def cmd_distill(args, extra) -> int:
+def _train_derived(args, extra, what: str, given: list[str], make_config) -> int:
+    """`distill` and `finetune`: a run made from another (`make_config(overrides)`), or --resume of one with its
+    saved config; `what` names such a run in errors ("distillation")."""
     from noisecraft.train import train
-    from noisecraft.train.distill import student_config
 
     if args.resume:
         from noisecraft.rundir import RunDir
 
-        if args.method or args.checkpoint:
-            raise UserError("--resume continues the distillation with its saved config: drop --checkpoint and "
-                            "--method")
+        if given:
+            raise UserError(f"--resume continues the {what} with its saved config: drop {' and '.join(given)}")
         run = RunDir(args.out)
         if not run.config.is_file():
-            raise UserError(f"{args.out} holds no distillation to resume (no config.json)")
+            raise UserError(f"{args.out} holds no {what} to resume (no config.json)")
         cfg = run.resume_config(extra[:1], args.steps, args.device, None)
     else:
         if not args.checkpoint:
-            raise UserError("give the teacher: --checkpoint RUN")
+            raise UserError("give the run to start from: --checkpoint RUN")
         overrides = _overrides(extra)
         if args.device:
             overrides["train.device"] = args.device
-        cfg = student_config(args.checkpoint, args.method or "cd", args.steps, overrides)
+        cfg = make_config(overrides)
     summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:
         print(to_json(summary))
     return 0
+
+
+def cmd_distill(args, extra) -> int:
+    from noisecraft.train.distill import student_config
+
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--method", args.method)) if v]
+    method = args.method or "cd"
+    return _train_derived(args, extra, "distillation", given,
+                          lambda o: student_config(args.checkpoint, method, args.steps, o))
+
+
+def cmd_finetune(args, extra) -> int:
+    from noisecraft.train.finetune import finetune_config
+
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--data-root", args.data_root),
+                            ("--rank", args.rank)) if v]
+    if not args.resume and not args.data_root:
+        raise UserError("give the images to learn from: --data-root FOLDER (class sub-folders or metadata.jsonl)")
+    return _train_derived(args, extra, "fine-tuning", given,
+                          lambda o: finetune_config(args.checkpoint, args.data_root, args.rank, args.steps, o))
 
 
 def parse_guidance_interval(text: str | None) -> tuple[float, ...] | None:
@@ -117,6 +137,19 @@ def _sampling_options(args):
     return SamplingOptions(sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                            guidance_interval=parse_guidance_interval(args.guidance_interval), seed=args.seed,
                            batch_size=args.batch_size, precision=args.precision, negative_prompt=args.negative_prompt)
+
+
+def _loras(args) -> list[tuple[str, float]]:
+    """--lora PATH[:SCALE] (repeatable) -> [(path, scale)]."""
+    from noisecraft.adapters import parse_lora_arg
+
+    return [parse_lora_arg(text) for text in args.lora or []]
+
+
+def _add_lora_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                   help="a LoRA adapter (a finetune run or a peft adapter folder) at SCALE in [-2, 2] (default 1); "
+                   "repeat for several. Text prompts may set a loaded one's scale with <lora:NAME:SCALE>")
 
 
 def _prompts(args) -> list[str] | None:
@@ -141,7 +174,7 @@ def cmd_sample(args, extra) -> int:
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
     options = _sampling_options(args)
-    pipe = load_pipeline(args.checkpoint, args.device)
+    pipe = load_pipeline(args.checkpoint, args.device, loras=_loras(args))
     req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), options=options)
     images = pipe.generate(request=req, progress=True)
     settings = image_settings(pipe, req, model=str(args.checkpoint))  # PNG `parameters`
@@ -182,7 +215,7 @@ def cmd_edit(args, extra) -> int:
     mask = _edit_mask(args, image.size)
     options = _sampling_options(args)
     options.strength, options.jumps = args.strength, args.jumps
-    pipe = load_pipeline(args.checkpoint, args.device)
+    pipe = load_pipeline(args.checkpoint, args.device, loras=_loras(args))
     req = pipe.prepare(args.n, args.class_index, prompt=_prompts(args), image=image, mask=mask, options=options)
     images = pipe.generate(request=req, progress=True)
     out = save_images(images, args.out, settings=image_settings(pipe, req, model=str(args.checkpoint)))
@@ -274,7 +307,8 @@ def cmd_serve(args, extra) -> int:
     except ImportError as e:
         raise UserError(f"the web app needs the serve extra ({e}): pip install -e '.[serve]'") from None
     serve(ServeConfig(runs=args.runs, data_root=args.data_root, host=args.host, port=args.port, device=args.device,
-                      cache_mb=args.cache_mb, max_queue=args.max_queue, threads=args.threads))
+                      cache_mb=args.cache_mb, max_queue=args.max_queue, threads=args.threads,
+                      loras=tuple(args.lora or ())))
     return 0
 
 
@@ -284,7 +318,7 @@ def cmd_evaluate(args, extra) -> int:
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
     opts = EvalOptions(n=args.n, sampling=_sampling_options(args), device=args.device, prompts=_prompts(args),
-                       clip_weights=args.clip_weights,
+                       clip_weights=args.clip_weights, loras=_loras(args),
                        inception=not args.no_inception, inception_weights=args.inception_weights,
                        classifier=not args.no_classifier, progress=not args.no_progress)
     report = evaluate_checkpoint(args.checkpoint, args.out, opts)
@@ -327,7 +361,8 @@ def cmd_explain(args, extra) -> int:
     figures = tuple(f.strip() for f in args.figures.split(",") if f.strip()) if args.figures else None
     index = explain(args.checkpoint, args.out, ExplainOptions(figures=figures, seed=args.seed, n=args.n,
                                                               steps=args.steps, class_index=args.class_index,
-                                                              prompts=list(args.prompt or [])), device=args.device)
+                                                              prompts=list(args.prompt or []), loras=_loras(args)),
+                    device=args.device)
     print(f"wrote {len(index['figures'])} figures and explain.json to {args.out}")
     return 0
 
@@ -407,6 +442,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
                    help="text models: prompts, one a line (blank lines and # comments skipped)")
     p.add_argument("--negative-prompt", help="text models: guidance steers away from this prompt instead of the "
                    "empty one")
+    _add_lora_flag(p)
 
 
 def _device_flag(p: argparse.ArgumentParser, default: str | None = "auto", what: str = "") -> None:
@@ -470,6 +506,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     _add_edit_parser(sub)
     _add_distill_parser(sub)
+    _add_finetune_parser(sub)
     _add_ema_parser(sub)
 
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
@@ -545,6 +582,24 @@ def _add_distill_parser(sub) -> None:
     d.set_defaults(func=cmd_distill)
 
 
+def _add_finetune_parser(sub) -> None:
+    from noisecraft.registry import LORA_TARGETS
+
+    f = sub.add_parser("finetune", help="teach a trained run a new concept or style from a few images (LoRA)",
+                       description="Train a low-rank adapter (LoRA, through peft) on a frozen diffusion run from a "
+                       "folder of images (class sub-folders, or metadata.jsonl / .txt captions for a text run), with "
+                       "DreamBooth's prior preservation: images the base draws for its own classes join every batch "
+                       "(--finetune.prior_weight, --finetune.prior_prompts). A training run like any other (resume, "
+                       "signals, logs, checkpoints); it ends with <out>/adapter/ in peft's layout, which sample, "
+                       "edit, evaluate, explain and serve load with --lora PATH[:SCALE]. Targets: "
+                       f"{LORA_TARGETS.help()} (--finetune.targets).")
+    f.add_argument("--checkpoint", help="the base: a diffusion run directory or checkpoint file (never changed)")
+    f.add_argument("--data-root", help="the folder of images to learn from")
+    f.add_argument("--rank", type=int, help="the adapter's rank r (default 8)")
+    _add_run_flags(f, "optimizer steps (default 400)")
+    f.set_defaults(func=cmd_finetune)
+
+
 def _add_edit_parser(sub) -> None:
     from noisecraft.editing import HALVES
 
@@ -588,6 +643,7 @@ def _add_explain_parser(sub) -> None:
     x.add_argument("--prompt", action="append", help="text models: a row's prompt (repeat; default: the dataset's "
                    "captions)")
     _device_flag(x)
+    _add_lora_flag(x)
     x.set_defaults(func=cmd_explain)
 
 
@@ -606,6 +662,9 @@ def _add_serve_parser(sub) -> None:
                    "ones are dropped)")
     v.add_argument("--max-queue", type=int, default=32, help="jobs waiting at most; more are answered 429")
     v.add_argument("--threads", type=int, default=0, help="CPU threads for sampling (default: all cores)")
+    v.add_argument("--lora", action="append", metavar="PATH", help="a LoRA adapter folder to offer (repeat for "
+                   "several) beside the finetune runs under --runs; each is listed for the model it was trained on, "
+                   "and a request picks its scale")
     v.set_defaults(func=cmd_serve)
 
 

@@ -74,6 +74,8 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split}")
     data = DATASETS.get(cfg.dataset, "data.dataset").load()(cfg, split)
+    if cfg.classes:
+        data = keep_classes(data, cfg.classes)
     if split == "train" and cfg.subset:
         data = take_subset(data, cfg.subset)
     if len(data) == 0:
@@ -86,6 +88,23 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
     if cfg.image_size is not None and cfg.image_size != data.image_size:
         data.images = resize_uint8(data.images, cfg.image_size)
     return data
+
+
+def keep_classes(data: ImageData, classes: tuple[str, ...]) -> ImageData:
+    """The images of the named classes only (data.classes). Labels and class names keep their numbering, so a
+    class left out can be taught later (a fine-tuning's adapter) and a judge's classes still line up."""
+    if data.labels is None:
+        raise UserError(f"data.classes keeps labelled classes, but {data.name} has no classes here (an image folder "
+                        f"needs one sub-folder per class)")
+    unknown = [c for c in classes if c not in data.class_names]
+    if unknown:
+        raise UserError(f"data.classes names {', '.join(unknown)}, not a class of {data.name} (its classes: "
+                        f"{', '.join(data.class_names)})")
+    keep = torch.isin(data.labels, torch.tensor([data.class_names.index(c) for c in classes]))
+    caps = data.captions
+    if caps is not None:
+        caps = dataclasses.replace(caps, group=caps.group[keep])
+    return dataclasses.replace(data, images=data.images[keep], labels=data.labels[keep], captions=caps)
 
 
 def take_subset(data: ImageData, n: int) -> ImageData:
@@ -381,8 +400,9 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if error is not None:
                 raise error
-            if cfg.subset:  # streaming exists so that such a folder is never decoded whole
-                raise UserError(f"data.subset takes images from a split held in memory; this folder is larger than "
+            if cfg.subset or cfg.classes:  # streaming exists so that such a folder is never decoded whole
+                which = "data.subset takes" if cfg.subset else "data.classes takes"
+                raise UserError(f"{which} images from a split held in memory; this folder is larger than "
                                 f"data.max_memory_mb={cfg.max_memory_mb}: copy the images to keep into a folder")
             return stream
     return load_dataset(cfg, "train")

@@ -41,7 +41,10 @@ def image_settings(pipe, request, *, model: str, **extra: Any) -> list[dict[str,
                 s["class_name"] = pipe.class_names[s["class"]]
         if request.source is not None:
             s.update(_edit_settings(request, i))
-        s.update(size=f"{w}x{h}", model=model, model_step=pipe.step, precision=opts.precision, **extra)
+        s.update(size=f"{w}x{h}", model=model, model_step=pipe.step, precision=opts.precision)
+        if getattr(request, "loras", ()):  # each adapter as name:sha256:scale (A1111 writes "Lora hashes")
+            s["lora"] = ", ".join(f"{name}:{sha}:{scale:g}" for name, sha, scale in request.loras)
+        s.update(extra)
         out.append(s)
     return out
 

@@ -68,6 +68,7 @@ class Request:
     seeds: tuple[int, ...]  # image i's seed: options.seed + i unless given per image
     options: SamplingOptions  # resolved: no None left but negative_prompt
     source: EditSource | None = None  # edits: the images (and mask) to start from; None: drawn from noise
+    loras: tuple[tuple[str, str, float], ...] = ()  # (name, sha256, scale) of each adapter loaded (`adapters`)
 
     @property
     def n(self) -> int:
@@ -82,7 +83,7 @@ class Request:
         """Requests with equal keys may share a sampler call: everything but conditions, seeds and counts."""
         o = dataclasses.replace(self.options, seed=None, batch_size=None)
         edit = None if self.source is None else self.source.inpainting
-        return (*(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(o)), edit)
+        return (*(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(o)), edit, self.loras)
 
     @staticmethod
     def merged(requests: list["Request"]) -> "Request":
@@ -96,7 +97,7 @@ class Request:
             merged = tuple(p for c in conds for p in c)
         seeds = tuple(s for r in requests for s in r.seeds)
         source = None if first.source is None else EditSource.cat([r.source for r in requests])
-        return Request(merged, seeds, dataclasses.replace(first.options, batch_size=len(seeds)), source)
+        return Request(merged, seeds, dataclasses.replace(first.options, batch_size=len(seeds)), source, first.loras)
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Pipeline:
         if codec is None and config.autoencoder.latent:
             raise ValueError("a latent run's pipeline needs its codec: build it with pipeline_for or load_pipeline")
         self.codec = (codec or IdentityCodec()).to(self.device)
+        self._adapters = None
 
     @property
     def kind(self) -> str:
@@ -191,6 +193,53 @@ class Pipeline:
     @property
     def path(self) -> str | None:
         return self.meta.get("path")
+
+    # ---- low-rank adapters (`noisecraft.adapters`), merged into the network's weights while they draw
+
+    @property
+    def adapters(self):
+        """The adapters loaded on this pipeline's network (`adapters.Adapters`)."""
+        if self._adapters is None:
+            from noisecraft.adapters import Adapters
+            from noisecraft.rundir import content_hash
+
+            sha: dict[str, str | None] = {}
+
+            def base_sha256() -> str | None:  # hashed once, when the first adapter is loaded
+                if "base" not in sha:
+                    sha["base"] = content_hash([Path(self.path)]) if self.path and Path(self.path).is_file() else None
+                return sha["base"]
+
+            self._adapters = Adapters(self.denoiser.net, base_sha256)
+        return self._adapters
+
+    def load_lora(self, path: str | Path, name: str | None = None, scale: float = 1.0) -> str:
+        """Load a LoRA adapter (a peft folder or a finetune run) at `scale`; returns its name (default: the
+        folder's). Refused when it was trained on another base (sha256) or does not fit the network."""
+        return self.adapters.load(path, name, scale)
+
+    def set_loras(self, scales: dict[str, float]) -> None:
+        """The scales of loaded adapters by name, e.g. {"nines": 1.0, "slant": 0.5}; each in [-2, 2]."""
+        self.adapters.set_scales(scales)
+
+    def unload_lora(self, name: str | None = None) -> None:
+        """Unload one adapter, or all: the network draws with the base's weights again."""
+        self.adapters.unload(name)
+
+    def _lora_tags(self, prompt):
+        """Prompts without their `<lora:name:w>` tags, and the tags' scales (one weight per name)."""
+        from noisecraft.adapters import prompt_loras
+
+        if prompt is None or self.kind != "text":
+            return prompt, {}
+        clean, scales = [], {}
+        for p in [prompt] if isinstance(prompt, str) else list(prompt):
+            text, tags = prompt_loras(p) if isinstance(p, str) else (p, {})
+            for name, scale in tags.items():
+                if scales.setdefault(name, scale) != scale:
+                    raise UserError(f"<lora:{name}> is given two weights ({scales[name]:g} and {scale:g})")
+            clean.append(text)
+        return (clean[0] if isinstance(prompt, str) else clean), scales
 
     # ---- resolving a request, once
 
@@ -235,14 +284,20 @@ class Pipeline:
     def prepare(self, n: int | None = None, class_index: int | list[int] | None = None, *,
                 labels: torch.Tensor | list[str] | None = None, prompt: str | list[str] | None = None,
                 seeds: list[int] | None = None, image=None, mask=None, options: SamplingOptions | None = None,
-                **overrides) -> Request:
+                lora_scales: dict[str, float] | None = None, **overrides) -> Request:
         """User options + the run's defaults -> one frozen `Request`. `class_index` (one class or a list cycled),
         `labels` (one condition per image) or, for a text model, `prompt` (one, or a list cycled); `seeds` gives
-        image i its own seed instead of seed + i; the rest are `SamplingOptions` fields.
+        image i its own seed instead of seed + i; `lora_scales` the scales of loaded adapters for this request
+        (others: their `set_loras` scale; `<lora:name:w>` tags in prompts win); the rest are `SamplingOptions`
+        fields.
 
         Edits start from `image` (uint8 (N, C, H, W) or (C, H, W), a PIL image or a path; one image is repeated
         n times) and, for inpainting, `mask` (True or white = regenerate). A class model asked for no class edits
         with its null class (guidance off): the image keeps what it shows."""
+        prompt, tags = self._lora_tags(prompt)
+        labels, more = self._lora_tags(labels) if isinstance(labels, list) else (labels, {})
+        asked = {**(lora_scales or {}), **tags, **more}
+        loras = self.adapters.active(asked) if self._adapters is not None or asked else ()
         source = None
         if image is not None:
             source, n = edit_source(image, mask, shape=self.image_shape, n=n)
@@ -259,7 +314,7 @@ class Pipeline:
         if seeds is not None and len(seeds) != n:
             raise UserError(f"seeds must give one seed per image ({n}), got {len(seeds)}")
         seeds = tuple(int(s) for s in seeds) if seeds is not None else tuple(opts.seed + i for i in range(n))
-        return Request(tuple(conditions) if isinstance(conditions, list) else conditions, seeds, opts, source)
+        return Request(tuple(conditions) if isinstance(conditions, list) else conditions, seeds, opts, source, loras)
 
     # ---- the steps between a request and images
 
@@ -303,6 +358,8 @@ class Pipeline:
         if preview_every < 0:
             raise UserError(f"preview_every must be >= 0, got {preview_every}")
         opts = req.options
+        if self._adapters is not None or req.loras:
+            self.adapters.apply(req.loras)
         sigmas = strength_grid(lambda k: get_sigmas(self.denoiser, opts.sampler, k), opts.steps, opts.strength)
         sampler = get_sampler(opts.sampler)
         if opts.jumps:
@@ -443,12 +500,30 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
                     device=device, meta=meta)
 
 
-def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best") -> Pipeline:
+def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best",
+                  loras: list[tuple[str, float]] | tuple = ()) -> Pipeline:
     """A run directory or checkpoint file as a Pipeline over its EMA weights (part "unet_ema"), composed by
     `pipeline_for` (text prompts, latent decoding as the run's config says). `device`: auto (the first GPU, else
-    the CPU), cpu, cuda or cuda:N; `prefer`: which checkpoint of a run (best or last)."""
+    the CPU), cpu, cuda or cuda:N; `prefer`: which checkpoint of a run (best or last); `loras`: (path, scale) of
+    adapters to load. A fine-tuning run is its base with its adapter loaded."""
     device = pick_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(path, prefer)
+    if ckpt.config.train.task == "finetune":
+        from noisecraft.adapters import ADAPTER_DIR
+
+        if not (run_root(ckpt.path) / ADAPTER_DIR).is_dir():
+            raise UserError(f"{path} is a fine-tuning that has not finished (no {ADAPTER_DIR}/): finish it with "
+                            f"noisecraft finetune --resume --out {run_root(ckpt.path)}")
+        return load_pipeline(ckpt.config.finetune.base, device, loras=[(run_root(ckpt.path), 1.0), *loras])
+    pipe = _load_base_pipeline(ckpt, device)
+    for lora, scale in loras:
+        pipe.load_lora(lora, scale=scale)
+    if loras:  # merged now, so figures that call the network directly draw with them too
+        pipe.adapters.apply(pipe.adapters.active())
+    return pipe
+
+
+def _load_base_pipeline(ckpt, device: torch.device) -> Pipeline:
     net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
     denoiser = Denoiser(net, ckpt.config.diffusion).to(device).eval()
     return pipeline_for(ckpt.config, denoiser, device=device, meta=ckpt.meta, root=run_root(ckpt.path))

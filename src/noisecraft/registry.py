@@ -94,6 +94,9 @@ TASKS.register("autoencoder", "noisecraft.train.autoencoder:AutoencoderTask",
 TASKS.register("distill", "noisecraft.train.distill:DistillTask",
                "a student tuned from a trained run into a consistency model (1-4 network calls a sample)",
                draws=True)
+TASKS.register("finetune", "noisecraft.train.finetune:FinetuneTask",
+               "a low-rank adapter (LoRA, through peft) trained on a frozen run from a few images, with DreamBooth's "
+               "prior preservation", draws=True)
 
 # How `noisecraft distill` turns a teacher into a few-step student (distill.method).
 DISTILLATIONS: Registry[Entry] = Registry("distillation method")
@@ -135,11 +138,21 @@ SAMPLERS.register("heun", "noisecraft.samplers.karras:sample_heun",
 # Denoising networks (models/, one a file): target(cfg: ModelConfig) -> nn.Module with the forward of the U-Net's
 # docstring. The explain figure named like an architecture draws it (FIGURES, needs=<arch>).
 ARCHITECTURES: Registry[Entry] = Registry("architecture")
+# Fact `lora`: the module names (regular expressions) low-rank adapters adapt, per LORA_TARGETS part.
 ARCHITECTURES.register("unet", "noisecraft.models.unet:UNet",
-                       "U-Net with residual blocks, self- and cross-attention (Ho et al. 2020, Rombach et al. 2022)")
+                       "U-Net with residual blocks, self- and cross-attention (Ho et al. 2020, Rombach et al. 2022)",
+                       lora={"attention": r".*\.(qkv|q|kv|proj)|text_emb\.1", "blocks": r".*\.(conv1|conv2)"})
 ARCHITECTURES.register("dit", "noisecraft.models.dit:DiT",
                        "diffusion transformer on patches with adaLN-zero (Peebles & Xie 2023), cross-attention for "
-                       "text (Chen et al. 2023)")
+                       "text (Chen et al. 2023)",
+                       lora={"attention": r"blocks\.\d+\.(attn|cross)\.(qkv|q|kv|proj)|text_emb\.1",
+                             "blocks": r"blocks\.\d+\.mlp\.(0|3)"})
+# Which layers a fine-tuning's low-rank adapter adapts (finetune.targets): `parts` of each architecture's `lora`.
+LORA_TARGETS: Registry[Entry] = Registry("LoRA target set")
+LORA_TARGETS.register("attention", help="self- and cross-attention projections and the pooled-text projection "
+                      "(DreamBooth-LoRA's choice)", parts=("attention",))
+LORA_TARGETS.register("attention+blocks", help="also the residual blocks' convolutions (U-Net) or the blocks' MLPs "
+                      "(DiT): more capacity for a new shape, a larger file", parts=("attention", "blocks"))
 POSITIONS: Registry[Entry] = Registry("position embedding")  # how a transformer's tokens know where they are
 POSITIONS.register("sincos", help="fixed 2D sin-cos positions (Vaswani et al. 2017, per axis as in MAE and DiT)")
 POSITIONS.register("learned", help="a learned vector per token position (ViT)")
@@ -311,6 +324,9 @@ FIGURES.register("fewstep", "noisecraft.explain.fewstep:fewstep_figure",
 FIGURES.register("latents", "noisecraft.explain.process:latents_figure",
                  "latent runs: latents (per channel) and their decodings, for real and sampled images",
                  needs="autoencoder")
+FIGURES.register("lora", "noisecraft.explain.lora:lora_figure",
+                 "each LoRA adapter loaded with --lora at scales 0 (the base), 0.5 and 1, the same seeds",
+                 needs="lora")
 FIGURES.register("posthoc-ema", "noisecraft.explain.posthoc_ema:posthoc_ema_figure",
                  "runs with post-hoc EMA profiles: validation loss and judge scores against the EMA length "
                  "(sigma_rel), reconstructed from the snapshots, beside the run's fixed EMA", needs="posthoc")

@@ -1,4 +1,4 @@
-"""Typed run configuration: seven sections (`sections`, `training`), the whole `Config` with its checks across
+"""Typed run configuration: eight sections (`sections`, `training`), the whole `Config` with its checks across
 sections and strict JSON (`schema`, `jsonio`), `--key=value` overrides (`overrides`) and the presets (`presets`).
 
 This package must not import torch: the CLI parses and validates a config before any heavy import.
@@ -8,9 +8,9 @@ from noisecraft.config.overrides import apply_overrides, resolve_key
 from noisecraft.config.presets import EMOJI_PRESET_EXCLUDE, PRESETS, preset
 from noisecraft.config.schema import Config, field_docs
 from noisecraft.config.sections import DataConfig, DiffusionConfig, ModelConfig
-from noisecraft.config.training import (POSTHOC_SIGMA_MAX, AutoencoderConfig, DistillConfig, SampleConfig,
-                                        TrainConfig)
+from noisecraft.config.training import (POSTHOC_SIGMA_MAX, AutoencoderConfig, DistillConfig, FinetuneConfig,
+                                        SampleConfig, TrainConfig)
 
-__all__ = ["AutoencoderConfig", "Config", "DataConfig", "DiffusionConfig", "DistillConfig", "EMOJI_PRESET_EXCLUDE",
+__all__ = ["AutoencoderConfig", "Config", "DataConfig", "DiffusionConfig", "DistillConfig", "EMOJI_PRESET_EXCLUDE", "FinetuneConfig",
            "ModelConfig", "POSTHOC_SIGMA_MAX", "PRESETS", "SampleConfig", "TrainConfig", "apply_overrides",
            "field_docs", "json_safe", "preset", "resolve_key", "to_json"]

@@ -1,4 +1,4 @@
-"""The whole config: its seven sections, checks across them, and strict JSON load/save."""
+"""The whole config: its eight sections, checks across them, and strict JSON load/save."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,8 @@ from typing import Any
 from noisecraft.config.jsonio import json_safe, to_json
 from noisecraft.config.overrides import set_field
 from noisecraft.config.sections import DataConfig, DiffusionConfig, ModelConfig
-from noisecraft.config.training import AutoencoderConfig, DistillConfig, SampleConfig, TrainConfig
+from noisecraft.config.training import (AutoencoderConfig, DistillConfig, FinetuneConfig, SampleConfig,
+                                        TrainConfig)
 from noisecraft.errors import UserError
 
 
@@ -24,6 +25,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

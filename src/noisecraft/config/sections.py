@@ -29,6 +29,10 @@ class DataConfig:
     augment: tuple[str, ...] = ()
     augment_p: float = 0.12  # probability of each transform per image (EDM's CIFAR-10 setting)
     subset: int = 0  # train on the first N images of the train split (a fixed random order); 0 = all
+    # Keep only the images of these classes (names, e.g. 0,1,2 for digits; sub-folder names for a folder), in both
+    # splits; labels keep their numbering, so a class left out can be taught afterwards (`noisecraft finetune`).
+    # () = every class
+    classes: tuple[str, ...] = ()
     balance: str = "none"  # registry.BALANCES: none | colour (images of rare dominant colours drawn more often)
     background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
@@ -46,6 +50,9 @@ class DataConfig:
             raise UserError(f"data.val_size and data.subset must be >= 0, got {self.val_size} and {self.subset}")
         if self.image_size is not None and self.image_size < 8:
             raise UserError(f"data.image_size must be >= 8, got {self.image_size}")
+        self.classes = tuple(c.strip() for c in self.classes)
+        if "" in self.classes or len(set(self.classes)) != len(self.classes):
+            raise UserError(f"data.classes must be distinct non-empty class names, got {','.join(self.classes)}")
         self._validate_emoji()
         self._validate_augment()
 

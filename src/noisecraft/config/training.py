@@ -1,12 +1,13 @@
-"""The config's sections about training and sampling: `train`, `sample`, `autoencoder`, `distill`. Each dataclass
-documents its fields by their comments and validates itself; checks across sections live in `schema.Config`."""
+"""The config's sections about training and sampling: `train`, `sample`, `autoencoder`, `distill`, `finetune`. Each
+dataclass documents its fields by their comments and validates itself; checks across sections live in
+`schema.Config`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from noisecraft.config.checks import in_unit_interval, non_negative, positive
 from noisecraft.errors import UserError
-from noisecraft.registry import BEST_METRICS, DISTILLATIONS, LR_SCHEDULES, PRECISIONS, SAMPLERS, TASKS
+from noisecraft.registry import BEST_METRICS, DISTILLATIONS, LORA_TARGETS, LR_SCHEDULES, PRECISIONS, SAMPLERS, TASKS
 
 # The largest sigma_rel of a power-function EMA profile with gamma >= 0 (the uniform average over all of training has
 # sigma_rel = 1/sqrt(12)); beyond it the profile would weigh the earliest weights most.
@@ -168,3 +169,30 @@ class DistillConfig:
         positive("distill.grid_ramp_steps", self.grid_ramp_steps)
         if not self.huber_c > 0:
             raise UserError(f"distill.huber_c must be > 0, got {self.huber_c}")
+
+
+@dataclass
+class FinetuneConfig:
+    """`finetune`: a low-rank adapter (LoRA) trained on a frozen run (train.task=finetune, `noisecraft finetune`)."""
+
+    base: str | None = None  # the base run's checkpoint file (set by `noisecraft finetune`); never written to
+    base_sha256: str = ""  # of that file: the adapter records it, and refuses to load on another base
+    rank: int = 8  # r of every adapted layer (W + alpha / r * B A); its file grows linearly with it
+    alpha: float = 0.0  # LoRA's alpha; 0: the rank (a scale of 1 then adds B A as trained)
+    targets: str = "attention"  # registry.LORA_TARGETS: attention | attention+blocks
+    # Prior preservation (DreamBooth, Ruiz et al. 2023): images the base draws for these prompts (text runs) or
+    # class names (class runs), drawn once at the start, join every batch with weight prior_weight, so the adapter
+    # keeps what the base did. () = the base's own classes (text runs: a caption naming each); 0 images: off.
+    prior_prompts: tuple[str, ...] = ()
+    prior_images: int = 200  # images the base draws for prior preservation, cycled over prior_prompts
+    prior_weight: float = 1.0  # weight of the prior images' loss against the new images'
+    trigger: str = ""  # the prompt or class that calls the adapter up (recorded); "": the data's first caption
+    licence: str = ""  # the training images' licence, recorded in the adapter ("" = unknown)
+
+    def validate(self) -> None:
+        LORA_TARGETS.get(self.targets, "finetune.targets")
+        positive("finetune.rank", self.rank)
+        if not self.alpha >= 0 or self.prior_images < 0 or not self.prior_weight >= 0:  # NaN fails too
+            raise UserError(f"finetune.alpha, prior_images and prior_weight must be >= 0, got {self.alpha}, "
+                            f"{self.prior_images} and {self.prior_weight}")
+        self.prior_prompts = tuple(p.strip() for p in self.prior_prompts if p.strip())

@@ -52,6 +52,7 @@ class EvalOptions:
     progress: bool = True
     prompts: list[str] | None = None  # text models: cycled over the n samples; None: one per class (template)
     clip_weights: str | None = None  # text models: a local CLIP model directory for CLIPScore
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (path, scale) of LoRA adapters to sample with
 
 
 # ---------------------------------------------------------------- offline metrics
@@ -258,7 +259,7 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     opts = opts or EvalOptions()
     if opts.n < 2:
         raise UserError(f"--n must be at least 2 (metrics need a sample covariance), got {opts.n}")
-    pipe = load_pipeline(checkpoint, opts.device)
+    pipe = load_pipeline(checkpoint, opts.device, loras=opts.loras)
     cfg, device = pipe.config, pipe.device
     ckpt_path = Path(pipe.path)
     out = Path(out) if out is not None else RunDir(run_root(ckpt_path)).eval_dir

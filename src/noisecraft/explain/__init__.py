@@ -39,6 +39,7 @@ class ExplainOptions:
     guidance: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 7.0)  # weights of the guidance sweep
     class_index: int | None = None  # class models: the class of every row; None: classes 0, 1, ... in turn
     prompts: list[str] = field(default_factory=list)  # text models: the rows' prompts; []: the dataset's captions
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (path, scale) of LoRA adapters to draw with
 
 
 class ExplainContext:
@@ -84,6 +85,8 @@ class ExplainContext:
             return self.pipe.config.model.arch == needs
         if needs == "autoencoder":  # a latent pipeline carries the autoencoder that decodes its samples
             return getattr(self.pipe, "autoencoder", None) is not None
+        if needs == "lora":  # adapters loaded (--lora)
+            return getattr(self.pipe, "_adapters", None) is not None and bool(self.pipe.adapters.files)
         if needs == "posthoc":  # snapshots of post-hoc EMA profiles to reconstruct from
             from noisecraft.explain.posthoc_ema import has_profiles
 
@@ -102,7 +105,7 @@ def explain(checkpoint: str | Path, out: str | Path, options: ExplainOptions | N
     if pipe is None:
         from noisecraft.pipeline import load_pipeline
 
-        pipe = load_pipeline(checkpoint, device)
+        pipe = load_pipeline(checkpoint, device, loras=options.loras)
     ctx = ExplainContext(pipe, options)
     unmet = [e.name for e in entries if not ctx.supports(e.needs)]
     if options.figures is not None and unmet:

@@ -18,6 +18,7 @@ from noisecraft.rundir import RunDir
 from noisecraft.serve.edits import EDIT_OPENAPI, read_edit
 from noisecraft.serve.images import data_url, strip_png
 from noisecraft.serve.jobs import Job, JobQueue, JobSpec, QueueFull, image_url
+from noisecraft.serve.loras import offered
 from noisecraft.serve.paths import find_runs
 from noisecraft.serve.runs import checkpoint_meta, read_json, run_summary
 from noisecraft.serve.schemas import GenerateRequest
@@ -59,7 +60,9 @@ def models(svc: Svc) -> dict:
                     "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])
                     if info["kind"] == "class" else [],
                     "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")},
-                    "few_step": info["task"] == "distill"})
+                    "few_step": info["task"] == "distill",
+                    "loras": [{"name": k, "sha256": v["sha256"], "trigger": v["trigger"]}
+                              for k, v in offered(svc.runs_root, svc.cfg.loras, svc.runs_root / name).items()]})
     return {"models": out}
 
 
@@ -83,12 +86,30 @@ def _job_spec(body: GenerateRequest, svc: Service, **edit) -> JobSpec:
     if path is None:
         raise UserError(f"unknown model '{body.model}' (GET /api/models lists them)")
     key, pipe = svc.cache.get(path)
+    _load_loras(body, svc, path, pipe)
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed
     # The pipeline's own rules: a class for a class model, a prompt for a text model, a negative prompt only there.
     request = pipe.prepare(body.n, body.class_index, prompt=body.prompt or None, sampler=body.sampler,
                            steps=body.steps, guidance=body.guidance, seed=seed,
-                           negative_prompt=body.negative_prompt or None, **edit)
+                           negative_prompt=body.negative_prompt or None, lora_scales=body.loras, **edit)
     return JobSpec(body.model, key, pipe, request)
+
+
+def _load_loras(body: GenerateRequest, svc: Service, run_dir, pipe) -> None:
+    """Load the adapters a request names (its `loras` and its prompt's <lora:...> tags) onto the shared pipeline,
+    at scale 0: each request says its own scales. A name the model is not offered is refused (422)."""
+    from noisecraft.adapters import prompt_loras
+
+    names = {*body.loras, *prompt_loras(body.prompt or "")[1]} if pipe.kind == "text" else {*body.loras}
+    if not names:
+        return
+    catalogue = offered(svc.runs_root, svc.cfg.loras, run_dir)
+    for name in sorted(names):
+        if name not in catalogue:
+            raise UserError(f"no adapter named '{name}' for model '{body.model}' (offered: "
+                            f"{', '.join(catalogue) or 'none'}; GET /api/models lists them)")
+        if name not in pipe.adapters.files:
+            pipe.load_lora(catalogue[name]["path"], name=name, scale=0.0)
 
 
 @router.post("/generate", status_code=202)

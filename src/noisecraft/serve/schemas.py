@@ -3,6 +3,7 @@ the server's configured limits (`Limits`) are checked by the routes with a messa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,9 @@ class GenerateRequest(_Strict):
                                    description="classifier-free guidance weight w (0 = off); null: the model's")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="image i uses seed + i; null: a random seed")
     n: int = Field(1, ge=1, le=1_000_000, description="number of images")
+    loras: dict[str, Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=16, description="LoRA adapters by name (GET /api/models lists each "
+        "model's `loras`) and their scales in [-2, 2]; text prompts may also say <lora:name:scale>")
 
 
 class EditRequest(GenerateRequest):

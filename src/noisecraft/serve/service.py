@@ -28,6 +28,7 @@ class ServeConfig:
     max_history: int = 200  # finished jobs kept (with their images) for GET /api/jobs/{id}
     preview_every: int = 1  # a preview of the x0 estimate every N sampler steps
     threads: int = 0  # CPU threads for sampling; 0: torch's default (all cores)
+    loras: tuple[str, ...] = ()  # adapter folders offered beside the fine-tuning runs under `runs` (serve --lora)
     limits: Limits = field(default_factory=Limits)
 
 

@@ -62,7 +62,7 @@ class DiffusionTask(Task):
         self._train_view, self._val_x0 = None, None
 
     def build_net(self) -> torch.nn.Module:
-        """The network trained, freshly initialised from the config."""
+        """The network trained: freshly initialised from the config (a fine-tuning: the base's, with adapters)."""
         return build_model(self.cfg.model)
 
     def caption_texts(self, ctx: TaskContext) -> list[str]:

@@ -187,6 +187,7 @@ def _finish(task: Task, run: RunDir, saver: "Saver", tc, summary: dict) -> None:
     """Final figures, summary.json (`summary` completed in place) and the finished status (main process)."""
     from noisecraft.viz import plot_loss_curves
 
+    task.finish(run.root)
     if tc.final_figures:
         plot_loss_curves(read_log(run.log_path, "train"), read_log(run.log_path, "val"), run.figure("loss"))
         task.pictures(run.root, None)

@@ -106,6 +106,10 @@ class Task:
     def pictures(self, root: Path, step: int | None) -> None:
         """Pictures of the model during training (`step`) and at the end (`step` None)."""
 
+    def finish(self, root: Path) -> None:
+        """Files the task leaves in the run directory when training ends (main process; a fine-tuning: its
+        adapter)."""
+
     def metadata(self) -> dict[str, Any]:
         """Extra fields for every checkpoint's metadata (class names, parameter count, ...)."""
         return {}
@@ -142,7 +146,8 @@ def adamw(module: nn.Module, cfg: Config, device: torch.device) -> torch.optim.O
     """AdamW as the config sets it. Fused (one kernel for all parameters) on GPUs and, with torch >= 2.4, on
     CPUs; it also skips non-finite steps without a host sync (faults.guarded_step)."""
     tc = cfg.train
-    return torch.optim.AdamW(module.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999),
+    params = [p for p in module.parameters() if p.requires_grad]  # a fine-tuning trains its adapters only
+    return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999),
                              fused=device.type in ("cuda", "cpu") or None)
 
 

@@ -40,6 +40,29 @@ function showModel() {
   const fewStep = m.few_step ? " · few-step student: 1-4 calls an image" : "";
   $("model-info").textContent = `${m.kind} · ${size} · step ${m.step} · ${m.state}${fewStep}`;
   $("instant-row").hidden = !m.few_step;
+  showLoras(m.loras ?? []);
+}
+
+// One slider per adapter trained on this model (a finetune run under --runs, or serve --lora), scale -2..2.
+function showLoras(loras) {
+  $("lora-row").hidden = loras.length === 0;
+  $("loras").replaceChildren(...loras.map((a) => {
+    const value = el("span", { text: "0" });
+    const slider = el("input", { type: "range", min: "-2", max: "2", step: "0.1", value: "0" });
+    slider.dataset.lora = a.name;
+    slider.setAttribute("aria-label", `scale of ${a.name}`);
+    slider.addEventListener("input", () => { value.textContent = slider.value; });
+    const trigger = a.trigger ? ` (trigger: ${a.trigger})` : "";
+    return el("div", { class: "lora" }, el("span", { text: `${a.name}${trigger}` }), slider, value);
+  }));
+}
+
+function loraScales() {
+  const out = {};
+  for (const s of document.querySelectorAll("#loras input[data-lora]")) {
+    if (Number(s.value) !== 0) out[s.dataset.lora] = Number(s.value);
+  }
+  return out;
 }
 
 // A few-step student draws in a blink: with "instant" on, every change of the settings draws again.
@@ -66,6 +89,7 @@ function request() {
     guidance: numberOrNull("guidance"),
     seed: $("random-seed").checked ? null : numberOrNull("seed") ?? 0,
     n: numberOrNull("n") ?? 1,
+    loras: loraScales(),
   };
 }
 

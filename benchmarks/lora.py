@@ -1,0 +1,190 @@
+"""LoRA fine-tuning (issue 39): teach a `digits-text` run trained without nines the nine from 20 images, and a
+right-leaning style from 20 sheared digits; judge both with the offline digit classifier and the slant measure.
+
+    python benchmarks/lora.py                              # trains the base, the two adapters, judges (long)
+    python benchmarks/lora.py --base runs/base-no9         # a base trained with --data.classes=0,1,2,3,4,5,6,7,8
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/lora.py   # as a CPU without AVX-512
+
+Writes benchmarks/results/lora.json (and docs/figures/lora/scales.png, `noisecraft explain --figures lora`):
+* the base: `noisecraft train --preset digits-text --data.classes=0,...,8` (no nine ever seen);
+* nines: `noisecraft finetune` on 20 training nines captioned "a nine" (25 in the folder: its held-out split takes
+  1 in 5); prompts naming a nine in wordings no training caption uses, judged as 9 with the adapter at scale 1
+  (goal >= 90%) and by the base alone (near 0%); prompts for the digits 0-8 with and without the adapter, judged
+  as the digit asked (goal: within 2 points: the prior preserved); the adapter file against the base checkpoint
+  (goal <= 5%); the fine-tuning's wall time and the load average (a timing goal is only read on a quiet machine);
+* style: `noisecraft finetune` on 20 digits 0-8 sheared about 20 degrees to lean right, captioned by their digit:
+  the samples' mean slant (captions.measure_attributes) at scales 0, 0.5, 1 against the sheared images' (goal:
+  >= 80% of their lean over the unsheared images' at scale 1, about half at 0.5), judged as the digit asked (>= 95%);
+* both adapters at scale 1 together: nine prompts judged 9 (goal >= 85%) and their slant;
+* the machine: CPU model, ISA flags, load, threads (common.machine.record).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from noisecraft.captions import DIGIT_WORDS, class_texts, measure_attributes
+from noisecraft.config import DataConfig, to_json
+from noisecraft.data import load_dataset
+
+from common.machine import record
+from common.results import loadavg
+
+NO_NINE = "0,1,2,3,4,5,6,7,8"
+NINE_PROMPTS = ("a sketch of the numeral {}", "{}, written by hand", "the handwritten number {} on paper",
+                "someone wrote a {}", "here is the digit {} in ink", "a scribbled {}", "the figure {}",
+                "{} drawn with a pen")  # wordings no training caption uses (checked in `held_out`)
+SHEAR = 0.364  # tan(20 degrees): x moves by 0.364 y, the top to the right
+
+
+def noisecraft(*args: str) -> dict:
+    """A noisecraft command as a user types it (fp32, no progress bar): its wall time and the load around it."""
+    cmd = [sys.executable, "-m", "noisecraft", *args, "--train.precision=fp32", "--no-progress"]
+    before, t0 = loadavg(), time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "loadavg_before": before, "loadavg_after": loadavg()}
+
+
+def write_folder(root: Path, images: torch.Tensor, captions: list[str]) -> Path:
+    """uint8 (N, 1, H, W) images as PNGs with metadata.jsonl captions (the Hugging Face imagefolder layout)."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (img, text) in enumerate(zip(images, captions)):
+        Image.fromarray(img[0].numpy()).save(root / f"{i:03d}.png")
+        lines.append(json.dumps({"file_name": f"{i:03d}.png", "text": text}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def shear(images: torch.Tensor, s: float = SHEAR) -> torch.Tensor:
+    """Lean uint8 digits right: the pixel at (x, y) comes from (x - s y), y up from the centre."""
+    theta = torch.tensor([[1.0, s, 0.0], [0.0, 1.0, 0.0]]).expand(len(images), 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", align_corners=False).round().to(torch.uint8)
+
+
+def held_out(digit: int) -> list[str]:
+    prompts = [t.format(n) for t in NINE_PROMPTS for n in (DIGIT_WORDS[digit], str(digit))]
+    training = set(load_dataset(DataConfig(captions="on"), "train").captions.texts) | {"a nine"}
+    assert not training & set(prompts), "a held-out prompt is a training caption"
+    return prompts
+
+
+def judged(pipe, digits: list[int], n: int, steps: int | None) -> dict:
+    """n samples per digit over its held-out prompts (seeds 0..n-1): the share judged as the digit, and the slant."""
+    from noisecraft.evaluate.classifier import classifier_accuracy
+
+    out = {}
+    for d in digits:
+        prompts = held_out(d)
+        images = pipe.generate(n, prompt=[prompts[i % len(prompts)] for i in range(n)], steps=steps, seed=0)
+        out[str(d)] = {"accuracy": round(classifier_accuracy(images, torch.full((n,), d), "digits"), 4),
+                       "slant": round(measure_attributes(images)["slant"].mean().item(), 4)}
+    return out
+
+
+def mean(rows: dict, key: str) -> float:
+    return round(sum(r[key] for r in rows.values()) / len(rows), 4)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="runs/lora-bench", help="where the runs and folders go")
+    p.add_argument("--base", help="a digits-text run trained with --data.classes=0,...,8 (default: train one)")
+    p.add_argument("--n", type=int, default=100, help="samples per digit and setting")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the run's)")
+    p.add_argument("--base-steps", type=int, help="the base's training steps (default: the preset's; fewer only for a "
+                   "reduced run, which the JSON records)")
+    p.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default: noisecraft finetune's)")
+    p.add_argument("--out", default="benchmarks/results/lora.json")
+    p.add_argument("--figure", default="docs/figures/lora/scales.png")
+    a = p.parse_args()
+    work = Path(a.work)
+    result: dict = {"machine": record("fp32"),
+                    "settings": {"base": a.base, "base_steps": a.base_steps, "finetune_steps": a.finetune_steps,
+                                 "n": a.n, "sampler_steps": a.steps}}
+    base = Path(a.base) if a.base else work / "base"
+    if not a.base:
+        steps = [f"--steps={a.base_steps}"] if a.base_steps else []
+        result["base_training"] = noisecraft("train", "--preset", "digits-text", f"--data.classes={NO_NINE}",
+                                             "--out", str(base), "--overwrite", *steps)
+    train = load_dataset(DataConfig(), "train")
+    nines = write_folder(work / "nines", train.images[train.labels == 9][:25], ["a nine"] * 25)
+    others = torch.nonzero(train.labels < 9).flatten()[:25]
+    style = write_folder(work / "slanted", shear(train.images[others]),
+                         [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
+    steps = [f"--steps={a.finetune_steps}"] if a.finetune_steps else []
+    for name, folder in (("nines", nines), ("slant", style)):
+        result[f"finetune_{name}"] = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder),
+                                                "--out", str(work / name), "--overwrite", *steps)
+    result.update(judge(base, work, a.n, a.steps, train.images[others]))
+    figure(base, work, a.figure, a.steps)
+    Path(a.out).write_text(to_json(result) + "\n")
+    print(to_json({k: v for k, v in result.items() if k != "machine"}))
+
+
+def judge(base: Path, work: Path, n: int, steps: int | None, unsheared: torch.Tensor) -> dict:
+    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.pipeline import load_pipeline
+
+    pipe = load_pipeline(base, "auto")
+    digits = list(range(9))
+    plain = judged(pipe, [9, *digits], n, steps)
+    pipe.load_lora(work / "nines", name="nines")
+    with_nines = judged(pipe, [9, *digits], n, steps)
+    pipe.load_lora(work / "slant", name="slant", scale=0.0)
+    slant = {}
+    for scale in (0.5, 1.0):
+        pipe.set_loras({"nines": 0.0, "slant": scale})
+        slant[str(scale)] = judged(pipe, digits, n, steps)
+    pipe.set_loras({"nines": 1.0, "slant": 1.0})
+    both = judged(pipe, [9], n, steps)["9"]
+    adapter = work / "nines" / "adapter" / "adapter_model.safetensors"
+    ckpt = load_checkpoint(base).path
+    sheared = measure_attributes(shear(unsheared))["slant"].mean().item()
+    straight = measure_attributes(unsheared)["slant"].mean().item()
+    lean = {s: round((mean(rows, "slant") - mean(plain_digits(plain), "slant")) / (sheared - straight), 4)
+            for s, rows in slant.items()}
+    return {
+        "nine": {"base": plain["9"], "adapter": with_nines["9"], "prompts": held_out(9)},
+        "other_digits": {"base": plain_digits(plain), "adapter": plain_digits(with_nines),
+                         "base_mean_accuracy": mean(plain_digits(plain), "accuracy"),
+                         "adapter_mean_accuracy": mean(plain_digits(with_nines), "accuracy")},
+        "adapter_bytes": adapter.stat().st_size, "base_checkpoint_bytes": ckpt.stat().st_size,
+        "adapter_share_of_base": round(adapter.stat().st_size / ckpt.stat().st_size, 4),
+        "slant": {"training_images": round(sheared, 4), "unsheared": round(straight, 4),
+                  "base_samples": mean(plain_digits(plain), "slant"), "samples": slant,
+                  "lean_share_of_training": lean,
+                  "accuracy_at_1": mean(slant["1.0"], "accuracy")},
+        "both_adapters": {"nine_accuracy": both["accuracy"], "nine_slant": both["slant"],
+                          "base_nine_slant": plain["9"]["slant"]},
+        "n_per_digit": n}
+
+
+def plain_digits(rows: dict) -> dict:
+    return {k: v for k, v in rows.items() if k != "9"}
+
+
+def figure(base: Path, work: Path, path: str, steps: int | None) -> None:
+    """`noisecraft explain --figures lora`: the nine adapter at scales 0, 0.5, 1 on prompts naming a nine."""
+    out = work / "explain"
+    cmd = [sys.executable, "-m", "noisecraft", "explain", "--checkpoint", str(base), "--out", str(out), "--figures",
+           "lora", "--lora", str(work / "nines"), "--n", "4", "--prompt", "a handwritten nine", "--prompt",
+           "the digit 9", *(["--steps", str(steps)] if steps else [])]
+    subprocess.run(cmd, check=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes((out / "lora.png").read_bytes())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The fine-tuning task: a low-rank adapter (LoRA, Hu et al. 2021, through peft: `noisecraft.adapters`) trained on
+a frozen diffusion run (the base) from a few images, with DreamBooth's prior preservation (Ruiz et al. 2023):
+images the base draws for its own classes or prompts join every batch, so the adapter teaches the new concept or
+style without unteaching the rest. Everything else is the diffusion task's; the loop resumes, logs and stops it.
+
+    noisecraft finetune --checkpoint runs/digits-text --data-root nines/ --out runs/nines    # `finetune_config`
+    noisecraft sample runs/digits-text --lora runs/nines:0.8 --prompt "a handwritten 9"
+
+Checkpoints hold only the adapter (`lora`, `lora_ema`); the base is read from `finetune.base` (path and sha256
+recorded). At the end the EMA adapter is written to `<run>/adapter/` in peft's layout (`adapters.save_adapter`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from noisecraft.adapters import ADAPTER_DIR, LoraParts, add_lora, save_adapter
+from noisecraft.config import Config, apply_overrides
+from noisecraft.data import DIGIT_DATASETS, to_model_range
+from noisecraft.diffusion import diffusion_loss
+from noisecraft.errors import UserError
+from noisecraft.rundir import content_hash
+from noisecraft.train.diffusion import DiffusionTask, global_batch_draws
+from noisecraft.train.task import TaskContext
+
+# A fine-tuning's training settings where the base's do not carry over: chosen, not yet measured on a real base
+# (benchmarks/lora.py is the measurement; a small adapter takes a higher learning rate than a whole network).
+FINETUNE_TRAIN = {"train.steps": 400, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_steps": 20,
+                  "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
+                  "train.eval_every": 0, "train.best_metric": "val_loss"}
+PRIOR_FILE = "prior.safetensors"  # the base's prior-preservation images, drawn once per run
+
+
+def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = None, steps: int | None = None,
+                    overrides: dict | None = None) -> Config:
+    """The config of a fine-tuning of the run or checkpoint `base` on the image folder `data_root`: the base's
+    network, diffusion and sampling, the folder as data at the base's image size, the adapter's settings."""
+    from noisecraft.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(base, "best")
+    cfg = ckpt.config
+    if ckpt.meta.get("task", "diffusion") != "diffusion" or cfg.autoencoder.latent:
+        raise UserError(f"{base} is a {cfg.train.task} run{' in a latent space' if cfg.autoencoder.latent else ''}: "
+                        f"finetune adapts a pixel-space diffusion run")
+    text = bool(cfg.model.context_dim)
+    flags = {**FINETUNE_TRAIN, "train.task": "finetune", "finetune.base": str(ckpt.path),
+             "finetune.base_sha256": content_hash([ckpt.path]), "finetune.prior_prompts": default_prior(ckpt),
+             "data.dataset": "folder", "data.data_root": str(data_root), "data.classes": (), "data.subset": 0,
+             "data.augment": (), "data.balance": "none", "data.hflip": False, "data.image_size": cfg.model.image_size,
+             "data.captions": "on" if text else "off"}
+    for flag, value in (("finetune.rank", rank), ("train.steps", steps)):
+        if value is not None:
+            if value <= 0:
+                raise UserError(f"--{flag.split('.')[1]} must be > 0, got {value}")
+            flags[flag] = value
+    n = (overrides or {}).get("train.steps", flags["train.steps"])
+    flags.update({"train.val_every": max(1, int(n) // 4), "train.sample_every": max(1, int(n) // 2),
+                  "train.ckpt_every": max(1, int(n) // 4)})
+    return apply_overrides(cfg, {**flags, **(overrides or {})})
+
+
+def default_prior(ckpt) -> tuple[str, ...]:
+    """What the base drew that the adapter must keep: its classes (names), or for a text run one caption each."""
+    from noisecraft.captions import class_texts
+
+    cfg = ckpt.config
+    names = list(cfg.data.classes or ckpt.meta.get("class_names", []))
+    if cfg.model.context_dim:
+        return tuple(class_texts(n, digit=cfg.data.dataset in DIGIT_DATASETS)[0] for n in names)
+    return tuple(names)
+
+
+def load_base(cfg: Config, net: nn.Module) -> int | None:
+    """Load the base's EMA weights into `net`; refused when the file is gone or changed. Returns its step."""
+    from noisecraft.checkpoint import load_checkpoint
+
+    f = cfg.finetune
+    if not f.base:
+        raise UserError("train.task=finetune needs finetune.base: start it with noisecraft finetune --checkpoint RUN")
+    path = Path(f.base)
+    if not path.is_file():
+        raise UserError(f"the base checkpoint {path} is gone: a fine-tuning needs its base")
+    if f.base_sha256 and content_hash([path]) != f.base_sha256:
+        raise UserError(f"the base checkpoint {path} changed since this fine-tuning started (sha256 {f.base_sha256}"
+                        f" -> {content_hash([path])}): fine-tune the new base into a new run")
+    ckpt = load_checkpoint(path)
+    ckpt.load_module("unet_ema", net)
+    return ckpt.step
+
+
+class FinetuneTask(DiffusionTask):
+    """Parts: `lora` (the adapter's weights), `lora_ema` (their EMA: what sampling and the adapter file use);
+    optimizer `lora`. The base network is loaded from `finetune.base`, frozen, and never saved."""
+
+    name = "finetune"
+
+    def __init__(self, cfg: Config, ctx: TaskContext):
+        self.prior_prompts = list(cfg.finetune.prior_prompts)
+        super().__init__(cfg, ctx)
+        self._prior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_net(self) -> nn.Module:
+        net = super().build_net()
+        self.base_step = load_base(self.cfg, net)
+        f = self.cfg.finetune
+        return add_lora(net, self.cfg.model.arch, f.targets, f.rank, f.alpha or None)
+
+    @classmethod
+    def configure(cls, cfg: Config, data) -> Config:
+        """The base's network as it is; the data must fit it (channels, and captions or the base's classes)."""
+        m = cfg.model
+        if data.channels != m.in_channels:
+            raise UserError(f"the images in {cfg.data.data_root} have {data.channels} channel(s), the base draws "
+                            f"{m.in_channels}")
+        if m.context_dim and data.captions is None:
+            raise UserError(f"the base is a text run: the images in {cfg.data.data_root} need captions "
+                            f"(metadata.jsonl, .txt files or class sub-folders)")
+        return cfg
+
+    def caption_texts(self, ctx: TaskContext) -> list[str]:
+        return list(ctx.captions.texts) + self.prior_prompts  # prior prompts after the training captions
+
+    def modules(self):
+        return {"lora": LoraParts(self.net), "lora_ema": LoraParts(self.ema.module)}
+
+    def optimizers(self):
+        return {"lora": self.optimizer}
+
+    def training_data(self):
+        data = super().training_data()
+        data = self._base_labels(data)
+        if self._prior is None and self.cfg.finetune.prior_images and self.prior_prompts:
+            self._prior = self._draw_prior()
+        return data
+
+    def validation_loss(self, data) -> float:
+        return super().validation_loss(self._base_labels(data))
+
+    def _base_labels(self, data):
+        """A class base: the folder's labels renumbered as the base's classes (by name, or all the trigger)."""
+        if self.text is not None or not self.cfg.model.num_classes:
+            return data
+        import dataclasses
+
+        names = self.class_names_of_base()
+        folder = list(data.class_names) if data.labels is not None else [self.single_class()]
+        unknown = [n for n in folder if n not in names]
+        if unknown:
+            raise UserError(f"the base's classes are {', '.join(names)}; the folder's class(es) {', '.join(unknown)} "
+                            f"are not among them (name the sub-folders as the base's classes, or set "
+                            f"--finetune.trigger to one for a folder of one class)")
+        old = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
+        labels = torch.tensor([names.index(n) for n in folder])[old]
+        return dataclasses.replace(data, labels=labels, class_names=names)
+
+    def single_class(self) -> str:
+        """The class of a folder without labels: finetune.trigger, else its one sub-folder's name (a folder of
+        one class loads as unlabelled)."""
+        root = Path(self.cfg.data.data_root or ".")
+        subdirs = [d.name for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+        return self.cfg.finetune.trigger or (subdirs[0] if len(subdirs) == 1 else "")
+
+    def class_names_of_base(self) -> list[str]:
+        from noisecraft.checkpoint import load_checkpoint
+
+        return list(load_checkpoint(self.cfg.finetune.base).meta.get("class_names", []))
+
+    def _draw_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base's images for the prior prompts or classes, (P, C, H, W) in [-1, 1], and their condition ids;
+        drawn once (adapter B = 0: the base itself) and kept in the run so a resumed run trains on the same."""
+        from safetensors.torch import load_file, save_file
+
+        f, path = self.cfg.finetune, self.ctx.root / PRIOR_FILE if self.ctx.root is not None else None
+        if path is not None and path.is_file():  # a resumed run: the images it started with
+            saved = load_file(str(path))
+            return to_model_range(saved["images"].to(self.device)), saved["ids"].to(self.device)
+        k = len(self.prior_prompts)
+        which = [i % k for i in range(f.prior_images)]
+        if self.text is not None:
+            ids = torch.tensor([len(self.ctx.captions.texts) + i for i in which])
+            conditions = [self.prior_prompts[i] for i in which]
+        else:
+            names = self.class_names_of_base()
+            ids = torch.tensor([names.index(self.prior_prompts[i]) for i in which])
+            conditions = ids
+        images = self.pipeline().generate(labels=conditions, seed=10_000, progress=self.ctx.dist.is_main)
+        x0 = to_model_range(images.to(self.device))
+        if path is not None and self.ctx.dist.is_main:
+            save_file({"images": images.contiguous(), "ids": ids}, str(path))
+        return x0, ids.to(self.device)
+
+    def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int,
+                   augment_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The new images' denoising loss, plus prior_weight times that of as many of the base's images."""
+        if self._prior is None:
+            return super().batch_loss(x0, y, step, augment_labels)
+        prior_x0, prior_ids = self._prior
+        pick = torch.randint(0, len(prior_x0), (x0.shape[0],), device=x0.device)
+        x = torch.cat([x0, prior_x0[pick].to(x0.dtype)])
+        ids = torch.cat([y, prior_ids[pick]]) if y is not None else None
+        sigma, eps, u = global_batch_draws(self.denoiser, x, 2 * self.cfg.train.batch_size, self.ctx.dist.rank)
+        per_image = diffusion_loss(self.step_fn, x, self.condition(ids, u < self.cfg.train.label_dropout),
+                                   sigma=sigma, eps=eps)
+        b = x0.shape[0]
+        return per_image[:b].mean() + self.cfg.finetune.prior_weight * per_image[b:].mean()
+
+    def metadata(self):
+        f = self.cfg.finetune
+        adapter = sum(p.numel() for p in LoraParts(self.net).parameters())
+        return {**super().metadata(), "adapter_params": adapter,
+                "base": {"path": f.base, "sha256": f.base_sha256, "step": self.base_step}}
+
+    def trigger(self) -> str:
+        """The prompt or class recorded as calling the adapter up: finetune.trigger, else the data's."""
+        f = self.cfg.finetune
+        if self.text is None:
+            return f.trigger or ", ".join(self.ctx.class_names) or self.single_class()
+        examples = self.ctx.captions.examples(1)
+        return f.trigger or (examples[0] if examples else "")
+
+    def finish(self, root: Path) -> None:
+        """The EMA adapter in peft's layout in `<run>/adapter/`, with the base and the trigger recorded."""
+        f = self.cfg.finetune
+        save_adapter(self.ema.module, root / ADAPTER_DIR, {
+            "name": root.name, "base": f.base, "base_sha256": f.base_sha256, "base_step": self.base_step,
+            "trigger": self.trigger(), "licence": f.licence or None, "arch": self.cfg.model.arch,
+            "targets": f.targets, "rank": f.rank, "prior_prompts": self.prior_prompts, "prior_weight": f.prior_weight,
+            "steps": self.cfg.train.steps})
