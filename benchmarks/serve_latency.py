@@ -44,7 +44,7 @@ def untrained_digits_run(root: Path) -> Path:
     run = root / "digits"
     (run / "checkpoints").mkdir(parents=True)
     cfg.save(run / "config.json")
-    save_checkpoint(run / "checkpoints" / "best.safetensors", modules={"unet": net, "unet_ema": copy.deepcopy(net)},
+    save_checkpoint(run / "checkpoints" / "best.safetensors", modules={"net": net, "net_ema": copy.deepcopy(net)},
                     optimizers={}, config=cfg, step=0, class_names=[str(i) for i in range(10)])
     return run
 

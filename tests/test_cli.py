@@ -79,7 +79,7 @@ def test_info_reports_parameters_and_config(cli, run_dir):
     assert code == 0, err
     info = json.loads(out)
     assert info["parameters"] > 1000 and info["step"] == 4 and info["config"]["data"]["dataset"] == "digits"
-    assert info["task"] == "diffusion" and info["parts"] == ["unet", "unet_ema"]
+    assert info["task"] == "diffusion" and info["parts"] == ["net", "net_ema"]
 
 
 @pytest.mark.parametrize("argv, needle", [

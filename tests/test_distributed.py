@@ -68,5 +68,5 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     w2 = load_file(str(two / "checkpoints" / "last.safetensors"))
     assert w1.keys() == w2.keys()
     for k in w1:
-        if k.startswith(("unet.", "unet_ema.")):
+        if k.startswith(("net.", "net_ema.")):
             assert (w1[k] - w2[k]).abs().max() < 1e-2, k  # a few Adam steps of lr 1e-3 apart at most

@@ -289,7 +289,7 @@ def test_repeated_nonfinite_steps_stop_and_keep_last_good_checkpoint(cli, tmp_pa
     state = final_state(tmp_path / "run")
     good = load_file(str(tmp_path / "run" / "checkpoints" / "step_00000004.safetensors"))
     assert all(torch.isfinite(v).all() for v in state.values())
-    assert all(torch.equal(state[k], good[k]) for k in state if k.startswith(("unet.", "optimizer.unet.")))
+    assert all(torch.equal(state[k], good[k]) for k in state if k.startswith(("net.", "optimizer.net.")))
 
 
 def test_non_finite_weights_never_reach_a_checkpoint(cli, tmp_path, monkeypatch):

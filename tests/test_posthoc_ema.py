@@ -122,7 +122,7 @@ def test_constant_weights_are_reconstructed_exactly(tmp_path):
 
 def test_training_keeps_the_profiles_in_checkpoints_and_snapshots(phema_run):
     meta = json.loads((phema_run / "checkpoints" / "last.json").read_text())
-    assert {"unet", "unet_ema", "unet_phema0", "unet_phema1"} <= set(meta["modules"])
+    assert {"net", "net_ema", "net_phema0", "net_phema1"} <= set(meta["modules"])
     assert [s for s, _ in RunDir(phema_run).snapshots()] == [2, 4, 6, 8]
 
 
@@ -137,7 +137,7 @@ def test_profiles_change_nothing_that_is_trained(phema_run, tiny_runs):
                  *PROFILES[2:]]) == 0
     plain = load_checkpoint(plain_out, "last")
     for key, value in plain.tensors.items():
-        if key.startswith(("unet.", "unet_ema.")):
+        if key.startswith(("net.", "net_ema.")):
             assert torch.equal(value, with_profiles.tensors[key]), key
 
 
@@ -166,7 +166,7 @@ def test_ema_writes_a_checkpoint_that_samples(phema_run, tmp_path, cli):
     ckpt = load_checkpoint(path)
     assert ckpt.meta["posthoc_ema"]["sigma_rel"] == 0.07 and ckpt.step == 8
     fixed = load_checkpoint(phema_run, "last").tensors
-    ema_keys = [k for k in ckpt.tensors if k.startswith("unet_ema.")]
+    ema_keys = [k for k in ckpt.tensors if k.startswith("net_ema.")]
     assert ema_keys and any(not torch.equal(ckpt.tensors[k], fixed[k]) for k in ema_keys)  # not the fixed EMA
     code, _, err = cli("sample", "--checkpoint", path, "--n", "4", "--out", tmp_path / "s", "--device", "cpu")
     assert code == 0, err

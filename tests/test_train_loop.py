@@ -3,6 +3,7 @@ resumes exactly through the same loop; run directories refuse, overwrite or resu
 has a kind; status.json follows the run; checkpoints written by noisecraft 0.1 still load."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -219,14 +220,55 @@ def test_a_checkpoint_of_noisecraft_0_1_still_resumes_and_informs(cli, tmp_path)
     code, out, err = cli("info", "--checkpoint", run)
     assert code == 0, err
     info = json.loads(out)
-    assert info["step"] == 2 and info["task"] == "diffusion" and info["parts"] == ["unet", "unet_ema"]
+    assert info["step"] == 2 and info["task"] == "diffusion" and info["parts"] == ["net", "net_ema"]
     code, _, err = cli("train", "--out", run, "--resume", "--steps", 4, "--no-progress")
     assert code == 0, err
     from noisecraft.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run, prefer="last")
-    assert ckpt.step == 4 and ckpt.meta["version"] == 2 and ckpt.meta["modules"] == ["unet", "unet_ema"]
+    assert ckpt.step == 4 and ckpt.meta["version"] == 2 and ckpt.meta["modules"] == ["net", "net_ema"]
     assert [r["step"] for r in _records(run) if r["kind"] == "train"] == [1, 2, 3, 4]  # old records kept, read by keys
+
+
+def test_a_checkpoint_with_the_u_net_era_part_names_loads_under_the_new_ones(tmp_path):
+    """Parts were `unet`, `unet_ema`, `unet_phemaK` and optimizer `unet` before a DiT could be the network: such a
+    file loads as `net`, `net_ema`, ... with the same tensors, and its optimizer state restores."""
+    from safetensors.torch import load_file, save
+
+    from noisecraft.checkpoint import load_checkpoint, save_checkpoint
+    from noisecraft.config import Config
+    from noisecraft.models import build_model
+
+    cfg = Config.load(FIXTURE / "config.json")
+    net = build_model(cfg.model)
+    opt = adamw(net, cfg, torch.device("cpu"))
+    net(torch.randn(2, 1, 28, 28), torch.ones(2), class_labels=torch.tensor([1, 2])).square().mean().backward()
+    opt.step()
+    new = tmp_path / "new.safetensors"
+    copies = {name: copy.deepcopy(net) for name in ("net_ema", "net_phema0")}
+    save_checkpoint(new, modules={"net": net, **copies}, optimizers={"net": opt},
+                    config=cfg, step=3)
+    meta = json.loads(new.with_suffix(".json").read_text())
+    old_names = {"net": "unet", "net_ema": "unet_ema", "net_phema0": "unet_phema0"}
+    tensors = {}
+    for key, value in load_file(str(new)).items():
+        head, rest = key.split(".", 1)
+        if head == "optimizer":
+            name, rest = rest.split(".", 1)
+            tensors[f"optimizer.{old_names[name]}.{rest}"] = value
+        else:
+            tensors[f"{old_names[head]}.{rest}"] = value
+    meta["modules"] = sorted(old_names[m] for m in meta["modules"])
+    meta["optimizers"] = {old_names[k]: g for k, g in meta["optimizers"].items()}
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save(tensors, metadata={"noisecraft": json.dumps(meta)}))
+    a, b = load_checkpoint(new), load_checkpoint(old)
+    assert b.meta["modules"] == ["net", "net_ema", "net_phema0"] and list(b.meta["optimizers"]) == ["net"]
+    assert a.tensors.keys() == b.tensors.keys() and all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    fresh = build_model(cfg.model)
+    b.load_module("net_ema", fresh)
+    assert all(torch.equal(x, y) for x, y in zip(fresh.parameters(), net.parameters()))
+    b.load_optimizer("net", adamw(fresh, cfg, torch.device("cpu")))
 
 
 def test_learning_rate_schedules():

@@ -1,7 +1,7 @@
 """Checkpoints: safetensors for tensors plus JSON metadata. Never pickle.
 
-`<name>.safetensors` holds named parts: each module's weights under its name (`unet.*`, `unet_ema.*`, later
-`autoencoder.*`, `discriminator.*`) and each optimizer's state under `optimizer.<name>.*`; its header also
+`<name>.safetensors` holds named parts: each module's weights under its name (`net.*`, `net_ema.*`,
+`autoencoder.*`, `discriminator.*`, ...) and each optimizer's state under `optimizer.<name>.*`; its header also
 carries the metadata JSON, so the one file is complete and is replaced atomically (temp file, fsync, rename). `<name>.json` is a readable copy of the same metadata.
 """
 from __future__ import annotations
@@ -24,6 +24,28 @@ VERSION = 2  # 2: named parts (modules and optimizers by name); 1: model./ema./o
 OPTIM = "optimizer"  # tensor-key prefix of optimizer states: optimizer.<name>.<param index>.<state key>
 # Format 1 (noisecraft 0.1) wrote one network with fixed prefixes; they are read as these named parts.
 V1_PARTS = {"model": "unet", "ema": "unet_ema", "optim": f"{OPTIM}.unet"}
+# A diffusion network's parts were named for the U-Net before a DiT could be one (unet, unet_ema, unet_phemaK and the
+# optimizer unet): read under the names that fit every architecture.
+OLD_NET = "unet"
+
+
+def _part_name(name: str) -> str:
+    return "net" + name[len(OLD_NET):] if name == OLD_NET or name.startswith(OLD_NET + "_") else name
+
+
+def _rename_old_parts(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, torch.Tensor]:
+    """unet.* -> net.*, unet_ema.* -> net_ema.*, unet_phemaK.* -> net_phemaK.*, optimizer.unet.* -> optimizer.net.*"""
+    out = {}
+    for key, value in tensors.items():
+        if key.startswith(f"{OPTIM}."):
+            _, name, rest = key.split(".", 2)
+            out[f"{OPTIM}.{_part_name(name)}.{rest}"] = value
+        else:
+            name, _, rest = key.partition(".")
+            out[f"{_part_name(name)}.{rest}"] = value
+    meta["modules"] = [_part_name(m) for m in meta["modules"]]
+    meta["optimizers"] = {_part_name(k): g for k, g in meta["optimizers"].items()}
+    return out
 
 
 def _flatten_optimizer(name: str, state: dict) -> dict[str, torch.Tensor]:
@@ -37,7 +59,7 @@ def _flatten_optimizer(name: str, state: dict) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, *, modules: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer], config: Config, step: int, **extra: Any) -> None:
     """Write `path` (.safetensors) and its .json sidecar atomically: every module's weights under its name
-    (`unet.*`, `unet_ema.*`, ...) and every optimizer's state under `optimizer.<name>.*`."""
+    (`net.*`, `net_ema.*`, ...) and every optimizer's state under `optimizer.<name>.*`."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -146,6 +168,8 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> Checkpoint:
     except UserError as e:
         raise UserError(f"{p} holds an invalid config: {e}") from None
     _validate_meta(p, meta, config)
+    if any(_part_name(m) != m for m in meta["modules"]):
+        tensors = _rename_old_parts(tensors, meta)
     meta["path"] = str(p)
     return Checkpoint(p, tensors, meta, config)
 

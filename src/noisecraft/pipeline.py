@@ -502,7 +502,7 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
 
 def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer: str = "best",
                   loras: list[tuple[str, float]] | tuple = ()) -> Pipeline:
-    """A run directory or checkpoint file as a Pipeline over its EMA weights (part "unet_ema"), composed by
+    """A run directory or checkpoint file as a Pipeline over its EMA weights (part "net_ema"), composed by
     `pipeline_for` (text prompts, latent decoding as the run's config says). `device`: auto (the first GPU, else
     the CPU), cpu, cuda or cuda:N; `prefer`: which checkpoint of a run (best or last); `loras`: (path, scale) of
     adapters to load. A fine-tuning run is its base with its adapter loaded."""
@@ -524,6 +524,6 @@ def load_pipeline(path: str | Path, device: torch.device | str = "auto", prefer:
 
 
 def _load_base_pipeline(ckpt, device: torch.device) -> Pipeline:
-    net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
+    net = ckpt.load_module("net_ema", build_model(ckpt.config.model))
     denoiser = Denoiser(net, ckpt.config.diffusion).to(device).eval()
     return pipeline_for(ckpt.config, denoiser, device=device, meta=ckpt.meta, root=run_root(ckpt.path))

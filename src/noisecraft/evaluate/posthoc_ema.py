@@ -43,7 +43,7 @@ class Scorer:
         ctx = TaskContext(device, class_names=train.class_names, captions=train.captions, root=run_root(ckpt.path),
                           train_data=train)
         self.task = DiffusionTask(cfg, ctx)
-        for name in ("unet", "unet_ema"):
+        for name in ("net", "net_ema"):
             ckpt.load_module(name, self.task.modules()[name])
         self.fixed = {k: v.clone() for k, v in self.task.ema.module.named_parameters()}
 

@@ -37,8 +37,8 @@ def global_batch_draws(denoiser: Denoiser, x0: torch.Tensor, global_batch: int, 
 
 
 class DiffusionTask(Task):
-    """Parts: `unet` (trained weights), `unet_ema` (their EMA: what sampling uses), with train.posthoc_ema also
-    `unet_phema0`, `unet_phema1`, ... (post-hoc EMA profiles, `train.phema`); optimizer `unet`.
+    """Parts: `net` (trained weights), `net_ema` (their EMA: what sampling uses), with train.posthoc_ema also
+    `net_phema0`, `net_phema1`, ... (post-hoc EMA profiles, `train.phema`); optimizer `net`.
 
     Latent diffusion (autoencoder.latent): the network learns the scaled latents of a frozen autoencoder, which
     encodes the whole training set (and its mirror images when flips are on) once into the run; the run keeps a
@@ -98,11 +98,11 @@ class DiffusionTask(Task):
         return self._train_view
 
     def modules(self):
-        parts = {"unet": self.net, "unet_ema": self.ema.module}
-        return parts if self.phema is None else {**parts, **self.phema.parts("unet")}
+        parts = {"net": self.net, "net_ema": self.ema.module}
+        return parts if self.phema is None else {**parts, **self.phema.parts("net")}
 
     def optimizers(self):
-        return {"unet": self.optimizer}
+        return {"net": self.optimizer}
 
     def metadata(self):
         meta = {"class_names": self.class_names, "params": count_parameters(self.net), **self.cond.metadata()}

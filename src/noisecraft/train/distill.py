@@ -78,13 +78,13 @@ def load_teacher(cfg: Config, device: torch.device) -> tuple[Denoiser, int | Non
         raise UserError(f"the teacher checkpoint {path} changed since this distillation started (sha256 differs): "
                         f"distil the new teacher into a new run")
     ckpt = load_checkpoint(path)
-    net = ckpt.load_module("unet_ema", build_model(ckpt.config.model))
+    net = ckpt.load_module("net_ema", build_model(ckpt.config.model))
     return Denoiser(net, ckpt.config.diffusion).to(device).eval().requires_grad_(False), ckpt.meta.get("step")
 
 
 class DistillTask(DiffusionTask):
-    """Parts: `unet` (the student, initialised from the teacher), `unet_ema` (its EMA: the consistency target and
-    what sampling uses); optimizer `unet`. The teacher is read from `distill.teacher` and never saved."""
+    """Parts: `net` (the student, initialised from the teacher), `net_ema` (its EMA: the consistency target and
+    what sampling uses); optimizer `net`. The teacher is read from `distill.teacher` and never saved."""
 
     name = "distill"
 

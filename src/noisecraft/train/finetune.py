@@ -86,7 +86,7 @@ def load_base(cfg: Config, net: nn.Module) -> int | None:
         raise UserError(f"the base checkpoint {path} changed since this fine-tuning started (sha256 {f.base_sha256}"
                         f" -> {content_hash([path])}): fine-tune the new base into a new run")
     ckpt = load_checkpoint(path)
-    ckpt.load_module("unet_ema", net)
+    ckpt.load_module("net_ema", net)
     return ckpt.step
 
 

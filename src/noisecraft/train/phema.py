@@ -214,7 +214,7 @@ def posthoc_path(ckpt, sigma_rel: float) -> Path:
 
 
 def write_posthoc_checkpoint(checkpoint: str | Path, sigma_rel: float, out: str | Path | None = None) -> Path:
-    """Reconstruct the EMA of `sigma_rel` at the last snapshot and write it as a checkpoint whose `unet_ema` is that
+    """Reconstruct the EMA of `sigma_rel` at the last snapshot and write it as a checkpoint whose `net_ema` is that
     EMA (`unet`: the run's trained weights): `noisecraft sample/evaluate/explain --checkpoint` take it. It holds
     no optimizer state, so it is not resumed from."""
     from noisecraft.checkpoint import save_checkpoint
@@ -224,7 +224,7 @@ def write_posthoc_checkpoint(checkpoint: str | Path, sigma_rel: float, out: str 
     ckpt, snaps = posthoc_source(checkpoint)
     (params,), coeffs = reconstruct(snaps, [sigma_rel])
     path = Path(out) if out is not None else posthoc_path(ckpt, sigma_rel)
-    net = ckpt.load_module("unet", build_model(ckpt.config.model))
+    net = ckpt.load_module("net", build_model(ckpt.config.model))
     ema = load_params(copy.deepcopy(net), params)
     keep = {k: v for k, v in ckpt.meta.items() if k not in ("format", "version", "step", "config", "modules",
                                                             "optimizers", "path", "log_state")}
@@ -232,7 +232,7 @@ def write_posthoc_checkpoint(checkpoint: str | Path, sigma_rel: float, out: str 
               "snapshot_steps": [s.step for s in snaps], "profiles": snaps[-1].sigma_rels,
               "coefficients": coeffs[:, 0].round(6).tolist()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, modules={"unet": net, "unet_ema": ema}, optimizers={}, config=ckpt.config,
+    save_checkpoint(path, modules={"net": net, "net_ema": ema}, optimizers={}, config=ckpt.config,
                     step=snaps[-1].step, **{**keep, "posthoc_ema": record})
     return path
 
