@@ -538,3 +538,15 @@ def test_prompt_syntax_errors_are_one_cli_line_naming_the_column(text_run, cli, 
                           (["--prompt", "[a three:a seven:9]"], "column 18: when = 9 is past the 2 sampling steps")]:
         code, _, err = cli("sample", "--checkpoint", out, *args, "--n", 1, "--steps", 2, "--out", tmp_path / "s")
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: prompt syntax, " + message), err
+
+
+@needs_text
+def test_explain_draws_a_prompt_editing_run(text_run, tmp_path):
+    from noisecraft.explain import ExplainOptions, explain
+
+    out, _ = text_run
+    index = explain(out, tmp_path, ExplainOptions(figures=("prompt-editing",), prompts=["a bold seven", "a: two"]),
+                    device="cpu")
+    [fig] = index["figures"]
+    assert (tmp_path / fig["file"]).is_file() and fig["switch_after_step"] == fig["steps"] // 2
+    assert fig["prompts"] == ["a bold seven", "a: two", "[a bold seven:a\\: two:0.5]", "[a bold seven|a\\: two]"]
