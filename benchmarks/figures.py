@@ -296,6 +296,13 @@ def posthoc_ema() -> str:
     return render(load("posthoc_ema.json"))
 
 
+def prompt_syntax() -> str:
+    sys.path.insert(0, str(HERE))
+    from prompt_syntax import render
+
+    return render(load("prompt_syntax.json"))
+
+
 def recipes_compare() -> str:
     sys.path.insert(0, str(HERE))
     from recipes_compare import render
@@ -573,7 +580,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
           "colour_search": colour_search, "colour_timing": colour_timing,
-          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare}
+          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare, "prompt_syntax": prompt_syntax}
 
 
 def render(name: str) -> str:
