@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from noisecraft.conditioning.prompt_syntax import (PromptSyntaxError, has_syntax, is_scheduled, prompt_schedule,
-                                                   weighted_chunks)
+from noisecraft.conditioning.prompt_syntax import (PromptSyntaxError, final_words, has_syntax, is_scheduled,
+                                                   prompt_schedule, weighted_chunks)
 from noisecraft.registry import SAMPLERS
 from noisecraft.samplers import cfg_denoiser, get_sampler, karras_sigmas
 from noisecraft.samplers.common import StepConditions, at_level
@@ -153,3 +153,9 @@ def test_every_sampler_hands_the_denoiser_each_steps_condition(sampler):
         assert cond == [10.0, 20.0][int(rows[min(step, steps - 1), 0])], (sampler, sigma)
         assert null_value == [-1.0, -2.0][int(null.rows[min(step, steps - 1), 0])], (sampler, sigma)
     assert {c for _, (c, _) in seen} == {10.0, 20.0} or sampler == "consistency"
+
+
+def test_final_words_are_what_a_judge_reads():
+    assert final_words("a (bold:1.5) seven") == "a bold seven"  # no numerals left for a digit parser to find
+    assert final_words("[a three:a \\(big\\) seven:0.5] BREAK (leaning left)") == "a (big) seven leaning left"
+    assert final_words("[a three|a seven]") == "a three a seven" and final_words("a 7: tall") == "a 7: tall"

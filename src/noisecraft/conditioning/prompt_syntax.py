@@ -31,7 +31,7 @@ BREAK = "BREAK"
 _SYNTAX = re.compile(r"[()\[\]\\]|\bBREAK\b")
 _NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
-_ESCAPE = re.compile(r"\\(.?)", re.S)
+_ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
 
 
 class PromptSyntaxError(UserError):
@@ -219,6 +219,26 @@ def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
         elif isinstance(n, Alternation):
             ends.update(range(1, steps + 1))
     return [(t, _render(prompt, tree, t, steps)) for t in sorted(e for e in ends if e >= 1)]
+
+
+def _words(nodes: list) -> str:
+    out = []
+    for n in nodes:
+        if isinstance(n, Text):
+            out.append(_ESCAPE.sub(r"\1", _BREAK.sub(" ", n.raw)))
+        elif isinstance(n, Emphasis):
+            out.append(_words(n.children))
+        elif isinstance(n, Edit):
+            out.append(_words(n.after))
+        else:
+            out.append(" ".join(_words(option) for option in n.options))
+    return "".join(out)
+
+
+def final_words(prompt: str) -> str:
+    """The plain words a prompt asks for by its last step (weights and brackets dropped, an edit's `to`, an
+    alternation's options side by side): what a judge of the images should read."""
+    return _words(syntax_tree(prompt)) if has_syntax(prompt) else prompt
 
 
 def _chunks(prompt: str, nodes: list) -> list[list]:
