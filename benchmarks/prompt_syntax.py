@@ -50,7 +50,8 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     se = d.std().item() / math.sqrt(len(d))
     return {"mean_a": round(a.mean().item(), 4), "mean_b": round(b.mean().item(), 4),
             "mean_diff": round(d.mean().item(), 4), "std_err": round(se, 4), "std_a": round(a.std().item(), 4),
-            "beyond_spread": bool(abs(d.mean().item()) > 2 * se), "share_a_more": round((d > 0).double().mean().item(), 4)}
+            "beyond_spread": bool(abs(d.mean().item()) > 2 * se),
+            "share_a_more": round((d > 0).double().mean().item(), 4)}
 
 
 def weights(draw, attrs, words: bool) -> dict:
@@ -165,7 +166,8 @@ def render(r: dict) -> str:
     same = ", ".join(f"`{p}` {100 * v:.1f}%" for p, v in r["weights_of_one_identical_pixels"].items())
     lines += ["", f"Pixels identical to \"a seven\"'s: {same}.", "",
               "| prompt | judged a 7 | thickness: distance to the seed's \"a three\" | slant: distance to it | "
-              "closer than \"a seven\" in both | goal (>= 80% 7s and closer) |", "| --- | --- | --- | --- | --- | --- |"]
+              "closer than \"a seven\" in both | goal (>= 80% 7s and closer) |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for name, e in r["editing"].items():
         goal = "" if e["goal_met"] is None else "met" if e["goal_met"] else "not met"
         closer = "" if e["closer_to_three_than_plain"] is None else "yes" if e["closer_to_three_than_plain"] else "no"

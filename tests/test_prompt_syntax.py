@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from noisecraft.conditioning.prompt_syntax import (PromptSyntaxError, final_words, has_syntax, is_scheduled,
+from noisecraft.conditioning.prompt_syntax import (PromptSyntaxError, final_words, has_syntax, is_scheduled, literal,
                                                    prompt_schedule, weighted_chunks)
 from noisecraft.registry import SAMPLERS
 from noisecraft.samplers import cfg_denoiser, get_sampler, karras_sigmas
@@ -159,3 +159,9 @@ def test_final_words_are_what_a_judge_reads():
     assert final_words("a (bold:1.5) seven") == "a bold seven"  # no numerals left for a digit parser to find
     assert final_words("[a three:a \\(big\\) seven:0.5] BREAK (leaning left)") == "a (big) seven leaning left"
     assert final_words("[a three|a seven]") == "a three a seven" and final_words("a 7: tall") == "a 7: tall"
+
+
+def test_literal_captions_read_as_written():
+    for caption in ("a photo (close-up) :)", "x BREAK y [z]", "back\\slash", "a plain seven"):
+        assert weighted_chunks(literal(caption)) == [(caption, 1.0)] and final_words(literal(caption)) == caption
+    assert literal("a plain seven") == "a plain seven"

@@ -167,6 +167,14 @@ def has_syntax(prompt: str) -> bool:
     return _SYNTAX.search(prompt) is not None
 
 
+def literal(text: str) -> str:
+    """`text` (a training caption, say) as a prompt that reads as it is: brackets and backslashes escaped, and a
+    BREAK kept a word."""
+    if not has_syntax(text):
+        return text
+    return re.sub(r"\bBREAK\b", "BREA\\\\K", re.sub(r"([()\[\]\\])", r"\\\1", text))
+
+
 def syntax_tree(prompt: str) -> list:
     """The syntax tree of a prompt (`Text`, `Emphasis`, `Edit`, `Alternation` nodes); PromptSyntaxError if
     it is malformed."""

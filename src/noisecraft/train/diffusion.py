@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from noisecraft.conditioning import class_cond, take
+from noisecraft.conditioning.prompt_syntax import literal
 from noisecraft.config import Config
 from noisecraft.data import ImageData, encode_images, latent_cache, to_model_range
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
@@ -53,8 +54,9 @@ class DiffusionTask(Task):
         self._latents, self._val_latents = None, None
         if cfg.model.context_dim:  # text-to-image: every training caption embedded once, up front
             self.text, self.caption_table = self._embed_captions(ctx)
-            self.preview_prompts = ctx.captions.examples(10)  # the rows of the sample grids
-            self.figure_prompt = max(ctx.captions.texts[:200], key=len)  # digits: one naming all three attributes
+            # captions read as they are written when drawn as prompts (brackets in a folder's captions: no syntax)
+            self.preview_prompts = [literal(c) for c in ctx.captions.examples(10)]  # the rows of the sample grids
+            self.figure_prompt = literal(max(ctx.captions.texts[:200], key=len))  # digits: naming all 3 attributes
         self.net = build_model(cfg.model).to(self.device)
         tc = cfg.train
         self.channels_last = self.device.type == "cuda" if tc.channels_last is None else tc.channels_last
