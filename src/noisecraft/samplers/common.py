@@ -34,8 +34,9 @@ class SamplerStep:
 @dataclass
 class StepConditions:
     """A conditioning that changes during sampling (prompt editing, alternation): image b's conditioning at step
-    i, the step that starts at noise level `levels[i]`, is row `rows[i, b]` of `table`. A call at a level between
-    two of the grid's (Heun's second call, RePaint's jumps) takes the step starting at the next level down."""
+    i, the step that starts at noise level `levels[i]`, is row `rows[i, b]` of `table`. A call at a level of the
+    grid takes the step starting there (Heun's second call of step i: step i + 1's), one between two levels the
+    step starting at the next level down."""
 
     table: dict[str, torch.Tensor]  # the distinct conditionings, (U, ...) each
     rows: torch.Tensor  # (S, B) long: which row of the table each image takes at each step (B = 1: all images)
