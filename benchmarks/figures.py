@@ -23,6 +23,7 @@ from fewstep import render as render_fewstep
 from laptop_presets import render as render_laptop_presets
 from latent_vs_pixel import render as render_latent_vs_pixel
 from posthoc_ema import render as render_posthoc_ema
+from prompt_syntax import render as render_prompt_syntax
 from recipes_compare import render as render_recipes_compare
 
 from common.machine import describe
@@ -217,6 +218,10 @@ def fewstep() -> str:
 
 def posthoc_ema() -> str:
     return render_posthoc_ema(load("posthoc_ema.json"))
+
+
+def prompt_syntax() -> str:
+    return render_prompt_syntax(load("prompt_syntax.json"))
 
 
 def recipes_compare() -> str:
@@ -495,7 +500,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
           "colour_search": colour_search, "colour_timing": colour_timing,
-          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare}
+          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare, "prompt_syntax": prompt_syntax}
 
 
 def render(name: str) -> str:

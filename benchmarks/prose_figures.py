@@ -104,6 +104,13 @@ FIGURES = (
 )
 
 NOT_MEASURED = (
+    NotMeasured("docs/concepts/lora.md", "scales 0, 0.5 and 1", "a setting: the adapter scales the figure draws"),
+    NotMeasured("docs/howto/lora.md", "scales 0, 0.5 and 1", "a setting: the adapter scales the figure draws"),
+    NotMeasured("docs/howto/prompt-syntax.md", "weighs 1.1 times as much", "the syntax's rule: ( ) multiplies by 1.1"),
+    NotMeasured("docs/howto/prompt-syntax.md", "nested: 1.1 times 1.1", "the syntax's rule: ( ) multiplies by 1.1"),
+    NotMeasured("docs/howto/prompt-syntax.md", "weighs 1.5 (any number", "the syntax's example weight"),
+    NotMeasured("docs/howto/prompt-syntax.md", "weighs 1 / 1.1", "the syntax's rule: [ ] divides by 1.1"),
+    NotMeasured("docs/howto/prompt-syntax.md", "`[A:B:0.5]`", "the syntax's example switch point"),
     NotMeasured("docs/concepts/metrics.md", "scores 100%", "the definition's example: one perfect 7 for every seed"),
     NotMeasured("docs/concepts/metrics.md", "right 99% of the time", "a hypothetical judge, in an argument"),
     NotMeasured("docs/howto/larger.md", "about 5× a 28×28 one", "arithmetic: 64² / 28² pixels"),

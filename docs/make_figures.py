@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         explain(runs / "digits-text", figures / "text", ExplainOptions(
             figures=("cross-attention", "guidance"), n=3, steps=args.explain_steps,
             prompts=["a bold seven leaning to the right", "a thin two", "a small three"]))
+        explain(runs / "digits-text", figures / "prompts", ExplainOptions(figures=("prompt-editing",),
+                                                                         prompts=["a three", "a seven"]))
     if args.latent_steps > 0:  # the autoencoder first, then diffusion in its latent space
         ae, ldm = runs / "digits64-ae", runs / "digits64-latent"
         record["runs"]["digits64-ae"] = train_run("digits64-ae", args.ae_steps, ae, args.retrain)

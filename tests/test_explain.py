@@ -20,7 +20,7 @@ def test_explain_draws_every_supported_figure(tiny_runs, tmp_path, cli):
     index = json.loads((tmp_path / "explain.json").read_text())
     drawn = [f["name"] for f in index["figures"]]
     assert drawn == ["schedules", "forward", "reverse", "samplers", "trajectories", "guidance", "unet", "editing"]
-    assert index["skipped"] == {"dit": "dit", "cross-attention": "text", "fewstep": "student",
+    assert index["skipped"] == {"dit": "dit", "cross-attention": "text", "prompt-editing": "text", "fewstep": "student",
                                 "latents": "autoencoder", "lora": "lora", "posthoc-ema": "posthoc"}
     for f in index["figures"]:
         with Image.open(tmp_path / f["file"]) as im:

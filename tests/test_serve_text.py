@@ -58,3 +58,20 @@ def test_a_text_model_is_served_from_prompts(text_runs):
         assert r.status_code == 422 and "takes a prompt" in r.json()["detail"]
         r = c.post("/api/generate", json={"model": "words"})
         assert r.status_code == 422 and "needs a prompt" in r.json()["detail"]
+
+
+def test_prompt_syntax_is_served_and_a_malformed_prompt_is_a_422_naming_the_column(text_runs):
+    from fastapi.testclient import TestClient
+
+    from noisecraft.serve import create_app
+
+    with TestClient(create_app(ServeConfig(runs=text_runs, device="cpu"))) as c:
+        body = {"model": "words", "prompt": "[a (bold:1.3) seven:the digit 2 of four:0.5]", "n": 1, "steps": 3}
+        job = c.post("/api/generate", json=body).json()
+        with c.stream("GET", f"/api/jobs/{job['id']}/events") as r:
+            assert "event: done" in r.read().decode()
+        for bad, message in [({"prompt": "a (bold seven"}, "column 3: '(' is never closed"),
+                             ({"prompt": "a seven", "negative_prompt": "(thin:nan)"}, "column 7: weight 'nan'"),
+                             ({"prompt": "[a three:a seven:8]"}, "column 18: when = 8 is past the 3 sampling steps")]:
+            r = c.post("/api/generate", json={"model": "words", "n": 1, "steps": 3, **bad})
+            assert r.status_code == 422 and message in r.json()["detail"], r.json()

@@ -467,3 +467,86 @@ def test_captions_from_groups_pad_short_groups():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert caps.examples(3) == ["a", "d"]
+
+
+# ---------------------------------------------------------------- prompt syntax on a text model (issue 37)
+
+
+@needs_text
+def test_weighted_states_scale_their_tokens_keep_their_size_and_cache_only_plain_text(text_run):
+    from noisecraft.conditioning.text import TextEmbeddings
+    from noisecraft.conditioning.weighting import weighted_condition
+
+    _, enc = text_run
+    text = TextEmbeddings(str(enc), 12)
+    plain = text(["a bold seven"], "cpu")
+    got = weighted_condition(text, "a (bold:1.5) seven")
+    assert list(text.rows) == ["a bold seven"]  # the encoder read the plain text; the syntax never reaches the cache
+    n = int(plain["context_mask"].sum())
+    assert text.token_spans("a bold seven") == [(0, 0), (0, 1), (2, 6), (7, 12), (0, 0)] and n == 5
+    z, zw = plain["context"][0, :n], got["context"][0, :n]
+    ratio = (zw / z).mean(1)  # per token: the weight times one common factor
+    assert torch.allclose(ratio / ratio[0], torch.tensor([1, 1, 1.5, 1, 1]), atol=1e-4)
+    assert torch.allclose(zw.pow(2).mean(), z.pow(2).mean())  # their size restored
+    assert torch.equal(got["context_mask"], plain["context_mask"]) and got["context"][0, n:].abs().max() == 0
+    assert text.pooling == "mean" and torch.allclose(got["context_pooled"], zw.mean(0, keepdim=True))
+    for same in ("a (bold:1) seven", "(a bold seven:1)", "a bold\\ seven"):
+        assert all(torch.equal(weighted_condition(text, same)[k], plain[k]) for k in plain), same
+    parts = weighted_condition(text, "a bold BREAK seven")
+    assert int(parts["context_mask"].sum()) == 4 + 3  # each part with its own [CLS] and [SEP]
+
+
+@needs_text
+def test_weights_of_one_give_the_plain_prompts_images_bit_for_bit(text_run):
+    from noisecraft.pipeline import load_pipeline
+
+    out, _ = text_run
+    pipe = load_pipeline(out, "cpu")
+    kw = dict(n=3, steps=3, seed=5, guidance=2.0)
+    plain = pipe.generate(prompt="a bold seven", negative_prompt="a thin two", **kw)
+    assert torch.equal(pipe.generate(prompt="a (bold:1) seven", negative_prompt="(a thin two:1.0)", **kw), plain)
+    assert not torch.equal(pipe.generate(prompt="a (bold:1.8) seven", negative_prompt="a thin two", **kw), plain)
+    assert not torch.equal(pipe.generate(prompt="a bold seven", negative_prompt="a (thin:1.8) two", **kw), plain)
+
+
+@needs_text
+@pytest.mark.parametrize("sampler", ["dpmpp-2m", "heun", "ddpm"])
+def test_prompt_editing_switches_during_sampling_through_the_pipeline(text_run, sampler):
+    from noisecraft.pipeline import load_pipeline
+
+    out, _ = text_run
+    pipe = load_pipeline(out, "cpu")
+    kw = dict(n=2, steps=4, seed=1, guidance=2.0, sampler=sampler)  # prompts of two lengths: the tiny encoder's
+    # tokenizer reads every word of it as [UNK]
+    a, b = "a bold seven", "the digit 2 of four"
+    first, second = pipe.generate(prompt=a, **kw), pipe.generate(prompt=b, **kw)
+    assert torch.equal(pipe.generate(prompt=f"[{a}:{b}:4]", **kw), first)  # never switches
+    assert torch.equal(pipe.generate(prompt=f"[{a}:{b}:0]", **kw), second)  # switched from the start
+    edited, alternating = pipe.generate(prompt=f"[{a}:{b}:0.5]", **kw), pipe.generate(prompt=f"[{a}|{b}]", **kw)
+    for img in (edited, alternating):
+        assert not torch.equal(img, first) and not torch.equal(img, second)
+    mixed = pipe.generate(labels=[f"[{a}:{b}:0]", a], **kw)  # one batch, both kinds
+    assert torch.equal(mixed[0], second[0]) and torch.equal(mixed[1], first[1])
+
+
+@needs_text
+def test_prompt_syntax_errors_are_one_cli_line_naming_the_column(text_run, cli, tmp_path):
+    out, _ = text_run
+    for args, message in [(["--prompt", "a (bold seven"], "column 3: '(' is never closed"),
+                          (["--prompt", "a (bold:heavy) seven"], "column 9: weight 'heavy' is not a number"),
+                          (["--prompt", "a seven", "--negative-prompt", "[thin"], "column 1: '[' is never closed"),
+                          (["--prompt", "[a three:a seven:9]"], "column 18: when = 9 is past the 2 sampling steps")]:
+        code, _, err = cli("sample", "--checkpoint", out, *args, "--n", 1, "--steps", 2, "--out", tmp_path / "s")
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: prompt syntax, " + message), err
+
+
+@needs_text
+def test_explain_draws_a_prompt_editing_run(text_run, tmp_path):
+    from noisecraft.explain import ExplainOptions, explain
+
+    out, _ = text_run
+    index = explain(out, tmp_path, ExplainOptions(figures=("prompt-editing",), prompts=["a bold seven", "a: two"]),
+                    device="cpu")
+    [fig] = index["figures"]
+    assert (tmp_path / fig["file"]).is_file() and fig["switch_after_step"] == fig["steps"] // 2
+    assert fig["prompts"] == ["a bold seven", "a: two", "[a bold seven:a\\: two:0.5]", "[a bold seven|a\\: two]"]

@@ -437,11 +437,12 @@ def _add_sampling_args(p: argparse.ArgumentParser, n_default: int, n_help: str) 
                    help=f"network precision while sampling: {PRECISIONS.help()} (default: the checkpoint's "
                    "sample.precision)")
     p.add_argument("--prompt", action="append", help="text models: a prompt (repeat for several; the images cycle "
-                   "through them)")
+                   "through them), in A1111's syntax: (words:1.3) weights, [words] lightens, [from:to:when] switches "
+                   "prompts during sampling, [a|b] alternates, BREAK (docs: how-to, prompt syntax)")
     p.add_argument("--prompt-file", "--prompts", dest="prompt_file", metavar="FILE",
                    help="text models: prompts, one a line (blank lines and # comments skipped)")
     p.add_argument("--negative-prompt", help="text models: guidance steers away from this prompt instead of the "
-                   "empty one")
+                   "empty one (the same syntax as --prompt)")
     _add_lora_flag(p)
 
 

@@ -38,7 +38,7 @@ from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_
 from noisecraft.registry import PRECISIONS, SAMPLERS
 from noisecraft.rundir import RunDir, run_root
 from noisecraft.samplers import PerImageNoise, SamplerStep, cfg_denoiser, get_sampler, get_sigmas
-from noisecraft.samplers.common import Denoise
+from noisecraft.samplers.common import Denoise, StepConditions, at_level
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _with_precision(denoiser: Denoiser, device: torch.device, precision: str) ->
     def d(x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
         x = x.contiguous(memory_format=fmt)
         with autocast_ctx(device, precision):
-            return denoiser(x, sigma, cond).float().contiguous()
+            return denoiser(x, sigma, at_level(cond, sigma)).float().contiguous()
 
     return d
 
@@ -311,6 +311,7 @@ class Pipeline:
         opts = self.resolve(options, edit=source, **overrides)
         if source is None and (opts.strength != 1 or opts.jumps):
             raise UserError("strength and jumps apply to edits: give an image (and a mask for jumps)")
+        self.conditioner.check_steps(conditions, opts.negative_prompt, opts.steps)
         if seeds is not None and len(seeds) != n:
             raise UserError(f"seeds must give one seed per image ({n}), got {len(seeds)}")
         seeds = tuple(int(s) for s in seeds) if seeds is not None else tuple(opts.seed + i for i in range(n))
@@ -318,13 +319,16 @@ class Pipeline:
 
     # ---- the steps between a request and images
 
-    def condition(self, conditions: torch.Tensor | list[str] | None) -> dict | None:
-        """The conditioning dict the network takes for one batch of requested conditions."""
-        return None if conditions is None else self.conditioner.condition(conditions, self.device)
+    def condition(self, conditions: torch.Tensor | list[str] | None, sigmas: torch.Tensor | None = None
+                  ) -> dict | StepConditions | None:
+        """The conditioning dict the network takes for one batch of requested conditions; prompts that change
+        during sampling (prompt editing) give `StepConditions` over the grid `sigmas`."""
+        return None if conditions is None else self.conditioner.condition(conditions, self.device, sigmas)
 
-    def null_condition(self, negative_prompt: str | None = None) -> dict | None:
+    def null_condition(self, negative_prompt: str | None = None, sigmas: torch.Tensor | None = None
+                       ) -> dict | StepConditions | None:
         """The 'no condition' the guided denoiser contrasts with (Ho & Salimans 2022)."""
-        return self.conditioner.null(negative_prompt, self.device)
+        return self.conditioner.null(negative_prompt, self.device, sigmas)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] -> the space the sampler works in (scaled latents, or the images)."""
@@ -334,12 +338,12 @@ class Pipeline:
         """Sampler output (B, C, h, w) -> uint8 images (B, C, H, W) on the CPU."""
         return to_uint8(self.codec.decode(x.to(self.device))).cpu()
 
-    def denoise_fn(self, opts: SamplingOptions) -> Denoise:
+    def denoise_fn(self, opts: SamplingOptions, sigmas: torch.Tensor | None = None) -> Denoise:
         """The denoiser as the sampler calls it, for resolved options: at their precision, guided, x0 clipped
-        (pixel space only)."""
+        (pixel space only). `sigmas`: the grid, where a negative prompt changes during sampling."""
         d = _with_precision(self.denoiser, self.device, opts.precision)
         if self.kind != "unconditional" and opts.guidance != 0:
-            d = cfg_denoiser(d, opts.guidance, self.null_condition(opts.negative_prompt),
+            d = cfg_denoiser(d, opts.guidance, self.null_condition(opts.negative_prompt, sigmas),
                              tuple(opts.guidance_interval) or None)
         if opts.clip_x0 and self.codec.clip_x0:
             base = d
@@ -364,7 +368,8 @@ class Pipeline:
         sampler = get_sampler(opts.sampler)
         if opts.jumps:
             sampler = resampled(sampler, opts.jumps)
-        run = _BatchRun(self, sampler, self.denoise_fn(opts), sigmas.to(self.device), req, preview_every, cancel)
+        sigmas = sigmas.to(self.device)
+        run = _BatchRun(self, sampler, self.denoise_fn(opts, sigmas), sigmas, req, preview_every, cancel)
         batches, labels = math.ceil(req.n / opts.batch_size), req.labels
         for b, start in enumerate(range(0, req.n, opts.batch_size)):
             if run.cancelled():
@@ -453,7 +458,7 @@ class _BatchRun:
         x = noise(torch.empty(len(idx), *pipe.sample_shape, device=pipe.device))  # (B, C, H, W)
         source = None if self.request.source is None else self.request.source.take(idx)
         x, denoise = self.start(x, source, noise)
-        steps = self.sampler(denoise, x, self.sigmas, pipe.condition(labels), noise=noise)
+        steps = self.sampler(denoise, x, self.sigmas, pipe.condition(labels, self.sigmas), noise=noise)
         try:
             for s in steps:  # each step's network calls run inside next()
                 k = s.i + 1

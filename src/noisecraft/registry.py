@@ -318,6 +318,9 @@ FIGURES.register("cross-attention", "noisecraft.explain.cross_attention:cross_at
 FIGURES.register("editing", "noisecraft.explain.editing:editing_figure",
                  "a held-out image edited: img2img at growing strength, inpainting of each half with the x0 estimate",
                  needs=None)
+FIGURES.register("prompt-editing", "noisecraft.explain.prompt_editing:prompt_editing_figure",
+                 "text models: one seed's x0 estimates under prompts A, B, A edited into B half-way ([A:B:0.5]) "
+                 "and the two alternating ([A|B])", needs="text")
 FIGURES.register("fewstep", "noisecraft.explain.fewstep:fewstep_figure",
                  "distilled students: the same seeds at 1, 2 and 4 network calls beside the teacher at its default",
                  needs="student")

@@ -70,13 +70,16 @@ class Unconditional:
             raise UserError("this model is unconditional: it takes no class labels")
         return _count(n), None
 
-    def condition(self, conditions, device) -> dict | None:
+    def condition(self, conditions, device, sigmas=None) -> dict | None:
         return None
 
     def check_negative(self, negative_prompt: str) -> None:
         raise UserError("this model is unconditional: it takes no negative prompt")
 
-    def null(self, negative_prompt: str | None, device) -> dict | None:
+    def check_steps(self, conditions, negative_prompt: str | None, steps: int) -> None:
+        """Conditions that change during sampling must fit in `steps` (only prompts can)."""
+
+    def null(self, negative_prompt: str | None, device, sigmas=None) -> dict | None:
         return None
 
 
@@ -107,13 +110,13 @@ class ClassLabels(Unconditional):
         n = _count(n)
         return n, sample_labels(n, self.num_classes, class_index, self.class_names)
 
-    def condition(self, labels: torch.Tensor, device) -> dict:
+    def condition(self, labels: torch.Tensor, device, sigmas=None) -> dict:
         return class_cond(labels.to(device))
 
     def check_negative(self, negative_prompt: str) -> None:
         raise UserError("this model is class-conditional: a negative prompt needs a text-to-image model")
 
-    def null(self, negative_prompt: str | None, device) -> dict:
+    def null(self, negative_prompt: str | None, device, sigmas=None) -> dict:
         return null_cond(self.num_classes, device)
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from noisecraft.conditioning.prompt_syntax import has_syntax, syntax_tree
+from noisecraft.conditioning.weighting import check_prompt_steps, prompt_condition
 from noisecraft.errors import UserError
 from noisecraft.registry import TEXT_ENCODERS
 
@@ -53,15 +55,34 @@ def encoder_path(name: str) -> Path:
 
 
 def encoder_spec(name: str) -> dict:
-    """Token width and position limit of an encoder, read from its JSON files (no weights, no torch model)."""
+    """Token width, position limit and pooling of an encoder, read from its JSON files (no weights, no model)."""
     path = encoder_path(name)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg = cfg.get("text_config", cfg)  # CLIP: the text tower
+    top = json.loads((path / "config.json").read_text())
+    cfg = top.get("text_config", top)  # CLIP: the text tower
     limit = int(cfg.get("max_position_embeddings", 512))
     st = path / "sentence_bert_config.json"  # sentence-transformers may read fewer tokens than the positions
     if st.is_file():
         limit = min(limit, int(json.loads(st.read_text()).get("max_seq_length") or limit))
-    return {"path": str(path), "dim": int(cfg.get("hidden_size") or cfg["d_model"]), "max_tokens": limit}
+    return {"path": str(path), "dim": int(cfg.get("hidden_size") or cfg["d_model"]), "max_tokens": limit,
+            "pooling": _pooling(path, top)}
+
+
+def _pooling(path: Path, cfg: dict) -> str:
+    """How the pooled embedding comes from the token states, as `TextEncoder` pools: "mean" (the mask-weighted
+    mean), "mean-normalized" (then scaled to unit length) or "own" (a state of its own: CLIP's end token, a
+    sentence-transformers CLS or max pooling)."""
+    modules = path / "modules.json"
+    if not modules.is_file():
+        return "own" if "clip" in str(cfg.get("model_type", "")).lower() else "mean"
+    entries = json.loads(modules.read_text())
+    pool = next((e for e in entries if e.get("type", "").endswith("Pooling")), None)
+    pool_cfg = path / (pool or {}).get("path", "-") / "config.json"
+    if pool is None or not pool_cfg.is_file():
+        return "own"
+    modes = {k for k, v in json.loads(pool_cfg.read_text()).items() if k.startswith("pooling_mode") and v is True}
+    if modes != {"pooling_mode_mean_tokens"}:
+        return "own"
+    return "mean-normalized" if any(e.get("type", "").endswith("Normalize") for e in entries) else "mean"
 
 
 def describe_encoder(model_cfg) -> dict:
@@ -155,7 +176,9 @@ class TextEmbeddings:
 
     def __init__(self, name: str, max_tokens: int, device: torch.device | str = "cpu", file: Path | None = None):
         self.name, self.device = name, torch.device(device)
-        self.max_tokens = min(max_tokens, encoder_spec(name)["max_tokens"])
+        spec = encoder_spec(name)
+        self.max_tokens, self.pooling = min(max_tokens, spec["max_tokens"]), spec["pooling"]
+        self._tokenizer = None
         self.rows: dict[str, int] = {}
         self.tensors: dict[str, torch.Tensor] = {}
         self._encoder: TextEncoder | None = None
@@ -171,17 +194,29 @@ class TextEmbeddings:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def tokenizer(self):
+        """The encoder's tokenizer (loaded alone when the encoder is not: no weights)."""
+        if self._encoder is not None:
+            return self._encoder.tokenizer
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(encoder_spec(self.name)["path"], local_files_only=True)
+        return self._tokenizer
+
     def tokens(self, text: str) -> list[str]:
         """The tokens the model reads for `text` (after truncation), special tokens included. Needs only the
         tokenizer, not the encoder."""
-        if self._encoder is not None:
-            tokenizer = self._encoder.tokenizer
-        else:
-            from transformers import AutoTokenizer
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_tokens)["input_ids"]
+        return self.tokenizer.convert_ids_to_tokens(ids)
 
-            tokenizer = AutoTokenizer.from_pretrained(encoder_spec(self.name)["path"], local_files_only=True)
-        ids = tokenizer(text, truncation=True, max_length=self.max_tokens)["input_ids"]
-        return tokenizer.convert_ids_to_tokens(ids)
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) characters of `text` each token the model reads stands for; (0, 0) for special tokens."""
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_tokens, return_offsets_mapping=True,
+                             return_special_tokens_mask=True)
+        return [(0, 0) if special else tuple(span) for span, special in
+                zip(enc["offset_mapping"], enc["special_tokens_mask"])]
 
     def rows_of(self, texts: list[str]) -> torch.Tensor:
         """Row indices (N,) of `texts`, encoding the ones not cached yet in one call."""
@@ -229,7 +264,8 @@ class TextEmbeddings:
 class TextPrompts:
     """The text conditioner: a request names prompts, which the frozen encoder embeds (each distinct prompt once;
     a run's training captions come from its cache file); guidance contrasts with the empty prompt (as caption
-    dropout trained it) or a negative prompt."""
+    dropout trained it) or a negative prompt. Prompts and negative prompts take A1111's syntax (weights, BREAK,
+    prompt editing, alternation: `conditioning.prompt_syntax`, applied by `conditioning.weighting`)."""
 
     kind = "text"
     num_classes = 0
@@ -259,21 +295,35 @@ class TextPrompts:
             raise UserError("this text-to-image model needs a prompt (--prompt TEXT or --prompt-file FILE); an empty "
                             "one is the unconditional model, which guidance contrasts with")
         check_prompt_length(prompts)
+        check_syntax(prompts)
         n = len(prompts) if n is None else n
         if n <= 0 or (labels is not None and len(labels) != n):
             raise UserError(f"n must be > 0 and match the {len(prompts)} prompts given as labels, got {n}")
         return n, [prompts[i % len(prompts)] for i in range(n)]
 
-    def condition(self, prompts: list[str], device) -> dict:
-        """Token embeddings (B, L, D), padding mask (B, L) and pooled embedding (B, D) of a batch's prompts."""
-        return self.text(prompts, device)
+    def condition(self, prompts: list[str], device, sigmas: torch.Tensor | None = None):
+        """Token embeddings (B, L, D), padding mask (B, L) and pooled embedding (B, D) of a batch's prompts; a
+        `StepConditions` of them over the grid `sigmas` where a prompt changes during sampling."""
+        return prompt_condition(self.text, list(prompts), device, sigmas)
 
     def check_negative(self, negative_prompt: str) -> None:
         check_prompt_length([negative_prompt], "negative prompt")
+        check_syntax([negative_prompt])
 
-    def null(self, negative_prompt: str | None, device) -> dict:
-        """The empty prompt's embeddings, or a negative prompt's, (1, ...)."""
-        return self.text([negative_prompt or ""], device)
+    def check_steps(self, prompts, negative_prompt: str | None, steps: int) -> None:
+        """Prompt editing's `when` within the `steps` sampling steps, in every prompt and the negative one."""
+        check_prompt_steps([*prompts, *([negative_prompt] if negative_prompt else [])], steps)
+
+    def null(self, negative_prompt: str | None, device, sigmas: torch.Tensor | None = None):
+        """The empty prompt's embeddings, or a negative prompt's, (1, ...) (`StepConditions` where it changes)."""
+        return self.condition([negative_prompt or ""], device, sigmas)
+
+
+def check_syntax(prompts: list[str]) -> None:
+    """Each prompt well-formed in the prompt syntax (PromptSyntaxError naming the column)."""
+    for p in dict.fromkeys(prompts):
+        if has_syntax(p):
+            syntax_tree(p)
 
 
 def check_prompt_length(prompts: list[str], what: str = "prompt") -> None:

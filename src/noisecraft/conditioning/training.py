@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from noisecraft.conditioning import class_cond, null_cond
+from noisecraft.conditioning.prompt_syntax import literal
 
 VAL_CAPTION_SEED = 54321  # the held-out images' captions are drawn once, with this seed, so every call sees the same
 
@@ -57,8 +58,9 @@ class CaptionTraining:
         self.table = self.text(texts, device)  # (T, L, D) tokens, (T, L) mask, (T, D) pooled
         if file is not None and len(self.text) > cached and save:
             self.text.save(file)
-        self.preview_prompts = captions.examples(10)  # the rows of the sample grids
-        self.figure_prompt = max(captions.texts[:200], key=len)  # digits: one naming all three attributes
+        # captions read as they are written when drawn as prompts (brackets in a folder's captions: no syntax)
+        self.preview_prompts = [literal(c) for c in captions.examples(10)]  # the rows of the sample grids
+        self.figure_prompt = literal(max(captions.texts[:200], key=len))  # digits: naming all three attributes
         self._val_texts: list[str] | None = None
 
     def batch(self, y: torch.Tensor | None, drop: torch.Tensor | None = None) -> dict:

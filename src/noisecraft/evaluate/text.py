@@ -16,6 +16,7 @@ import torch
 
 from noisecraft.captions import (ATTRIBUTES, attribute_levels, dominant_colour, measure_attributes, named_colour,
                                  parse_prompt)
+from noisecraft.conditioning.prompt_syntax import final_words
 from noisecraft.config import DataConfig
 from noisecraft.data import DIGIT_DATASETS
 from noisecraft.errors import UserError
@@ -39,7 +40,7 @@ def text_metrics(images: torch.Tensor, prompts: list[str], class_names: list[str
     """Alignment metrics of uint8 `images` (N, C, H, W) drawn for `prompts` (N). `thresholds`: the attribute cuts
     of the training data (a text run's checkpoint metadata); measured from the data when None."""
     digits = data_cfg.dataset in DIGIT_DATASETS
-    parsed = [parse_prompt(p, class_names, digits) for p in prompts]
+    parsed = [parse_prompt(final_words(p), class_names, digits) for p in prompts]  # "a (bold:1.5) seven": no 1, 5
     named = torch.tensor([-1 if c is None else c for c, _ in parsed])
     out: dict = {"n": len(prompts), "distinct_prompts": len(set(prompts)), "named_n": int((named >= 0).sum())}
     pred = None

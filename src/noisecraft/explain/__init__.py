@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from noisecraft.conditioning.prompt_syntax import literal
 from noisecraft.errors import UserError
 from noisecraft.registry import ARCHITECTURES, FIGURES
 
@@ -59,7 +60,7 @@ class ExplainContext:
         """The condition of each of n rows: class labels (n,), prompts, or None (unconditional)."""
         o, kind = self.options, self.pipe.kind
         if kind == "text":
-            prompts = o.prompts or self.data.captions.examples(n)
+            prompts = o.prompts or [literal(c) for c in self.data.captions.examples(n)]  # captions read as written
             return [prompts[i % len(prompts)] for i in range(n)]
         if kind == "class":
             k = self.pipe.num_classes

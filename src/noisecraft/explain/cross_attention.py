@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from noisecraft.conditioning.prompt_syntax import final_words, literal
 from noisecraft.data import to_model_range
 from noisecraft.models.dit import TokenCrossAttention
 from noisecraft.models.unet import CrossAttention
@@ -56,7 +57,7 @@ def cross_attention_maps(pipe, prompt: str, sigmas: tuple[float, ...] = SIGMAS, 
                                    mode="bilinear", align_corners=False) for p, (h, w) in recorded]
         maps.append(torch.cat(per_block).mean(0).cpu())  # (T, H, W)
         noisy.append(pipe.decode(x[:1] / math.sqrt(1 + sigma**2))[0])
-    return {"tokens": pipe.text.tokens(prompt)[:n], "maps": torch.stack(maps), "image": image[0],
+    return {"tokens": pipe.text.tokens(final_words(prompt))[:n], "maps": torch.stack(maps), "image": image[0],
             "noisy": torch.stack(noisy), "sigmas": list(sigmas)}
 
 
@@ -104,6 +105,7 @@ def draw_cross_attention(pipe, prompt: str, path: str | Path, sigmas: tuple[floa
 def cross_attention_figure(ctx, path: Path) -> dict:
     """`explain`'s figure: the first prompt given, else the longest of the first captions (on digits one that
     names thickness, slant and size)."""
-    prompt = ctx.options.prompts[0] if ctx.options.prompts else max(ctx.data.captions.texts[:200], key=len)
+    caption = literal(max(ctx.data.captions.texts[:200], key=len))  # read as written, brackets and all
+    prompt = ctx.options.prompts[0] if ctx.options.prompts else caption
     draw_cross_attention(ctx.pipe, prompt, path, seed=ctx.options.seed)
     return {"prompt": prompt}

@@ -2,7 +2,9 @@
 
 Every sampler is a generator with one signature (the caller drives it, as in smalldiffusion)
     sample_x(denoiser, x, sigmas, cond=None, *, noise=None) -> Iterator[SamplerStep]
-where `denoiser(x, sigma, cond)` returns x0_pred, `x` is the starting noise already scaled to sigmas[0],
+where `denoiser(x, sigma, cond)` returns x0_pred (`cond` a conditioning dict, or `StepConditions` when the
+condition changes during sampling, which the denoiser's wrappers resolve by the noise level: the samplers only pass
+it on), `x` is the starting noise already scaled to sigmas[0],
 `sigmas` is a decreasing grid ending in 0, and `noise(x)` returns fresh standard noise shaped like x
 (for ancestral steps). It yields one `SamplerStep` per step; the last one's x is the sample (`drain`).
 Nothing runs until the caller asks for the next step, so closing the generator stops the network calls.
@@ -29,6 +31,33 @@ class SamplerStep:
     sigma: torch.Tensor  # sigmas[i], the level the x0 estimate was made at
     x: torch.Tensor  # (B, C, H, W) after the step, at noise level sigmas[i + 1]
     x0: torch.Tensor  # (B, C, H, W) the denoiser's estimate of the clean batch at sigma
+
+
+@dataclass
+class StepConditions:
+    """A conditioning that changes during sampling (prompt editing, alternation): image b's conditioning at step
+    i, the step that starts at noise level `levels[i]`, is row `rows[i, b]` of `table`. A call at a level of the
+    grid takes the step starting there (Heun's second call of step i: step i + 1's), one between two levels the
+    step starting at the next level down."""
+
+    table: dict[str, torch.Tensor]  # the distinct conditionings, (U, ...) each
+    rows: torch.Tensor  # (S, B) long: which row of the table each image takes at each step (B = 1: all images)
+    levels: torch.Tensor  # (S,) the grid's levels where the steps start, decreasing
+
+    def at(self, sigma: torch.Tensor | float) -> dict[str, torch.Tensor]:
+        """The conditioning dict, (B, ...) tensors, for a call at noise level `sigma` (a scalar or (B,))."""
+        sigma = torch.as_tensor(sigma, device=self.levels.device).reshape(-1, 1)  # (1 or B, 1)
+        step = (self.levels[None] > sigma * (1 + 1e-4)).sum(1).clamp(max=len(self.levels) - 1)  # (1 or B,)
+        if step.numel() == 1:
+            rows = self.rows[step[0]]  # (B,)
+        else:
+            rows = self.rows[step, torch.arange(len(step), device=step.device) % self.rows.shape[1]]
+        return {k: v[rows] for k, v in self.table.items()}
+
+
+def at_level(cond: dict | StepConditions | None, sigma) -> dict | None:
+    """The plain conditioning dict a network takes at noise level `sigma`: a dict (or None) as it is."""
+    return cond.at(sigma) if isinstance(cond, StepConditions) else cond
 
 
 def drain(steps: Iterator[SamplerStep]) -> torch.Tensor:

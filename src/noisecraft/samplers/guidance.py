@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from noisecraft.samplers.common import Denoise
+from noisecraft.samplers.common import Denoise, StepConditions, at_level
 
 
 def describe_interval(interval: tuple[float, ...] | list[float] | None) -> str:
@@ -13,14 +13,15 @@ def describe_interval(interval: tuple[float, ...] | list[float] | None) -> str:
     return f" where {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
 
 
-def cfg_denoiser(denoiser: Denoise, guidance: float, null_cond: dict,
+def cfg_denoiser(denoiser: Denoise, guidance: float, null_cond: dict | StepConditions,
                  interval: tuple[float, float] | None = None) -> Denoise:
     """D_w(x) = (1 + w) D(x | c) - w D(x | null), with the conditional and null halves in one batched call.
 
     Guidance on x0 equals guidance on eps: both are affine in D at a fixed (x, sigma). w = 0 returns the
     plain conditional denoiser (one half the cost). With `interval` = (sigma_lo, sigma_hi), guidance applies only
     where sigma_lo < sigma <= sigma_hi; elsewhere the step is the plain conditional call, so each step outside
-    the interval costs half as much.
+    the interval costs half as much. `cond` and `null_cond` may change during sampling (`StepConditions`: prompt
+    editing in a prompt or a negative prompt); each call takes the ones of its noise level.
     """
     if guidance == 0:
         return denoiser
@@ -31,9 +32,11 @@ def cfg_denoiser(denoiser: Denoise, guidance: float, null_cond: dict,
             return denoiser(x, sigma, cond)
         sigma = sigma if torch.is_tensor(sigma) and sigma.dim() else torch.full((x.shape[0],), float(sigma), device=x.device)
         inside = (sigma > lo) & (sigma <= hi)
+        cond = at_level(cond, sigma)
         if not bool(inside.any()):
             return denoiser(x, sigma, cond)
-        both = {k: torch.cat([v, null_cond[k].expand_as(v)]) for k, v in cond.items()}
+        null = at_level(null_cond, sigma)
+        both = {k: torch.cat([v, null[k].expand_as(v)]) for k, v in cond.items()}
         x0_cond, x0_null = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
         w = torch.where(inside, guidance, 0.0).to(x0_cond.dtype).view(-1, *([1] * (x.dim() - 1)))
         return x0_cond + w * (x0_cond - x0_null)
