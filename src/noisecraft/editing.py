@@ -278,12 +278,6 @@ def _one_step(sampler, denoiser, x, grid, cond, noise) -> SamplerStep:
     return step
 
 
-def latent_keep(mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """The known cells of a latent grid: a cell is regenerated if any pixel it covers is, so no masked pixel is
-    decoded from a kept latent. bool (n, 1, h, w) from bool (n, 1, H, W)."""
-    return ~(F.adaptive_max_pool2d(mask.float(), latent_hw) > 0)
-
-
 def paste_known(generated: torch.Tensor, source: EditSource, feather: int = 0) -> torch.Tensor:
     """The known pixels of the source put back into generated uint8 (n, C, H, W): exactly where the mask is False,
     and with `feather` > 0 blended into the generated side over about that many pixels of the masked region."""

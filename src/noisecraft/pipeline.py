@@ -31,7 +31,7 @@ from noisecraft.data import to_model_range, to_uint8
 from noisecraft.device import pick_device
 from noisecraft.diffusion import Denoiser
 from noisecraft.editing import (IMG2IMG_STRENGTH, INPAINT_JUMPS, VARIATIONS_STRENGTH, EditSource, edit_source,
-                                known_region, latent_keep, paste_known, resampled, strength_grid)
+                                known_region, paste_known, resampled, strength_grid)
 from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
@@ -173,7 +173,7 @@ class Pipeline:
     @property
     def autoencoder(self):
         """A latent pipeline's frozen autoencoder (`LatentCodec`), None in pixel space."""
-        return self.codec if self.codec.latent else None
+        return self.codec.autoencoder
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -230,7 +230,7 @@ class Pipeline:
         """Prompts without their `<lora:name:w>` tags, and the tags' scales (one weight per name)."""
         from noisecraft.adapters import prompt_loras
 
-        if prompt is None or self.kind != "text":
+        if prompt is None or not self.conditioner.takes_prompts:
             return prompt, {}
         clean, scales = [], {}
         for p in [prompt] if isinstance(prompt, str) else list(prompt):
@@ -265,7 +265,7 @@ class Pipeline:
         from_noise = edit is None or strength == 1
         interval = tuple(float(v) for v in pick(o.guidance_interval, s.guidance_interval if from_noise else ()))
         precision = PRECISIONS.get(pick(o.precision, s.precision), "precision").name
-        guided = self.kind != "unconditional" and guidance != 0
+        guided = self.conditioner.guidable and guidance != 0
         batch_size = pick(o.batch_size, default_sampling_batch(self.device, guided))
         _check_options(steps, guidance, interval, batch_size)
         if o.negative_prompt is not None:
@@ -303,8 +303,9 @@ class Pipeline:
             source, n = edit_source(image, mask, shape=self.image_shape, n=n)
         elif mask is not None:
             raise UserError("a mask needs the image it applies to")
-        if source is not None and self.kind == "class" and class_index is None and labels is None:
-            conditions = torch.full((n,), self.num_classes)  # the null token
+        unasked = self.conditioner.unasked(n) if source is not None and class_index is None and labels is None else None
+        if unasked is not None:
+            conditions = unasked
             overrides.setdefault("guidance", 0.0)
         else:
             n, conditions = self.request(n, class_index, labels, prompt)
@@ -342,7 +343,7 @@ class Pipeline:
         """The denoiser as the sampler calls it, for resolved options: at their precision, guided, x0 clipped
         (pixel space only). `sigmas`: the grid, where a negative prompt changes during sampling."""
         d = _with_precision(self.denoiser, self.device, opts.precision)
-        if self.kind != "unconditional" and opts.guidance != 0:
+        if self.conditioner.guidable and opts.guidance != 0:
             d = cfg_denoiser(d, opts.guidance, self.null_condition(opts.negative_prompt, sigmas),
                              tuple(opts.guidance_interval) or None)
         if opts.clip_x0 and self.codec.clip_x0:
@@ -472,7 +473,7 @@ class _BatchRun:
             steps.close()  # a closed or cancelled stream leaves no sampler suspended mid-run
         images = pipe.decode(x)
         if source is not None and source.inpainting:
-            images = paste_known(images, source, feather=pipe.codec.downsample if pipe.codec.latent else 0)
+            images = paste_known(images, source, feather=pipe.codec.feather)
         yield SampleEvent("images", b, batches, idx, total, total, 0.0, 0.0, x, x, s.x0, images=images)
 
     def start(self, eps: torch.Tensor, source: EditSource | None, noise: PerImageNoise
@@ -485,7 +486,7 @@ class _BatchRun:
         x0_known = pipe.encode(to_model_range(source.images))  # (B, c, h, w) in the sampler's space
         if not source.inpainting:
             return x0_known + sigma * eps, self.denoise
-        keep = latent_keep(source.mask, x0_known.shape[-2:]) if pipe.codec.latent else ~source.mask
+        keep = pipe.codec.keep_mask(source.mask, x0_known.shape[-2:])
         return x0_known + sigma * eps, known_region(self.denoise, x0_known, keep.to(pipe.device), noise)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from noisecraft.data import ImageData, encode_images, latent_cache
 from noisecraft.errors import UserError
@@ -42,6 +43,8 @@ class IdentityCodec(nn.Module):
     """Pixel space: the sampler draws the images themselves, so x0 estimates may be clipped to [-1, 1]."""
 
     latent, clip_x0 = False, True
+    feather = 0  # an inpainting's known pixels are pasted back exactly
+    autoencoder = None  # no autoencoder to show (explain's latents figure)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [-1, 1], as it is
         return x
@@ -62,6 +65,10 @@ class IdentityCodec(nn.Module):
     def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> what the network sees: [-1, 1] pixels."""
         return encode_images(images, self.encode, device)
+
+    def keep_mask(self, mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The known pixels of an inpainting, bool (n, 1, H, W), from its mask (True: regenerate)."""
+        return ~mask
 
 
 class LatentCodec(nn.Module):
@@ -121,6 +128,20 @@ class LatentCodec(nn.Module):
     def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> their scaled latents (N, z, h, w)."""
         return encode_images(images, self.encode, device)
+
+    @property
+    def feather(self) -> int:
+        """Pixels over which an inpainting's decoded border blends into the known image (a latent cell's size)."""
+        return self.downsample
+
+    @property
+    def autoencoder(self) -> "LatentCodec":
+        return self
+
+    def keep_mask(self, mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The known cells of the latent grid (n, 1, h, w): a cell is regenerated if any pixel it covers is, so no
+        masked pixel is decoded from a kept latent."""
+        return ~(F.adaptive_max_pool2d(mask.float(), hw) > 0)
 
     def copy_into(self, run_root: Path) -> Path:
         """Keep this autoencoder in `run_root/autoencoder/` (its EMA weights and config; a diffusers folder's
@@ -231,3 +252,10 @@ def configure_codec(cfg, data) -> None:
                         f"{data.image_size}: pass --image-size {codec.image_size} or train one for this size")
     cfg.model.in_channels, cfg.model.image_size, _ = codec.latent_shape(data.image_size)
     cfg.autoencoder.image_channels = codec.image_channels
+
+
+def derived_codec_path(cfg, root: Path) -> str | None:
+    """The autoencoder a run derived from the run at `root` (a distilled student) reads: that run's own copy, whose
+    source may be gone; None for pixel runs or a run without a copy."""
+    copy = RunDir(root).autoencoder_copy
+    return str(copy) if cfg.autoencoder.latent and copy.is_dir() else None

@@ -57,6 +57,8 @@ class Unconditional:
 
     kind = "unconditional"
     num_classes = 0
+    guidable = False  # classifier-free guidance needs a condition to contrast with the null one
+    takes_prompts = False  # requests name prompts (and may carry <lora:...> tags)
 
     def __init__(self, class_names: list[str] | None = None):
         self.class_names = list(class_names or [])
@@ -82,11 +84,16 @@ class Unconditional:
     def null(self, negative_prompt: str | None, device, sigmas=None) -> dict | None:
         return None
 
+    def unasked(self, n: int) -> torch.Tensor | None:
+        """What an edit that names no condition draws with (None: as an ordinary request without one)."""
+        return None
+
 
 class ClassLabels(Unconditional):
     """Class labels (n,), with the extra class index `num_classes` as the null token."""
 
     kind = "class"
+    guidable = True
 
     def __init__(self, num_classes: int, class_names: list[str] | None = None):
         super().__init__(class_names)
@@ -118,6 +125,10 @@ class ClassLabels(Unconditional):
 
     def null(self, negative_prompt: str | None, device, sigmas=None) -> dict:
         return null_cond(self.num_classes, device)
+
+    def unasked(self, n: int) -> torch.Tensor:
+        """An edit of a class model that names no class keeps the image's own content: the null token, unguided."""
+        return torch.full((n,), self.num_classes)
 
 
 def _count(n: int | None) -> int:

@@ -269,6 +269,11 @@ class TextPrompts:
 
     kind = "text"
     num_classes = 0
+    guidable = True
+    takes_prompts = True
+
+    def unasked(self, n: int) -> None:
+        return None
 
     def __init__(self, model_cfg, *, text: TextEmbeddings | None = None, cache: Path | None = None,
                  device: torch.device | str = "cpu", class_names: list[str] | None = None):

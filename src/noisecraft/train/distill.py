@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from noisecraft.autoencoder.codec import derived_codec_path
 from noisecraft.config import Config, apply_overrides
 from noisecraft.diffusion import Denoiser
 from noisecraft.errors import UserError
@@ -57,9 +58,9 @@ def student_config(teacher: str | Path, method: str = "cd", steps: int | None = 
     n = flags["train.steps"]
     flags.update({"train.val_every": max(1, n // 2), "train.sample_every": max(1, n // 2),
                   "train.ckpt_every": max(1, n // 2), "distill.grid_ramp_steps": n})
-    copy = RunDir(run_root(ckpt.path)).autoencoder_copy
-    if cfg.autoencoder.latent and copy.is_dir():  # the teacher's own copy: its source may be gone
-        flags["autoencoder.path"] = str(copy)
+    copy = derived_codec_path(cfg, run_root(ckpt.path))
+    if copy is not None:
+        flags["autoencoder.path"] = copy
     return apply_overrides(cfg, {**flags, **(overrides or {})})
 
 
