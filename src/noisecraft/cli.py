@@ -328,8 +328,8 @@ def cmd_evaluate_autoencoder(args, extra) -> int:
 
 def cmd_train_classifier(args, extra) -> int:
     from noisecraft.config import DataConfig
-    from noisecraft.evaluate.classifier import get_classifier
     from noisecraft.device import pick_device
+    from noisecraft.evaluate.classifier import get_classifier
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")

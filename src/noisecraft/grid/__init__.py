@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.grid.axes import Axis, format_value, parse_axis
-from noisecraft.grid.plan import (MAX_CELLS, MAX_MEGAPIXELS, Cell, GridEvent, GridPlan, GridSpec, cell_settings,
-                                  plan_grid, stream_grid)
+from noisecraft.grid.plan import (
+    MAX_CELLS,
+    MAX_MEGAPIXELS,
+    Cell,
+    GridEvent,
+    GridPlan,
+    GridSpec,
+    cell_settings,
+    plan_grid,
+    stream_grid,
+)
 from noisecraft.grid.sheet import cell_image, draw_sheet
 from noisecraft.registry import GRID_AXES
 

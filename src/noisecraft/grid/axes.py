@@ -98,7 +98,7 @@ def _numbers(name: str, item: str, whole: bool) -> list[float | int]:
         values = _arange(name, item, a, b, float(step) if step else (1.0 if b >= a else -1.0))
     if whole and any(v != int(v) for v in (a, b, float(step or 1))):
         raise UserError(f"grid axis {name}: '{item}' must range over whole numbers")
-    return [int(round(v)) for v in values] if whole else values
+    return [round(v) for v in values] if whole else values
 
 
 def _linspace(name: str, item: str, a: float, b: float, count: int) -> list[float]:
@@ -118,7 +118,7 @@ def _arange(name: str, item: str, a: float, b: float, step: float) -> list[float
     return [round(a + k * step, 10) for k in range(count)]
 
 
-def _bounded(entry, value: float | int, item: str) -> float | int:
+def _bounded(entry, value: float, item: str) -> float | int:
     lo, hi = entry.facts.get("minimum"), entry.facts.get("maximum")
     low = lo is not None and (value <= lo if entry.facts.get("open_min") else value < lo)
     if not math.isfinite(value) or low or (hi is not None and value > hi):

@@ -30,7 +30,7 @@ class Layout:
 
     @property
     def scale(self) -> int:
-        _, h, w = self.image_shape
+        w = self.image_shape[2]
         return max(1, min(8, MIN_CELL // (self.cols * (w + PAD))))
 
     @property
@@ -105,7 +105,7 @@ def draw_sheet(tiles: dict[tuple[int, int, int], object], layout: Layout, titles
             draw.text((layout.cell_origin(z, 0, x)[0] + cw // 2, top + 2 * HEAD + 2), text, fill="black", font=font,
                       anchor="mt")
         for y in range(layout.ny):
-            ox, oy = layout.cell_origin(z, y, 0)
+            oy = layout.cell_origin(z, y, 0)[1]
             if "y" in labels:
                 draw.text((layout.left - 8, oy + ch // 2), labels["y"][y], fill="black", font=font, anchor="rm")
             for x in range(layout.nx):
