@@ -203,3 +203,28 @@ def test_grid_cli_errors_are_one_line(tiny_runs, cli, tmp_path):
         code, out, err = cli("grid", "--checkpoint", run, "--device", "cpu", "--out", tmp_path / "e", *argv)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "e").exists()
+
+
+def test_prompt_search_and_replace_cells_share_a_batch_on_a_text_run(tmp_path_factory):
+    from conftest import TINY
+    from test_text import HAS_TEXT, tiny_encoder
+
+    if not HAS_TEXT:
+        pytest.skip('the text extra is not installed: pip install -e ".[text]"')
+    from noisecraft.cli import main
+    from noisecraft.pipeline import load_pipeline
+
+    tmp = tmp_path_factory.mktemp("grid_text")
+    enc = tiny_encoder(tmp / "encoder")
+    assert main(["train", "--preset", "digits", "--out", str(tmp / "run"), "--steps", "2", "--no-progress", *TINY,
+                 "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
+                 "--model.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
+    pipe = load_pipeline(tmp / "run", device="cpu")
+    spec = GridSpec("run", x=parse_axis("prompt_sr=bold,thin"), y=parse_axis("guidance=0,2"), n=2,
+                    prompt="a bold seven", options=SamplingOptions(steps=2, precision="fp32"))
+    plan = plan_grid(spec, lambda _: pipe)
+    assert [c.request.conditions for c in plan.cells] == [("a bold seven",) * 2, ("a thin seven",) * 2] * 2
+    assert len(plan.groups) == 1
+    for ev in stream_grid(plan):
+        if ev.kind == "cell":
+            assert torch.equal(ev.cell.images, pipe.generate(request=ev.cell.request))
