@@ -119,7 +119,7 @@ def plan_grid(spec: GridSpec, load: Callable[[str], Pipeline], *, max_cells: int
 
 def _pipelines(spec: GridSpec, load: Callable[[str], Pipeline]) -> dict[str, Pipeline]:
     """checkpoint value -> pipeline, each loaded once; a run that does not load names the axis and value."""
-    axis = next((a for a in spec.axes if GRID_AXES.get(a.name).target == "checkpoint"), None)
+    axis = next((a for a in spec.axes if GRID_AXES.get(a.name).applies_to == "checkpoint"), None)
     out = {}
     for value in (spec.checkpoint,) if axis is None else axis.values:
         try:
@@ -133,7 +133,7 @@ def _check_values(spec: GridSpec, pipes: dict[str, Pipeline]) -> None:
     """Each axis value alone on the first run: the run's own rules refuse it with the axis and value named."""
     pipe = next(iter(pipes.values()))
     for axis in spec.axes:
-        if GRID_AXES.get(axis.name).target == "checkpoint":
+        if GRID_AXES.get(axis.name).applies_to == "checkpoint":
             continue
         for value in axis.values:
             try:
@@ -157,7 +157,7 @@ def _request(spec: GridSpec, pipe: Pipeline, values: dict[str, Any]) -> Request:
     """One cell's request: the spec with the cell's axis values put where their registry entries say."""
     overrides, class_index, prompt = {}, spec.class_index, spec.prompt
     for name, value in values.items():
-        target = GRID_AXES.get(name).target
+        target = GRID_AXES.get(name).applies_to
         if target == "option":
             overrides[name] = value
         elif target == "class":
