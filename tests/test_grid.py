@@ -143,11 +143,11 @@ def test_a_cancelled_grid_stops_after_the_current_step(pipe):
 
 
 @pytest.mark.parametrize("spec, needle", [
-    (dict(x="class=3,12"), "grid axis class=12: class 12 is out of range"),
-    (dict(x="strength=0.5,1"), "grid axis strength=0.5: a strength axis needs an image to edit"),
-    (dict(x="prompt_sr=bold,thin"), "grid axis prompt_sr=bold: 'bold' (the first value) is not in the prompt"),
-    (dict(x="steps=1-32", y="seed=1-33"), "the grid has 1056 cells (32 x 33 x 1); at most 1024"),
-    (dict(x="steps=1-30", y="seed=1-30", n=100), "(86.3 megapixels); at most 64"),
+    ({"x": "class=3,12"}, "grid axis class=12: class 12 is out of range"),
+    ({"x": "strength=0.5,1"}, "grid axis strength=0.5: a strength axis needs an image to edit"),
+    ({"x": "prompt_sr=bold,thin"}, "grid axis prompt_sr=bold: 'bold' (the first value) is not in the prompt"),
+    ({"x": "steps=1-32", "y": "seed=1-33"}, "the grid has 1056 cells (32 x 33 x 1); at most 1024"),
+    ({"x": "steps=1-30", "y": "seed=1-30", "n": 100}, "(86.3 megapixels); at most 64"),
 ])
 def test_bad_grids_are_refused_before_any_sampling(pipe, spec, needle):
     calls = []
@@ -177,7 +177,7 @@ def test_grid_cli_writes_a_labelled_sheet_cell_pngs_with_parameters_and_cells_js
     from noisecraft.imageinfo import parse_parameters, read_parameters
 
     run = tiny_runs / "digits"
-    code, out, err = cli("grid", "--checkpoint", run, "--x", "steps=1,2", "--y", "guidance=0-2 [3]",
+    code, _out, err = cli("grid", "--checkpoint", run, "--x", "steps=1,2", "--y", "guidance=0-2 [3]",
                          "--z", "sampler=ddim,euler", "--class", 3, "--n", 4, "--seed", 7, "--device", "cpu",
                          "--out", tmp_path / "g")
     assert code == 0, err
@@ -200,7 +200,7 @@ def test_grid_cli_errors_are_one_line(tiny_runs, cli, tmp_path):
                          (["--x", "sampler=ddim,plms"], "'plms'"),
                          (["--x", "class=1,99"], "grid axis class=99"),
                          ([], "a grid needs at least one axis")):
-        code, out, err = cli("grid", "--checkpoint", run, "--device", "cpu", "--out", tmp_path / "e", *argv)
+        code, _out, err = cli("grid", "--checkpoint", run, "--device", "cpu", "--out", tmp_path / "e", *argv)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "e").exists()
 

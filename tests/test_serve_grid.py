@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from serve_support import sse  # noqa: E402
+from serve_support import sse
 
 
 def test_options_list_the_grid_axes(client):

@@ -77,9 +77,9 @@ class GridPlan:
     @property
     def total_steps(self) -> int:
         """Sampler steps over the whole grid (each batch of each group walks its grid once)."""
-        return sum(_group_steps(self, g) * math.ceil(len(g) * self.spec.n / self._batch_size(g)) for g in self.groups)
+        return sum(_group_steps(self, g) * math.ceil(len(g) * self.spec.n / self.batch_size(g)) for g in self.groups)
 
-    def _batch_size(self, group: list[int]) -> int:
+    def batch_size(self, group: list[int]) -> int:
         return min(self.cells[i].request.options.batch_size for i in group)
 
 
@@ -200,7 +200,7 @@ def stream_grid(plan: GridPlan, cancel: CancelFlag | None = None) -> Iterator[Gr
         cells = [plan.cells[i] for i in group]
         merged = Request.merged([c.request for c in cells])
         request = dataclasses.replace(merged, options=dataclasses.replace(merged.options,
-                                                                          batch_size=plan._batch_size(group)))
+                                                                          batch_size=plan.batch_size(group)))
         owner = [(c, k) for c in cells for k in range(c.request.n)]  # merged image j -> (cell, its image k)
         parts: dict[int, list[tuple[int, torch.Tensor]]] = {c.index: [] for c in cells}
         for ev in plan.pipes[cells[0].checkpoint].stream(request=request, cancel=cancel):

@@ -48,7 +48,7 @@ class GridJobSpec:
     def batch_key(self) -> tuple:
         return self.key
 
-    def run(self, job: "GridJob", cancel, queue: JobQueue) -> None:
+    def run(self, job: GridJob, cancel, queue: JobQueue) -> None:
         t0 = time.perf_counter()
         for ev in stream_grid(self.plan, cancel):
             if job.state != "running":
