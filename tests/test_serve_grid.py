@@ -51,6 +51,7 @@ def test_a_grid_streams_its_cells_as_they_finish_then_the_sheet(client):
     ({"x": "sampler=ddim,plms"}, "'plms'"),
     ({"x": "class=1,99"}, "grid axis class=99"),
     ({"x": "steps=1-40", "y": "seed=1-40"}, "the grid has 1600 cells"),
+    ({"x": "steps=10,5000"}, "grid axis steps=5000: steps must be at most 1000"),
     ({"x": "checkpoint=digits,nope"}, "grid axis checkpoint=nope: unknown model 'nope'"),
     ({}, "a grid needs at least one axis"),
 ])

@@ -88,12 +88,25 @@ def _plan(body: GridRequest, svc: Service) -> GridPlan:
     if not (body.x or body.y or body.z):
         raise UserError("a grid needs at least one axis: x, y or z as NAME=VALUES")
     x, y, z = (None if a is None else parse_axis(a) for a in (body.x, body.y, body.z))
+    _check_axis_limits([a for a in (x, y, z) if a is not None], svc)
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed
     options = SamplingOptions(sampler=body.sampler, steps=body.steps, guidance=body.guidance, seed=seed,
                               negative_prompt=body.negative_prompt or None)
     spec = GridSpec(body.model, x, y, z, n=body.n, class_index=body.class_index, prompt=body.prompt or None,
                     options=options)
     return plan_grid(spec, lambda name: _load(name, svc))
+
+
+def _check_axis_limits(axes: list, svc: Service) -> None:
+    """The server's limits on steps and prompts hold for every cell, as for /api/generate."""
+    lim = svc.cfg.limits
+    for axis in axes:
+        too_long = [v for v in axis.values if axis.name == "prompt_sr" and len(v) > lim.max_prompt]
+        too_many = [v for v in axis.values if axis.name == "steps" and v > lim.max_steps]
+        if too_long:
+            raise UserError(f"grid axis prompt_sr: a value of {len(too_long[0])} characters; at most {lim.max_prompt}")
+        if too_many:
+            raise UserError(f"grid axis steps={too_many[0]}: steps must be at most {lim.max_steps}")
 
 
 def _load(name: str, svc: Service):
