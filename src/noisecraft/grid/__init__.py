@@ -28,16 +28,8 @@ from noisecraft.grid.plan import (
     stream_grid,
 )
 from noisecraft.grid.sheet import cell_image, draw_sheet
-from noisecraft.registry import GRID_AXES
 
 CELLS_JSON = "cells.json"
-
-
-def axis_labels(axis: Axis) -> list[str]:
-    """How the sheet and the JSON label an axis's values (a run by its directory's name)."""
-    if GRID_AXES.get(axis.name).kind == "run":
-        return [Path(str(v)).name or str(v) for v in axis.values]
-    return axis.labels
 
 
 def cell_file(cell: Cell) -> str:
@@ -58,7 +50,7 @@ def write_cell(plan: GridPlan, cell: Cell, out: str | Path) -> Path:
 def grid_json(plan: GridPlan) -> dict[str, Any]:
     """The axes and every cell: position, values, settings, and its PNG (null until drawn)."""
     spec = plan.spec
-    axes = {k: {"name": a.name, "values": [_plain(v) for v in a.values], "labels": axis_labels(a)}
+    axes = {k: {"name": a.name, "values": [_plain(v) for v in a.values], "labels": a.labels}
             for k, a in (("x", spec.x), ("y", spec.y), ("z", spec.z)) if a is not None}
     cells = [{"index": c.index, "position": dict(zip("zyx", c.position)), "values": c.labels,
               "settings": cell_settings(plan, c), "file": cell_file(c) if c.images is not None else None}
@@ -74,7 +66,7 @@ def sheet(plan: GridPlan):
     """The labelled sheet (a PIL image) of the cells drawn so far."""
     spec, tiles = plan.spec, {c.position: cell_image(c.images, plan.layout) for c in plan.cells if c.images is not None}
     present = [(k, a) for k, a in (("x", spec.x), ("y", spec.y), ("z", spec.z)) if a is not None]
-    return draw_sheet(tiles, plan.layout, {k: a.name for k, a in present}, {k: axis_labels(a) for k, a in present})
+    return draw_sheet(tiles, plan.layout, {k: a.name for k, a in present}, {k: a.labels for k, a in present})
 
 
 def write_grid(plan: GridPlan, out: str | Path) -> Path:
@@ -111,5 +103,5 @@ def run_grid(plan: GridPlan, out: str | Path, progress: bool = True) -> Path:
 
 
 __all__ = ["CELLS_JSON", "MAX_CELLS", "MAX_MEGAPIXELS", "Axis", "Cell", "GridEvent", "GridPlan", "GridSpec",
-           "axis_labels", "cell_file", "cell_settings", "format_value", "grid_json", "parse_axis", "plan_grid",
+           "cell_file", "cell_settings", "format_value", "grid_json", "parse_axis", "plan_grid",
            "run_grid", "sheet", "stream_grid", "write_cell", "write_grid"]

@@ -12,6 +12,7 @@ import csv
 import math
 import re
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from noisecraft import registry
@@ -33,6 +34,9 @@ class Axis:
 
     @property
     def labels(self) -> list[str]:
+        """How the sheet and the JSON label the values (a run by its directory's name)."""
+        if GRID_AXES.get(self.name).kind == "run":
+            return [PurePath(str(v)).name or str(v) for v in self.values]
         return [format_value(v) for v in self.values]
 
 

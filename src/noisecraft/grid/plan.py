@@ -107,7 +107,8 @@ def plan_grid(spec: GridSpec, load: Callable[[str], Pipeline], *, max_cells: int
     shapes = {p.image_shape for p in pipes.values()}
     if len(shapes) > 1:
         raise UserError(f"grid axis checkpoint: the runs draw images of different sizes {sorted(shapes)}")
-    layout = Layout(spec.n, shapes.pop(), nx, ny, nz)
+    widest = max((len(v) for v in spec.y.labels), default=0) if spec.y else 0
+    layout = Layout(spec.n, shapes.pop(), nx, ny, nz, widest)
     if layout.megapixels > max_megapixels:
         raise UserError(f"the grid's sheet would be {layout.size[0]}x{layout.size[1]} pixels "
                         f"({layout.megapixels:.1f} megapixels); at most {max_megapixels:g}: fewer cells or images")

@@ -19,6 +19,7 @@ class Layout:
     nx: int
     ny: int
     nz: int
+    row_label: int = 0  # characters of the longest y label (the row heads' width follows it)
 
     @property
     def cols(self) -> int:
@@ -42,7 +43,7 @@ class Layout:
     @property
     def left(self) -> int:
         """Width of the row heads (y values) and the y title."""
-        return 2 * HEAD + 96
+        return max(2 * HEAD + 96, 8 * self.row_label + 24)
 
     @property
     def block_size(self) -> tuple[int, int]:
