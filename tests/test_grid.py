@@ -228,3 +228,15 @@ def test_prompt_search_and_replace_cells_share_a_batch_on_a_text_run(tmp_path_fa
     for ev in stream_grid(plan):
         if ev.kind == "cell":
             assert torch.equal(ev.cell.images, pipe.generate(request=ev.cell.request))
+
+
+def test_a_strength_axis_edits_the_image_at_each_strength_drawn_apart(pipe):
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    spec = GridSpec("a", x=parse_axis("strength=0.3,0.6"), y=parse_axis("guidance=0,1"), n=2, class_index=4,
+                    image=image, options=SamplingOptions(steps=4, precision="fp32"))
+    plan = plan_grid(spec, lambda _: pipe)
+    assert [c.request.options.strength for c in plan.cells] == [0.3, 0.6, 0.3, 0.6]
+    assert plan.groups == [[0, 2], [1, 3]]  # a strength is its own noise levels; guidance shares them
+    for ev in stream_grid(plan):
+        if ev.kind == "cell":
+            assert torch.equal(ev.cell.images, pipe.generate(request=ev.cell.request))
