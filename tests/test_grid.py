@@ -90,6 +90,10 @@ def test_cells_run_x_fastest_and_draw_in_groups_with_the_slow_axis_outermost(pip
     # cells differing only in guidance share a group; checkpoint a's groups all come before b's
     assert plan.groups == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert plan.total_steps == 2 * (2 + 3)
+    # the run on the innermost axis is still drawn outermost: each run's cells together
+    inner = plan_grid(GridSpec("a", x=parse_axis("checkpoint=a,b"), y=parse_axis("steps=2,3"), n=1, class_index=1),
+                      {"a": pipe, "b": other}.__getitem__)
+    assert inner.groups == [[0], [2], [1], [3]]
 
 
 def test_every_cell_draws_the_same_seeds_unless_seed_is_an_axis(pipe):

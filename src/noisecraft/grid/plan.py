@@ -115,7 +115,8 @@ def plan_grid(spec: GridSpec, load: Callable[[str], Pipeline], *, max_cells: int
     _check_values(spec, pipes)
     cells = [_cell(spec, pipes, (z, y, x), (z * ny + y) * nx + x)
              for z in range(nz) for y in range(ny) for x in range(nx)]
-    return GridPlan(spec, cells, pipes, _groups(cells, list(pipes)), layout)
+    slow = [a for a in spec.axes if GRID_AXES.get(a.name).facts.get("slow")]
+    return GridPlan(spec, cells, pipes, _groups(cells, slow), layout)
 
 
 def _pipelines(spec: GridSpec, load: Callable[[str], Pipeline]) -> dict[str, Pipeline]:
@@ -177,13 +178,18 @@ def _replace(spec: GridSpec, name: str, value: str) -> str:
     return spec.prompt.replace(search, value)
 
 
-def _groups(cells: list[Cell], checkpoints: list[str]) -> list[list[int]]:
+def _groups(cells: list[Cell], slow: list[Axis]) -> list[list[int]]:
     """Cells that may share a batch (same run, and the same request but for conditions, seeds and guidance), in
-    drawing order: the slow axis (checkpoint) outermost, then in the order the cells come."""
+    drawing order: the slow axes (a run to load) outermost, then in the order the cells come."""
     groups: dict[tuple, list[int]] = {}
     for c in cells:
         groups.setdefault((c.checkpoint, c.request.batch_key(per_image_guidance=True)), []).append(c.index)
-    return sorted(groups.values(), key=lambda g: (checkpoints.index(cells[g[0]].checkpoint), g[0]))
+
+    def order(group: list[int]) -> tuple:
+        first = cells[group[0]]
+        return (*(a.values.index(first.values[a.name]) for a in slow), first.index)
+
+    return sorted(groups.values(), key=order)
 
 
 def _group_steps(plan: GridPlan, group: list[int]) -> int:
