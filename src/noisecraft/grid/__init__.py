@@ -69,12 +69,13 @@ def sheet(plan: GridPlan):
     return draw_sheet(tiles, plan.layout, {k: a.name for k, a in present}, {k: a.labels for k, a in present})
 
 
-def write_grid(plan: GridPlan, out: str | Path) -> Path:
-    """grid.png (the labelled sheet) and cells.json; each drawn cell's PNG (if not written as it finished)."""
+def write_grid(plan: GridPlan, out: str | Path, written: set[int] | frozenset = frozenset()) -> Path:
+    """grid.png (the labelled sheet), cells.json, and each drawn cell's PNG but those in `written` (cell indices
+    already written as they finished)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for cell in plan.cells:
-        if cell.images is not None and not (out / cell_file(cell)).exists():
+        if cell.images is not None and cell.index not in written:
             write_cell(plan, cell, out)
     sheet(plan).save(out / "grid.png")
     (out / CELLS_JSON).write_text(json.dumps(grid_json(plan), indent=1, allow_nan=False) + "\n")
@@ -92,6 +93,7 @@ def run_grid(plan: GridPlan, out: str | Path, progress: bool = True) -> Path:
         (out / "cells").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output directory {out}: {e.strerror}") from None
+    written = set()
     with tqdm(total=plan.total_steps, desc=f"grid ({len(plan.cells)} cells)", unit="step", disable=not progress,
               leave=False) as bar:
         for ev in stream_grid(plan):
@@ -99,7 +101,8 @@ def run_grid(plan: GridPlan, out: str | Path, progress: bool = True) -> Path:
                 bar.update(1)
             else:
                 write_cell(plan, ev.cell, out)
-    return write_grid(plan, out)
+                written.add(ev.cell.index)
+    return write_grid(plan, out, written)
 
 
 __all__ = ["CELLS_JSON", "MAX_CELLS", "MAX_MEGAPIXELS", "Axis", "Cell", "GridEvent", "GridPlan", "GridSpec",
