@@ -6,6 +6,7 @@
   (`noisecraft.config.field_docs`), then the presets and the registries' names;
 - `<!-- generated: NAME -->`, for each table of benchmarks/figures.py (quickstart, laptop_presets, latent_vs_pixel,
   ...), becomes that table, rendered from benchmarks/results/ (the README's tables come from the same functions);
+- `<!-- generated: grid_axes -->` becomes the axes a comparison grid takes (`noisecraft.registry.GRID_AXES`);
 - `<!-- generated: benchmarks -->` becomes the measured figures in benchmarks/results/*.json(l), each with the
   machine it was measured on.
 """
@@ -151,6 +152,15 @@ def benchmarks_markdown() -> str:
     return "\n".join(out)
 
 
+def grid_axes_markdown() -> str:
+    from noisecraft.registry import GRID_AXES
+
+    kinds = {"int": "whole numbers, ranges", "float": "numbers, ranges", "name": "names", "interval": "`LO:HI` or `all`",
+             "text": "words", "run": "runs"}
+    rows = [[f"`{n}`", kinds[GRID_AXES.get(n).kind], GRID_AXES.get(n).help] for n in GRID_AXES]
+    return _table(["axis", "values", "what it sets"], rows)
+
+
 # ---------------------------------------------------------------- the hook
 
 def _figures():
@@ -163,6 +173,7 @@ def _figures():
 
 
 GENERATORS = {"cli": cli_markdown, "config": config_markdown, "benchmarks": benchmarks_markdown,
+              "grid_axes": grid_axes_markdown,
               **{name: (lambda n=name: _figures().render(n)) for name in _figures().TABLES}}
 
 

@@ -4,6 +4,7 @@
     python docs/make_figures.py --steps 40 --text-steps 0 --latent-steps 0 --flow-steps 40 --figures /tmp/f  # smoke
     python docs/make_figures.py --only flow      # only the flow and transformer page's figures
     python docs/make_figures.py --only quickstart   # only the digits run's own figures and its explain figures
+    python docs/make_figures.py --only grid      # only the comparison grid of the grids how-to
 
 It trains the quickstart's `digits` preset (minutes on a CPU), with the text extra installed the `digits-text`
 preset, and a latent pair: `digits64-ae` (the autoencoder) then `digits64-latent` in its latent space, both for
@@ -101,6 +102,21 @@ def editing_figures(run: Path, out: Path) -> dict:
             for name, flags in commands.items()}
 
 
+GRID_COMMAND = ["--x", "steps=5,10,20", "--y", "guidance=0-3 [4]", "--class", "3", "--n", "16"]
+
+
+def grid_figures(run: Path, out: Path) -> dict:
+    """The grids how-to's picture: the command it shows (`noisecraft grid`, a 3x4 grid of 16 images a cell)."""
+    from noisecraft.cli import main as cli
+
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["grid", "--checkpoint", str(run), *GRID_COMMAND, "--device", "cpu", "--out", str(out / "steps_guidance")]
+    assert cli(argv) == 0, argv
+    shutil.copy(out / "steps_guidance" / "grid.png", out / "steps_guidance.png")
+    shutil.rmtree(out / "steps_guidance")
+    return {"steps_guidance": " ".join(["noisecraft grid --checkpoint RUN", *GRID_COMMAND])}
+
+
 def flow_figures(args, runs: Path, out: Path) -> dict:
     """The flow and transformer page's figures: the sampling paths of a digits-v run (diffusion) beside those of the
     digits run (rectified flow, the quickstart) from the same noise, and a digits-dit run's network diagram and
@@ -129,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="where the figures go")
     p.add_argument("--explain-steps", type=int, default=50, help="sampler steps of the explain figures")
     p.add_argument("--retrain", action="store_true", help="train again even if the runs are there")
-    p.add_argument("--only", choices=["quickstart", "editing", "flow"], help="redraw one group of figures from its "
+    p.add_argument("--only", choices=["quickstart", "editing", "grid", "flow"],
+                   help="redraw one group of figures from its "
                    "runs (trained if missing), keeping figures.json's other records")
     args = p.parse_args(argv)
     if args.only:
@@ -159,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         explain(ldm, figures / "latent", ExplainOptions(figures=("latents", "reverse"), n=3,
                                                         steps=args.explain_steps))
     record["editing"] = editing_figures(runs / "digits", figures / "editing")
+    record["grid"] = grid_figures(runs / "digits", figures / "grid")
     record["runs"].update(flow_figures(args, runs, figures / "flow"))
     record["wall_s"] = round(time.perf_counter() - start, 1)
     (figures / "figures.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -167,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def only(args) -> int:
-    """`--only quickstart | editing | flow`: one group of figures, with the digits run it starts from."""
+    """`--only quickstart | editing | grid | flow`: one group of figures, with the digits run it starts from."""
     runs, figures = Path(args.runs), Path(args.figures)
     index = figures / "figures.json"
     record = json.loads(index.read_text()) if index.is_file() else {"runs": {}}
@@ -176,6 +194,8 @@ def only(args) -> int:
         digits_figures(args, runs / "digits", figures)
     elif args.only == "editing":
         record["editing"] = editing_figures(runs / "digits", figures / "editing")
+    elif args.only == "grid":
+        record["grid"] = grid_figures(runs / "digits", figures / "grid")
     else:
         record["runs"].update(flow_figures(args, runs, figures / "flow"))
     index.write_text(json.dumps(record, indent=2) + "\n")

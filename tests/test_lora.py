@@ -169,6 +169,33 @@ def test_sample_with_lora_names_each_adapter_with_sha256_and_scale_in_the_png(lo
     assert text.splitlines()[0] == "a nine" and parse_parameters(text)["lora"] == f"nines-run:{sha}:0.5"
 
 
+def test_a_grid_over_the_adapters_scale_draws_the_base_at_zero_and_the_adapter_at_one(lora_runs, cli, tmp_path):
+    """The lora_scale axis sets the loaded adapter's scale per cell; cells at 0 and 1 equal plain sampling without
+    and with the adapter (same seeds), and each cell's PNG names its scale."""
+    from PIL import Image
+
+    from noisecraft.imageinfo import parse_parameters, read_parameters
+
+    base, ft, _ = lora_runs
+    common = ["--n", "2", "--steps", "2", "--device", "cpu", "--prompt", "a nine"]
+    code, _out, err = cli("grid", "--checkpoint", base, "--x", "lora_scale=0,1", "--lora", str(ft),
+                          "--out", tmp_path / "g", *common)
+    assert code == 0, err
+    for scale, lora in ((0, []), (1, ["--lora", str(ft)])):  # one cell each: without the adapter, and at scale 1
+        code, _out, err = cli("grid", "--checkpoint", base, "--x", "seed=0", "--out", tmp_path / f"s{scale}", *lora,
+                              *common)
+        assert code == 0, err
+    cells = sorted((tmp_path / "g" / "cells").glob("*.png"))
+    assert len(cells) == 2
+    for cell, scale in zip(cells, (0, 1)):
+        alone = next((tmp_path / f"s{scale}" / "cells").glob("*.png"))
+        assert Image.open(cell).tobytes() == Image.open(alone).tobytes()
+        assert parse_parameters(read_parameters(cell))["lora"].endswith(f":{scale:g}")
+    assert Image.open(cells[0]).tobytes() != Image.open(cells[1]).tobytes()
+    code, _out, err = cli("grid", "--checkpoint", base, "--x", "lora_scale=0,1", "--out", tmp_path / "h", *common)
+    assert code == 2 and "lora_scale" in err and "--lora" in err
+
+
 @needs_text
 def test_edit_takes_lora_and_records_it(lora_runs, cli, tmp_path):
     from noisecraft.imageinfo import parse_parameters, read_parameters

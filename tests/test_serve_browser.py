@@ -106,6 +106,44 @@ def test_runs_page_shows_curves_grids_and_compares_runs(page):
     assert not page.errors, page.errors
 
 
+# When each grid cell is filled in, and what the status line said then.
+WATCH_CELLS = """() => {
+  window.cells_seen = [];
+  new MutationObserver((records) => {
+    for (const r of records) if (r.target.matches && r.target.matches("td.done") && r.type === "attributes")
+      window.cells_seen.push(document.getElementById("status").textContent);
+  }).observe(document.getElementById("grid"), {attributes: true, attributeFilter: ["class"], subtree: true});
+}"""
+
+
+def test_grid_page_picks_axes_fills_cells_live_and_reuses_a_cell(page):
+    page.goto(page.base_url + "/grid")
+    page.wait_for_selector("#model option[value=digits]", state="attached")
+    page.select_option("#model", "digits")
+    page.select_option("#x-axis", "steps")
+    page.fill("#x-values", "2, 40")
+    page.select_option("#y-axis", "guidance")
+    page.fill("#y-values", "0-2 [2]")
+    page.select_option("#class", "6")
+    page.fill("#n", "2")
+    page.fill("#seed", "9")
+    page.evaluate(WATCH_CELLS)
+    page.click("#draw")
+    expect(page.locator("#grid td.done img")).to_have_count(4, timeout=90_000)
+    expect(page.locator("#status")).to_have_text(re.compile("^done: 4 cells"), timeout=30_000)
+    seen = page.evaluate("window.cells_seen")
+    assert len(seen) == 4 and seen[0].startswith("step"), seen  # the 2-step cells came while the rest were drawn
+    assert page.locator("#grid th", has_text="40").count() == 1 and page.locator("#sheet").is_visible()
+    page.screenshot(path=SHOTS / "grid.png", full_page=True)
+
+    page.locator("#grid td[data-index='3'] img").click()  # steps 40, guidance 2
+    page.wait_for_url(page.base_url + "/")
+    expect(page.locator("#status")).to_have_text("settings filled in from the grid cell", timeout=10_000)
+    assert (page.input_value("#steps"), page.input_value("#guidance"), page.input_value("#seed"),
+            page.input_value("#n"), page.input_value("#class")) == ("40", "2", "9", "2", "6")
+    assert not page.errors, page.errors
+
+
 def _stroke(page, selector: str, points: list[tuple[float, float]]) -> None:
     """A mouse stroke through `points` (fractions of the element's box)."""
     box = page.locator(selector).bounding_box()

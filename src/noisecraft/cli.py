@@ -188,6 +188,30 @@ def cmd_sample(args, extra) -> int:
     return 0
 
 
+def cmd_grid(args, extra) -> int:
+    from noisecraft.editing import open_image
+    from noisecraft.grid import GridSpec, parse_axis, plan_grid, run_grid
+    from noisecraft.pipeline import load_pipeline
+
+    if extra:
+        raise UserError(f"unexpected argument '{extra[0]}'")
+    if not (args.x or args.y or args.z):
+        raise UserError("a grid needs at least one axis: --x, --y or --z NAME=VALUES")
+    prompts = _prompts(args)
+    if prompts is not None and len(prompts) > 1:
+        raise UserError("a grid draws one prompt (--prompt once); compare prompts with a prompt_sr axis")
+    x, y, z = (None if a is None else parse_axis(a) for a in (args.x, args.y, args.z))  # checked before loading
+    spec = GridSpec(str(args.checkpoint), x, y, z, n=args.n, class_index=args.class_index,
+                    prompt=prompts[0] if prompts else None, image=open_image(args.image) if args.image else None,
+                    options=_sampling_options(args))
+    loras = _loras(args)  # loaded on every run of the grid
+    plan = plan_grid(spec, lambda path: load_pipeline(path, args.device, loras=loras),
+                     max_megapixels=args.max_megapixels)
+    out = run_grid(plan, args.out, progress=True)
+    print(f"wrote grid.png ({len(plan.cells)} cells of {args.n} images), cells/ and cells.json to {out}")
+    return 0
+
+
 def _edit_mask(args, image_size: tuple[int, int]):
     """The mask of `edit`'s flags, at the input image's size (None: img2img)."""
     from noisecraft.editing import half_mask, rect_mask
@@ -340,8 +364,8 @@ def cmd_evaluate_autoencoder(args, extra) -> int:
 
 def cmd_train_classifier(args, extra) -> int:
     from noisecraft.config import DataConfig
-    from noisecraft.evaluate.classifier import get_classifier
     from noisecraft.device import pick_device
+    from noisecraft.evaluate.classifier import get_classifier
 
     if extra:
         raise UserError(f"unexpected argument '{extra[0]}'")
@@ -506,6 +530,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     _add_edit_parser(sub)
+    _add_grid_parser(sub)
     _add_distill_parser(sub)
     _add_finetune_parser(sub)
     _add_ema_parser(sub)
@@ -623,6 +648,28 @@ def _add_edit_parser(sub) -> None:
                    "unconditional branch keeps what the image shows)")
     d.add_argument("--out", required=True, help="output directory (PNGs, grid.png, before_after.png)")
     d.set_defaults(func=cmd_edit)
+
+
+def _add_grid_parser(sub) -> None:
+    from noisecraft.grid import MAX_CELLS, MAX_MEGAPIXELS
+    from noisecraft.registry import GRID_AXES
+
+    g = sub.add_parser("grid", help="X/Y/Z comparison grid: the same seeds under up to three axes of settings",
+                       description="Draw the same seeds under every combination of up to three axes (AUTOMATIC1111's "
+                       "X/Y/Z plot). An axis is NAME=VALUES with VALUES a list (5,10,20), a range (1-5), a range with "
+                       "a step (1-10 (+3)) or a count (1-4 [4]). Axes: " + GRID_AXES.help() + ". Cells that differ "
+                       "only in guidance, prompt, class or seed are drawn in one batch. Writes grid.png (labelled), "
+                       f"cells/*.png (each with its `parameters`) and cells.json. At most {MAX_CELLS} cells.")
+    _add_sampling_args(g, n_default=16, n_help="images per cell")
+    for name in ("x", "y", "z"):
+        g.add_argument(f"--{name}", metavar="NAME=VALUES", help=f"the {name} axis, e.g. steps=5,10,20")
+    g.add_argument("--class", dest="class_index", type=int, help="class runs: the class of every cell (default: all "
+                   "classes in turn)")
+    g.add_argument("--image", help="edits: the image every cell starts from (img2img; with a strength axis)")
+    g.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS, help="refuse a sheet larger than this "
+                   f"(default: {MAX_MEGAPIXELS:g})")
+    g.add_argument("--out", required=True, help="output directory (grid.png, cells/, cells.json)")
+    g.set_defaults(func=cmd_grid)
 
 
 def _add_explain_parser(sub) -> None:

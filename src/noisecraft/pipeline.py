@@ -69,6 +69,15 @@ class Request:
     options: SamplingOptions  # resolved: no None left but negative_prompt
     source: EditSource | None = None  # edits: the images (and mask) to start from; None: drawn from noise
     loras: tuple[tuple[str, str, float], ...] = ()  # (name, sha256, scale) of each adapter loaded (`adapters`)
+    guidance: tuple[tuple[float, float, float], ...] | None = None  # per image (w, lo, hi) where merged requests
+    # differ in guidance weight or interval (guided where lo < sigma <= hi); None: every image as `options` says
+
+    def guidance_of(self, i: int) -> tuple[float, float, float]:
+        """Image i's guidance weight and interval (lo, hi): from `guidance`, else from the options."""
+        if self.guidance is not None:
+            return self.guidance[i]
+        lo, hi = self.options.guidance_interval or (-math.inf, math.inf)
+        return (float(self.options.guidance), float(lo), float(hi))
 
     @property
     def n(self) -> int:
@@ -79,15 +88,19 @@ class Request:
         """The conditions as `take` and the conditioners handle them (prompts as a list)."""
         return list(self.conditions) if isinstance(self.conditions, tuple) else self.conditions
 
-    def batch_key(self) -> tuple:
-        """Requests with equal keys may share a sampler call: everything but conditions, seeds and counts."""
+    def batch_key(self, per_image_guidance: bool = False) -> tuple:
+        """Requests with equal keys may share a sampler call: everything but conditions, seeds and counts (and,
+        with `per_image_guidance`, the guidance weight and interval, which `merged` then keeps per image)."""
         o = dataclasses.replace(self.options, seed=None, batch_size=None)
+        if per_image_guidance:
+            o = dataclasses.replace(o, guidance=None, guidance_interval=None)
         edit = None if self.source is None else self.source.inpainting
         return (*(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(o)), edit, self.loras)
 
     @staticmethod
     def merged(requests: list["Request"]) -> "Request":
-        """Several requests with one batch key as one, drawn in a single batch (each image keeps its seed)."""
+        """Several requests with one batch key as one, drawn in a single batch (each image keeps its seed, and its
+        guidance where the requests differ in it: `batch_key(per_image_guidance=True)`)."""
         first, conds = requests[0], [r.conditions for r in requests]
         if first.conditions is None:
             merged = None
@@ -97,7 +110,10 @@ class Request:
             merged = tuple(p for c in conds for p in c)
         seeds = tuple(s for r in requests for s in r.seeds)
         source = None if first.source is None else EditSource.cat([r.source for r in requests])
-        return Request(merged, seeds, dataclasses.replace(first.options, batch_size=len(seeds)), source, first.loras)
+        per_image = tuple(r.guidance_of(i) for r in requests for i in range(r.n))
+        guidance = None if len(set(per_image)) == 1 else per_image
+        return Request(merged, seeds, dataclasses.replace(first.options, batch_size=len(seeds)), source, first.loras,
+                       guidance)
 
 
 @dataclass
@@ -339,11 +355,17 @@ class Pipeline:
         """Sampler output (B, C, h, w) -> uint8 images (B, C, H, W) on the CPU."""
         return to_uint8(self.codec.decode(x.to(self.device))).cpu()
 
-    def denoise_fn(self, opts: SamplingOptions, sigmas: torch.Tensor | None = None) -> Denoise:
+    def denoise_fn(self, opts: SamplingOptions, sigmas: torch.Tensor | None = None,
+                   per_image: list[tuple[float, float, float]] | None = None) -> Denoise:
         """The denoiser as the sampler calls it, for resolved options: at their precision, guided, x0 clipped
-        (pixel space only). `sigmas`: the grid, where a negative prompt changes during sampling."""
+        (pixel space only). `sigmas`: the grid, where a negative prompt changes during sampling; `per_image`: each
+        image's (w, lo, hi) instead of the options' guidance (one batch of a grid's cells)."""
         d = _with_precision(self.denoiser, self.device, opts.precision)
-        if self.conditioner.guidable and opts.guidance != 0:
+        guidable = self.conditioner.guidable
+        if guidable and per_image is not None and any(w != 0 for w, _, _ in per_image):
+            w, lo, hi = torch.tensor(per_image, dtype=torch.float32, device=self.device).unbind(1)  # (B,) each
+            d = cfg_denoiser(d, w, self.null_condition(opts.negative_prompt, sigmas), (lo, hi))
+        elif guidable and per_image is None and opts.guidance != 0:
             d = cfg_denoiser(d, opts.guidance, self.null_condition(opts.negative_prompt, sigmas),
                              tuple(opts.guidance_interval) or None)
         if opts.clip_x0 and self.codec.clip_x0:
@@ -455,10 +477,13 @@ class _BatchRun:
     def events(self, b: int, batches: int, idx: list[int], labels: torch.Tensor | list[str] | None
                ) -> Iterator[SampleEvent]:
         pipe, total = self.pipe, len(self.levels) - 1
-        noise = PerImageNoise([self.request.seeds[i] for i in idx], pipe.device)
+        req = self.request
+        noise = PerImageNoise([req.seeds[i] for i in idx], pipe.device)
         x = noise(torch.empty(len(idx), *pipe.sample_shape, device=pipe.device))  # (B, C, H, W)
-        source = None if self.request.source is None else self.request.source.take(idx)
-        x, denoise = self.start(x, source, noise)
+        source = None if req.source is None else req.source.take(idx)
+        denoise = self.denoise if req.guidance is None else pipe.denoise_fn(req.options, self.sigmas,
+                                                                              [req.guidance[i] for i in idx])
+        x, denoise = self.start(x, source, noise, denoise)
         steps = self.sampler(denoise, x, self.sigmas, pipe.condition(labels, self.sigmas), noise=noise)
         try:
             for s in steps:  # each step's network calls run inside next()
@@ -476,18 +501,18 @@ class _BatchRun:
             images = paste_known(images, source, feather=pipe.codec.feather)
         yield SampleEvent("images", b, batches, idx, total, total, 0.0, 0.0, x, x, s.x0, images=images)
 
-    def start(self, eps: torch.Tensor, source: EditSource | None, noise: PerImageNoise
+    def start(self, eps: torch.Tensor, source: EditSource | None, noise: PerImageNoise, denoise: Denoise
               ) -> tuple[torch.Tensor, Denoise]:
         """The sampler's first x and its denoiser: pure noise at the grid's top, or an edit's images noised to
         the level its strength picked (SDEdit), with the known region held by RePaint's step when inpainting."""
         pipe, sigma = self.pipe, self.levels[0]
         if source is None:
-            return eps * pipe.denoiser.prior_std(sigma), self.denoise
+            return eps * pipe.denoiser.prior_std(sigma), denoise
         x0_known = pipe.encode(to_model_range(source.images))  # (B, c, h, w) in the sampler's space
         if not source.inpainting:
-            return x0_known + sigma * eps, self.denoise
+            return x0_known + sigma * eps, denoise
         keep = pipe.codec.keep_mask(source.mask, x0_known.shape[-2:])
-        return x0_known + sigma * eps, known_region(self.denoise, x0_known, keep.to(pipe.device), noise)
+        return x0_known + sigma * eps, known_region(denoise, x0_known, keep.to(pipe.device), noise)
 
 
 def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | str = "cpu", meta: dict | None = None,

@@ -135,6 +135,33 @@ SAMPLERS.register("heun", "noisecraft.samplers.karras:sample_heun",
                   "Heun's second-order ODE steps, Karras et al. 2022 (2 calls a step)",
                   grid="karras", calls_per_step=2, final_step_calls=1)
 
+# Axes of a comparison grid (`noisecraft grid`, noisecraft.grid; AUTOMATIC1111's X/Y/Z plot). `kind` says how its
+# values parse ("int" and "float" take A1111's range forms; "name" is checked against the registry `choices`;
+# "interval" is LO:HI or all; "text" and "run" are taken as written); `minimum`/`maximum` bound numbers (`open_min`:
+# the minimum itself refused); `applies_to` is where a value goes: "option" (the SamplingOptions field of the axis's
+# name), "prompt" (search and replace in the prompt), "class" (the class asked for), "lora" (the scale of the one
+# adapter loaded) or "checkpoint" (which run); `slow` axes (loading a checkpoint) are drawn outermost. Cells that differ only in guidance, prompt, class or seed
+# share the network's calls (one batch per step); the others differ in the sigma grid or the network.
+GRID_AXES: Registry[Entry] = Registry("grid axis")
+GRID_AXES.register("sampler", help="the sampler", kind="name", choices="SAMPLERS", applies_to="option")
+GRID_AXES.register("steps", help="sampler steps", kind="int", minimum=1, maximum=10_000, applies_to="option")
+GRID_AXES.register("guidance", help="classifier-free guidance weight w", kind="float", minimum=-100, maximum=100,
+                   applies_to="option")
+GRID_AXES.register("guidance_interval", help="guide where LO < sigma <= HI (LO:HI) or at every step (all)",
+                   kind="interval", applies_to="option")
+GRID_AXES.register("seed", help="the seed (image i uses seed + i)", kind="int", minimum=0, maximum=2**32 - 1,
+                   applies_to="option")
+GRID_AXES.register("strength", help="edits (--image): how far down the noise levels the image goes",
+                   kind="float", minimum=0, maximum=1, open_min=True, applies_to="option")
+GRID_AXES.register("prompt_sr", help="text runs: the first value is searched in the prompt, each cell replaces it "
+                   "with its value", kind="text", applies_to="prompt")
+GRID_AXES.register("class", help="class runs: the class drawn", kind="int", minimum=0, maximum=1_000_000,
+                   applies_to="class")
+GRID_AXES.register("lora_scale", help="the scale of the one adapter loaded (--lora PATH): 0 is the base", kind="float",
+                   minimum=-2, maximum=2, applies_to="lora")
+GRID_AXES.register("checkpoint", help="the run (directory, or a run's name under the server's --runs)", kind="run",
+                   applies_to="checkpoint", slow=True)
+
 # Denoising networks (models/, one a file): target(cfg: ModelConfig) -> nn.Module with the forward of the U-Net's
 # docstring. The explain figure named like an architecture draws it (FIGURES, needs=<arch>).
 ARCHITECTURES: Registry[Entry] = Registry("architecture")

@@ -13,17 +13,18 @@ def describe_interval(interval: tuple[float, ...] | list[float] | None) -> str:
     return f" where {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
 
 
-def cfg_denoiser(denoiser: Denoise, guidance: float, null_cond: dict | StepConditions,
-                 interval: tuple[float, float] | None = None) -> Denoise:
+def cfg_denoiser(denoiser: Denoise, guidance: float | torch.Tensor, null_cond: dict | StepConditions,
+                 interval: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] | None = None) -> Denoise:
     """D_w(x) = (1 + w) D(x | c) - w D(x | null), with the conditional and null halves in one batched call.
 
     Guidance on x0 equals guidance on eps: both are affine in D at a fixed (x, sigma). w = 0 returns the
     plain conditional denoiser (one half the cost). With `interval` = (sigma_lo, sigma_hi), guidance applies only
     where sigma_lo < sigma <= sigma_hi; elsewhere the step is the plain conditional call, so each step outside
     the interval costs half as much. `cond` and `null_cond` may change during sampling (`StepConditions`: prompt
-    editing in a prompt or a negative prompt); each call takes the ones of its noise level.
+    editing in a prompt or a negative prompt); each call takes the ones of its noise level. `guidance` and the
+    interval's ends may be tensors (B,): one per image of the batch (a comparison grid's cells drawn together).
     """
-    if guidance == 0:
+    if not torch.is_tensor(guidance) and guidance == 0:
         return denoiser
     lo, hi = interval if interval else (float("-inf"), float("inf"))
 

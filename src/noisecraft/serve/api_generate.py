@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from noisecraft.config import PRESETS
 from noisecraft.errors import UserError
 from noisecraft.imageinfo import format_parameters
-from noisecraft.registry import DATASETS, SAMPLERS, TASKS
+from noisecraft.registry import DATASETS, GRID_AXES, SAMPLERS, TASKS
 from noisecraft.rundir import RunDir
 from noisecraft.serve.edits import EDIT_OPENAPI, read_edit
 from noisecraft.serve.images import data_url, strip_png
@@ -34,9 +34,11 @@ def _draws(task: str) -> bool:
 
 @router.get("/options")
 def options(svc: Svc) -> dict:
-    """What a request may choose: samplers, presets and datasets (from the registries) and the server's limits."""
+    """What a request may choose: samplers, presets, datasets and grid axes (from the registries) and the server's
+    limits."""
     lim = svc.cfg.limits
     return {"samplers": [{"name": n, "help": SAMPLERS.get(n).help} for n in SAMPLERS],
+            "grid_axes": [{"name": n, "help": GRID_AXES.get(n).help, "kind": GRID_AXES.get(n).kind} for n in GRID_AXES],
             "presets": [{"name": n, "help": PRESETS.get(n).help} for n in PRESETS],
             "datasets": [{"name": n, "help": DATASETS.get(n).help} for n in DATASETS],
             "limits": {"n": lim.max_n, "steps": lim.max_steps, "prompt": lim.max_prompt, "body_bytes": lim.max_body},
@@ -66,7 +68,7 @@ def models(svc: Svc) -> dict:
     return {"models": out}
 
 
-def _check_limits(body: GenerateRequest, svc: Service) -> None:
+def check_limits(body: GenerateRequest, svc: Service) -> None:
     lim = svc.cfg.limits
     if body.n > lim.max_n:
         raise UserError(f"n must be at most {lim.max_n} images per request, got {body.n}")
@@ -81,7 +83,7 @@ def _check_limits(body: GenerateRequest, svc: Service) -> None:
 def _job_spec(body: GenerateRequest, svc: Service, **edit) -> JobSpec:
     """The request checked against the model (its classes, kind and sampling defaults) -> a job to queue. `edit`:
     an edit's image, mask, strength and jumps (`Pipeline.prepare`'s arguments)."""
-    _check_limits(body, svc)
+    check_limits(body, svc)
     path = svc.run_path(body.model)
     if path is None:
         raise UserError(f"unknown model '{body.model}' (GET /api/models lists them)")
@@ -192,13 +194,13 @@ async def _events(job: Job, queue: JobQueue):
             if state == "queued":
                 if queue.position(job) != position:
                     position = queue.position(job)
-                    yield _event("queued", id=job.id, position=position)
+                    yield sse_event("queued", id=job.id, position=position)
             elif state == "running":
                 if job.step != step:
                     step = job.step
-                    yield _event("progress", **_progress(job))
+                    yield sse_event("progress", **_progress(job))
             else:
-                yield _event(state, **_outcome(job))
+                yield sse_event(state, **_outcome(job))
                 return
             await job.wait_change(version, timeout=5.0)
     finally:
@@ -207,7 +209,7 @@ async def _events(job: Job, queue: JobQueue):
             queue.cancel(job, "the client went away")
 
 
-def _event(kind: str, **data) -> dict:
+def sse_event(kind: str, **data) -> dict:
     return {"event": kind, "data": json.dumps(data, allow_nan=False)}
 
 

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from noisecraft.errors import UserError
-from noisecraft.serve import api_generate, api_runs
+from noisecraft.serve import api_generate, api_grid, api_runs
 from noisecraft.serve.service import ServeConfig, Service
 from noisecraft.serve.training import Conflict
 
@@ -97,6 +97,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                          "and start training runs.", lifespan=lifespan, static_url="/static/docs")
     app.state.service = svc
     app.include_router(api_generate.router)
+    app.include_router(api_grid.router)
     app.include_router(api_runs.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -107,6 +108,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/edit", include_in_schema=False)
     def edit_page() -> FileResponse:
         return _page("edit.html")
+
+    @app.get("/grid", include_in_schema=False)
+    def grid_page() -> FileResponse:
+        return _page("grid.html")
 
     @app.get("/runs", include_in_schema=False)
     def runs_page() -> FileResponse:

@@ -162,11 +162,13 @@ class JobQueue:
 
     # ---- what the routes call
 
-    def submit(self, spec: JobSpec) -> Job:
+    def submit(self, spec: JobSpec, job_class: type[Job] = Job) -> Job:
+        """Queue a job (`job_class`: a Job whose spec has `run(job, cancel, queue)` draws it its own way, as a
+        grid does)."""
         with self._cond:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); try again later")
-            job = Job(spec, self.loop)
+            job = job_class(spec, self.loop)
             self._jobs[job.id] = job
             self._queue.append(job)
             self._prune()
@@ -240,7 +242,11 @@ class JobQueue:
             if jobs:
                 self.sampler_calls += 1
                 try:
-                    self._sample(jobs)
+                    run = getattr(jobs[0].spec, "run", None)
+                    if run is not None:  # a job that draws itself (a grid): never batched with others
+                        run(jobs[0], _AllCancelled(jobs, self._stopping), self)
+                    else:
+                        self._sample(jobs)
                 except Exception as e:  # a job's failure is reported to its clients; the worker goes on
                     message = str(e) if isinstance(e, UserError) else f"sampling failed: {type(e).__name__}: {e}"
                     if not isinstance(e, UserError):
@@ -272,6 +278,17 @@ class JobQueue:
             for job in jobs:
                 if job.state == "running":
                     self._set_cancelled(job, "server stopping")
+
+    def complete(self, job: Job) -> None:
+        """A running job that drew itself is done (a cancelled one stays cancelled; if the stream stopped early
+        because the server is stopping, it is cancelled)."""
+        with self._cond:
+            if job.state == "running":
+                if self._stopping.is_set():
+                    self._set_cancelled(job, "server stopping")
+                else:
+                    job.state, job.finished, job.eta_s = "done", time.time(), 0.0
+                    job.changed()
 
     def _finish(self, job: Job, images: torch.Tensor) -> None:
         s = job.spec

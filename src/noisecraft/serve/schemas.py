@@ -52,6 +52,14 @@ class EditRequest(GenerateRequest):
                               "measured default")
 
 
+class GridRequest(GenerateRequest):
+    x: str | None = Field(None, max_length=4000, description="the x axis, NAME=VALUES (e.g. steps=5,10,20; ranges "
+                          "1-5, 1-10 (+2), 1-4 [4]); names: GET /api/options grid_axes")
+    y: str | None = Field(None, max_length=4000, description="the y axis, NAME=VALUES")
+    z: str | None = Field(None, max_length=4000, description="the z axis, NAME=VALUES")
+    n: int = Field(4, ge=1, le=1_000_000, description="images per cell")
+
+
 class TrainBody(_Strict):
     name: str = Field(min_length=1, max_length=64, description="the new run's directory under --runs")
     preset: str = Field("digits", max_length=64)

@@ -1,7 +1,7 @@
 // The generate page: a form over /api/models and /api/options, a job followed through its event stream (live
 // preview of the x0 estimate, progress, ETA, cancel), and the gallery (jobs.js).
 import { el } from "./common.js";
-import { Gallery, JobView, editElsewhere, loadChoices } from "./jobs.js";
+import { Gallery, JobView, REUSE_KEY, editElsewhere, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 let models = [];
@@ -20,6 +20,18 @@ async function init() {
   for (const id of ["class", "prompt", "seed", "steps", "guidance", "n"]) $(id).addEventListener("change", instant);
   showModel();
   gallery.render();
+  reuseHanded();
+}
+
+// A grid cell clicked on the grid page: its settings, to draw the cell's images (seed + i, n of them) again.
+function reuseHanded() {
+  const handed = sessionStorage.getItem(REUSE_KEY);
+  if (!handed) return;
+  sessionStorage.removeItem(REUSE_KEY);
+  const s = JSON.parse(handed);
+  reuse({ ...s, image_seed: s.image_seed ?? s.seed });
+  $("n").value = s.batch_size ?? 1;
+  view.status("settings filled in from the grid cell");
 }
 
 function model() {

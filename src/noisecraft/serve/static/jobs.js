@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const GALLERY_KEY = "noisecraft.gallery.v1";
 const MAX_GALLERY = 200;
 export const EDIT_KEY = "noisecraft.edit.v1"; // sessionStorage: the image "edit" hands to the edit page
+export const REUSE_KEY = "noisecraft.reuse.v1"; // sessionStorage: the settings a grid cell hands to the generate page
 
 /** The settings form's choices from /api/options and /api/models (limits, samplers, models); returns the models. */
 export async function loadChoices(view) {
