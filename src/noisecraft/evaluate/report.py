@@ -481,8 +481,24 @@ def _memorisation_markdown(m: dict | None) -> list[str]:
             f"Share of samples whose nearest training image (in the judge's features) is closer than that of all but "
             f"{m['quantile']:.0%} of the real held-out images: **{m['near_copy_share']:.1%}** of {m['n']} samples, "
             f"against {m['heldout_share']:.1%} of the {m['heldout_n']} held-out images (what a model that copies "
-            f"nothing scores). Median distance to the nearest training image, samples over held-out: "
-            f"{m['median_ratio']:.2f} ({_ratio_words(m['median_ratio'])}).", ""]
+            f"nothing scores): {_share_words(m)}. Median distance to the nearest training image, samples over "
+            f"held-out: {m['median_ratio']:.2f} ({_ratio_words(m['median_ratio'])}).", ""]
+
+
+def _share_words(m: dict) -> str:
+    """The near-copy share of the samples against the held-out images', in words chosen by the two numbers: apart by
+    more than two standard errors of their difference (binomial, pooled share) or not."""
+    p = (m["near_copy_share"] * m["n"] + m["heldout_share"] * m["heldout_n"]) / (m["n"] + m["heldout_n"])
+    band = 2 * math.sqrt(max(p * (1 - p), 1e-12) * (1 / m["n"] + 1 / m["heldout_n"]))
+    diff = m["near_copy_share"] - m["heldout_share"]
+    if diff > band:
+        return (f"more than the held-out share by over two standard errors ({diff:+.1%}, band ±{band:.1%}): more "
+                "samples sit on training images than new real images do")
+    if diff < -band:
+        return (f"less than the held-out share by over two standard errors ({diff:+.1%}, band ±{band:.1%}): the "
+                "samples sit on training images less often than new real images do")
+    return (f"within two standard errors of the held-out share ({diff:+.1%}, band ±{band:.1%}): as many samples sit "
+            "on training images as new real images do, within noise")
 
 
 def _ratio_words(ratio: float) -> str:
@@ -535,18 +551,23 @@ def _floors_markdown(f: dict | None) -> list[str]:
 
 
 def render_markdown(report: dict, has_real: bool = True) -> str:
+    """report.md from report.json's dict: numbers in tables, and words that are either rules or chosen by the
+    numbers beside them (`_against_floors`, `_share_words`, `_ratio_words`)."""
     s = report["sampling"]
     where = describe_interval(s.get("guidance_interval"))
     lines = [
         f"# Evaluation of `{report['checkpoint']}` (step {report['step']})", "",
         f"{s['n']} samples, {s['sampler']} with {s['steps']} steps, guidance w = {s['guidance']}{where}, "
         f"{s['precision']}, seed {s['seed']}"
-        f"{', class-balanced' if s['class_balanced'] else ''}{_prompts_words(s)}. Sampling took {report['timing']['sampling_s']} s "
-        f"({report['timing']['samples_per_s']} samples/s); total {report['timing']['total_s']} s.", "",
+        f"{', class-balanced' if s['class_balanced'] else ''}{_prompts_words(s)}. Sampling took "
+        f"{report['timing']['sampling_s']} s ({report['timing']['samples_per_s']} samples/s); total "
+        f"{report['timing']['total_s']} s.", "",
     ]
-    off = report.get("offline", {})
+    off = report.get("offline")
     lines += ["## Offline metrics (dataset classifier, no download)", ""]
-    if "skipped" in off:
+    if off is None:
+        lines += ["Not computed (--no-classifier).", ""]
+    elif "skipped" in off:
         lines += [f"Skipped: {off['skipped']}", ""]
     elif off:
         c = off["classifier"]
@@ -568,9 +589,11 @@ def render_markdown(report: dict, has_real: bool = True) -> str:
         lines += _floors_markdown(off.get("floors_captions"))
         lines += _memorisation_markdown(off.get("memorisation"))
     lines += _text_markdown(report.get("text"), s)
-    inc = report.get("inception", {})
+    inc = report.get("inception")
     lines += ["## Inception metrics (FID, KID, IS; torch-fidelity conventions)", ""]
-    if "skipped" in inc:
+    if inc is None:
+        lines += ["Not computed (--no-inception).", ""]
+    elif "skipped" in inc:
         lines += [inc["skipped"], ""]
     elif inc:
         lines += ["| set | n | FID | KID (x1e3) | IS |", "| --- | ---: | ---: | ---: | ---: |"]
