@@ -573,8 +573,9 @@ def render_markdown(report: dict, has_real: bool = True) -> str:
         c = off["classifier"]
         lines += [_judge_markdown(c) + f" FD-clf is the Fréchet distance to the training set in its "
                   f"{c.get('feature_dim', 128)}-d feature space (lower is better); precision/recall are Kynkäänniemi "
-                  "et al. (2019), k = 3. Compare the generated rows with the real held-out row: that is what perfect "
-                  "looks like at that sample size.", "",
+                  "et al. (2019), k = 3; class balance is the entropy of the predicted classes over its maximum (1: "
+                  "every class equally often). Compare the generated rows with the real held-out row: that is what "
+                  "perfect looks like at that sample size.", "",
                   "| set | n | class accuracy | FD-clf | precision | recall | class balance |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         names = {"generated": "generated", "generated_at_heldout_n": "generated (held-out size)",
