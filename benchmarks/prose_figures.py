@@ -104,6 +104,7 @@ FIGURES = (
 )
 
 NOT_MEASURED = (
+    NotMeasured("docs/howto/grids.md", "1, 4, 7, 10; 0.5, 1, 1.5, 2", "the values a range form expands to"),
     NotMeasured("docs/concepts/lora.md", "scales 0, 0.5 and 1", "a setting: the adapter scales the figure draws"),
     NotMeasured("docs/howto/lora.md", "scales 0, 0.5 and 1", "a setting: the adapter scales the figure draws"),
     NotMeasured("docs/howto/prompt-syntax.md", "weighs 1.1 times as much", "the syntax's rule: ( ) multiplies by 1.1"),

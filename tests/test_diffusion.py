@@ -88,28 +88,29 @@ def test_every_parameterisation_recovers_x0(prediction):
 
 
 def test_loss_falls_on_real_digits():
-    """A few dozen steps on 64 real digits reduce the loss on 64 held-out digits (and min-SNR weighting keeps it
-    finite)."""
+    """Twenty steps on 32 real digits reduce the loss on 64 held-out digits (and min-SNR weighting keeps it
+    finite). A narrow network (8 channels) keeps it a few seconds; the cut is the same as with 16 channels, 40 steps
+    of 64."""
     from noisecraft.config import DataConfig, ModelConfig
     from noisecraft.data import load_dataset, to_model_range
     from noisecraft.models import build_model
 
     torch.manual_seed(0)
     data, val = load_dataset(DataConfig(), "train"), load_dataset(DataConfig(), "val")
-    x = to_model_range(data.images[:64])
+    x = to_model_range(data.images[:32])
     x_val, y_val = to_model_range(val.images[:64]), val.labels[:64]  # digits the steps never see
-    net = build_model(ModelConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+    net = build_model(ModelConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                                   in_channels=1, image_size=28, num_classes=10, dropout=0.0))
     d = Denoiser(net, DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"))
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(net.parameters(), lr=4e-3)
     g = torch.Generator().manual_seed(0)
 
     def held_out_loss():  # the same noise levels and noise every time
         return diffusion_loss(d, x_val, {"class_labels": y_val}, generator=g.manual_seed(1)).mean().item()
 
     before = held_out_loss()
-    for _ in range(40):
-        loss = diffusion_loss(d, x, {"class_labels": data.labels[:64]}).mean()
+    for _ in range(20):
+        loss = diffusion_loss(d, x, {"class_labels": data.labels[:32]}).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -373,6 +373,54 @@ def test_sample_info_and_evaluate_of_a_text_run(text_run, cli, tmp_path):
 
 
 @needs_text
+def test_evaluate_of_a_text_run_asks_held_out_captions_and_compares_with_their_images(text_run, cli, tmp_path):
+    import scipy.linalg
+
+    from noisecraft.evaluate.classifier import get_classifier
+
+    out, _ = text_run
+    code, stdout, err = cli("evaluate", "--checkpoint", out, "--n", 12, "--steps", 2, "--no-inception",
+                            "--no-progress", "--out", tmp_path / "eval")
+    assert code == 0, err
+    report = json.loads(stdout[: stdout.rindex("}") + 1])
+    s, saved = report["sampling"], np.load(tmp_path / "eval" / "samples.npz")
+    prompts, sources = [str(p) for p in saved["prompts"]], torch.from_numpy(saved["source_images"])
+    # 16 held-out images (val_size 16): 8 prompt, each once before any twice, and 8 are a floor
+    assert s["prompt_source"] == "heldout_captions" and s["captioned_images"] == 8
+    assert len(set(sources[:8].tolist())) == 8 and sources[8:].tolist() == sources[:4].tolist()
+    assert s["prompts"] == len(set(prompts)) and report["text"]["distinct_prompts"] == s["prompts"]
+    # each prompt is one of its image's captions, written at the run's own attribute cuts
+    val = load_dataset(DataConfig(val_size=16), "val")
+    meta = json.loads((out / "checkpoints/last.json").read_text())
+    caps = class_captions(val.labels, val.class_names, val.images, digits=True,
+                          thresholds=meta["attribute_thresholds"])
+    for p, i in zip(prompts, sources.tolist(), strict=True):
+        assert p in [caps.texts[t] for t in caps.options[caps.group[i]].tolist()], (p, i)
+    # FD against the captions' images, and the floor of the 8 held-out images that were not asked
+    clf = get_classifier("digits")
+    f = {k: clf.features(x) for k, x in (("gen", torch.from_numpy(saved["images"])), ("val", val.images))}
+    asked = torch.zeros(16, dtype=torch.bool)
+    asked[sources] = True
+
+    def fd(a: torch.Tensor, b: torch.Tensor) -> float:
+        a, b = a.double().numpy(), b.double().numpy()
+        ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real))
+
+    fc = report["offline"]["floors_captions"]
+    assert fc["reference"] == {"split": "val", "n": 8, "set_aside": 8, "seed": 0} and fc["floor_n"] == 8
+    for row, x in (("generated", f["gen"]), ("generated_at_floor_n", f["gen"][:8]), ("real_heldout", f["val"][~asked])):
+        assert fc[row]["fd"] == pytest.approx(fd(x, f["val"][asked]), rel=1e-3, abs=1e-3), row
+    assert fc["real_train_unseen"]["n"] == 8 and "floors" in report["offline"]  # and the training reference still
+    # the real image behind each caption, judged the same way: its attributes are its caption's, by construction
+    real = report["text"]["real_heldout"]
+    assert real["n"] == 12 and all(a["agreement"] == 1.0 for k, a in real["attributes"].items() if k != "mean")
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert f"prompted with the captions of 8 real held-out images ({s['prompts']} distinct prompts" in md
+    assert "### Against the held-out images whose captions were asked" in md and "real image of the caption" in md
+
+
+@needs_text
 def test_cli_errors_name_what_each_model_takes(text_run, cli, tmp_path):
     out, _ = text_run
     code, _, err = cli("sample", "--checkpoint", out, "--class", 3, "--out", tmp_path / "a")

@@ -118,14 +118,15 @@ def digit_texts(digit: int, levels: dict[str, int]) -> list[str]:
 
 
 def class_captions(labels: torch.Tensor | None, class_names: list[str], images: torch.Tensor | None = None,
-                   digits: bool = False) -> Captions:
-    """Template captions of a labelled split; for digits (`digits` and `images` given) with attribute captions."""
+                   digits: bool = False, thresholds: dict | None = None) -> Captions:
+    """Template captions of a labelled split; for digits (`digits` and `images` given) with attribute captions, cut
+    at the split's own tertiles or at `thresholds` (another split's: held-out captions in a model's own words)."""
     if labels is None:
         raise UserError("captions from class names need a labelled dataset (one sub-folder per class); give the "
                         "images their own captions (metadata.jsonl or .txt files)")
     if not digits or images is None:
         return Captions.from_groups([class_texts(n, digit=False) for n in class_names], labels)
-    levels, thresholds = attribute_levels(measure_attributes(images), labels, len(class_names))
+    levels, thresholds = attribute_levels(measure_attributes(images), labels, len(class_names), thresholds)
     sig = (labels * 27 + levels["thickness"] * 9 + levels["slant"] * 3 + levels["size"]).tolist()
     keys = sorted(set(sig))
     groups = [digit_texts(int(class_names[s // 27]), {"thickness": s // 9 % 3, "slant": s // 3 % 3, "size": s % 3})

@@ -539,8 +539,9 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "
                        "classifier's class accuracy, Fréchet distance and precision/recall, next to the same for "
                        "real held-out data) and, when Inception-v3 weights are available, FID, KID and IS. A text "
-                       "model draws them for --prompts (cycled; default: one template prompt per class) and adds "
-                       "text alignment: the named class's accuracy, attribute agreement and CLIPScore.")
+                       "model draws them for the captions of real held-out images (default; its samples are also "
+                       "compared with those images) or for --prompts (cycled), and adds text alignment: the named "
+                       "class's accuracy, attribute and colour agreement and CLIPScore.")
     _add_sampling_args(e, n_default=2000, n_help="number of samples (default 2000)")
     e.add_argument("--out", help="report directory (default: <run>/eval)")
     e.add_argument("--inception-weights", help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth "

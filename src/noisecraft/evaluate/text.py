@@ -1,5 +1,9 @@
 """Text alignment of a text-to-image model's samples: does each image show what its prompt asks for?
 
+By default a text model is asked for the captions of real held-out images (`caption_prompts`, the COCO protocol):
+its samples then compare with those images, like for like, and each figure below has the same figure of the real
+image behind each caption beside it.
+
 * named class accuracy: the share of images the offline judge classifies as the class their prompt names (a digit
   as a word or a numeral, else a class name), over the prompts that name exactly one class;
 * attribute agreement (digits, MNIST): stroke thickness, slant and size measured on the generated pixels
@@ -14,12 +18,14 @@ from __future__ import annotations
 
 import torch
 
-from noisecraft.captions import (ATTRIBUTES, attribute_levels, dominant_colour, measure_attributes, named_colour,
-                                 parse_prompt)
+from noisecraft.captions import (ATTRIBUTES, Captions, attribute_levels, dominant_colour, measure_attributes,
+                                 named_colour, parse_prompt)
 from noisecraft.conditioning.prompt_syntax import final_words
 from noisecraft.config import DataConfig
 from noisecraft.data import DIGIT_DATASETS
 from noisecraft.errors import UserError
+
+NATIVE_DIGIT_SIZE = 28  # digits and MNIST: where captions measure attributes, whatever size a run draws at
 
 
 def default_prompts(class_names: list[str], dataset: str) -> list[str]:
@@ -33,6 +39,19 @@ def default_prompts(class_names: list[str], dataset: str) -> list[str]:
     if template:
         return [with_articles(template.format(n.lower().replace("&", "and"))) for n in class_names]
     return [class_texts(n, digit=dataset in DIGIT_DATASETS)[0] for n in class_names]
+
+
+def caption_prompts(captions: Captions, images: torch.Tensor, n: int, seed: int
+                    ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """n prompts from the captions of `images` (indices into the split `captions` belongs to): the images are
+    cycled in an order drawn from `seed`, so each prompts once before any prompts twice, and sample i asks for one
+    caption of image source[i], drawn at random from its captions. Returns (prompts, source (n,), the distinct
+    images that prompted, in the order drawn)."""
+    g = torch.Generator().manual_seed(seed)
+    order = images[torch.randperm(len(images), generator=g)]
+    source = order[torch.arange(n) % len(order)]
+    ids = captions.draw(source, torch.rand(n, generator=g))
+    return [captions.texts[i] for i in ids.tolist()], source, order[:n]
 
 
 def text_metrics(images: torch.Tensor, prompts: list[str], class_names: list[str], data_cfg: DataConfig,
@@ -81,6 +100,10 @@ def attribute_agreement(images: torch.Tensor, asked: list[dict[str, int]], class
 
         train = load_dataset(DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root), "train")
         thresholds = attribute_levels(measure_attributes(train.images), train.labels, len(class_names))[1]
+    if images.shape[-1] != NATIVE_DIGIT_SIZE:  # the cuts were measured at the native size (data.load_dataset)
+        from noisecraft.data import resize_uint8
+
+        images = resize_uint8(images, NATIVE_DIGIT_SIZE)
     measured, _ = attribute_levels(measure_attributes(images), classes, len(class_names), thresholds)
     out = {}
     for name in ATTRIBUTES:

@@ -1,0 +1,122 @@
+"""Like with like (issue 38): a text run's FD against the held-out images whose captions it was asked for, as a
+factor of its floor, beside the class run of the same data's FD against its training reference as a factor of its
+floor. The goal: the text run within the same factor as the class run (no penalty for how it is asked).
+
+    python benchmarks/text_vs_class_fd.py --text runs/digits-text --class runs/digits --n 1000
+
+Each run goes through `noisecraft evaluate` (the library call, Inception off) with the checkpoint's own sampler: the
+class run class-balanced against `offline.floors`, the text run on held-out captions against
+`offline.floors_captions` (and `offline.floors`, for the record). The text run is also evaluated the old way, one
+template prompt per class (`--prompts` of `text.default_prompts`), to show what that protocol scored. A factor is
+the samples' FD at the floors' n over the floor's FD: "heldout" is the real held-out images, "train" the training
+images outside the reference. FD's bias grows as n falls, so the goal compares the two factors at one n (the text
+run's captions' floor n; the class run's first samples, floors cut alike). Sampling and metrics are deterministic (seeded); the wall times are not, and are
+void on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common.machine import record
+from common.results import write_result
+
+
+def factors(floors: dict) -> dict:
+    """FD of the samples at the floors' n, of the two floors, and the samples' over each floor."""
+    gen = floors.get("generated_at_floor_n", floors["generated"])
+    held, train = floors["real_heldout"]["fd"], floors["real_train_unseen"]["fd"]
+    return {"reference": floors["reference"], "n": gen["n"], "fd": gen["fd"],
+            "fd_all_samples": floors["generated"]["fd"], "samples_n": floors["generated"]["n"], "floor_heldout_fd": held, "floor_train_fd": train,
+            "factor_heldout": gen["fd"] / held, "factor_train": gen["fd"] / train,
+            "precision": gen["precision"], "recall": gen["recall"],
+            "floor_heldout_precision_recall": [floors["real_heldout"]["precision"], floors["real_heldout"]["recall"]]}
+
+
+def at_n(run: str, samples: Path, n: int) -> dict:
+    """The class run's figures against its training reference with only its first `n` samples (floors cut to n
+    too): FD's bias grows as n falls, so the text run's factor (at its captions' floor n) compares with this one."""
+    import numpy as np
+    import torch
+
+    from noisecraft.evaluate.classifier import get_classifier, reference_features
+    from noisecraft.evaluate.report import floor_metrics
+    from noisecraft.pipeline import load_pipeline
+
+    data = load_pipeline(run, "cpu").config.data
+    clf = get_classifier(data)
+    images = torch.from_numpy(np.load(samples)["images"][:n])
+    return factors(floor_metrics(clf.features(images), reference_features(clf, data)))
+
+
+def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reuse: bool = False
+             ) -> tuple[dict, float]:
+    """`noisecraft evaluate`'s report of `run` written to `out`, and its wall time; with `reuse`, a report already
+    in `out` (of the same run and n) is read instead."""
+    import json
+
+    from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
+
+    if reuse and (out / "report.json").is_file():
+        report = json.loads((out / "report.json").read_text())
+        ckpt, asked = Path(report["checkpoint"]).resolve(), Path(run).resolve()
+        if report["sampling"]["n"] == n and (ckpt == asked or asked in ckpt.parents):
+            return report, report["timing"]["total_s"]
+    t0 = time.perf_counter()
+    report = evaluate_checkpoint(run, out, EvalOptions(n=n, inception=False, progress=False, prompts=prompts))
+    return report, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--text", required=True, help="a text run (directory or checkpoint)")
+    p.add_argument("--class", dest="class_run", required=True, help="the class run of the same data")
+    p.add_argument("--n", type=int, default=1000, help="samples per evaluation")
+    p.add_argument("--no-templates", action="store_true", help="skip the text run's one-template-per-class row")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="text_vs_class_fd", help="result file name (without .json)")
+    p.add_argument("--work", help="keep the reports here (class/, text/, templates/; default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true", help="read reports already in --work instead of evaluating again")
+    args = p.parse_args(argv)
+
+    from noisecraft.evaluate.text import default_prompts
+    from noisecraft.pipeline import load_pipeline
+
+    result = {"machine": record(), "n": args.n, "runs": {"text": args.text, "class": args.class_run}}
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.work or scratch
+        cls, t_cls = evaluate(args.class_run, args.n, Path(tmp) / "class", reuse=args.reuse)
+        txt, t_txt = evaluate(args.text, args.n, Path(tmp) / "text", reuse=args.reuse)
+        result["class"] = {"step": cls["step"], "sampling": cls["sampling"], "wall_s": round(t_cls, 1),
+                           "class_accuracy": cls["offline"]["generated"]["class_accuracy"],
+                           "against_training": factors(cls["offline"]["floors"])}
+        result["text"] = {"step": txt["step"], "sampling": txt["sampling"], "wall_s": round(t_txt, 1),
+                          "against_captions_images": factors(txt["offline"]["floors_captions"]),
+                          "against_training": factors(txt["offline"]["floors"]),
+                          "alignment": {k: v for k, v in txt["text"].items() if k != "real_heldout"},
+                          "alignment_real_images": txt["text"]["real_heldout"]}
+        if not args.no_templates:
+            pipe = load_pipeline(args.text, "cpu")
+            prompts = default_prompts(pipe.class_names, pipe.config.data.dataset)
+            old, t_old = evaluate(args.text, args.n, Path(tmp) / "templates", prompts, reuse=args.reuse)
+            result["text_one_template_per_class"] = {
+                "prompts": prompts, "wall_s": round(t_old, 1), "against_training": factors(old["offline"]["floors"])}
+        n_text = result["text"]["against_captions_images"]["n"]
+        result["class"]["against_training_at_text_n"] = at_n(args.class_run, Path(tmp) / "class" / "samples.npz",
+                                                             n_text)
+    text_factor = result["text"]["against_captions_images"]["factor_heldout"]
+    class_factor = result["class"]["against_training_at_text_n"]["factor_heldout"]
+    result["goal"] = {"text_factor_heldout": text_factor, "class_factor_heldout": class_factor, "n": n_text,
+                      "class_factor_heldout_at_its_floor_n": result["class"]["against_training"]["factor_heldout"],
+                      "met": text_factor <= class_factor,
+                      "rule": "at the same n, the text run's FD against its held-out captions' images over its "
+                              "held-out floor <= the class run's FD against its training reference over its "
+                              "held-out floor"}
+    write_result(result, args.out, args.name)
+    return result
+
+
+if __name__ == "__main__":
+    main()
