@@ -119,9 +119,9 @@ def main() -> None:
         result["base_training"] = noisecraft("train", "--preset", "digits-text", f"--data.classes={NO_NINE}",
                                              "--out", str(base), "--overwrite", *steps)
     train = load_dataset(DataConfig(), "train")
-    nines = write_folder(work / "nines", train.images[train.labels == 9][:25], ["a nine"] * 25)
+    nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25], ["a nine"] * 25)
     others = torch.nonzero(train.labels < 9).flatten()[:25]
-    style = write_folder(work / "slanted", shear(train.images[others]),
+    style = write_folder(work / "slant-data", shear(train.images[others]),
                          [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
     steps = [f"--steps={a.finetune_steps}"] if a.finetune_steps else []
     for name, folder in (("nines", nines), ("slant", style)):

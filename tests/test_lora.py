@@ -252,6 +252,11 @@ def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli,
                            "--no-progress", *args)
         lines = [line for line in err.splitlines() if line.startswith("error:")]
         assert code != 0 and len(lines) == 1 and re.search(message, lines[0]), err
+    images = sorted(p.name for p in Path(folder).iterdir())
+    code, _, err = cli("finetune", "--checkpoint", base, "--data-root", folder, "--out", folder, "--overwrite",
+                       "--no-progress")
+    assert code == 2 and "--out must be another folder than --data-root" in err
+    assert sorted(p.name for p in Path(folder).iterdir()) == images  # nothing of the folder touched
 
 
 @needs_text

@@ -180,11 +180,15 @@ def test_overwrite_starts_from_a_clean_directory(cli, tmp_path):
     run = tmp_path / "run"
     _dead_run(run)
     (run / "notes.txt").write_text("mine")  # not a run file: kept
+    (run / "photo.png").write_bytes(b"mine")  # nor a user's images and captions beside it
+    (run / "metadata.jsonl").write_text('{"file_name": "photo.png", "text": "mine"}\n')
     code, _, err = cli("train", "--out", run, "--steps", 4, "--overwrite", "--train.final_figures=false",
                        "--no-progress", *TINY)
     assert code == 0, err
     assert [(r["kind"], r["step"]) for r in _records(run) if r["kind"] == "train"] == [("train", 2), ("train", 4)]
     assert not (run / "samples" / "step_00000004.png").exists() and (run / "notes.txt").read_text() == "mine"
+    assert (run / "photo.png").read_bytes() == b"mine" and "mine" in (run / "metadata.jsonl").read_text()
+    assert "--overwrite: removed" in err and "photo.png" not in err
 
 
 def test_resume_without_a_checkpoint_starts_from_step_0_with_a_clean_log(cli, tmp_path):

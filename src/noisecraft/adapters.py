@@ -29,8 +29,8 @@ import torch.nn as nn
 
 from noisecraft.errors import UserError
 from noisecraft.registry import ARCHITECTURES, LORA_TARGETS
+from noisecraft.rundir import ADAPTER_DIR
 
-ADAPTER_DIR = "adapter"  # where a fine-tuning run keeps its adapter
 CONFIG_FILE, WEIGHTS_FILE, RECORD_FILE = "adapter_config.json", "adapter_model.safetensors", "noisecraft_adapter.json"
 MAX_SCALE = 2.0  # scales are refused outside [-MAX_SCALE, MAX_SCALE]
 _TAG = re.compile(r"<lora:([^:<>]+)(?::([^<>]*))?>")

@@ -116,6 +116,8 @@ def cmd_finetune(args, extra) -> int:
                             ("--rank", args.rank)) if v]
     if not args.resume and not args.data_root:
         raise UserError("give the images to learn from: --data-root FOLDER (class sub-folders or metadata.jsonl)")
+    if args.data_root and Path(args.data_root).resolve() == Path(args.out).resolve():
+        raise UserError("--out must be another folder than --data-root: the run's files would mix with the images")
     return _train_derived(args, extra, "fine-tuning", given,
                           lambda o: finetune_config(args.checkpoint, args.data_root, args.rank, args.steps, o))
 

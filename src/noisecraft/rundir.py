@@ -49,6 +49,11 @@ AUTOENCODER_COPY = "autoencoder"  # a latent run's copy of its autoencoder, so t
 LATENTS_FILE = "latents.safetensors"  # a latent run's training set, encoded once
 TEXT_EMBEDDINGS_FILE = "text_embeddings.safetensors"  # a text run's cached caption embeddings
 POSTHOC_EMA = "posthoc_ema"  # the post-hoc EMA sweep's folder (sweep.json), read by explain
+ADAPTER_DIR = "adapter"  # a fine-tuning run's adapter, in peft's layout
+PRIOR_FILE = "prior.safetensors"  # a fine-tuning run's prior-preservation images, drawn once
+# The figures a run draws at its top level (<name>.png): what --overwrite removes, and nothing else of the user's.
+RUN_FIGURES = ("loss", "metrics", "forward_process", "reverse_process", "cross_attention", "reconstructions",
+               "gan_losses", "fewstep")
 RUN_STATES = ("running", "finished", "interrupted", "failed")
 LOG_KINDS = ("train", "val", "eval")
 
@@ -181,6 +186,8 @@ class RunDir:
         self.latents = self.root / LATENTS_FILE
         self.text_embeddings = self.root / TEXT_EMBEDDINGS_FILE
         self.posthoc_ema = self.root / POSTHOC_EMA
+        self.adapter = self.root / ADAPTER_DIR
+        self.prior = self.root / PRIOR_FILE
         self._log = None
         self._status: dict = {}
 
@@ -189,7 +196,9 @@ class RunDir:
         return self.samples / (f"step_{step:08d}.png" if step is not None else FINAL_GRID)
 
     def figure(self, name: str) -> Path:
-        """A figure the run draws at its top level (loss, metrics, forward_process, ...)."""
+        """A figure the run draws at its top level (one of RUN_FIGURES)."""
+        if name not in RUN_FIGURES:
+            raise ValueError(f"{name} is not one of the run's figures ({', '.join(RUN_FIGURES)})")
         return self.root / f"{name}.png"
 
     def step_ckpt(self, step: int) -> Path:
@@ -257,17 +266,18 @@ class RunDir:
         return saved
 
     def clear(self) -> list[str]:
-        """Delete what a run writes (its folders, caches, the autoencoder copy and the top-level JSON, JSONL, PNG
-        and log files), nothing else: --out may name a directory that also holds the user's own files. Returns the
-        names removed."""
+        """Delete what a run writes, by name (its folders, caches, the autoencoder copy, its config, log, status,
+        summary and figures), nothing else: --out may name a directory that also holds the user's own files (a
+        folder of images, a metadata.jsonl). Returns the names removed."""
         removed = []
         for d in (self.ckpt_dir, self.samples, self.eval_dir, self.snapshot_dir, self.autoencoder_copy,
-                  self.posthoc_ema):
+                  self.posthoc_ema, self.adapter):
             if d.is_dir():
                 shutil.rmtree(d)
                 removed.append(d.name + "/")
-        files = [self.latents, self.text_embeddings, self.root / DATA_LICENSE_FILE, self.train_log]
-        for f in [*files, *(f for pattern in ("*.json", "*.jsonl", "*.png") for f in self.root.glob(pattern))]:
+        files = [self.config, self.log_path, self.status_path, self.summary_path, self.latents, self.text_embeddings,
+                 self.prior, self.root / DATA_LICENSE_FILE, self.train_log, *(self.figure(name) for name in RUN_FIGURES)]
+        for f in files:
             if f.is_file():
                 f.unlink()
                 removed.append(f.name)

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from noisecraft.adapters import ADAPTER_DIR, LoraParts, add_lora, save_adapter
+from noisecraft.adapters import LoraParts, add_lora, save_adapter
 from noisecraft.config import Config, apply_overrides
 from noisecraft.data import DIGIT_DATASETS, to_model_range
 from noisecraft.diffusion import diffusion_loss
 from noisecraft.errors import UserError
-from noisecraft.rundir import content_hash
+from noisecraft.rundir import RunDir, content_hash
 from noisecraft.train.diffusion import DiffusionTask, global_batch_draws
 from noisecraft.train.task import TaskContext
 
@@ -30,7 +30,6 @@ from noisecraft.train.task import TaskContext
 FINETUNE_TRAIN = {"train.steps": 400, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss"}
-PRIOR_FILE = "prior.safetensors"  # the base's prior-preservation images, drawn once per run
 
 
 def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = None, steps: int | None = None,
@@ -172,7 +171,7 @@ class FinetuneTask(DiffusionTask):
         drawn once (adapter B = 0: the base itself) and kept in the run so a resumed run trains on the same."""
         from safetensors.torch import load_file, save_file
 
-        f, path = self.cfg.finetune, self.ctx.root / PRIOR_FILE if self.ctx.root is not None else None
+        f, path = self.cfg.finetune, RunDir(self.ctx.root).prior if self.ctx.root is not None else None
         if path is not None and path.is_file():  # a resumed run: the images it started with
             saved = load_file(str(path))
             return to_model_range(saved["images"].to(self.device)), saved["ids"].to(self.device)
@@ -223,7 +222,7 @@ class FinetuneTask(DiffusionTask):
     def finish(self, root: Path) -> None:
         """The EMA adapter in peft's layout in `<run>/adapter/`, with the base and the trigger recorded."""
         f = self.cfg.finetune
-        save_adapter(self.ema.module, root / ADAPTER_DIR, {
+        save_adapter(self.ema.module, RunDir(root).adapter, {
             "name": root.name, "base": f.base, "base_sha256": f.base_sha256, "base_step": self.base_step,
             "trigger": self.trigger(), "licence": f.licence or None, "arch": self.cfg.model.arch,
             "targets": f.targets, "rank": f.rank, "prior_prompts": self.prior_prompts, "prior_weight": f.prior_weight,
