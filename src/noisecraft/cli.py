@@ -537,6 +537,15 @@ def make_parser() -> argparse.ArgumentParser:
     _add_finetune_parser(sub)
     _add_ema_parser(sub)
 
+    _add_evaluate_parsers(sub)
+    _add_classifier_parser(sub)
+    _add_info_parser(sub)
+    _add_explain_parser(sub)
+    _add_serve_parser(sub)
+    return p
+
+
+def _add_evaluate_parsers(sub) -> None:
     e = sub.add_parser("evaluate", help="sample a checkpoint and compute metrics (report.json, report.md)",
                        description="Generate N class-balanced samples and compute offline metrics (the dataset "
                        "classifier's class accuracy, Fréchet distance and precision/recall, next to the same for "
@@ -568,6 +577,8 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-classifier", action="store_true", help="skip the offline classifier metrics")
     r.set_defaults(func=cmd_evaluate_autoencoder)
 
+
+def _add_classifier_parser(sub) -> None:
     c = sub.add_parser("train-classifier", help="train and cache the offline judge classifier for a dataset",
                        description="Train the small CNN that `evaluate` uses for offline metrics (class accuracy, "
                        "Fréchet distance and precision/recall in its feature space) and cache it under "
@@ -581,6 +592,8 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_train_classifier)
 
+
+def _add_info_parser(sub) -> None:
     i = sub.add_parser("info", help="config and parameter count of a checkpoint; the settings of a PNG image")
     i.add_argument("path", nargs="?", help="run directory or .safetensors file; or a PNG image: print the settings it "
                    "was drawn with (its `parameters` text chunk)")
@@ -590,10 +603,6 @@ def make_parser() -> argparse.ArgumentParser:
     i.add_argument("--data-root", help="with --dataset: its location (torchvision root, image folder, emoji SVGs)")
     i.add_argument("--image-size", type=int, help="with --dataset: the size to load it at (emoji: rasterise at N)")
     i.set_defaults(func=cmd_info)
-
-    _add_explain_parser(sub)
-    _add_serve_parser(sub)
-    return p
 
 
 def _add_distill_parser(sub) -> None:
