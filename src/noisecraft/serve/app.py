@@ -15,7 +15,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from noisecraft.errors import UserError
-from noisecraft.serve import api_generate, api_grid, api_runs
+from noisecraft.serve.api_generate import router as generate_router
+from noisecraft.serve.api_grid import router as grid_router
+from noisecraft.serve.api_runs import router as runs_router
 from noisecraft.serve.service import ServeConfig, Service
 from noisecraft.serve.training import Conflict
 
@@ -96,9 +98,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app = FastAPIOffline(title="noisecraft", summary="Sample diffusion models with a live preview; follow, compare "
                          "and start training runs.", lifespan=lifespan, static_url="/static/docs")
     app.state.service = svc
-    app.include_router(api_generate.router)
-    app.include_router(api_grid.router)
-    app.include_router(api_runs.router)
+    for router in (generate_router, grid_router, runs_router):
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
