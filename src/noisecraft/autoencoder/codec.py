@@ -39,7 +39,15 @@ def _source_files(path: Path) -> list[Path]:
     return [resolve_checkpoint(path, "last")]
 
 
-class IdentityCodec(nn.Module):
+class Codec(nn.Module):
+    """What every codec does the same way."""
+
+    def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> what the network sees (pixels in [-1, 1], or latents), encoded in batches."""
+        return encode_images(images, self.encode, device)
+
+
+class IdentityCodec(Codec):
     """Pixel space: the sampler draws the images themselves, so x0 estimates may be clipped to [-1, 1]."""
 
     latent, clip_x0 = False, True
@@ -62,16 +70,12 @@ class IdentityCodec(nn.Module):
         """What training draws batches from: the pixels as loaded (streamed folders and augmentation included)."""
         return data
 
-    def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
-        """uint8 images (N, C, H, W) -> what the network sees: [-1, 1] pixels."""
-        return encode_images(images, self.encode, device)
-
     def keep_mask(self, mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """The known pixels of an inpainting, bool (n, 1, H, W), from its mask (True: regenerate)."""
         return ~mask
 
 
-class LatentCodec(nn.Module):
+class LatentCodec(Codec):
     """A frozen autoencoder (eval mode, no gradients) with its latent scale and shift. Clipping x0 to [-1, 1] is a
     rule of pixel space, so a latent pipeline never clips."""
 
@@ -124,10 +128,6 @@ class LatentCodec(nn.Module):
                             "data.max_memory_mb; raise it")
         key = f"{self.sha256}:{self.scale!r}:{len(data)}:{data.image_size}:{hflip}"
         return latent_cache(data, self.encode, device, hflip, path, key)
-
-    def held_out(self, images: torch.Tensor, device) -> torch.Tensor:
-        """uint8 images (N, C, H, W) -> their scaled latents (N, z, h, w)."""
-        return encode_images(images, self.encode, device)
 
     @property
     def feather(self) -> int:
