@@ -25,10 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # document this checkout's code
-sys.path.insert(0, str(ROOT / "benchmarks"))  # machine.cpu_info: what every result records about the CPU
+sys.path.insert(0, str(ROOT / "benchmarks"))  # common.machine: what every result records about the CPU
 
 from noisecraft import __version__
-from machine import cpu_info
+from common.machine import cpu_info
 from noisecraft.config import apply_overrides, preset
 
 RUN_FIGURES = {"loss.png": "loss.png", "samples/final.png": "samples_final.png",
