@@ -8,11 +8,14 @@ and the CLI read runs without loading a network.
     <run>/DATA_LICENSE.txt           the dataset's licence and attribution, when it has one (emoji: CC BY-SA 4.0)
     <run>/autoencoder/, latents.safetensors, text_embeddings.safetensors   (what a run depends on, kept with it)
     <run>/ema_snapshots/step_N.safetensors   post-hoc EMA profiles at step N (train.posthoc_ema)
+    <run>/posthoc_ema/sweep.json     `noisecraft ema --sweep`'s result
+    <run>/adapter/, prior.safetensors   a fine-tuning run's LoRA adapter (peft's layout) and prior images
 
 A run directory is either new, or holds a run (its `config.json`). Starting a run where one already is refuses
-with an error that names `--resume` and `--overwrite`; `--overwrite` deletes the old run first; `--resume`
-continues from `checkpoints/last` with the run's saved config (only the number of steps and the device may
-change), or starts again from step 0 with a clean log when no checkpoint was written.
+with an error that names `--resume` and `--overwrite`; `--overwrite` deletes the old run's files first (by name:
+nothing else in the folder); `--resume` continues from `checkpoints/last` with the run's saved config (only the
+number of steps and the device may change), or starts again from step 0 with a clean log when no checkpoint was
+written.
 
 `log.jsonl` holds one strict-JSON record a line, each with a `kind` (train, val, eval) and a `step`.
 `status.json` says whether the run is running, finished, interrupted or failed, rewritten atomically as it goes
@@ -276,7 +279,8 @@ class RunDir:
                 shutil.rmtree(d)
                 removed.append(d.name + "/")
         files = [self.config, self.log_path, self.status_path, self.summary_path, self.latents, self.text_embeddings,
-                 self.prior, self.root / DATA_LICENSE_FILE, self.train_log, *(self.figure(name) for name in RUN_FIGURES)]
+                 self.prior, self.root / DATA_LICENSE_FILE, self.train_log,
+                 *(self.figure(name) for name in RUN_FIGURES)]
         for f in files:
             if f.is_file():
                 f.unlink()
