@@ -88,6 +88,10 @@ class Unconditional:
         """What an edit that names no condition draws with (None: as an ordinary request without one)."""
         return None
 
+    def figure_rows(self, n: int, class_index: int | None = None, prompts=None, examples=None):
+        """The condition of each of n rows of a figure: None (nothing to choose)."""
+        return None
+
 
 class ClassLabels(Unconditional):
     """Class labels (n,), with the extra class index `num_classes` as the null token."""
@@ -129,6 +133,11 @@ class ClassLabels(Unconditional):
     def unasked(self, n: int) -> torch.Tensor:
         """An edit of a class model that names no class keeps the image's own content: the null token, unguided."""
         return torch.full((n,), self.num_classes)
+
+    def figure_rows(self, n: int, class_index: int | None = None, prompts=None, examples=None) -> torch.Tensor:
+        """Class labels (n,): `class_index` in every row, or the classes in turn."""
+        k = self.num_classes
+        return torch.tensor([class_index if class_index is not None else i % k for i in range(n)])
 
 
 def _count(n: int | None) -> int:

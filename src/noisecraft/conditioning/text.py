@@ -275,6 +275,11 @@ class TextPrompts:
     def unasked(self, n: int) -> None:
         return None
 
+    def figure_rows(self, n: int, class_index: int | None = None, prompts=None, examples=None) -> list[str]:
+        """n prompts: the ones given, else `examples(n)` (the data's captions), cycled."""
+        prompts = list(prompts or examples(n))
+        return [prompts[i % len(prompts)] for i in range(n)]
+
     def __init__(self, model_cfg, *, text: TextEmbeddings | None = None, cache: Path | None = None,
                  device: torch.device | str = "cpu", class_names: list[str] | None = None):
         self.model_cfg, self._text, self.cache, self.device = model_cfg, text, cache, torch.device(device)

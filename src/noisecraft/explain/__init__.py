@@ -58,14 +58,9 @@ class ExplainContext:
 
     def rows(self, n: int) -> torch.Tensor | list[str] | None:
         """The condition of each of n rows: class labels (n,), prompts, or None (unconditional)."""
-        o, kind = self.options, self.pipe.kind
-        if kind == "text":
-            prompts = o.prompts or [literal(c) for c in self.data.captions.examples(n)]  # captions read as written
-            return [prompts[i % len(prompts)] for i in range(n)]
-        if kind == "class":
-            k = self.pipe.num_classes
-            return torch.tensor([o.class_index if o.class_index is not None else i % k for i in range(n)])
-        return None
+        o = self.options
+        return self.pipe.conditioner.figure_rows(  # a text model's default rows: captions read as written
+            n, o.class_index, o.prompts, lambda k: [literal(c) for c in self.data.captions.examples(k)])
 
     def row_names(self, rows) -> list[str]:
         if rows is None:
@@ -77,9 +72,9 @@ class ExplainContext:
 
     def supports(self, needs: str | None) -> bool:
         if needs == "condition":
-            return self.pipe.kind != "unconditional"
+            return self.pipe.conditioner.guidable
         if needs == "text":
-            return self.pipe.kind == "text"
+            return self.pipe.conditioner.takes_prompts
         if needs == "student":  # a distilled run, drawn beside its teacher
             return self.pipe.config.train.task == "distill"
         if needs in ARCHITECTURES:  # a network's diagram draws that network
