@@ -15,7 +15,7 @@ import torch
 
 from noisecraft.config import Config, to_json
 from noisecraft.errors import UserError
-from noisecraft.rundir import atomic_write_bytes, resolve_checkpoint
+from noisecraft.rundir import atomic_write_bytes, content_hash, resolve_checkpoint
 
 FORMAT = "noisecraft-checkpoint"
 VERSION = 2  # 2: named parts (modules and optimizers by name); 1: model./ema./optim. (still read)
@@ -172,6 +172,21 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> Checkpoint:
         tensors = _rename_old_parts(tensors, meta)
     meta["path"] = str(p)
     return Checkpoint(p, tensors, meta, config)
+
+
+def load_recorded(path: str | None, sha256: str, role: str, run: str, flag: str) -> Checkpoint:
+    """The checkpoint a derived run started from (a distillation's teacher, a fine-tuning's base), recorded by path
+    and sha256: refused when none is recorded, when the file is gone, or when it changed since (`role` names it,
+    `run` names the derived run, `flag` the config key that records it)."""
+    if not path:
+        raise UserError(f"{run} needs {flag}: start it with its command's --checkpoint RUN")
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"the {role} checkpoint {p} is gone: a {run} needs its {role} to go on")
+    if sha256 and content_hash([p]) != sha256:
+        raise UserError(f"the {role} checkpoint {p} changed since this {run} started (sha256 {sha256[:12]} -> "
+                        f"{content_hash([p])[:12]}): start a new run from the new {role}")
+    return load_checkpoint(p)
 
 
 def _validate_meta(p: Path, meta: dict, config: Config) -> None:

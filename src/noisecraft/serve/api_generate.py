@@ -186,8 +186,7 @@ async def job_events(job_id: str, request: Request) -> EventSourceResponse:
 
 
 async def _events(job: Job, queue: JobQueue):
-    job.subscribers += 1
-    try:
+    with queue.watching(job):
         position, step = None, -1
         while True:
             version, state = job.version, job.state
@@ -203,10 +202,6 @@ async def _events(job: Job, queue: JobQueue):
                 yield sse_event(state, **_outcome(job))
                 return
             await job.wait_change(version, timeout=5.0)
-    finally:
-        job.subscribers -= 1
-        if job.subscribers == 0 and not job.done:
-            queue.cancel(job, "the client went away")
 
 
 def sse_event(kind: str, **data) -> dict:

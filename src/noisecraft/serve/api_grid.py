@@ -166,8 +166,7 @@ async def grid_events(job_id: str, request: Request) -> EventSourceResponse:
 
 
 async def _events(job: GridJob, queue: JobQueue):
-    job.subscribers += 1
-    try:
+    with queue.watching(job):
         position, step, sent = None, -1, set()
         while True:
             version, state = job.version, job.state
@@ -185,10 +184,6 @@ async def _events(job: GridJob, queue: JobQueue):
                              job.created), sheet=job.status()["sheet"])
                 return
             await job.wait_change(version, timeout=5.0)
-    finally:
-        job.subscribers -= 1
-        if job.subscribers == 0 and not job.done:
-            queue.cancel(job, "the client went away")
 
 
 def _cell(job: GridJob, index: int) -> dict:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,18 @@ class JobQueue:
                 if j is job:
                     return i + 1
         return None
+
+    @contextmanager
+    def watching(self, job: Job):
+        """One event stream following `job`: a job whose every stream closes before it ends is cancelled (the client
+        went away)."""
+        job.subscribers += 1
+        try:
+            yield job
+        finally:
+            job.subscribers -= 1
+            if job.subscribers == 0 and not job.done:
+                self.cancel(job, "the client went away")
 
     def cancel(self, job: Job, reason: str = "cancelled") -> None:
         with self._cond:

@@ -67,18 +67,10 @@ def student_config(teacher: str | Path, method: str = "cd", steps: int | None = 
 def load_teacher(cfg: Config, device: torch.device) -> tuple[Denoiser, int | None]:
     """The frozen teacher denoiser of `distill.teacher` (EMA weights) and its step; refused if the file is gone or
     is not the one the distillation started from."""
-    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.checkpoint import load_recorded
 
     dc = cfg.distill
-    if not dc.teacher:
-        raise UserError("train.task=distill needs distill.teacher: start it with noisecraft distill --checkpoint RUN")
-    path = Path(dc.teacher)
-    if not path.is_file():
-        raise UserError(f"the teacher checkpoint {path} is gone: a distillation needs its teacher to go on")
-    if dc.teacher_sha256 and content_hash([path]) != dc.teacher_sha256:
-        raise UserError(f"the teacher checkpoint {path} changed since this distillation started (sha256 differs): "
-                        f"distil the new teacher into a new run")
-    ckpt = load_checkpoint(path)
+    ckpt = load_recorded(dc.teacher, dc.teacher_sha256, "teacher", "distillation", "distill.teacher")
     net = ckpt.load_module("net_ema", build_model(ckpt.config.model))
     return Denoiser(net, ckpt.config.diffusion).to(device).eval().requires_grad_(False), ckpt.meta.get("step")
 

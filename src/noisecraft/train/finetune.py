@@ -73,18 +73,10 @@ def default_prior(ckpt) -> tuple[str, ...]:
 
 def load_base(cfg: Config, net: nn.Module) -> int | None:
     """Load the base's EMA weights into `net`; refused when the file is gone or changed. Returns its step."""
-    from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.checkpoint import load_recorded
 
     f = cfg.finetune
-    if not f.base:
-        raise UserError("train.task=finetune needs finetune.base: start it with noisecraft finetune --checkpoint RUN")
-    path = Path(f.base)
-    if not path.is_file():
-        raise UserError(f"the base checkpoint {path} is gone: a fine-tuning needs its base")
-    if f.base_sha256 and content_hash([path]) != f.base_sha256:
-        raise UserError(f"the base checkpoint {path} changed since this fine-tuning started (sha256 {f.base_sha256}"
-                        f" -> {content_hash([path])}): fine-tune the new base into a new run")
-    ckpt = load_checkpoint(path)
+    ckpt = load_recorded(f.base, f.base_sha256, "base", "fine-tuning", "finetune.base")
     ckpt.load_module("net_ema", net)
     return ckpt.step
 

@@ -44,3 +44,15 @@ export function fmtSeconds(s) {
 export function fmtNumber(v, digits = 4) {
   return typeof v === "number" ? Number(v.toPrecision(digits)).toString() : String(v ?? "–");
 }
+
+// The fields a model decides on the generate and grid pages: a class or a prompt, its classes, its sampling defaults.
+export function showModelFields(m) {
+  const $ = (id) => document.getElementById(id);
+  $("class-row").hidden = m.kind !== "class";
+  $("prompt-row").hidden = m.kind !== "text";
+  $("class").replaceChildren(el("option", { value: "", text: "all classes in turn" }),
+    ...m.classes.map((name, i) => el("option", { value: i, text: name === String(i) ? name : `${i}: ${name}` })));
+  $("sampler").options[0].textContent = `model default (${m.defaults.sampler})`;
+  $("steps").placeholder = m.defaults.steps;
+  $("guidance").placeholder = m.defaults.guidance;
+}

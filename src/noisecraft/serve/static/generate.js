@@ -1,6 +1,6 @@
 // The generate page: a form over /api/models and /api/options, a job followed through its event stream (live
 // preview of the x0 estimate, progress, ETA, cancel), and the gallery (jobs.js).
-import { el } from "./common.js";
+import { el, showModelFields } from "./common.js";
 import { Gallery, JobView, REUSE_KEY, editElsewhere, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -41,13 +41,7 @@ function model() {
 function showModel() {
   const m = model();
   if (!m) return;
-  $("class-row").hidden = m.kind !== "class";
-  $("prompt-row").hidden = m.kind !== "text";
-  $("class").replaceChildren(el("option", { value: "", text: "all classes in turn" }),
-    ...m.classes.map((name, i) => el("option", { value: i, text: name === String(i) ? name : `${i}: ${name}` })));
-  $("sampler").options[0].textContent = `model default (${m.defaults.sampler})`;
-  $("steps").placeholder = m.defaults.steps;
-  $("guidance").placeholder = m.defaults.guidance;
+  showModelFields(m);
   const size = `${m.image_size}×${m.image_size}×${m.channels}`;
   const fewStep = m.few_step ? " · few-step student: 1-4 calls an image" : "";
   $("model-info").textContent = `${m.kind} · ${size} · step ${m.step} · ${m.state}${fewStep}`;

@@ -1,6 +1,6 @@
 // The grid page: axes and their values over /api/options' grid axes, a grid job followed through its event
 // stream (each cell shown as it finishes), and a click on a cell hands its settings to the generate page.
-import { api, el, fmtSeconds } from "./common.js";
+import { api, el, fmtSeconds, showModelFields } from "./common.js";
 import { REUSE_KEY, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,13 +39,7 @@ function model() {
 function showModel() {
   const m = model();
   if (!m) return;
-  $("class-row").hidden = m.kind !== "class";
-  $("prompt-row").hidden = m.kind !== "text";
-  $("class").replaceChildren(el("option", { value: "", text: "all classes in turn" }),
-    ...m.classes.map((name, i) => el("option", { value: i, text: name === String(i) ? name : `${i}: ${name}` })));
-  $("sampler").options[0].textContent = `model default (${m.defaults.sampler})`;
-  $("steps").placeholder = m.defaults.steps;
-  $("guidance").placeholder = m.defaults.guidance;
+  showModelFields(m);
   $("model-info").textContent = `${m.kind} · ${m.image_size}×${m.image_size}×${m.channels} · step ${m.step}`;
 }
 
