@@ -201,6 +201,17 @@ COLOUR_SYNONYMS = {"red": "scarlet", "orange": "amber", "yellow": "lemon", "gree
 SECOND_MIN_SHARE = 0.3  # a second hue on this share of the chromatic pixels is a second main colour ("red and blue")
 
 
+def rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hue in degrees [0, 360), saturation and value in [0, 1] of RGB in [0, 1] (N, 3, H, W) -> 3 x (N, H, W)."""
+    v, _ = rgb.max(1)
+    c = v - rgb.min(1).values
+    s = torch.where(v > 0, c / v.clamp(min=1e-6), torch.zeros_like(v))
+    r, g, b = rgb.unbind(1)
+    safe = c.clamp(min=1e-6)
+    h = torch.where(v == r, ((g - b) / safe) % 6, torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)) * 60
+    return h % 360, s, v
+
+
 @torch.no_grad()
 def colour_counts(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per RGB uint8 image (N, 3, H, W): the chromatic pixels of each hue word and brown (N, 8), the ink pixels
@@ -208,13 +219,7 @@ def colour_counts(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     > 0.15 and value > 0.25; white and grey pixels, a white background and black outlines among them, have none."""
     counts, inks, means = [], [], []
     for chunk in images.split(1024):
-        rgb = chunk.float() / 255  # (B, 3, H, W)
-        v, _ = rgb.max(1)
-        c = v - rgb.min(1).values
-        s = torch.where(v > 0, c / v.clamp(min=1e-6), torch.zeros_like(v))
-        r, g, b = rgb.unbind(1)
-        h = torch.where(v == r, ((g - b) / c.clamp(min=1e-6)) % 6,
-                        torch.where(v == g, (b - r) / c.clamp(min=1e-6) + 2, (r - g) / c.clamp(min=1e-6) + 4)) * 60
+        h, s, v = rgb_to_hsv(chunk.float() / 255)
         chroma = (s > CHROMA_MIN_S) & (v > CHROMA_MIN_V)
         ink = chroma | (v < INK_MAX_V)
         brown = chroma & (h >= BROWN_HUES[0]) & (h < BROWN_HUES[1]) & (v < BROWN_MAX_V)

@@ -384,8 +384,9 @@ class FolderStream(torch.utils.data.Dataset):
 
 
 def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
-    """The train split: in memory (`ImageData`) when it fits in `cfg.max_memory_mb` as uint8, which every
-    built-in dataset does; an image folder larger than that streams from disk (`FolderStream`)."""
+    """The train split as training sees it (with data.recolour's copies): in memory (`ImageData`) when it fits in
+    `cfg.max_memory_mb` as uint8, which every built-in dataset does; an image folder larger than that streams from
+    disk (`FolderStream`)."""
     if cfg.dataset == "folder":
         # The header scan warns about the same files the in-memory loader will: replay its warnings only when
         # the stream is used (or the scan fails), so each skipped file is reported once.
@@ -404,8 +405,16 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
                 which = "data.subset takes" if cfg.subset else "data.classes takes"
                 raise UserError(f"{which} images from a split held in memory; this folder is larger than "
                                 f"data.max_memory_mb={cfg.max_memory_mb}: copy the images to keep into a folder")
+            if cfg.recolour:
+                raise UserError("data.recolour recolours a split held in memory; this folder is streamed from disk "
+                                "(raise data.max_memory_mb or drop data.recolour)")
             return stream
-    return load_dataset(cfg, "train")
+    data = load_dataset(cfg, "train")
+    if cfg.recolour:  # training sees the copies; evaluation's reference and judge see only the real images
+        from noisecraft.recolour import recolour
+
+        data = recolour(data, cfg.recolour)
+    return data
 
 
 MAX_REPEATS = 4  # data.balance draws no image more than this many times an epoch

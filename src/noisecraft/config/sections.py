@@ -11,6 +11,9 @@ from noisecraft.registry import (ARCHITECTURES, AUGMENTATIONS, BALANCES, CAPTION
                                  EMOJI_GROUPS, LOSS_WEIGHTINGS, POSITIONS, PREDICTIONS, SCHEDULES, TIME_DENSITIES)
 
 
+MAX_RECOLOUR = 6  # copies per image under data.recolour: one per other chromatic colour word (captions.HUES)
+
+
 @dataclass
 class DataConfig:
     """`data`: which images, and how they are loaded and held out."""
@@ -34,6 +37,9 @@ class DataConfig:
     # () = every class
     classes: tuple[str, ...] = ()
     balance: str = "none"  # registry.BALANCES: none | colour (images of rare dominant colours drawn more often)
+    # Text runs on colour images: append up to this many copies of each training image with its hues turned to other
+    # colour words, its captions' colour words rewritten to match (noisecraft.recolour); 0 = off
+    recolour: int = 0
     background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
     emoji_label: str = "group"  # class of an emoji: its Unicode group (9 classes) | subgroup (about 100)
@@ -48,6 +54,9 @@ class DataConfig:
         BALANCES.get(self.balance, "data.balance")
         if self.val_size < 0 or self.subset < 0:
             raise UserError(f"data.val_size and data.subset must be >= 0, got {self.val_size} and {self.subset}")
+        if not 0 <= self.recolour <= MAX_RECOLOUR:
+            raise UserError(f"data.recolour must be between 0 and {MAX_RECOLOUR} (one copy per other colour word), "
+                            f"got {self.recolour}")
         if self.image_size is not None and self.image_size < 8:
             raise UserError(f"data.image_size must be >= 8, got {self.image_size}")
         self.classes = tuple(c.strip() for c in self.classes)
