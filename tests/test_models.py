@@ -108,3 +108,25 @@ def test_patch_size_folds_pixels_into_channels():
     cfg.patch_size = 3
     with pytest.raises(UserError, match="patch_size=3 must divide the image size 28"):
         build_model(cfg)
+
+
+def test_unet_conv_stem_starts_at_zero_learns_and_leaves_old_checkpoints_alone():
+    """model.conv_stem: a full-resolution 3x3 conv before the patches and after them. The output starts at zero,
+    the stem learns once the zero-initialised head has, and a U-Net without it keeps its old checkpoint keys."""
+    torch.manual_seed(0)
+    cfg = preset("digits").model
+    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.patch_size, cfg.channel_mult = 3, 16, 0, 2, (1, 2)
+    cfg.conv_stem = 8
+    net = build_model(cfg)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 5.0])
+    assert net(x, t).abs().max() == 0
+    target = torch.randn_like(x)
+    (net(x, t) - target).pow(2).sum().backward()  # zero output: only the head's last conv learns on the first step
+    assert net.head[1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.head[1].weight.normal_(0, 0.1)
+    net.zero_grad()
+    (net(x, t) - target).pow(2).sum().backward()
+    assert net.stem[0].weight.grad.abs().sum() > 0 and net.conv_out.weight.grad.abs().sum() > 0
+    without = build_model(type(cfg)(**{**vars(cfg), "conv_stem": 0}))
+    assert not any(k.startswith(("stem", "head")) for k in without.state_dict())  # old runs' checkpoints unchanged

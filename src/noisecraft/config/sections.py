@@ -105,7 +105,7 @@ class ModelConfig:
     depth: int = 6  # arch=dit: transformer blocks
     mlp_ratio: float = 4.0  # arch=dit: hidden width of a block's MLP / token width
     pos_embed: str = "sincos"  # arch=dit: registry.POSITIONS: sincos (fixed 2D sin-cos) | learned
-    conv_stem: int = 0  # arch=dit: channels of a 3x3 conv before patchify and after unpatchify; 0 = none
+    conv_stem: int = 0  # channels of a 3x3 conv at full resolution before patchify and after unpatchify; 0 = none
     # arch=dit: U-ViT's long skips (Bao et al. 2023): the first half of the blocks' outputs join the inputs of the
     # mirrored second half, concatenated and projected back to the token width.
     long_skip: bool = False

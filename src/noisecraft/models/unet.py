@@ -206,7 +206,12 @@ class UNet(nn.Module):
         p = cfg.patch_size
         if cfg.image_size % p:
             raise UserError(f"model.patch_size={p} must divide the image size {cfg.image_size}")
-        self.conv_in = nn.Conv2d(cfg.in_channels * p * p, ch, 3, padding=1)
+        # A 3x3 conv at full resolution before the patches and after them (model.conv_stem, as in the DiT): without
+        # it the output is unfolded straight from patches, and flat regions keep a faint 2-pixel checker.
+        pix = cfg.conv_stem or cfg.in_channels  # channels the patches are cut from and decoded to
+        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, pix, 3, padding=1), nn.GELU()) if cfg.conv_stem \
+            else nn.Identity()
+        self.conv_in = nn.Conv2d(pix * p * p, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skips, res, cur = [ch], cfg.image_size // p, ch
         for level, mult in enumerate(cfg.channel_mult):
@@ -237,9 +242,12 @@ class UNet(nn.Module):
                 res *= 2  # approximate for odd sizes; only used to place attention
 
         self.norm_out = group_norm(cur)
-        self.conv_out = nn.Conv2d(cur, cfg.in_channels * p * p, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        self.conv_out = nn.Conv2d(cur, pix * p * p, 3, padding=1)
+        self.head = nn.Sequential(nn.GELU(), nn.Conv2d(pix, cfg.in_channels, 3, padding=1)) if cfg.conv_stem \
+            else nn.Identity()
+        last = self.head[1] if cfg.conv_stem else self.conv_out  # the output starts at zero
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     @staticmethod
     def _attention(cfg: ModelConfig, channels: int, res: int, mid: bool = False) -> list[nn.Module]:
@@ -257,7 +265,7 @@ class UNet(nn.Module):
         emb = F.silu(add_conditions(self, emb, class_labels, context_pooled, augment_labels))
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
 
-        h = self.conv_in(F.pixel_unshuffle(x, self.cfg.patch_size))  # (B, ch, H/p, W/p)
+        h = self.conv_in(F.pixel_unshuffle(self.stem(x), self.cfg.patch_size))  # (B, ch, H/p, W/p)
         hs = [h]
         for blocks in self.down:
             h = self._run(blocks, h, emb, context)
@@ -269,7 +277,7 @@ class UNet(nn.Module):
             else:
                 h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb, context)
         h = self.conv_out(F.silu(self.norm_out(h)))  # (B, C*p*p, H/p, W/p)
-        return F.pixel_shuffle(h, self.cfg.patch_size)  # (B, C, H, W)
+        return self.head(F.pixel_shuffle(h, self.cfg.patch_size))  # (B, C, H, W)
 
     @staticmethod
     def _run(blocks: nn.ModuleList, h, emb, context):
