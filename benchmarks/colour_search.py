@@ -87,6 +87,8 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
     return {"n": len(asked), "seeds_per_prompt": seeds, "colour_unseen": share(colour_ok, unseen),
             "colour_unseen_per_colour": {c: share(colour_ok, unseen & where("colour", c)) for c in COLOURS},
             "colour_by_form": {f: share(colour_ok, where("form", f)) for f in FORMS},
+            "colour_per_colour_by_form": {f: {c: share(colour_ok, where("form", f) & where("colour", c))
+                                              for c in COLOURS} for f in FORMS},
             "caption_form_seen_share": share(~new, where("form", "caption")),
             "shape": share(shape_ok), "shape_per_shape": {s: share(shape_ok, where("shape", s)) for s in SHAPES},
             "real_shape": share(real_ok), "frame_offwhite": round(frame_offwhite_share(images), 4),
