@@ -92,3 +92,18 @@ def test_training_sees_the_copies_and_the_evaluated_splits_do_not(tmp_path):
     train = load_train_data(cfg)
     assert len(train) > len(real) and torch.equal(train.images[:len(real)], real.images)
     assert {"a purple square", "a pink square", "an orange square"} <= set(train.captions.texts)  # none is real
+
+
+def test_an_autoencoders_copies_are_plain_hue_augmentation_and_a_class_model_is_refused():
+    from noisecraft.config import Config
+
+    data = ImageData(shapes(["red", "blue"]), torch.tensor([0, 1]), ["a", "b"], "folder")
+    out = recolour(data, 2, captioned=False)
+    assert len(out) == 2 + 2 * 2 and out.captions is None and out.labels.tolist() == [0, 1, 0, 0, 1, 1]
+    assert set(dominant_colour(out.images[2:]).tolist()) - {COLOURS.index("red"), COLOURS.index("blue")}
+    cfg = Config()
+    cfg.data.recolour, cfg.data.captions = 2, "off"
+    with pytest.raises(UserError, match="learn the recoloured copies as real colours"):
+        cfg.validate()
+    cfg.train.task = "autoencoder"
+    cfg.validate()

@@ -413,7 +413,7 @@ def load_train_data(cfg: DataConfig) -> "ImageData | FolderStream":
     if cfg.recolour:  # training sees the copies; evaluation's reference and judge see only the real images
         from noisecraft.recolour import recolour
 
-        data = recolour(data, cfg.recolour)
+        data = recolour(data, cfg.recolour, captioned=cfg.captions != "off")
     return data
 
 

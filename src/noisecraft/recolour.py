@@ -118,14 +118,15 @@ def plan(images: torch.Tensor, copies: int, seed: int = RECOLOUR_SEED) -> list[t
     return out
 
 
-def recolour(data, copies: int, seed: int = RECOLOUR_SEED):
+def recolour(data, copies: int, captioned: bool = True, seed: int = RECOLOUR_SEED):
     """The training split with up to `copies` recoloured copies of each image appended (see the module's
-    docstring); labels are kept, captions rewritten; copies that do not measure as their words are dropped."""
+    docstring); labels are kept, captions rewritten; copies that do not measure as their words are dropped. Not
+    `captioned` (an autoencoder's data, captions off): every copy is kept, as plain hue augmentation."""
     if copies <= 0:
         return data
     if data.channels != 3:
         raise UserError("data.recolour turns the hues of colour images; this data set is greyscale")
-    if data.captions is None:
+    if captioned and data.captions is None:
         raise UserError("data.recolour rewrites the colour words of captions; this run has none (a text-to-image run "
                         "on captioned colour images needs data.captions on)")
     tries = plan(data.images, copies, seed)
@@ -133,6 +134,8 @@ def recolour(data, copies: int, seed: int = RECOLOUR_SEED):
         return data
     index = torch.tensor([i for i, _, _ in tries])
     images = turn_hue(data.images[index], torch.tensor([d for _, _, d in tries]))
+    if not captioned:
+        return _with_copies(data, index, images)
     old, new = main_colours(data.images[index]), main_colours(images)
     caps = data.captions
     groups = [[caps.texts[t] for t in caps.options[g, :caps.counts[g]].tolist()] for g in range(len(caps.counts))]
@@ -161,5 +164,10 @@ def _appended(data, groups: list[list[str]], index: torch.Tensor, images: torch.
     group = torch.cat([caps.group, len(groups) + torch.arange(len(new_groups))])
     captions = Captions.from_groups(groups + new_groups, group, thresholds=caps.thresholds,
                                     uncaptioned=caps.uncaptioned)
+    return dataclasses.replace(_with_copies(data, index, images), captions=captions)
+
+
+def _with_copies(data, index: torch.Tensor, images: torch.Tensor):
+    """`data` with `images`, copies of its images `index`, appended under the same labels."""
     labels = None if data.labels is None else torch.cat([data.labels, data.labels[index]])
-    return dataclasses.replace(data, images=torch.cat([data.images, images]), labels=labels, captions=captions)
+    return dataclasses.replace(data, images=torch.cat([data.images, images]), labels=labels)

@@ -85,6 +85,10 @@ class Config:
         if d.augment and self.train.task == "autoencoder":
             raise UserError("data.augment conditions a diffusion model on its transforms; an autoencoder run has no "
                             "such conditioning: drop --data.augment")
+        if d.recolour and d.captions == "off" and self.train.task != "autoencoder":
+            raise UserError("data.recolour tells a model the copies' colours through their captions; without captions "
+                            "it would learn the recoloured copies as real colours: drop --data.recolour or turn "
+                            "captions on")
         if d.augment and self.autoencoder.latent:
             raise UserError("data.augment transforms pixels, but latent diffusion trains on latents encoded once: "
                             "drop --data.augment or train in pixel space")

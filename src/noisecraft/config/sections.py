@@ -37,8 +37,9 @@ class DataConfig:
     # () = every class
     classes: tuple[str, ...] = ()
     balance: str = "none"  # registry.BALANCES: none | colour (images of rare dominant colours drawn more often)
-    # Text runs on colour images: append up to this many copies of each training image with its hues turned to other
-    # colour words, its captions' colour words rewritten to match (noisecraft.recolour); 0 = off
+    # Colour images: append up to this many copies of each training image with its hues turned to other colour words,
+    # its captions' colour words rewritten to match (noisecraft.recolour); an autoencoder's (captions off) are plain
+    # hue augmentation; 0 = off
     recolour: int = 0
     background: str = "white"  # image folders: colour transparent pixels are composited on (a CSS name or #rrggbb)
     # The emoji dataset (noisecraft.emoji); data_root there is an optional folder of OpenMoji SVGs.
