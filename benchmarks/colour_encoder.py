@@ -37,7 +37,7 @@ def main() -> None:
 
     encoder = default_text_encoder()
     forms = {"synonym": FORMS["synonym"][0], **{f"order: {t}": t for t in FORMS["order"]}}
-    result = {"encoder": encoder, "machine": record()}
+    result = {"encoder": encoder, "synonyms": SYNONYMS, "machine": record()}
     for name, template in forms.items():
         nearest = nearest_colours(encoder, template)
         right = sum(n == c for by_colour in nearest.values() for c, n in by_colour.items())

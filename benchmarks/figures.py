@@ -361,19 +361,33 @@ def _colour_quality(q: dict) -> str:
 
 
 def _seed_summary(rows: list[dict]) -> str:
-    """Mean ± std over the seeds of each variant trained more than once (NAME, NAME-seed1, NAME-seed2, ...)."""
+    """Mean ± std over the seeds of each text variant trained more than once: NAME, NAME-seed1, NAME-seed2, ...,
+    sampled as NAME was (a run judged twice alike counts once)."""
     out = []
-    for name in dict.fromkeys(r["name"] for r in rows):
-        runs = [r["quality"] for r in rows if (r["name"] == name or r["name"].startswith(f"{name}-seed"))
-                and not r["sample"] and "colour_unseen" in r["quality"]]
-        if len(runs) < 2:
+    for base in [r for r in rows if "colour_unseen" in r["quality"]]:
+        name = base["name"]
+        group = {}
+        for r in rows:
+            if (r["name"] == name or r["name"].startswith(f"{name}-seed")) and r["sample"] == base["sample"] \
+                    and "colour_unseen" in r["quality"]:
+                group.setdefault(r["run"], r["quality"])
+        runs = list(group.values())
+        if len(runs) < 2 or base is not next(r for r in rows if r["name"] == name):
             continue
         stat = lambda key: f"{_pct(mean(q[key] for q in runs))} ± {_pct(stdev(q[key] for q in runs))}"  # noqa: E731
         worst = {c: min(q["colour_unseen_per_colour"][c] for q in runs) for c in runs[0]["colour_unseen_per_colour"]}
         out.append(f"`{name}` over {len(runs)} seeds (mean ± std): colour words {stat('colour_unseen')}, the shape "
                    f"asked {stat('shape')}, off-white frame {stat('frame_offwhite')}; each colour at its worst seed: "
-                   + " / ".join(f"{c} {_pct(v)}" for c, v in worst.items()) + ".")
+                   + " / ".join(f"{c} {_pct(v)}" for c, v in worst.items()) + _worst_by_form(runs) + ".")
     return "\n\n".join(out)
+
+
+def _worst_by_form(runs: list[dict]) -> str:
+    """Each colour at its worst seed on the new word orders alone, where the rows recorded it per form."""
+    if not all("colour_per_colour_by_form" in q for q in runs):
+        return ""
+    order = [q["colour_per_colour_by_form"]["order"] for q in runs]
+    return "; on the new word orders alone: " + " / ".join(f"{c} {_pct(min(o[c] for o in order))}" for c in order[0])
 
 
 def colour_search() -> str:
@@ -391,6 +405,19 @@ def colour_search() -> str:
                     "file"], rows)
     seeds = _seed_summary(records)
     return table + (f"\n\n{seeds}" if seeds else "")
+
+
+def colour_encoder() -> str:
+    """What the frozen text encoder knows of colour synonyms (colour_encoder.py), in one paragraph."""
+    d = load("colour_encoder.json")
+    syn = d["synonym"]
+    by_word = {c: syn["nearest"]["heart"][c] for c in syn["nearest"]["heart"]}
+    orders = [v for k, v in d.items() if k.startswith("order: ")]
+    return (f"The frozen text encoder ({d['encoder']}) itself puts a synonym prompt (\"{syn['template']}\") nearest "
+            f"the caption prompt of its own colour for {_pct(syn['nearest_right'])} of the colour-shape pairs (for "
+            f"hearts: " + ", ".join(f"{d['synonyms'][c]} nearest {n}" for c, n in by_word.items()) + "), against "
+            + " and ".join(_pct(o["nearest_right"]) for o in orders) + " for the new word orders "
+            f"({_file('colour_encoder.json')}, {describe(d)}).")
 
 
 def colour_timing() -> str:
@@ -499,7 +526,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "latent_digits64": latent_digits64, "laptop_presets": laptop_presets, "latent_vs_pixel": latent_vs_pixel,
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
-          "colour_search": colour_search, "colour_timing": colour_timing,
+          "colour_search": colour_search, "colour_timing": colour_timing, "colour_encoder": colour_encoder,
           "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare, "prompt_syntax": prompt_syntax}
 
 
