@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -181,11 +180,9 @@ def cmd_sample(args, extra) -> int:
     images = pipe.generate(request=req, progress=True)
     settings = image_settings(pipe, req, model=str(args.checkpoint))  # PNG `parameters`
     out = save_images(images, args.out, settings=settings)
-    labels = req.labels
-    if isinstance(labels, list):  # a text model's prompts
-        (out / "prompts.json").write_text(json.dumps(labels, indent=0) + "\n")
-    elif labels is not None:
-        (out / "labels.json").write_text(json.dumps(labels.tolist()) + "\n")
+    asked = pipe.conditioner.conditions_file(req.labels)  # labels.json or prompts.json, or nothing
+    if asked is not None:
+        (out / asked[0]).write_text(asked[1])
     print(f"wrote {len(images)} images and grid.png to {out}")
     return 0
 

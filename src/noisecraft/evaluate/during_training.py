@@ -25,7 +25,9 @@ def training_metrics(pipe, n: int | None = None, steps: int | None = None) -> di
     from noisecraft.evaluate.text import default_prompts
 
     t0, cfg = time.perf_counter(), pipe.config
-    prompts = default_prompts(pipe.class_names, cfg.data.dataset) if pipe.kind == "text" else None
+    prompting = pipe.conditioner.evaluation_prompts(
+        None, lambda: {"source": "templates", "prompts": default_prompts(pipe.class_names, cfg.data.dataset)})
+    prompts = None if prompting is None else prompting["prompts"]
     # DDIM at the eval step count with fixed seeds; guidance, clipping and precision are the run's sample config.
     req = pipe.prepare(n or cfg.train.eval_n, prompt=prompts, sampler="ddim", steps=steps or cfg.train.eval_steps,
                        seed=0)  # class-balanced: i % K

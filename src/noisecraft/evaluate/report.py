@@ -286,11 +286,10 @@ def heldout_captions(val, n: int, seed: int) -> dict:
 def _request(pipe, opts: EvalOptions, val):
     """The samples to judge, and how a text model was prompted: class-balanced (i % K); for a text model the
     prompts given, cycled, or by default the captions of real held-out images (`heldout_captions`)."""
-    if pipe.kind != "text" or opts.prompts is not None:
-        prompting = {"source": "given", "prompts": opts.prompts} if pipe.kind == "text" else None
-        return pipe.prepare(opts.n, prompt=opts.prompts, options=opts.sampling), prompting
-    prompting = heldout_captions(val, opts.n, 0 if opts.sampling.seed is None else opts.sampling.seed)
-    return pipe.prepare(opts.n, prompt=prompting["prompts"], options=opts.sampling), prompting
+    seed = 0 if opts.sampling.seed is None else opts.sampling.seed
+    prompting = pipe.conditioner.evaluation_prompts(opts.prompts, lambda: heldout_captions(val, opts.n, seed))
+    prompt = opts.prompts if prompting is None else prompting["prompts"]
+    return pipe.prepare(opts.n, prompt=prompt, options=opts.sampling), prompting
 
 
 def _heldout(data_cfg: DataConfig, thresholds: dict | None = None):
