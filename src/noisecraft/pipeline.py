@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 
-from noisecraft.autoencoder.codec import IdentityCodec
+from noisecraft.autoencoder.codec import IdentityCodec, run_codec
 from noisecraft.checkpoint import load_checkpoint
 from noisecraft.conditioning import conditioner_for, take
 from noisecraft.config import Config
@@ -523,10 +523,8 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
     cache = None
     if text is None and root is not None:
         cache = RunDir(root).text_embeddings
-    if codec is None and config.autoencoder.latent:
-        from noisecraft.autoencoder.codec import load_run_codec
-
-        codec = load_run_codec(root, (meta or {}).get("autoencoder", {}), config.autoencoder.path, device)
+    if codec is None:
+        codec = run_codec(config, root, (meta or {}).get("autoencoder", {}), device)
     return Pipeline(denoiser, config, codec=codec, class_names=class_names, text=text, text_cache=cache,
                     device=device, meta=meta)
 

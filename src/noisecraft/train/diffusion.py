@@ -179,7 +179,7 @@ class DiffusionTask(Task):
             self.sample_grid(run.grid(step), steps=20)
             return
         self.sample_grid(run.grid())
-        if not self.codec.latent:  # the figures show pixels being noised; a latent run's noise is in latent space
+        if self.codec.shows_x_t:
             process_figures(self.ctx.hooks.figure, self.pipeline(), run, self.cond.prompts(4))
         if self.cond.figure_prompt is not None:
             self.ctx.hooks.figure(self.pipeline(), "cross-attention", run.figure("cross_attention"),
