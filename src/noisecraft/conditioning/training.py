@@ -7,6 +7,7 @@ import torch
 
 from noisecraft.conditioning import class_cond, null_cond
 from noisecraft.conditioning.prompt_syntax import literal
+from noisecraft.errors import UserError
 
 VAL_CAPTION_SEED = 54321  # the held-out images' captions are drawn once, with this seed, so every call sees the same
 
@@ -97,3 +98,19 @@ def training_conditioner(model_cfg, captions, device: torch.device, file=None, s
     if model_cfg.context_dim:
         return CaptionTraining(model_cfg, captions, device, file, save, texts)
     return ClassTraining(model_cfg.num_classes, device)
+
+
+def configure_conditioning(cfg, data) -> None:
+    """What conditions a new run's network, from its data: captions through the text encoder (its width), else
+    the data's classes (none: unconditional)."""
+    if data.captions is None:
+        if cfg.model.text_encoder:
+            raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
+                            f"--data.captions=on")
+        cfg.model.num_classes = data.num_classes
+        return
+    from noisecraft.conditioning.text import default_text_encoder, encoder_spec
+
+    cfg.model.text_encoder = cfg.model.text_encoder or default_text_encoder()
+    cfg.model.context_dim = encoder_spec(cfg.model.text_encoder)["dim"]
+    cfg.model.num_classes = 0  # the captions condition the model, not the classes

@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 
 from noisecraft.autoencoder.codec import configure_codec, train_codec
-from noisecraft.conditioning.training import training_conditioner
+from noisecraft.conditioning.training import configure_conditioning, training_conditioner
 from noisecraft.config import Config
 from noisecraft.data import ImageData
 from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
-from noisecraft.errors import UserError
 from noisecraft.models import build_model, count_parameters
 from noisecraft.precision import autocast_ctx
 from noisecraft.rundir import RunDir
@@ -77,17 +76,7 @@ class DiffusionTask(Task):
 
             cfg.model.augment_dim = augment_dim(cfg.data.augment, data.channels)
         configure_codec(cfg, data)
-        if data.captions is None:
-            if cfg.model.text_encoder:
-                raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
-                                f"--data.captions=on")
-            cfg.model.num_classes = data.num_classes
-            return cfg
-        from noisecraft.conditioning.text import default_text_encoder, encoder_spec
-
-        cfg.model.text_encoder = cfg.model.text_encoder or default_text_encoder()
-        cfg.model.context_dim = encoder_spec(cfg.model.text_encoder)["dim"]
-        cfg.model.num_classes = 0  # the captions condition the model, not the classes
+        configure_conditioning(cfg, data)
         return cfg
 
     def training_data(self):
