@@ -397,7 +397,7 @@ def cmd_ema(args, extra) -> int:
         raise UserError("pass --sigma-rel S (one EMA, written as a checkpoint) or --sweep (several, scored), not "
                         "both or neither")
     if not args.sweep:
-        from noisecraft.train.phema import write_posthoc_checkpoint
+        from noisecraft.phema import write_posthoc_checkpoint
 
         path = write_posthoc_checkpoint(args.checkpoint, args.sigma_rel, args.out)
         print(f"wrote the post-hoc EMA sigma_rel={args.sigma_rel} to {path}; sample it with `noisecraft sample "
