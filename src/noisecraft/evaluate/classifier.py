@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -464,7 +465,7 @@ def get_classifier(data_cfg: DataConfig | str = "digits", *, device: torch.devic
     data_cfg = judge_data(run_cfg)
     path = classifier_path(data_cfg, cfg)
     if path.is_file() and not retrain:
-        clf = load_classifier_file(path, device)
+        clf = load_judge(path, device)
     elif not train_if_missing and not retrain:
         raise no_judge(f"no judge classifier cached for '{judge_key(data_cfg, cfg)}' at {path}")
     else:
@@ -477,7 +478,23 @@ def get_classifier(data_cfg: DataConfig | str = "digits", *, device: torch.devic
     return clf.for_data(run_cfg)
 
 
-_LOADED: dict[tuple[str, str], Classifier] = {}
+_JUDGES: dict[tuple, Classifier] = {}  # judges read from disk in this process: one per file version and device
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()  # of their weights
+
+
+def load_judge(path: Path, device: torch.device | str = "cpu") -> Classifier:
+    """`load_classifier_file`, read and fingerprinted once per version of the file (mtime, size) and device in
+    this process: training's periodic evaluation asks for its judge every time. Callers leave its weights as they
+    are."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(device))
+    if key not in _JUDGES:
+        for stale in [k for k in _JUDGES if k[0] == key[0] and k[1:3] != key[1:3]]:  # the file was rewritten
+            del _JUDGES[stale]
+        clf = load_classifier_file(path, device)
+        _FINGERPRINTS[clf.net] = fingerprint(clf.net)
+        _JUDGES[key] = clf
+    return _JUDGES[key]
 
 
 def classifier_accuracy(images_uint8: torch.Tensor, labels: torch.Tensor, dataset: str | DataConfig = "digits",
@@ -486,10 +503,7 @@ def classifier_accuracy(images_uint8: torch.Tensor, labels: torch.Tensor, datase
 
     Trains and caches the classifier on first use (under a minute for digits on a CPU)."""
     data_cfg = DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
-    key = (dataset_key(data_cfg), str(device))
-    if key not in _LOADED:
-        _LOADED[key] = get_classifier(data_cfg, device=device)
-    return _LOADED[key].accuracy(images_uint8, labels)
+    return get_classifier(data_cfg, device=device).accuracy(images_uint8, labels)
 
 
 # ---------------------------------------------------------------- reference features of the real data
@@ -517,7 +531,7 @@ def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str,
     data_cfg = judge_data(data_cfg)
     path = Path(clf.meta["path"]) if "path" in clf.meta else classifier_path(data_cfg)
     path = path.with_suffix(".reference.safetensors")
-    fp = fingerprint(clf.net)
+    fp = _FINGERPRINTS.get(clf.net) or fingerprint(clf.net)  # a judge read from disk was fingerprinted then
     if path.is_file():
         try:
             with safe_open(str(path), "pt") as f:
