@@ -6,9 +6,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from noisecraft.config import PRESETS, Config, apply_overrides, preset, to_json
+from noisecraft.config import PRESETS, Config, DataConfig, apply_overrides, preset, to_json
 from noisecraft.errors import Interrupted, UserError
-from noisecraft.registry import DATASETS, FIGURES, PRECISIONS, SAMPLERS
+from noisecraft.registry import DATASETS, DISTILLATIONS, FIGURES, GRID_AXES, LORA_TARGETS, PRECISIONS, SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -362,7 +362,6 @@ def cmd_evaluate_autoencoder(args, extra) -> int:
 
 
 def cmd_train_classifier(args, extra) -> int:
-    from noisecraft.config import DataConfig
     from noisecraft.device import pick_device
     from noisecraft.evaluate.classifier import get_classifier
 
@@ -603,8 +602,6 @@ def _add_info_parser(sub) -> None:
 
 
 def _add_distill_parser(sub) -> None:
-    from noisecraft.registry import DISTILLATIONS
-
     d = sub.add_parser("distill", help="distil a trained run into a 1-4 step student (consistency distillation)",
                        description="Tune a student, initialised from a trained diffusion run (the teacher), into a "
                        "consistency model that draws in 1-4 network calls, with the teacher's guidance distilled "
@@ -618,8 +615,6 @@ def _add_distill_parser(sub) -> None:
 
 
 def _add_finetune_parser(sub) -> None:
-    from noisecraft.registry import LORA_TARGETS
-
     f = sub.add_parser("finetune", help="teach a trained run a new concept or style from a few images (LoRA)",
                        description="Train a low-rank adapter (LoRA, through peft) on a frozen diffusion run from a "
                        "folder of images (class sub-folders, or metadata.jsonl / .txt captions for a text run), with "
@@ -661,7 +656,6 @@ def _add_edit_parser(sub) -> None:
 
 def _add_grid_parser(sub) -> None:
     from noisecraft.grid import MAX_CELLS, MAX_MEGAPIXELS
-    from noisecraft.registry import GRID_AXES
 
     g = sub.add_parser("grid", help="X/Y/Z comparison grid: the same seeds under up to three axes of settings",
                        description="Draw the same seeds under every combination of up to three axes (AUTOMATIC1111's "

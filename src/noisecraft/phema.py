@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from noisecraft.config import POSTHOC_SIGMA_MAX
 from noisecraft.errors import UserError
-from noisecraft.rundir import RunDir, atomic_write_bytes
+from noisecraft.rundir import RunDir, atomic_write_bytes, run_root
 
 SNAPSHOT_FORMAT = "noisecraft-posthoc-ema"  # the key of a snapshot's metadata in its safetensors header
 MIN_SNAPSHOTS = 2  # snapshot steps a reconstruction needs (fewer: no trajectory to weigh)
@@ -204,7 +204,6 @@ NO_PROFILES = "this run kept no post-hoc EMA profiles; train with --train.postho
 def posthoc_source(checkpoint: str | Path):
     """The run's `last` checkpoint (or the file given) and its snapshots up to that checkpoint's step."""
     from noisecraft.checkpoint import load_checkpoint
-    from noisecraft.rundir import run_root
 
     ckpt = load_checkpoint(checkpoint, "last")
     if "posthoc_ema" in ckpt.meta:  # a reconstruction: go back to the checkpoint it was made from

@@ -36,7 +36,7 @@ from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
 from noisecraft.registry import PRECISIONS, SAMPLERS
-from noisecraft.rundir import RunDir, run_root
+from noisecraft.rundir import RunDir, content_hash, run_root
 from noisecraft.samplers import PerImageNoise, SamplerStep, cfg_denoiser, get_sampler, get_sigmas
 from noisecraft.samplers.common import Denoise, StepConditions, at_level
 
@@ -217,7 +217,6 @@ class Pipeline:
         """The adapters loaded on this pipeline's network (`adapters.Adapters`)."""
         if self._adapters is None:
             from noisecraft.adapters import Adapters
-            from noisecraft.rundir import content_hash
 
             sha: dict[str, str | None] = {}
 

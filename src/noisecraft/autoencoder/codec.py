@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from noisecraft.data import ImageData, encode_images, latent_cache
 from noisecraft.errors import UserError
-from noisecraft.rundir import RunDir, content_hash
+from noisecraft.rundir import RunDir, content_hash, resolve_checkpoint
 
 NOISECRAFT_FILE = "autoencoder.safetensors"  # a noisecraft autoencoder's copy: its EMA weights and config
 DIFFUSERS_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -34,8 +34,6 @@ def _source_files(path: Path) -> list[Path]:
     """The files that define an autoencoder: a diffusers folder's config and weights, or a noisecraft checkpoint."""
     if is_diffusers_folder(path):
         return [path / f for f in DIFFUSERS_FILES if (path / f).is_file()]
-    from noisecraft.rundir import resolve_checkpoint
-
     return [resolve_checkpoint(path, "last")]
 
 

@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from noisecraft.config import DataConfig
-from noisecraft.data import cache_dir
+from noisecraft.data import cache_dir, load_dataset, to_model_range
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-classifier"
@@ -152,8 +152,6 @@ class Classifier:
 
     def _prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float [-1, 1] on the classifier's device and size."""
-        from noisecraft.data import to_model_range
-
         if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
             raise UserError(f"classifier input must be uint8 (N, C, H, W), got {images_uint8.dtype} "
                             f"{tuple(images_uint8.shape)}")
@@ -222,8 +220,6 @@ def _fit(net: SmallCNN, train, cfg: ClassifierConfig, hflip: bool, device: torch
     recoloured; with `cfg.colour_weight` on RGB data, plus the colour-word loss (ClassifierConfig)."""
     from tqdm.auto import tqdm
 
-    from noisecraft.data import to_model_range
-
     g = torch.Generator().manual_seed(cfg.seed)
     colour, colour_head = _colour_task(train, cfg, device)
     params = [*net.parameters(), *(colour_head.parameters() if colour_head is not None else ())]
@@ -271,8 +267,6 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
                      device: torch.device | str = "cpu", progress: bool = False) -> Classifier:
     """Train a SmallCNN on the training split with the judge's labels (`judge_data`); measure its accuracy on the
     held-out `val` split, and in the coarser classes too where runs have them. Returns it in its own labels."""
-    from noisecraft.data import load_dataset
-
     data_cfg = judge_data(data_cfg)
     cfg = cfg or default_config(data_cfg)
     train, val = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "val")
@@ -301,8 +295,6 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
 def _coarse_view(clf: Classifier, data_cfg: DataConfig, train, val) -> dict:
     """What a judge on finer labels needs to answer in the coarser classes: their names, the coarser class of each
     of its classes (read off the images, which carry both labels) and its held-out accuracy in them."""
-    from noisecraft.data import load_dataset
-
     name, _, coarser = FINER_LABELS[data_cfg.dataset]
     coarse_cfg = dataclasses.replace(data_cfg, **{name: coarser})
     coarse_val = load_dataset(coarse_cfg, "val")
@@ -526,7 +518,6 @@ def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str,
     from safetensors.torch import load_file, save
 
     from noisecraft.rundir import atomic_write_bytes
-    from noisecraft.data import load_dataset
 
     data_cfg = judge_data(data_cfg)
     path = Path(clf.meta["path"]) if "path" in clf.meta else classifier_path(data_cfg)
