@@ -117,6 +117,10 @@ class Unconditional:
         """The classes a request may name (the web page's choices): none."""
         return []
 
+    def image_settings(self, condition) -> dict:
+        """What an image's `parameters` record of the condition it was drawn with: nothing."""
+        return {}
+
 
 class ClassLabels(Unconditional):
     """Class labels (n,), with the extra class index `num_classes` as the null token."""
@@ -181,6 +185,13 @@ class ClassLabels(Unconditional):
     def request_classes(self) -> list[str]:
         """The class names, or the class indices as text where the run has none."""
         return self.class_names or [str(i) for i in range(self.num_classes)]
+
+    def image_settings(self, label) -> dict:
+        """Its class (its name where the run has names), or "none" for the null token."""
+        c = int(label)
+        if c >= self.num_classes:
+            return {"class": "none"}
+        return {"class": c, **({"class_name": self.class_names[c]} if c < len(self.class_names) else {})}
 
 
 def _count(n: int | None) -> int:

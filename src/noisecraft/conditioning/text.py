@@ -300,6 +300,9 @@ class TextPrompts:
         """None: a request names a prompt."""
         return []
 
+    def image_settings(self, prompt: str) -> dict:
+        return {"prompt": prompt}
+
     def __init__(self, model_cfg, *, text: TextEmbeddings | None = None, cache: Path | None = None,
                  device: torch.device | str = "cpu", class_names: list[str] | None = None):
         self.model_cfg, self._text, self.cache, self.device = model_cfg, text, cache, torch.device(device)
