@@ -250,6 +250,7 @@ def cmd_edit(args, extra) -> int:
 
 def cmd_info(args, extra) -> int:
     from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.conditioning.text import describe_encoder
     from noisecraft.models import build_model, count_parameters
 
     if extra:
@@ -271,7 +272,7 @@ def cmd_info(args, extra) -> int:
     n = count_parameters(build_model(cfg.model)) if task == "diffusion" else meta.get("params")
     info = {"checkpoint": meta["path"], "step": meta["step"], "task": task,
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
-            "class_names": meta.get("class_names"), "text_encoder": _encoder_info(cfg),
+            "class_names": meta.get("class_names"), "text_encoder": describe_encoder(cfg.model),
             **{k: meta[k] for k in ("autoencoder", "latent_scale") if k in meta}, **_data_license(cfg.data.dataset),
             "config": cfg.to_dict()}
     print(to_json(info))
@@ -301,12 +302,6 @@ def _print_dataset_info(args) -> int:
     print(to_json({"dataset": args.dataset, "train": len(train), "heldout": len(val), "classes": train.class_names,
                    "image_shape": [train.channels, train.image_size, train.image_size], **_data_license(args.dataset)}))
     return 0
-
-
-def _encoder_info(cfg: Config) -> dict | None:
-    from noisecraft.conditioning.text import describe_encoder
-
-    return describe_encoder(cfg.model) if cfg.model.context_dim else None
 
 
 def _print_png_parameters(path: str) -> int:

@@ -85,10 +85,12 @@ def _pooling(path: Path, cfg: dict) -> str:
     return "mean-normalized" if any(e.get("type", "").endswith("Normalize") for e in entries) else "mean"
 
 
-def describe_encoder(model_cfg) -> dict:
-    """What `noisecraft info` says about a text model's frozen encoder; names the missing extra when it is not
-    installed here (the rest still holds)."""
+def describe_encoder(model_cfg) -> dict | None:
+    """What `noisecraft info` says about a text model's frozen encoder (None: the model takes no prompts); names
+    the missing extra when it is not installed here (the rest still holds)."""
     m = model_cfg
+    if not m.context_dim:
+        return None
     info = {"name": m.text_encoder, "token_dim": m.context_dim, "max_tokens": m.text_max_tokens,
             "cross_attn_resolutions": m.attn_resolutions if m.cross_attn_resolutions is None else
             m.cross_attn_resolutions}
