@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisecraft.diffusion import diffusion_loss, held_out_losses
+from noisecraft.diffusion import diffusion_loss, held_out_losses, mean_held_out_loss
 from noisecraft.errors import UserError
 from noisecraft.phema import ema_decay_at, gamma_of, load_params, posthoc_source, reconstruct
 from noisecraft.rundir import RunDir, run_root
@@ -31,7 +31,7 @@ class SweepOptions:
 
 class Scorer:
     """The run's EMA network as its pipeline samples with it, scoring any weights put in it: the validation loss
-    on the held-out split as training computes it (`diffusion.mean_held_out_loss`, conditions as training gives
+    on the held-out split as training computes it (`diffusion.held_out_losses`, conditions as training gives
     them), and the offline judge's metrics of samples."""
 
     def __init__(self, ckpt, device: torch.device):
@@ -49,16 +49,18 @@ class Scorer:
             self.x0 = self.pipe.codec.held_out(self.val.images, self.pipe.device)  # pixels, or latents
         self.fixed = {k: v.clone() for k, v in self.pipe.denoiser.net.named_parameters()}
 
-    def held_out_losses(self):
-        """The loss of each held-out image, batch by batch (`diffusion.held_out_losses`)."""
+    def _held_out(self) -> tuple:
+        """The arguments of `diffusion.held_out_losses` as training's validation gives them, for the EMA network."""
         tc, denoiser = self.pipe.config.train, self.pipe.denoiser
-        return held_out_losses(lambda x0, cond, g: diffusion_loss(denoiser, x0, cond, generator=g), self.x0,
-                               lambda a, b: self.cond.held_out(self.val, a, b), tc.batch_size, self.pipe.device,
-                               tc.precision)
+        return (lambda x0, cond, g: diffusion_loss(denoiser, x0, cond, generator=g), self.x0,
+                lambda a, b: self.cond.held_out(self.val, a, b), tc.batch_size, self.pipe.device, tc.precision)
+
+    def held_out_losses(self):
+        """The loss of each held-out image (B,), batch by batch."""
+        return held_out_losses(*self._held_out())
 
     def val_loss(self) -> float:
-        """Their mean, as training's validation loss."""
-        return sum(float(b.sum()) for b in self.held_out_losses()) / max(1, len(self.x0))
+        return mean_held_out_loss(*self._held_out())
 
     @torch.no_grad()
     def score(self, params: dict[str, torch.Tensor] | None, n: int, seed: int) -> dict:
