@@ -59,11 +59,11 @@ def sample_and_judge(run: str, n: int) -> dict:
     import torch
 
     from noisecraft.evaluate.classifier import classifier_accuracy
-    from noisecraft.evaluate.text import default_prompts
+    from noisecraft.evaluate.during_training import template_prompts
     from noisecraft.pipeline import load_pipeline
 
     pipe = load_pipeline(run, "cpu", prefer="last")
-    prompts = default_prompts(pipe.class_names, "digits") if pipe.kind == "text" else None
+    prompts = template_prompts(pipe, "digits")
     req = pipe.prepare(n, prompt=prompts, sampler="ddim", steps=50, seed=10_000)  # class-balanced: i % 10
     labels = torch.arange(req.n) % 10 if prompts else req.labels
     pipe.generate(2, labels=req.labels[:2], steps=2)  # warm-up: first-call allocations (and the prompts' embeddings)

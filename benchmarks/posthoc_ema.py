@@ -49,29 +49,20 @@ def paired_note(result: dict) -> dict:
 
 def paired_val_loss(run: Path, result: dict) -> dict:
     """The best length's validation loss against the fixed EMA's, image by image with the same noise (the loop of
-    DiffusionTask.validation_loss, kept per image): the mean difference and its standard error."""
+    the validation loss, kept per image: `diffusion.held_out_losses`): the mean difference and its standard error."""
     import torch
 
     from noisecraft.evaluate.posthoc_ema import Scorer
-    from noisecraft.precision import autocast_ctx
-    from noisecraft.train.phema import load_params, posthoc_source, reconstruct
+    from noisecraft.phema import load_params, posthoc_source, reconstruct
 
     ckpt, snaps = posthoc_source(run)
     sigma = result["best"]["val_loss"]["sigma_rel"]
     (params,), _ = reconstruct(snaps, [sigma])
     scorer = Scorer(ckpt, torch.device("cpu"))
-    task, val = scorer.task, scorer.val
 
-    @torch.no_grad()
     def per_image(weights):
-        load_params(task.ema.module, weights)
-        g, bs, out = torch.Generator().manual_seed(12345), task.cfg.train.batch_size, []
-        for start in range(0, len(val), bs):
-            x0 = task._val_x0(val, start, start + bs)
-            with autocast_ctx(task.device, task.cfg.train.precision):
-                cond = task._val_condition(val, start, start + bs)
-                out.append(task.held_out_loss(x0, cond, g).float())
-        return torch.cat(out)
+        load_params(scorer.pipe.denoiser.net, weights)
+        return torch.cat([b.float() for b in scorer.held_out_losses()])
 
     fixed = per_image(scorer.fixed)
     diff = per_image(params) - fixed

@@ -249,6 +249,41 @@ def test_classifier_cache_roundtrip(tmp_path, monkeypatch):
         load_classifier_file(path)
 
 
+def test_repeated_metrics_read_and_fingerprint_the_judge_once_per_file_version(tmp_path, monkeypatch):
+    import os
+
+    from noisecraft.config import DataConfig
+    from noisecraft.evaluate import classifier
+    from noisecraft.evaluate.report import classifier_metrics
+
+    monkeypatch.setenv("NOISECRAFT_CACHE", str(tmp_path))
+    path = classifier.classifier_path("digits")
+    meta = {"format": "noisecraft-classifier", "version": 1, "dataset": "digits", "data_key": "digits",
+            "image_shape": [1, 28, 28], "num_classes": 10, "heldout_accuracy": 0.5, "train_size": 1,
+            "heldout_size": 1, "config": {"width": 4, "feature_dim": 8}}
+    torch.manual_seed(0)
+    classifier.save_classifier(classifier.Classifier(classifier.SmallCNN(1, 10, 4, 8).eval(), meta), path)
+    calls = {"load": 0, "fingerprint": 0}
+
+    def counting(name, real):
+        def counted(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return counted
+
+    monkeypatch.setattr(classifier, "load_classifier_file", counting("load", classifier.load_classifier_file))
+    monkeypatch.setattr(classifier, "fingerprint", counting("fingerprint", classifier.fingerprint))
+    images, labels = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8), torch.arange(20) % 10
+    first = classifier_metrics(images, labels, DataConfig(), perfect=False)
+    assert classifier_metrics(images, labels, DataConfig(), perfect=False) == first  # as training evaluates
+    assert calls == {"load": 1, "fingerprint": 1}
+    classifier.save_classifier(classifier.Classifier(classifier.SmallCNN(1, 10, 4, 8).eval(), meta), path)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a retrained judge: read again
+    classifier_metrics(images, labels, DataConfig(), perfect=False)
+    assert calls == {"load": 2, "fingerprint": 2}
+
+
 def test_train_classifier_cli_rejects_unlabelled_or_missing_data(cli, tmp_path):
     code, _, err = cli("train-classifier", "--dataset", "mnist")
     assert code == 2 and "--data-root" in err

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from conftest import TINY
+from noisecraft.phema import (PowerEMA, beta_at, gamma_of, profile_inner, profile_weights, read_snapshots,
+                              reconstruct, sigma_rel_of, solve_coefficients)
 from noisecraft.rundir import RunDir
-from noisecraft.train.phema import (PowerEMA, beta_at, gamma_of, profile_inner, profile_weights, read_snapshots,
-                                    reconstruct, sigma_rel_of, solve_coefficients)
 
 PROFILES = ["--train.posthoc_ema=0.05,0.10", "--train.posthoc_every=2", "--train.final_figures=false",
             "--train.num_threads=1"]

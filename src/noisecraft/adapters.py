@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from noisecraft.errors import UserError
 from noisecraft.registry import ARCHITECTURES, LORA_TARGETS
-from noisecraft.rundir import ADAPTER_DIR
+from noisecraft.rundir import ADAPTER_DIR, atomic_write_bytes, content_hash
 
 CONFIG_FILE, WEIGHTS_FILE, RECORD_FILE = "adapter_config.json", "adapter_model.safetensors", "noisecraft_adapter.json"
 MAX_SCALE = 2.0  # scales are refused outside [-MAX_SCALE, MAX_SCALE]
@@ -115,8 +115,6 @@ def save_adapter(net: nn.Module, out: Path, record: dict[str, Any], name: str = 
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from noisecraft.rundir import atomic_write_bytes, content_hash
-
     out.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(net, adapter_name=name)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
@@ -169,8 +167,6 @@ def read_adapter(path: str | Path) -> AdapterFile:
     from peft import LoraConfig
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from noisecraft.rundir import content_hash
 
     p = adapter_folder(path)
     if not p.exists():

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
-from noisecraft.config import PRESETS, Config, apply_overrides, preset, to_json
+from noisecraft.config import PRESETS, Config, DataConfig, apply_overrides, preset, to_json
 from noisecraft.errors import Interrupted, UserError
-from noisecraft.registry import DATASETS, FIGURES, PRECISIONS, SAMPLERS
+from noisecraft.registry import DATASETS, DISTILLATIONS, FIGURES, GRID_AXES, LORA_TARGETS, PRECISIONS, SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -181,11 +180,9 @@ def cmd_sample(args, extra) -> int:
     images = pipe.generate(request=req, progress=True)
     settings = image_settings(pipe, req, model=str(args.checkpoint))  # PNG `parameters`
     out = save_images(images, args.out, settings=settings)
-    labels = req.labels
-    if isinstance(labels, list):  # a text model's prompts
-        (out / "prompts.json").write_text(json.dumps(labels, indent=0) + "\n")
-    elif labels is not None:
-        (out / "labels.json").write_text(json.dumps(labels.tolist()) + "\n")
+    asked = pipe.conditioner.conditions_file(req.labels)  # labels.json or prompts.json, or nothing
+    if asked is not None:
+        (out / asked[0]).write_text(asked[1])
     print(f"wrote {len(images)} images and grid.png to {out}")
     return 0
 
@@ -253,6 +250,7 @@ def cmd_edit(args, extra) -> int:
 
 def cmd_info(args, extra) -> int:
     from noisecraft.checkpoint import load_checkpoint
+    from noisecraft.conditioning.text import describe_encoder
     from noisecraft.models import build_model, count_parameters
 
     if extra:
@@ -274,7 +272,7 @@ def cmd_info(args, extra) -> int:
     n = count_parameters(build_model(cfg.model)) if task == "diffusion" else meta.get("params")
     info = {"checkpoint": meta["path"], "step": meta["step"], "task": task,
             "parts": meta["modules"], "parameters": n, "best_val_loss": meta.get("best_val_loss"),
-            "class_names": meta.get("class_names"), "text_encoder": _encoder_info(cfg),
+            "class_names": meta.get("class_names"), "text_encoder": describe_encoder(cfg.model),
             **{k: meta[k] for k in ("autoencoder", "latent_scale") if k in meta}, **_data_license(cfg.data.dataset),
             "config": cfg.to_dict()}
     print(to_json(info))
@@ -304,12 +302,6 @@ def _print_dataset_info(args) -> int:
     print(to_json({"dataset": args.dataset, "train": len(train), "heldout": len(val), "classes": train.class_names,
                    "image_shape": [train.channels, train.image_size, train.image_size], **_data_license(args.dataset)}))
     return 0
-
-
-def _encoder_info(cfg: Config) -> dict | None:
-    from noisecraft.conditioning.text import describe_encoder
-
-    return describe_encoder(cfg.model) if cfg.model.context_dim else None
 
 
 def _print_png_parameters(path: str) -> int:
@@ -365,7 +357,6 @@ def cmd_evaluate_autoencoder(args, extra) -> int:
 
 
 def cmd_train_classifier(args, extra) -> int:
-    from noisecraft.config import DataConfig
     from noisecraft.device import pick_device
     from noisecraft.evaluate.classifier import get_classifier
 
@@ -400,7 +391,7 @@ def cmd_ema(args, extra) -> int:
         raise UserError("pass --sigma-rel S (one EMA, written as a checkpoint) or --sweep (several, scored), not "
                         "both or neither")
     if not args.sweep:
-        from noisecraft.train.phema import write_posthoc_checkpoint
+        from noisecraft.phema import write_posthoc_checkpoint
 
         path = write_posthoc_checkpoint(args.checkpoint, args.sigma_rel, args.out)
         print(f"wrote the post-hoc EMA sigma_rel={args.sigma_rel} to {path}; sample it with `noisecraft sample "
@@ -606,8 +597,6 @@ def _add_info_parser(sub) -> None:
 
 
 def _add_distill_parser(sub) -> None:
-    from noisecraft.registry import DISTILLATIONS
-
     d = sub.add_parser("distill", help="distil a trained run into a 1-4 step student (consistency distillation)",
                        description="Tune a student, initialised from a trained diffusion run (the teacher), into a "
                        "consistency model that draws in 1-4 network calls, with the teacher's guidance distilled "
@@ -621,8 +610,6 @@ def _add_distill_parser(sub) -> None:
 
 
 def _add_finetune_parser(sub) -> None:
-    from noisecraft.registry import LORA_TARGETS
-
     f = sub.add_parser("finetune", help="teach a trained run a new concept or style from a few images (LoRA)",
                        description="Train a low-rank adapter (LoRA, through peft) on a frozen diffusion run from a "
                        "folder of images (class sub-folders, or metadata.jsonl / .txt captions for a text run), with "
@@ -664,7 +651,6 @@ def _add_edit_parser(sub) -> None:
 
 def _add_grid_parser(sub) -> None:
     from noisecraft.grid import MAX_CELLS, MAX_MEGAPIXELS
-    from noisecraft.registry import GRID_AXES
 
     g = sub.add_parser("grid", help="X/Y/Z comparison grid: the same seeds under up to three axes of settings",
                        description="Draw the same seeds under every combination of up to three axes (AUTOMATIC1111's "

@@ -30,7 +30,7 @@ import torch
 
 from noisecraft.config import DataConfig
 from noisecraft.errors import UserError
-from noisecraft.registry import EMOJI_EXCLUDES, EMOJI_GROUPS
+from noisecraft.registry import DATASETS, EMOJI_EXCLUDES, EMOJI_GROUPS
 
 CACHE_FORMAT = 2  # bump when the rasterisation or the cache's layout changes: old caches are rebuilt
 DEFAULT_SIZE = 32  # rasterised size when data.image_size is not set
@@ -280,8 +280,6 @@ def shape_examples(cfg: DataConfig, shapes=("heart", "circle", "square")) -> dic
 
 def describe(cfg: DataConfig) -> dict:
     """What `noisecraft info --dataset emoji` prints: the source, its licence, the selection and the cache."""
-    from noisecraft.registry import DATASETS
-
     _, records = emoji_cache(cfg)
     keep = selected(records, cfg)
     entry = DATASETS.get("emoji")

@@ -26,19 +26,15 @@ def image_settings(pipe, request, *, model: str, **extra: Any) -> list[dict[str,
     _, h, w = pipe.image_shape
     opts, labels, out = request.options, request.conditions, []
     for i in range(request.n):  # the web UIs' order: what was drawn, how, which seed; then the model
-        s: dict[str, Any] = {}
-        if labels is not None and isinstance(labels[i], str):
-            s["prompt"] = labels[i]
+        asked = pipe.conditioner.image_settings(labels[i]) if labels is not None else {}
+        s: dict[str, Any] = {k: v for k, v in asked.items() if k in _TEXT_KEYS}  # the prompt leads
         if getattr(opts, "negative_prompt", None):
             s["negative_prompt"] = opts.negative_prompt
         s.update(steps=opts.steps, sampler=opts.sampler, guidance=opts.guidance)
         if opts.guidance and opts.guidance_interval:
             s["guidance_interval"] = ",".join(str(v) for v in opts.guidance_interval)
         s.update(seed=opts.seed, index=i, image_seed=request.seeds[i])
-        if labels is not None and not isinstance(labels[i], str):
-            s["class"] = int(labels[i]) if int(labels[i]) < pipe.num_classes else "none"  # the null token
-            if s["class"] != "none" and s["class"] < len(pipe.class_names):
-                s["class_name"] = pipe.class_names[s["class"]]
+        s.update({k: v for k, v in asked.items() if k not in _TEXT_KEYS})  # a class follows the seed
         if request.source is not None:
             s.update(_edit_settings(request, i))
         s.update(size=f"{w}x{h}", model=model, model_step=pipe.step, precision=opts.precision)

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import torch
 
-from noisecraft.autoencoder.codec import IdentityCodec
+from noisecraft.autoencoder.codec import IdentityCodec, run_codec
 from noisecraft.checkpoint import load_checkpoint
 from noisecraft.conditioning import conditioner_for, take
 from noisecraft.config import Config
@@ -36,7 +36,7 @@ from noisecraft.errors import UserError
 from noisecraft.models import build_model
 from noisecraft.precision import autocast_ctx, default_sampling_batch, sampling_channels_last, use_bf16
 from noisecraft.registry import PRECISIONS, SAMPLERS
-from noisecraft.rundir import RunDir, run_root
+from noisecraft.rundir import RunDir, content_hash, run_root
 from noisecraft.samplers import PerImageNoise, SamplerStep, cfg_denoiser, get_sampler, get_sigmas
 from noisecraft.samplers.common import Denoise, StepConditions, at_level
 
@@ -217,7 +217,6 @@ class Pipeline:
         """The adapters loaded on this pipeline's network (`adapters.Adapters`)."""
         if self._adapters is None:
             from noisecraft.adapters import Adapters
-            from noisecraft.rundir import content_hash
 
             sha: dict[str, str | None] = {}
 
@@ -523,10 +522,8 @@ def pipeline_for(config: Config, denoiser: Denoiser, *, device: torch.device | s
     cache = None
     if text is None and root is not None:
         cache = RunDir(root).text_embeddings
-    if codec is None and config.autoencoder.latent:
-        from noisecraft.autoencoder.codec import load_run_codec
-
-        codec = load_run_codec(root, (meta or {}).get("autoencoder", {}), config.autoencoder.path, device)
+    if codec is None:
+        codec = run_codec(config, root, (meta or {}).get("autoencoder", {}), device)
     return Pipeline(denoiser, config, codec=codec, class_names=class_names, text=text, text_cache=cache,
                     device=device, meta=meta)
 

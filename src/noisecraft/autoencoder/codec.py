@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from noisecraft.data import ImageData, encode_images, latent_cache
 from noisecraft.errors import UserError
-from noisecraft.rundir import RunDir, content_hash
+from noisecraft.rundir import RunDir, content_hash, resolve_checkpoint
 
 NOISECRAFT_FILE = "autoencoder.safetensors"  # a noisecraft autoencoder's copy: its EMA weights and config
 DIFFUSERS_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -34,8 +34,6 @@ def _source_files(path: Path) -> list[Path]:
     """The files that define an autoencoder: a diffusers folder's config and weights, or a noisecraft checkpoint."""
     if is_diffusers_folder(path):
         return [path / f for f in DIFFUSERS_FILES if (path / f).is_file()]
-    from noisecraft.rundir import resolve_checkpoint
-
     return [resolve_checkpoint(path, "last")]
 
 
@@ -50,7 +48,8 @@ class Codec(nn.Module):
 class IdentityCodec(Codec):
     """Pixel space: the sampler draws the images themselves, so x0 estimates may be clipped to [-1, 1]."""
 
-    latent, clip_x0 = False, True
+    clip_x0 = True
+    shows_x_t = True  # a noisy x_t is an image, which the forward and reverse figures show
     feather = 0  # an inpainting's known pixels are pasted back exactly
     autoencoder = None  # no autoencoder to show (explain's latents figure)
 
@@ -79,7 +78,8 @@ class LatentCodec(Codec):
     """A frozen autoencoder (eval mode, no gradients) with its latent scale and shift. Clipping x0 to [-1, 1] is a
     rule of pixel space, so a latent pipeline never clips."""
 
-    latent, clip_x0 = True, False
+    clip_x0 = False
+    shows_x_t = False  # its noise is in latent space: a noisy latent is no picture of the image being noised
 
     def __init__(self, ae: nn.Module, kind: str, scale: float, shift: float, image_channels: int, downsample: int,
                  latent_channels: int, source: str, sha256: str, image_size: int | None = None):
@@ -217,6 +217,14 @@ def load_run_codec(run_root: Path, record: dict, source: str | None, device) -> 
     if record.get("scale") is not None:
         codec.scale = float(record["scale"])  # the scale the U-Net was trained with
     return codec
+
+
+def run_codec(cfg, root: Path | None, record: dict, device) -> Codec:
+    """The codec a run's config asks for at sampling: the identity in pixel space, else its autoencoder
+    (`load_run_codec`, from `record`, the checkpoint's metadata about it)."""
+    if not cfg.autoencoder.latent:
+        return IdentityCodec()
+    return load_run_codec(root, record, cfg.autoencoder.path, device)
 
 
 def train_codec(cfg, root: Path | None, device, is_main: bool = True):

@@ -12,6 +12,8 @@ and trainer can batch, concatenate and drop it without knowing what it holds.
 """
 from __future__ import annotations
 
+import json
+
 import torch
 
 from noisecraft.errors import UserError
@@ -59,6 +61,7 @@ class Unconditional:
     num_classes = 0
     guidable = False  # classifier-free guidance needs a condition to contrast with the null one
     takes_prompts = False  # requests name prompts (and may carry <lora:...> tags)
+    noun = ""  # what a figure's title calls one condition ("class 7", "prompt a seven")
 
     def __init__(self, class_names: list[str] | None = None):
         self.class_names = list(class_names or [])
@@ -92,12 +95,39 @@ class Unconditional:
         """The condition of each of n rows of a figure: None (nothing to choose)."""
         return None
 
+    def row_names(self, rows) -> list[str]:
+        """What a figure writes beside each of its rows: nothing."""
+        return [""] * len(rows)
+
+    def edit_rows(self, own_class, rows):
+        """The conditions an editing figure asks of a held-out image, its own and another: none to ask.
+        `own_class()`: the image's class; `rows(n)`: the figures' rows."""
+        return None
+
+    def evaluation_prompts(self, given: list[str] | None, default) -> dict | None:
+        """How an evaluation prompts this model: not at all (its samples are class-balanced, i % K, or
+        unconditional); prompts `given` are left to `request`, which refuses them."""
+        return None
+
+    def conditions_file(self, conditions) -> tuple[str, str] | None:
+        """The file written beside sampled images naming what each was asked, and its text: none."""
+        return None
+
+    def request_classes(self) -> list[str]:
+        """The classes a request may name (the web page's choices): none."""
+        return []
+
+    def image_settings(self, condition) -> dict:
+        """What an image's `parameters` record of the condition it was drawn with: nothing."""
+        return {}
+
 
 class ClassLabels(Unconditional):
     """Class labels (n,), with the extra class index `num_classes` as the null token."""
 
     kind = "class"
     guidable = True
+    noun = "class"
 
     def __init__(self, num_classes: int, class_names: list[str] | None = None):
         super().__init__(class_names)
@@ -138,6 +168,30 @@ class ClassLabels(Unconditional):
         """Class labels (n,): `class_index` in every row, or the classes in turn."""
         k = self.num_classes
         return torch.tensor([class_index if class_index is not None else i % k for i in range(n)])
+
+    def row_names(self, rows: torch.Tensor) -> list[str]:
+        """Each row's class name (its index where the run has no names, or for the null class)."""
+        names = self.class_names
+        return [names[int(c)] if int(c) < len(names) else str(int(c)) for c in rows]
+
+    def edit_rows(self, own_class, rows) -> torch.Tensor:
+        """The image's class `own_class()` and the next one (2,)."""
+        own = own_class()
+        return torch.tensor([own, (own + 1) % self.num_classes])
+
+    def conditions_file(self, labels: torch.Tensor) -> tuple[str, str]:
+        return "labels.json", json.dumps(labels.tolist()) + "\n"
+
+    def request_classes(self) -> list[str]:
+        """The class names, or the class indices as text where the run has none."""
+        return self.class_names or [str(i) for i in range(self.num_classes)]
+
+    def image_settings(self, label) -> dict:
+        """Its class (its name where the run has names), or "none" for the null token."""
+        c = int(label)
+        if c >= self.num_classes:
+            return {"class": "none"}
+        return {"class": c, **({"class_name": self.class_names[c]} if c < len(self.class_names) else {})}
 
 
 def _count(n: int | None) -> int:

@@ -85,10 +85,12 @@ def _pooling(path: Path, cfg: dict) -> str:
     return "mean-normalized" if any(e.get("type", "").endswith("Normalize") for e in entries) else "mean"
 
 
-def describe_encoder(model_cfg) -> dict:
-    """What `noisecraft info` says about a text model's frozen encoder; names the missing extra when it is not
-    installed here (the rest still holds)."""
+def describe_encoder(model_cfg) -> dict | None:
+    """What `noisecraft info` says about a text model's frozen encoder (None: the model takes no prompts); names
+    the missing extra when it is not installed here (the rest still holds)."""
     m = model_cfg
+    if not m.context_dim:
+        return None
     info = {"name": m.text_encoder, "token_dim": m.context_dim, "max_tokens": m.text_max_tokens,
             "cross_attn_resolutions": m.attn_resolutions if m.cross_attn_resolutions is None else
             m.cross_attn_resolutions}
@@ -271,6 +273,7 @@ class TextPrompts:
     num_classes = 0
     guidable = True
     takes_prompts = True
+    noun = "prompt"
 
     def unasked(self, n: int) -> None:
         return None
@@ -279,6 +282,28 @@ class TextPrompts:
         """n prompts: the ones given, else `examples(n)` (the data's captions), cycled."""
         prompts = list(prompts or examples(n))
         return [prompts[i % len(prompts)] for i in range(n)]
+
+    def row_names(self, prompts: list[str]) -> list[str]:
+        return list(prompts)
+
+    def edit_rows(self, own_class, rows) -> list[str]:
+        """Two prompts: the figures' first two rows `rows(2)`."""
+        return rows(2)
+
+    def evaluation_prompts(self, given: list[str] | None, default) -> dict:
+        """How an evaluation prompts this model: the prompts `given` (cycled), else the evaluation's protocol
+        `default()` (a dict with "source" and "prompts")."""
+        return {"source": "given", "prompts": given} if given is not None else default()
+
+    def conditions_file(self, prompts: list[str]) -> tuple[str, str]:
+        return "prompts.json", json.dumps(list(prompts), indent=0) + "\n"
+
+    def request_classes(self) -> list[str]:
+        """None: a request names a prompt."""
+        return []
+
+    def image_settings(self, prompt: str) -> dict:
+        return {"prompt": prompt}
 
     def __init__(self, model_cfg, *, text: TextEmbeddings | None = None, cache: Path | None = None,
                  device: torch.device | str = "cpu", class_names: list[str] | None = None):

@@ -1,12 +1,18 @@
 """What a batch's condition is at training, owned by the conditioner as sampling's is: class labels with the null
 class where label dropout strikes, or the training captions' embeddings with the empty prompt; the held-out
-split's conditions (the same every call); the null condition; and the rows the sample grids show."""
+split's conditions (the same every call); the null condition; the rows the sample grids show; and what a
+fine-tuning (`train.finetune`) learns from: its folder's labels or captions, its prior images' conditions, its
+trigger."""
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
+from noisecraft.captions import class_texts
 from noisecraft.conditioning import class_cond, null_cond
 from noisecraft.conditioning.prompt_syntax import literal
+from noisecraft.errors import UserError
 
 VAL_CAPTION_SEED = 54321  # the held-out images' captions are drawn once, with this seed, so every call sees the same
 
@@ -41,6 +47,46 @@ class ClassTraining:
 
     def metadata(self) -> dict:
         return {}
+
+    # ---- fine-tuning a base run on a folder of images (`train.finetune`)
+
+    folder_captions = "off"  # the folder's class sub-folders are its labels
+
+    @staticmethod
+    def default_prior(names: list[str], digit: bool) -> tuple[str, ...]:
+        """What the base drew that an adapter must keep: its classes, by name."""
+        return tuple(names)
+
+    @classmethod
+    def check_folder(cls, data, root) -> None:
+        """Any folder of images fits a class (or unconditional) base."""
+
+    def base_labels(self, data, base_names, single_class):
+        """The folder's labels renumbered as the base's classes `base_names()` (by name; a folder without labels
+        is all `single_class()`); an unconditional base: the data as it is."""
+        if not self.num_classes:
+            return data
+        names = base_names()
+        folder = list(data.class_names) if data.labels is not None else [single_class()]
+        unknown = [n for n in folder if n not in names]
+        if unknown:
+            raise UserError(f"the base's classes are {', '.join(names)}; the folder's class(es) {', '.join(unknown)} "
+                            f"are not among them (name the sub-folders as the base's classes, or set "
+                            f"--finetune.trigger to one for a folder of one class)")
+        old = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
+        labels = torch.tensor([names.index(n) for n in folder])[old]
+        return dataclasses.replace(data, labels=labels, class_names=names)
+
+    def prior_conditions(self, prior: list[str], which: list[int], base_names) -> tuple[torch.Tensor, torch.Tensor]:
+        """The labels (P,) of prior images drawn for the base's classes named by the prior prompts `which`
+        indexes: what the base is asked for and what the adapter's batches see."""
+        names = base_names()
+        ids = torch.tensor([names.index(prior[i]) for i in which])
+        return ids, ids
+
+    def trigger(self, given: str, class_names: list[str], single_class) -> str:
+        """What calls up an adapter: `given`, else the folder's classes."""
+        return given or ", ".join(class_names) or single_class()
 
 
 class CaptionTraining:
@@ -90,10 +136,62 @@ class CaptionTraining:
         """What evaluation measures generated images' attributes against."""
         return {"attribute_thresholds": self.captions.thresholds}
 
+    # ---- fine-tuning a base run on a folder of images (`train.finetune`)
+
+    folder_captions = "on"  # the folder's captions (metadata.jsonl, .txt files or class sub-folders)
+
+    @staticmethod
+    def default_prior(names: list[str], digit: bool) -> tuple[str, ...]:
+        """What the base drew that an adapter must keep: one caption of each of its classes."""
+        return tuple(class_texts(n, digit=digit)[0] for n in names)
+
+    @classmethod
+    def check_folder(cls, data, root) -> None:
+        if data.captions is None:
+            raise UserError(f"the base is a text run: the images in {root} need captions (metadata.jsonl, .txt files "
+                            f"or class sub-folders)")
+
+    def base_labels(self, data, base_names, single_class):
+        """Caption ids are the run's own: the data as it is."""
+        return data
+
+    def prior_conditions(self, prior: list[str], which: list[int], base_names) -> tuple[torch.Tensor, list[str]]:
+        """The caption ids (P,) of prior images drawn for the prior prompts `which` indexes (embedded after the
+        training captions: `train.finetune`'s caption texts), and those prompts."""
+        first = len(self.captions.texts)
+        return torch.tensor([first + i for i in which]), [prior[i] for i in which]
+
+    def trigger(self, given: str, class_names: list[str], single_class) -> str:
+        """What calls up an adapter: `given`, else the first of the data's captions."""
+        examples = self.captions.examples(1)
+        return given or (examples[0] if examples else "")
+
+
+def training_conditioner_class(model_cfg) -> type[ClassTraining] | type[CaptionTraining]:
+    """Which training conditioner a model config asks for (prompts when it has a text encoder's width): what a
+    fine-tuning asks before any is built."""
+    return CaptionTraining if model_cfg.context_dim else ClassTraining
+
 
 def training_conditioner(model_cfg, captions, device: torch.device, file=None, save: bool = True,
                          texts: list[str] | None = None):
     """The training side of the conditioner a model config asks for (prompts when it has a text encoder's width)."""
-    if model_cfg.context_dim:
+    if training_conditioner_class(model_cfg) is CaptionTraining:
         return CaptionTraining(model_cfg, captions, device, file, save, texts)
     return ClassTraining(model_cfg.num_classes, device)
+
+
+def configure_conditioning(cfg, data) -> None:
+    """What conditions a new run's network, from its data: captions through the text encoder (its width), else
+    the data's classes (none: unconditional)."""
+    if data.captions is None:
+        if cfg.model.text_encoder:
+            raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
+                            f"--data.captions=on")
+        cfg.model.num_classes = data.num_classes
+        return
+    from noisecraft.conditioning.text import default_text_encoder, encoder_spec
+
+    cfg.model.text_encoder = cfg.model.text_encoder or default_text_encoder()
+    cfg.model.context_dim = encoder_spec(cfg.model.text_encoder)["dim"]
+    cfg.model.num_classes = 0  # the captions condition the model, not the classes

@@ -4,13 +4,19 @@ With D = c_skip x + c_out F, the loss lambda(sigma) ||D - x0||^2 equals lambda c
 F_target = (x0 - c_skip x) / c_out (Karras et al. 2022, eq. 8). For eps, x0 and v prediction, and for EDM
 (whose lambda = 1 / c_out^2), the unweighted loss is a plain MSE on F. Min-SNR-gamma (Hang et al. 2023,
 "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights the x0-space loss by min(SNR, gamma).
+The held-out loss (`held_out_losses`) is the same loss over a held-out split with fixed randomness.
 """
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import torch
 
 from noisecraft.diffusion.denoiser import Denoiser, _bcast
 from noisecraft.diffusion.schedules import flow_sigma
+from noisecraft.precision import autocast_ctx
+
+HELD_OUT_SEED = 12345  # the held-out loss's noise levels and noise: the same every call
 
 
 def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -49,3 +55,24 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond: dict | None = Non
         snr = 1 / sigma**2
         mse = mse * snr.clamp(max=denoiser.cfg.min_snr_gamma) * c_out**2
     return mse
+
+
+@torch.no_grad()
+def held_out_losses(loss: Callable, x0: torch.Tensor, conditions: Callable[[int, int], dict | None],
+                    batch_size: int, device: torch.device, precision: str) -> Iterator[torch.Tensor]:
+    """`loss(x0, cond, generator)` per sample (B,) (e.g. `diffusion_loss` of an EMA denoiser) over held-out x0
+    (N, C, H, W), batch by batch, `conditions(start, stop)` giving a batch's conditioning, with fixed randomness:
+    successive calls differ only by the weights (training's validation, the post-hoc EMA sweep)."""
+    g = torch.Generator(device).manual_seed(HELD_OUT_SEED)
+    for start in range(0, len(x0), batch_size):
+        batch = x0[start:start + batch_size].to(device)
+        with autocast_ctx(device, precision):
+            out = loss(batch, conditions(start, start + batch_size), g)
+        yield out
+
+
+def mean_held_out_loss(loss: Callable, x0: torch.Tensor, conditions: Callable[[int, int], dict | None],
+                       batch_size: int, device: torch.device, precision: str) -> float:
+    """The mean of `held_out_losses` over the held-out split."""
+    total = sum(float(b.sum()) for b in held_out_losses(loss, x0, conditions, batch_size, device, precision))
+    return total / max(1, len(x0))

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from noisecraft.config import DataConfig
-from noisecraft.data import cache_dir
+from noisecraft.data import cache_dir, load_dataset, to_model_range
 from noisecraft.errors import UserError
 
 FORMAT = "noisecraft-classifier"
@@ -151,8 +152,6 @@ class Classifier:
 
     def _prepare(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float [-1, 1] on the classifier's device and size."""
-        from noisecraft.data import to_model_range
-
         if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
             raise UserError(f"classifier input must be uint8 (N, C, H, W), got {images_uint8.dtype} "
                             f"{tuple(images_uint8.shape)}")
@@ -221,8 +220,6 @@ def _fit(net: SmallCNN, train, cfg: ClassifierConfig, hflip: bool, device: torch
     recoloured; with `cfg.colour_weight` on RGB data, plus the colour-word loss (ClassifierConfig)."""
     from tqdm.auto import tqdm
 
-    from noisecraft.data import to_model_range
-
     g = torch.Generator().manual_seed(cfg.seed)
     colour, colour_head = _colour_task(train, cfg, device)
     params = [*net.parameters(), *(colour_head.parameters() if colour_head is not None else ())]
@@ -270,8 +267,6 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
                      device: torch.device | str = "cpu", progress: bool = False) -> Classifier:
     """Train a SmallCNN on the training split with the judge's labels (`judge_data`); measure its accuracy on the
     held-out `val` split, and in the coarser classes too where runs have them. Returns it in its own labels."""
-    from noisecraft.data import load_dataset
-
     data_cfg = judge_data(data_cfg)
     cfg = cfg or default_config(data_cfg)
     train, val = load_dataset(data_cfg, "train"), load_dataset(data_cfg, "val")
@@ -300,8 +295,6 @@ def train_classifier(data_cfg: DataConfig | str = "digits", cfg: ClassifierConfi
 def _coarse_view(clf: Classifier, data_cfg: DataConfig, train, val) -> dict:
     """What a judge on finer labels needs to answer in the coarser classes: their names, the coarser class of each
     of its classes (read off the images, which carry both labels) and its held-out accuracy in them."""
-    from noisecraft.data import load_dataset
-
     name, _, coarser = FINER_LABELS[data_cfg.dataset]
     coarse_cfg = dataclasses.replace(data_cfg, **{name: coarser})
     coarse_val = load_dataset(coarse_cfg, "val")
@@ -464,7 +457,7 @@ def get_classifier(data_cfg: DataConfig | str = "digits", *, device: torch.devic
     data_cfg = judge_data(run_cfg)
     path = classifier_path(data_cfg, cfg)
     if path.is_file() and not retrain:
-        clf = load_classifier_file(path, device)
+        clf = load_judge(path, device)
     elif not train_if_missing and not retrain:
         raise no_judge(f"no judge classifier cached for '{judge_key(data_cfg, cfg)}' at {path}")
     else:
@@ -477,7 +470,23 @@ def get_classifier(data_cfg: DataConfig | str = "digits", *, device: torch.devic
     return clf.for_data(run_cfg)
 
 
-_LOADED: dict[tuple[str, str], Classifier] = {}
+_JUDGES: dict[tuple, Classifier] = {}  # judges read from disk in this process: one per file version and device
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()  # of their weights
+
+
+def load_judge(path: Path, device: torch.device | str = "cpu") -> Classifier:
+    """`load_classifier_file`, read and fingerprinted once per version of the file (mtime, size) and device in
+    this process: training's periodic evaluation asks for its judge every time. Callers leave its weights as they
+    are."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(device))
+    if key not in _JUDGES:
+        for stale in [k for k in _JUDGES if k[0] == key[0] and k[1:3] != key[1:3]]:  # the file was rewritten
+            del _JUDGES[stale]
+        clf = load_classifier_file(path, device)
+        _FINGERPRINTS[clf.net] = fingerprint(clf.net)
+        _JUDGES[key] = clf
+    return _JUDGES[key]
 
 
 def classifier_accuracy(images_uint8: torch.Tensor, labels: torch.Tensor, dataset: str | DataConfig = "digits",
@@ -486,10 +495,7 @@ def classifier_accuracy(images_uint8: torch.Tensor, labels: torch.Tensor, datase
 
     Trains and caches the classifier on first use (under a minute for digits on a CPU)."""
     data_cfg = DataConfig(dataset=dataset) if isinstance(dataset, str) else dataset
-    key = (dataset_key(data_cfg), str(device))
-    if key not in _LOADED:
-        _LOADED[key] = get_classifier(data_cfg, device=device)
-    return _LOADED[key].accuracy(images_uint8, labels)
+    return get_classifier(data_cfg, device=device).accuracy(images_uint8, labels)
 
 
 # ---------------------------------------------------------------- reference features of the real data
@@ -512,12 +518,11 @@ def reference_features(clf: Classifier, data_cfg: DataConfig | str) -> dict[str,
     from safetensors.torch import load_file, save
 
     from noisecraft.rundir import atomic_write_bytes
-    from noisecraft.data import load_dataset
 
     data_cfg = judge_data(data_cfg)
     path = Path(clf.meta["path"]) if "path" in clf.meta else classifier_path(data_cfg)
     path = path.with_suffix(".reference.safetensors")
-    fp = fingerprint(clf.net)
+    fp = _FINGERPRINTS.get(clf.net) or fingerprint(clf.net)  # a judge read from disk was fingerprinted then
     if path.is_file():
         try:
             with safe_open(str(path), "pt") as f:

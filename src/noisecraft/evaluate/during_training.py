@@ -22,10 +22,9 @@ def training_metrics(pipe, n: int | None = None, steps: int | None = None) -> di
     import time
 
     from noisecraft.evaluate.report import classifier_metrics
-    from noisecraft.evaluate.text import default_prompts
 
     t0, cfg = time.perf_counter(), pipe.config
-    prompts = default_prompts(pipe.class_names, cfg.data.dataset) if pipe.kind == "text" else None
+    prompts = template_prompts(pipe, cfg.data.dataset)
     # DDIM at the eval step count with fixed seeds; guidance, clipping and precision are the run's sample config.
     req = pipe.prepare(n or cfg.train.eval_n, prompt=prompts, sampler="ddim", steps=steps or cfg.train.eval_steps,
                        seed=0)  # class-balanced: i % K
@@ -37,6 +36,16 @@ def training_metrics(pipe, n: int | None = None, steps: int | None = None) -> di
         out["class_accuracy"] = m["class_accuracy"]
     out["eval_seconds"] = time.perf_counter() - t0
     return out
+
+
+def template_prompts(pipe, dataset: str) -> list[str] | None:
+    """What a quick evaluation asks a model that takes prompts: one template prompt per class ("a handwritten
+    seven"), prompt i naming class i; None for other models (their samples are class-balanced, i % K)."""
+    from noisecraft.evaluate.text import default_prompts
+
+    prompting = pipe.conditioner.evaluation_prompts(
+        None, lambda: {"source": "templates", "prompts": default_prompts(pipe.class_names, dataset)})
+    return None if prompting is None else prompting["prompts"]
 
 
 def plot_metric_curves(records: list[dict], out_path: str | Path) -> bool:

@@ -1,5 +1,5 @@
 """The post-hoc EMA sweep (`noisecraft ema --sweep`): EMAs of many lengths reconstructed from one run's snapshots
-(`train.phema`), each scored like the run's own EMA: the validation loss on the held-out split (as training
+(`phema`), each scored like the run's own EMA: the validation loss on the held-out split (as training
 computes it) and, for class-conditional runs, the offline judge's accuracy and Frechet distance on samples drawn
 with the run's own sampler. The run's fixed EMA (`train.ema_decay`) is scored the same way, for comparison."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisecraft.diffusion import diffusion_loss, held_out_losses, mean_held_out_loss
 from noisecraft.errors import UserError
+from noisecraft.phema import ema_decay_at, gamma_of, load_params, posthoc_source, reconstruct
 from noisecraft.rundir import RunDir, run_root
-from noisecraft.train.phema import gamma_of, load_params, posthoc_source, reconstruct
-from noisecraft.train.task import ema_decay_at
 
 DEFAULT_SIGMA_RELS = (0.02, 0.03, 0.05, 0.07, 0.10, 0.13, 0.16, 0.20, 0.25)
 SWEEP_JSON = "sweep.json"  # beside sweep.png, in <run>/posthoc_ema/ or the folder given
@@ -30,33 +30,48 @@ class SweepOptions:
 
 
 class Scorer:
-    """The run's diffusion task rebuilt around its `last` checkpoint, scoring any weights put in its EMA."""
+    """The run's EMA network as its pipeline samples with it, scoring any weights put in it: the validation loss
+    on the held-out split as training computes it (`diffusion.held_out_losses`, conditions as training gives
+    them), and the offline judge's metrics of samples."""
 
     def __init__(self, ckpt, device: torch.device):
+        from noisecraft.conditioning.training import training_conditioner
         from noisecraft.data import load_dataset, load_train_data
-        from noisecraft.train.diffusion import DiffusionTask
-        from noisecraft.train.task import TaskContext
+        from noisecraft.pipeline import load_pipeline
 
         cfg = ckpt.config
+        self.pipe = load_pipeline(ckpt.path, device)
         train = load_train_data(cfg.data)
         self.val = load_dataset(cfg.data, "val")
-        ctx = TaskContext(device, class_names=train.class_names, captions=train.captions, root=run_root(ckpt.path),
-                          train_data=train)
-        self.task = DiffusionTask(cfg, ctx)
-        for name in ("net", "net_ema"):
-            ckpt.load_module(name, self.task.modules()[name])
-        self.fixed = {k: v.clone() for k, v in self.task.ema.module.named_parameters()}
+        self.cond = training_conditioner(cfg.model, train.captions, self.pipe.device,
+                                         RunDir(run_root(ckpt.path)).text_embeddings, save=False)
+        with torch.no_grad():
+            self.x0 = self.pipe.codec.held_out(self.val.images, self.pipe.device)  # pixels, or latents
+        self.fixed = {k: v.clone() for k, v in self.pipe.denoiser.net.named_parameters()}
+
+    def _held_out(self) -> tuple:
+        """The arguments of `diffusion.held_out_losses` as training's validation gives them, for the EMA network."""
+        tc, denoiser = self.pipe.config.train, self.pipe.denoiser
+        return (lambda x0, cond, g: diffusion_loss(denoiser, x0, cond, generator=g), self.x0,
+                lambda a, b: self.cond.held_out(self.val, a, b), tc.batch_size, self.pipe.device, tc.precision)
+
+    def held_out_losses(self):
+        """The loss of each held-out image (B,), batch by batch."""
+        return held_out_losses(*self._held_out())
+
+    def val_loss(self) -> float:
+        return mean_held_out_loss(*self._held_out())
 
     @torch.no_grad()
     def score(self, params: dict[str, torch.Tensor] | None, n: int, seed: int) -> dict:
-        """Validation loss (and judge metrics of n samples) of `params` (None: the run's fixed EMA)."""
+        """Validation loss (and, for a model asked for classes, judge metrics of n samples) of `params` (None: the
+        run's fixed EMA)."""
         from noisecraft.evaluate.report import classifier_metrics
 
-        t0 = time.perf_counter()
-        load_params(self.task.ema.module, self.fixed if params is None else params)
-        out = {"val_loss": self.task.validation_loss(self.val)}
-        pipe = self.task.pipeline()
-        if n and pipe.kind == "class":
+        t0, pipe = time.perf_counter(), self.pipe
+        load_params(pipe.denoiser.net, self.fixed if params is None else params)
+        out = {"val_loss": self.val_loss()}
+        if n and pipe.num_classes:
             req = pipe.prepare(n, seed=seed)  # the run's sampler, steps and guidance; classes i % K
             images = pipe.generate(request=req)
             m = classifier_metrics(images, req.labels, pipe.config.data, pipe.device, perfect=False)["generated"]
@@ -66,7 +81,7 @@ class Scorer:
 
 
 def fixed_ema_sigma_rel(decay: float, steps: int) -> float:
-    """The relative width of the trainer's fixed EMA (decay warmed up as train.task.EMA.decay_at) after `steps`
+    """The relative width of the trainer's fixed EMA (decay warmed up as phema.ema_decay_at) after `steps`
     steps: the standard deviation of tau / steps under its weights on theta_0..theta_steps."""
     w = np.zeros(steps + 1)
     w[0] = 1.0

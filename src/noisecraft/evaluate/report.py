@@ -36,11 +36,12 @@ import torch
 
 from noisecraft.config import DataConfig, to_json
 from noisecraft.errors import UserError
-from noisecraft.evaluate.frechet import frechet_distance_stats, gaussian_stats, inception_score, kernel_distance
+from noisecraft.evaluate.frechet import (GaussianStats, frechet_distance_stats, gaussian_stats, inception_score,
+                                         kernel_distance)
 from noisecraft.evaluate.memorisation import memorisation, nearest_distance
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
-from noisecraft.rundir import REPORT_JSON, REPORT_MD, RunDir, run_root
+from noisecraft.rundir import REPORT_JSON, REPORT_MD, RunDir, atomic_write_bytes, run_root
 from noisecraft.samplers import describe_interval
 
 REF_SEED = 0  # seed of the subsets drawn from the reference set for precision/recall
@@ -198,11 +199,8 @@ def inception_reference(net, data_cfg: DataConfig, weights_id: str, batch_size: 
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    from noisecraft.rundir import atomic_write_bytes
-    from noisecraft.data import load_dataset
-    from noisecraft.data import cache_dir
+    from noisecraft.data import cache_dir, load_dataset
     from noisecraft.evaluate.classifier import dataset_key
-    from noisecraft.evaluate.frechet import GaussianStats
     from noisecraft.evaluate.inception import inception_features
 
     path = cache_dir() / "inception" / f"{dataset_key(data_cfg)}.safetensors"
@@ -286,11 +284,10 @@ def heldout_captions(val, n: int, seed: int) -> dict:
 def _request(pipe, opts: EvalOptions, val):
     """The samples to judge, and how a text model was prompted: class-balanced (i % K); for a text model the
     prompts given, cycled, or by default the captions of real held-out images (`heldout_captions`)."""
-    if pipe.kind != "text" or opts.prompts is not None:
-        prompting = {"source": "given", "prompts": opts.prompts} if pipe.kind == "text" else None
-        return pipe.prepare(opts.n, prompt=opts.prompts, options=opts.sampling), prompting
-    prompting = heldout_captions(val, opts.n, 0 if opts.sampling.seed is None else opts.sampling.seed)
-    return pipe.prepare(opts.n, prompt=prompting["prompts"], options=opts.sampling), prompting
+    seed = 0 if opts.sampling.seed is None else opts.sampling.seed
+    prompting = pipe.conditioner.evaluation_prompts(opts.prompts, lambda: heldout_captions(val, opts.n, seed))
+    prompt = opts.prompts if prompting is None else prompting["prompts"]
+    return pipe.prepare(opts.n, prompt=prompt, options=opts.sampling), prompting
 
 
 def _heldout(data_cfg: DataConfig, thresholds: dict | None = None):

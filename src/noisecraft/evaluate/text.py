@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from noisecraft.captions import (ATTRIBUTES, Captions, attribute_levels, dominant_colour, measure_attributes,
-                                 named_colour, parse_prompt)
+from noisecraft.captions import (ATTRIBUTES, Captions, attribute_levels, class_texts, dominant_colour,
+                                 measure_attributes, named_colour, parse_prompt, with_articles)
 from noisecraft.conditioning.prompt_syntax import final_words
 from noisecraft.config import DataConfig
-from noisecraft.data import DIGIT_DATASETS
+from noisecraft.data import DIGIT_DATASETS, load_dataset, resize_uint8
 from noisecraft.errors import UserError
 
 NATIVE_DIGIT_SIZE = 28  # digits and MNIST: where captions measure attributes, whatever size a run draws at
@@ -30,7 +30,6 @@ NATIVE_DIGIT_SIZE = 28  # digits and MNIST: where captions measure attributes, w
 
 def default_prompts(class_names: list[str], dataset: str) -> list[str]:
     """One prompt per class, from the first caption template ("a handwritten seven", "a photo of a cat")."""
-    from noisecraft.captions import class_texts, with_articles
     from noisecraft.registry import DATASETS
 
     if not class_names:
@@ -96,12 +95,9 @@ def attribute_agreement(images: torch.Tensor, asked: list[dict[str, int]], class
                         class_names: list[str], data_cfg: DataConfig, thresholds: dict | None) -> dict:
     """For each attribute, the share of images whose measured level equals the level their prompt asks for."""
     if thresholds is None:
-        from noisecraft.data import load_dataset
-
         train = load_dataset(DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root), "train")
         thresholds = attribute_levels(measure_attributes(train.images), train.labels, len(class_names))[1]
     if images.shape[-1] != NATIVE_DIGIT_SIZE:  # the cuts were measured at the native size (data.load_dataset)
-        from noisecraft.data import resize_uint8
 
         images = resize_uint8(images, NATIVE_DIGIT_SIZE)
     measured, _ = attribute_levels(measure_attributes(images), classes, len(class_names), thresholds)

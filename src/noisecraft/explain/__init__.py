@@ -63,12 +63,7 @@ class ExplainContext:
             n, o.class_index, o.prompts, lambda k: [literal(c) for c in self.data.captions.examples(k)])
 
     def row_names(self, rows) -> list[str]:
-        if rows is None:
-            return [""] * self.options.n
-        if isinstance(rows, list):
-            return rows
-        names = self.pipe.class_names
-        return [names[int(c)] if int(c) < len(names) else str(int(c)) for c in rows]
+        return [""] * self.options.n if rows is None else self.pipe.conditioner.row_names(rows)
 
     def supports(self, needs: str | None) -> bool:
         if needs == "condition":

@@ -18,7 +18,11 @@ def editing_figure(ctx, path: Path) -> dict:
     """img2img rows (the image's own condition, then another) across strengths; one inpainting row per half."""
     pipe, o = ctx.pipe, ctx.options
     source = ctx.data.images[o.seed % len(ctx.data.images)][None]  # (1, C, H, W), never trained on
-    asked = _conditions(ctx, source)
+
+    def own_class() -> int:  # the source's
+        return int(ctx.data.labels[o.seed % len(ctx.data.labels)])
+
+    asked = pipe.conditioner.edit_rows(own_class, ctx.rows)
     names = ctx.row_names(asked) if asked is not None else ["nothing (unconditional)"]
     rows = []
     for i in range(len(names)):
@@ -35,15 +39,6 @@ def editing_figure(ctx, path: Path) -> dict:
     plot_panels([img2img, inpaint], f"editing a held-out image ({pipe.resolve().sampler})", path)
     return {"strengths": list(STRENGTHS), "rows": names, "halves": list(HALVES), "shown_steps": steps,
             "jumps": jumps}
-
-
-def _conditions(ctx, source: torch.Tensor):
-    """The image's own condition and another: its class and the next one; for text, two prompts of the data."""
-    pipe = ctx.pipe
-    if pipe.kind == "class":
-        own = int(ctx.data.labels[ctx.options.seed % len(ctx.data.labels)])
-        return torch.tensor([own, (own + 1) % pipe.num_classes])
-    return ctx.rows(2) if pipe.kind == "text" else None
 
 
 def _inpaint_row(pipe, source, mask, cond, seed) -> tuple[list[torch.Tensor], list[int], int]:

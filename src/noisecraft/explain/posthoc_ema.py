@@ -14,7 +14,7 @@ EXPLAIN_N = 200  # samples judged per EMA length when explain runs the sweep its
 
 def has_profiles(pipe) -> bool:
     """Whether the pipeline's run kept post-hoc EMA profiles and has snapshots to reconstruct from."""
-    from noisecraft.train.phema import MIN_SNAPSHOTS
+    from noisecraft.phema import MIN_SNAPSHOTS
 
     if not pipe.config.train.posthoc_ema or pipe.path is None:
         return False

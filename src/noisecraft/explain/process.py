@@ -130,12 +130,12 @@ def samplers_figure(ctx, path: Path) -> dict:
                      for k in o.sampler_steps])
         nfe[name] = {k: network_calls(name, k) for k in o.sampler_steps}
     row_labels = [f"{name}\n{', '.join(str(v) for v in nfe[name].values())} calls" for name in SAMPLERS.names()]
-    kind = {"class": "class ", "text": "prompt "}.get(pipe.kind, "")
-    what = ", ".join(filter(None, [f"seed {o.seed}", ctx.row_names(label)[0] and f"{kind}{ctx.row_names(label)[0]}"]))
+    row = ctx.row_names(label)[0]
+    what = ", ".join(filter(None, [f"seed {o.seed}", row and f"{pipe.conditioner.noun} {row}"]))
     plot_process(grid, [f"{k} steps" for k in o.sampler_steps], f"samplers and step counts ({what})\nnetwork calls "
                  "per image (x2 where guided)", path, row_labels)
     return {"samplers": list(SAMPLERS.names()), "steps": list(o.sampler_steps), "network_calls": nfe,
-            "guidance": pipe.resolve().guidance, "row": ctx.row_names(label)[0]}
+            "guidance": pipe.resolve().guidance, "row": row}
 
 
 def guidance_figure(ctx, path: Path) -> dict:

@@ -10,7 +10,8 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from noisecraft.config import PRESETS
+from noisecraft.conditioning import conditioner_for
+from noisecraft.config import PRESETS, Config
 from noisecraft.errors import UserError
 from noisecraft.imageinfo import format_parameters
 from noisecraft.registry import DATASETS, GRID_AXES, SAMPLERS, TASKS
@@ -55,12 +56,12 @@ def models(svc: Svc) -> dict:
         info = run_summary(svc.runs_root, name)
         if not info["has_checkpoint"] or info["kind"] is None or not _draws(info["task"]):
             continue
-        meta = checkpoint_meta(svc.runs_root / name)
-        sample = (read_json(RunDir(svc.runs_root / name).config) or {}).get("sample", {})
+        meta, run = checkpoint_meta(svc.runs_root / name), RunDir(svc.runs_root / name)
+        sample = (read_json(run.config) or {}).get("sample", {})
+        conditioner = conditioner_for(Config.load(run.config).model, meta.get("class_names"))
         out.append({"name": name, "kind": info["kind"], "state": info["state"], "step": meta.get("step"),
                     "image_size": info["image_size"], "channels": info["channels"],
-                    "classes": (meta.get("class_names") or [str(i) for i in range(info["num_classes"])])
-                    if info["kind"] == "class" else [],
+                    "classes": conditioner.request_classes(),
                     "defaults": {k: sample.get(k) for k in ("sampler", "steps", "guidance")},
                     "few_step": info["task"] == "distill",
                     "loras": [{"name": k, "sha256": v["sha256"], "trigger": v["trigger"]}
@@ -102,7 +103,7 @@ def _load_loras(body: GenerateRequest, svc: Service, run_dir, pipe) -> None:
     at scale 0: each request says its own scales. A name the model is not offered is refused (422)."""
     from noisecraft.adapters import prompt_loras
 
-    names = {*body.loras, *prompt_loras(body.prompt or "")[1]} if pipe.kind == "text" else {*body.loras}
+    names = {*body.loras, *(prompt_loras(body.prompt or "")[1] if pipe.conditioner.takes_prompts else ())}
     if not names:
         return
     catalogue = offered(svc.runs_root, svc.cfg.loras, run_dir)

@@ -14,7 +14,7 @@ import torch
 
 from noisecraft.autoencoder.loss import AutoencoderLoss, discriminator_on, hinge_d_loss
 from noisecraft.config import Config
-from noisecraft.data import ImageData, encode_images, to_model_range, to_uint8
+from noisecraft.data import ImageData, encode_images, load_dataset, to_model_range, to_uint8
 from noisecraft.errors import UserError
 from noisecraft.models import build_autoencoder, build_discriminator, count_parameters
 from noisecraft.precision import autocast_ctx
@@ -126,7 +126,6 @@ class AutoencoderTask(Task):
         return to_uint8(ae.decode(ae.encode(to_model_range(x.to(self.device))).mode()).float()).cpu()
 
     def pictures(self, root: Path, step: int | None) -> None:
-        from noisecraft.data import load_dataset
         from noisecraft.viz import plot_gan_losses, save_grid
 
         val = load_dataset(self.cfg.data, "val")

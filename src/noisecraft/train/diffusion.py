@@ -10,16 +10,15 @@ from pathlib import Path
 import torch
 
 from noisecraft.autoencoder.codec import configure_codec, train_codec
-from noisecraft.conditioning.training import training_conditioner
+from noisecraft.conditioning.training import configure_conditioning, training_conditioner
 from noisecraft.config import Config
 from noisecraft.data import ImageData
-from noisecraft.diffusion import Denoiser, diffusion_loss, sample_sigmas
-from noisecraft.errors import UserError
+from noisecraft.diffusion import Denoiser, diffusion_loss, mean_held_out_loss, sample_sigmas
 from noisecraft.models import build_model, count_parameters
+from noisecraft.phema import maybe_snapshot
 from noisecraft.precision import autocast_ctx
 from noisecraft.rundir import RunDir
 from noisecraft.train.parts import build_parts
-from noisecraft.train.phema import maybe_snapshot
 from noisecraft.train.pictures import process_figures, sample_grid
 from noisecraft.train.task import StepResult, Task, TaskContext, optimizer_step
 
@@ -38,7 +37,7 @@ def global_batch_draws(denoiser: Denoiser, x0: torch.Tensor, global_batch: int, 
 
 class DiffusionTask(Task):
     """Parts: `net` (trained weights), `net_ema` (their EMA: what sampling uses), with train.posthoc_ema also
-    `net_phema0`, `net_phema1`, ... (post-hoc EMA profiles, `train.phema`); optimizer `net`.
+    `net_phema0`, `net_phema1`, ... (post-hoc EMA profiles, `phema`); optimizer `net`.
 
     Latent diffusion (autoencoder.latent): the network learns the scaled latents of a frozen autoencoder, which
     encodes the whole training set (and its mirror images when flips are on) once into the run; the run keeps a
@@ -77,17 +76,7 @@ class DiffusionTask(Task):
 
             cfg.model.augment_dim = augment_dim(cfg.data.augment, data.channels)
         configure_codec(cfg, data)
-        if data.captions is None:
-            if cfg.model.text_encoder:
-                raise UserError(f"model.text_encoder is set but the {cfg.data.dataset} data has no captions: add "
-                                f"--data.captions=on")
-            cfg.model.num_classes = data.num_classes
-            return cfg
-        from noisecraft.conditioning.text import default_text_encoder, encoder_spec
-
-        cfg.model.text_encoder = cfg.model.text_encoder or default_text_encoder()
-        cfg.model.context_dim = encoder_spec(cfg.model.text_encoder)["dim"]
-        cfg.model.num_classes = 0  # the captions condition the model, not the classes
+        configure_conditioning(cfg, data)
         return cfg
 
     def training_data(self):
@@ -147,16 +136,11 @@ class DiffusionTask(Task):
     @torch.no_grad()
     def validation_loss(self, data: ImageData) -> float:
         """Mean `held_out_loss` on the held-out split with fixed randomness (the same every call)."""
-        g = torch.Generator(self.device).manual_seed(12345)
         if self._val_x0 is None:  # pixels in [-1, 1], or latents, encoded at the first call
             self._val_x0 = self.codec.held_out(data.images, self.device)
-        bs, total = self.cfg.train.batch_size, 0.0
-        for start in range(0, len(data), bs):
-            x0 = self._val_x0[start:start + bs].to(self.device)
-            with autocast_ctx(self.device, self.cfg.train.precision):
-                cond = self.cond.held_out(data, start, start + bs)
-                total += float(self.held_out_loss(x0, cond, g).sum())
-        return total / max(1, len(data))
+        tc = self.cfg.train
+        return mean_held_out_loss(self.held_out_loss, self._val_x0, lambda a, b: self.cond.held_out(data, a, b),
+                                  tc.batch_size, self.device, tc.precision)
 
     def evaluate(self, step: int) -> dict[str, float] | None:
         if not self.cfg.train.eval_every:
@@ -179,7 +163,7 @@ class DiffusionTask(Task):
             self.sample_grid(run.grid(step), steps=20)
             return
         self.sample_grid(run.grid())
-        if not self.codec.latent:  # the figures show pixels being noised; a latent run's noise is in latent space
+        if self.codec.shows_x_t:
             process_figures(self.ctx.hooks.figure, self.pipeline(), run, self.cond.prompts(4))
         if self.cond.figure_prompt is not None:
             self.ctx.hooks.figure(self.pipeline(), "cross-attention", run.figure("cross_attention"),

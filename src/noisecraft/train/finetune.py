@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from noisecraft.adapters import LoraParts, add_lora, save_adapter
+from noisecraft.conditioning.training import training_conditioner_class
 from noisecraft.config import Config, apply_overrides
 from noisecraft.data import DIGIT_DATASETS, to_model_range
 from noisecraft.diffusion import diffusion_loss
@@ -43,12 +44,12 @@ def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = 
     if ckpt.meta.get("task", "diffusion") != "diffusion" or cfg.autoencoder.latent:
         raise UserError(f"{base} is a {cfg.train.task} run{' in a latent space' if cfg.autoencoder.latent else ''}: "
                         f"finetune adapts a pixel-space diffusion run")
-    text = bool(cfg.model.context_dim)
+    conditioning = training_conditioner_class(cfg.model)
     flags = {**FINETUNE_TRAIN, "train.task": "finetune", "finetune.base": str(ckpt.path),
              "finetune.base_sha256": content_hash([ckpt.path]), "finetune.prior_prompts": default_prior(ckpt),
              "data.dataset": "folder", "data.data_root": str(data_root), "data.classes": (), "data.subset": 0,
              "data.augment": (), "data.balance": "none", "data.hflip": False, "data.image_size": cfg.model.image_size,
-             "data.captions": "on" if text else "off"}
+             "data.captions": conditioning.folder_captions}
     for flag, value in (("finetune.rank", rank), ("train.steps", steps)):
         if value is not None:
             if value <= 0:
@@ -62,13 +63,9 @@ def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = 
 
 def default_prior(ckpt) -> tuple[str, ...]:
     """What the base drew that the adapter must keep: its classes (names), or for a text run one caption each."""
-    from noisecraft.captions import class_texts
-
     cfg = ckpt.config
     names = list(cfg.data.classes or ckpt.meta.get("class_names", []))
-    if cfg.model.context_dim:
-        return tuple(class_texts(n, digit=cfg.data.dataset in DIGIT_DATASETS)[0] for n in names)
-    return tuple(names)
+    return training_conditioner_class(cfg.model).default_prior(names, cfg.data.dataset in DIGIT_DATASETS)
 
 
 def load_base(cfg: Config, net: nn.Module) -> int | None:
@@ -105,9 +102,7 @@ class FinetuneTask(DiffusionTask):
         if data.channels != m.in_channels:
             raise UserError(f"the images in {cfg.data.data_root} have {data.channels} channel(s), the base draws "
                             f"{m.in_channels}")
-        if m.context_dim and data.captions is None:
-            raise UserError(f"the base is a text run: the images in {cfg.data.data_root} need captions "
-                            f"(metadata.jsonl, .txt files or class sub-folders)")
+        training_conditioner_class(m).check_folder(data, cfg.data.data_root)
         return cfg
 
     def caption_texts(self, ctx: TaskContext) -> list[str]:
@@ -131,20 +126,7 @@ class FinetuneTask(DiffusionTask):
 
     def _base_labels(self, data):
         """A class base: the folder's labels renumbered as the base's classes (by name, or all the trigger)."""
-        if self.text is not None or not self.cfg.model.num_classes:
-            return data
-        import dataclasses
-
-        names = self.class_names_of_base()
-        folder = list(data.class_names) if data.labels is not None else [self.single_class()]
-        unknown = [n for n in folder if n not in names]
-        if unknown:
-            raise UserError(f"the base's classes are {', '.join(names)}; the folder's class(es) {', '.join(unknown)} "
-                            f"are not among them (name the sub-folders as the base's classes, or set "
-                            f"--finetune.trigger to one for a folder of one class)")
-        old = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
-        labels = torch.tensor([names.index(n) for n in folder])[old]
-        return dataclasses.replace(data, labels=labels, class_names=names)
+        return self.cond.base_labels(data, self.class_names_of_base, self.single_class)
 
     def single_class(self) -> str:
         """The class of a folder without labels: finetune.trigger, else its one sub-folder's name (a folder of
@@ -169,13 +151,7 @@ class FinetuneTask(DiffusionTask):
             return to_model_range(saved["images"].to(self.device)), saved["ids"].to(self.device)
         k = len(self.prior_prompts)
         which = [i % k for i in range(f.prior_images)]
-        if self.text is not None:
-            ids = torch.tensor([len(self.ctx.captions.texts) + i for i in which])
-            conditions = [self.prior_prompts[i] for i in which]
-        else:
-            names = self.class_names_of_base()
-            ids = torch.tensor([names.index(self.prior_prompts[i]) for i in which])
-            conditions = ids
+        ids, conditions = self.cond.prior_conditions(self.prior_prompts, which, self.class_names_of_base)
         images = self.pipeline().generate(labels=conditions, seed=10_000, progress=self.ctx.dist.is_main)
         x0 = to_model_range(images.to(self.device))
         if path is not None and self.ctx.dist.is_main:
@@ -205,11 +181,7 @@ class FinetuneTask(DiffusionTask):
 
     def trigger(self) -> str:
         """The prompt or class recorded as calling the adapter up: finetune.trigger, else the data's."""
-        f = self.cfg.finetune
-        if self.text is None:
-            return f.trigger or ", ".join(self.ctx.class_names) or self.single_class()
-        examples = self.ctx.captions.examples(1)
-        return f.trigger or (examples[0] if examples else "")
+        return self.cond.trigger(self.cfg.finetune.trigger, list(self.ctx.class_names), self.single_class)
 
     def finish(self, root: Path) -> None:
         """The EMA adapter in peft's layout in `<run>/adapter/`, with the base and the trigger recorded."""

@@ -11,7 +11,7 @@ import torch.nn as nn
 from noisecraft.config import Config
 from noisecraft.diffusion import Denoiser
 from noisecraft.models import build_model
-from noisecraft.train.phema import PowerEMA
+from noisecraft.phema import PowerEMA
 from noisecraft.train.task import EMA, TaskContext, adamw
 
 

@@ -19,6 +19,7 @@ from noisecraft import faults
 from noisecraft.checkpoint import Checkpoint
 from noisecraft.config import Config
 from noisecraft.distributed import DistInfo
+from noisecraft.phema import ema_decay_at, ema_update
 from noisecraft.registry import TRAINING_HOOKS
 
 
@@ -130,16 +131,6 @@ class EMA:
 
     def update(self, module: nn.Module, step: int) -> None:
         ema_update(self.module, module, self.decay_at(step))
-
-
-def ema_decay_at(decay: float, step: int) -> float:
-    """(1 + step) / (10 + step), capped at `decay`: early averages forget the initialisation."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    torch._foreach_lerp_([p for p in ema.parameters()], [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
 def adamw(module: nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:

@@ -1,4 +1,6 @@
-"""Post-hoc EMA (Karras et al. 2024, "Analyzing and Improving the Training Dynamics of Diffusion Models", EDM2).
+"""Post-hoc EMA (Karras et al. 2024, "Analyzing and Improving the Training Dynamics of Diffusion Models", EDM2),
+and the EMA update every average of weights shares. Below `train` and `evaluate`, which both use it: training
+tracks the profiles and writes snapshots, the post-hoc sweep reconstructs and scores them.
 
 A power-function EMA averages the weights theta_tau of steps tau <= t with weight proportional to tau^gamma: its
 width relative to the training length, sigma_rel (the standard deviation of tau / t under those weights), does not
@@ -26,11 +28,23 @@ import torch.nn as nn
 
 from noisecraft.config import POSTHOC_SIGMA_MAX
 from noisecraft.errors import UserError
-from noisecraft.rundir import RunDir, atomic_write_bytes
-from noisecraft.train.task import ema_update
+from noisecraft.rundir import RunDir, atomic_write_bytes, run_root
 
 SNAPSHOT_FORMAT = "noisecraft-posthoc-ema"  # the key of a snapshot's metadata in its safetensors header
 MIN_SNAPSHOTS = 2  # snapshot steps a reconstruction needs (fewer: no trajectory to weigh)
+
+
+# ---------------------------------------------------------------- updates (the fixed EMA's too)
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """(1 + step) / (10 + step), capped at `decay`: early averages forget the initialisation."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    torch._foreach_lerp_([p for p in ema.parameters()], [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
 # ---------------------------------------------------------------- the power-function profile
@@ -190,7 +204,6 @@ NO_PROFILES = "this run kept no post-hoc EMA profiles; train with --train.postho
 def posthoc_source(checkpoint: str | Path):
     """The run's `last` checkpoint (or the file given) and its snapshots up to that checkpoint's step."""
     from noisecraft.checkpoint import load_checkpoint
-    from noisecraft.rundir import run_root
 
     ckpt = load_checkpoint(checkpoint, "last")
     if "posthoc_ema" in ckpt.meta:  # a reconstruction: go back to the checkpoint it was made from
