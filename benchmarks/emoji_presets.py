@@ -36,9 +36,10 @@ GOALS = {"emoji32-text": {"laptop_s": 600, "colour_words": 0.8}, "emoji32": {}, 
 AUTOENCODER = "emoji64-ae"  # what emoji64-text-latent trains in (the run of that name under --work)
 
 
-def colour_words(run: str, seeds: int) -> dict:
+def colour_words(run: str, seeds: int, **sample) -> dict:
     """Share of samples of the 18 colour prompts whose measured dominant hue is the one named, overall and per
-    colour, and for prompts whose emoji is in the training split apart from those held out."""
+    colour, and for prompts whose emoji is in the training split apart from those held out; `sample`: sampling
+    settings other than the run's own."""
     import torch
 
     from noisecraft.captions import COLOURS as WORDS, dominant_colour
@@ -50,7 +51,7 @@ def colour_words(run: str, seeds: int) -> dict:
     train_texts = set(load_dataset(pipe.config.data, "train").captions.texts)
     prompts = [f"a {c} {s}" for c in COLOURS for s in SHAPES]
     asked = [p for p in prompts for _ in range(seeds)]
-    req = pipe.prepare(len(asked), prompt=asked, seed=20_000, precision="fp32")
+    req = pipe.prepare(len(asked), prompt=asked, seed=20_000, precision="fp32", **sample)
     images = pipe.generate(request=req)
     got = dominant_colour(images)
     want = torch.tensor([WORDS.index(p.split()[1]) for p in asked])

@@ -408,16 +408,20 @@ def colour_search() -> str:
 
 
 def colour_encoder() -> str:
-    """What the frozen text encoder knows of colour synonyms (colour_encoder.py), in one paragraph."""
+    """What the frozen text encoder knows of colour words (colour_encoder.py): per prompt form, how often its pooled
+    embedding is nearest the caption prompt of the colour asked."""
     d = load("colour_encoder.json")
-    syn = d["synonym"]
-    by_word = {c: syn["nearest"]["heart"][c] for c in syn["nearest"]["heart"]}
-    orders = [v for k, v in d.items() if k.startswith("order: ")]
-    return (f"The frozen text encoder ({d['encoder']}) itself puts a synonym prompt (\"{syn['template']}\") nearest "
-            f"the caption prompt of its own colour for {_pct(syn['nearest_right'])} of the colour-shape pairs (for "
-            f"hearts: " + ", ".join(f"{d['synonyms'][c]} nearest {n}" for c, n in by_word.items()) + "), against "
-            + " and ".join(_pct(o["nearest_right"]) for o in orders) + " for the new word orders "
-            f"({_file('colour_encoder.json')}, {describe(d)}).")
+    rows = []
+    for form, r in d.items():
+        if not isinstance(r, dict) or "nearest" not in r:
+            continue
+        words = d["synonyms"] if form == "synonym" else {c: c for c in r["nearest"]["heart"]}
+        hearts = ", ".join(f"{words[c]}: {n}" for c, n in r["nearest"]["heart"].items())
+        rows.append([f"`{r['template']}`", _pct(r["nearest_right"]), hearts, describe(d), _file("colour_encoder.json")])
+    return (f"The frozen text encoder ({d['encoder']}) on its own, each prompt against the caption prompts \"a {{colour}}"
+            f" {{shape}}\" of the six colours:\n\n"
+            + _table(["what (prompt form)", "nearest is the colour asked", "nearest caption colour, hearts", "machine",
+                      "file"], rows))
 
 
 def colour_timing() -> str:
