@@ -418,8 +418,8 @@ def colour_encoder() -> str:
         words = d["synonyms"] if form == "synonym" else {c: c for c in r["nearest"]["heart"]}
         hearts = ", ".join(f"{words[c]}: {n}" for c, n in r["nearest"]["heart"].items())
         rows.append([f"`{r['template']}`", _pct(r["nearest_right"]), hearts, describe(d), _file("colour_encoder.json")])
-    return (f"The frozen text encoder ({d['encoder']}) on its own, each prompt against the caption prompts \"a {{colour}}"
-            f" {{shape}}\" of the six colours:\n\n"
+    return (f"The frozen text encoder ({d['encoder']}) on its own, each prompt against the caption prompts "
+            f"\"a {{colour}} {{shape}}\" of the six colours:\n\n"
             + _table(["what (prompt form)", "nearest is the colour asked", "nearest caption colour, hearts", "machine",
                       "file"], rows))
 

@@ -84,8 +84,9 @@ def rewrite(text: str, words: dict[str, str]) -> str | None:
     alternatives = "|".join(map(re.escape, words))
     out = re.sub(rf"\b({alternatives})\b", swap, text, flags=re.IGNORECASE)
     # "an orange fox" turned red is "a red fox": the article before a rewritten word follows the new word
-    out = re.sub(rf"\b(an?) (?=({'|'.join(map(re.escape, set(words.values())))})\b)",
-                 lambda m: m.group(1)[0] + ("n " if m.group(2)[0].lower() in "aeiou" else " "), out, flags=re.IGNORECASE)
+    article = lambda m: m.group(1)[0] + ("n " if m.group(2)[0].lower() in "aeiou" else " ")  # noqa: E731
+    out = re.sub(rf"\b(an?) (?=({'|'.join(map(re.escape, set(words.values())))})\b)", article, out,
+                 flags=re.IGNORECASE)
     return out if found else None
 
 
