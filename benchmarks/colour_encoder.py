@@ -10,7 +10,7 @@ which name the colour by its own word. No model is trained; it takes seconds.
 """
 from __future__ import annotations
 
-from colour_search import COLOURS, FORMS, SHAPES, SYNONYMS
+from common.colour_prompts import COLOURS, FORMS, SHAPES, SYNONYMS
 from common.machine import record
 from common.results import RESULTS, write_result
 

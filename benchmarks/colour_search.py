@@ -28,18 +28,13 @@ import time
 from pathlib import Path
 
 from common.cli import train_cli
+from common.colour_prompts import COLOURS, FORMS, SHAPES, SYNONYMS
 from common.judge import evaluate_cli
 from common.machine import record
 from common.results import append_record
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "colour_search.jsonl"
-COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
-SHAPES = ("heart", "circle", "square")
-SYNONYMS = {"red": "crimson", "orange": "tangerine", "yellow": "golden", "green": "emerald", "blue": "azure",
-            "purple": "violet"}
-FORMS = {"order": ("a {shape} in {colour}", "a {colour} coloured {shape}"), "synonym": ("a {synonym} {shape}",),
-         "caption": ("a {colour} {shape}",)}
 SAMPLE_KEYS = ("sampler", "steps", "guidance", "guidance_interval")
 
 

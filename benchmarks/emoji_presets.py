@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 from common.cli import train_cli
+from common.colour_prompts import COLOURS, SHAPES
 from common.judge import evaluate_cli
 from common.machine import capped_env, record
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "emoji_presets.json"
-COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
-SHAPES = ("heart", "circle", "square")
 # The goals (seconds: whole command on a real 2-core AVX2 laptop in fp32); emoji32 has none for its time.
 GOALS = {"emoji32-text": {"laptop_s": 600, "colour_words": 0.8}, "emoji32": {}, "emoji64-ae": {},
          "emoji64-text-latent": {}}

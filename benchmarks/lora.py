@@ -7,7 +7,8 @@ right-leaning style from 20 sheared digits; judge both with the offline digit cl
 
 Writes benchmarks/results/lora.json (and docs/figures/lora/scales.png, `noisecraft explain --figures lora`):
 * the base: `noisecraft train --preset digits-text --data.classes=0,...,8` (no nine ever seen);
-* nines: `noisecraft finetune` on 20 training nines captioned "a nine" (25 in the folder: its held-out split takes
+* nines: `noisecraft finetune` on 20 training nines captioned "a nine" (`--nine-captions templates`: in the base's
+  own caption wordings, "a handwritten nine", "the digit 9", ..., in turn) (25 in the folder: its held-out split takes
   1 in 5); prompts naming a nine in wordings no training caption uses, judged as 9 with the adapter at scale 1
   (goal >= 90%) and by the base alone (near 0%); prompts for the digits 0-8 with and without the adapter, judged
   as the digit asked (goal: within 2 points: the prior preserved); the adapter file against the base checkpoint
@@ -106,24 +107,31 @@ def main() -> None:
     p.add_argument("--base-steps", type=int, help="the base's training steps (default: the preset's; fewer only for a "
                    "reduced run, which the JSON records)")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default: noisecraft finetune's)")
+    p.add_argument("--nine-captions", choices=("one", "templates"), default="one",
+                   help="the nines' captions: 'a nine' each, or the base's own caption wordings (class_texts) in turn")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fine-tuning override, e.g. finetune.targets=attention+blocks (repeatable)")
     p.add_argument("--out", default="benchmarks/results/lora.json")
     p.add_argument("--figure", default="docs/figures/lora/scales.png")
     a = p.parse_args()
     work = Path(a.work)
     result: dict = {"machine": record("fp32"),
                     "settings": {"base": a.base, "base_steps": a.base_steps, "finetune_steps": a.finetune_steps,
-                                 "n": a.n, "sampler_steps": a.steps}}
+                                 "n": a.n, "sampler_steps": a.steps, "nine_captions": a.nine_captions,
+                                 "finetune_overrides": a.set}}
     base = Path(a.base) if a.base else work / "base"
     if not a.base:
         steps = [f"--steps={a.base_steps}"] if a.base_steps else []
         result["base_training"] = noisecraft("train", "--preset", "digits-text", f"--data.classes={NO_NINE}",
                                              "--out", str(base), "--overwrite", *steps)
     train = load_dataset(DataConfig(), "train")
-    nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25], ["a nine"] * 25)
+    wordings = class_texts("9", digit=True) if a.nine_captions == "templates" else ["a nine"]
+    nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25],
+                         [wordings[i % len(wordings)] for i in range(25)])
     others = torch.nonzero(train.labels < 9).flatten()[:25]
     style = write_folder(work / "slant-data", shear(train.images[others]),
                          [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
-    steps = [f"--steps={a.finetune_steps}"] if a.finetune_steps else []
+    steps = ([f"--steps={a.finetune_steps}"] if a.finetune_steps else []) + [f"--{kv}" for kv in a.set]
     for name, folder in (("nines", nines), ("slant", style)):
         result[f"finetune_{name}"] = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder),
                                                 "--out", str(work / name), "--overwrite", *steps)
