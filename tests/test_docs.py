@@ -62,7 +62,7 @@ def _tiny(line: str) -> str:
     line = re.sub(r"--steps \d+", "--steps 4" if "--resume" in line else "--steps 2", line)
     line = re.sub(r"--n \d+", "--n 10", line)
     if line.startswith("noisecraft train") and "--resume" not in line:
-        line += " --steps 2 --no-progress " + " ".join(TINY) + " --train.num_threads=1"
+        line += " --steps 2 --no-progress " + " ".join(TINY) + " --train.num_threads=1 --train.final_figures=true"
     elif line.startswith("noisecraft distill") and "--resume" not in line:
         line += " --steps 2 --no-progress --train.num_threads=1"
     elif line.startswith(("noisecraft sample", "noisecraft evaluate", "noisecraft explain")):
