@@ -23,9 +23,9 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=reject)
 
 
-# The digits judge the suite's evaluations read: the real training code on a recipe a hundred times cheaper than the
-# default one (a poor judge, but every figure checked is recomputed with the same judge; the default recipe's
-# accuracy is the slow test_digits_classifier_reaches_97_percent_heldout).
+# The digits judge the suite's evaluations read: the real training code on a recipe of about a tenth of the default
+# one's time (a poor judge, but every figure checked is recomputed with the same judge; the default recipe's accuracy
+# is the slow test_digits_classifier_reaches_97_percent_heldout).
 TINY_JUDGE = {"epochs": 1, "width": 8, "feature_dim": 32}
 
 
