@@ -16,6 +16,15 @@ TINY = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects them
+def pytest_collection_modifyitems(items):
+    """A test marked slow says why in its marker (`pytest.mark.slow(reason=...)`): what makes it long, and what
+    covers its behaviour in the default suite."""
+    bare = [item.nodeid for item in items if any(not m.kwargs.get("reason") for m in item.iter_markers("slow"))]
+    if bare:
+        raise pytest.UsageError(f"slow without a reason: {', '.join(bare)}")
+
+
 def strict_json(text: str):
     """json.loads that rejects Infinity and NaN, as JavaScript's JSON.parse and jq do."""
     def reject(name):

@@ -81,8 +81,10 @@ def test_pages_have_runnable_blocks():
     assert "quickstart.md" in PAGES and len(PAGES) >= 3
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=() if p == "quickstart.md" else pytest.mark.slow)
-                                  for p in PAGES])
+SLOW_PAGE = pytest.mark.slow(reason="a page's whole walk-through; the quickstart's runs in the default suite")
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=() if p == "quickstart.md" else SLOW_PAGE) for p in PAGES])
 def test_runnable_blocks_run_as_shown(page, tmp_path, monkeypatch):
     """Every block marked `<!-- runnable -->` on the page, in order, in one fresh directory, with `noisecraft` the
     CLI of this checkout; each command must exit 0. Pages of plain `noisecraft` commands run them in this process

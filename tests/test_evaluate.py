@@ -474,7 +474,7 @@ def test_inception_metrics_with_weights_file_and_cached_reference(random_incepti
     assert ref["train"].n == 8 and ref["val_pool"].shape == (3, 2048)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="trains the default judge on all the digits (half a minute); the suite uses a tiny one")
 def test_digits_classifier_reaches_97_percent_heldout(tmp_path, monkeypatch):
     from noisecraft.evaluate.classifier import train_classifier
 
