@@ -642,7 +642,7 @@ class DeviceBatcher:
         return x, labels
 
 
-def _steps_from(batcher: "weakref.ref[StreamBatcher]", start: int):
+def _steps_from(batcher: weakref.ref[StreamBatcher], start: int):
     """Each step's indices from `start` on, for a DataLoader. The batcher holds that DataLoader's iterator, so it is
     held weakly here: a cycle would leave the iterator to the cyclic garbage collector, whose shutdown of the
     workers waits 5 s for each (instead of ending them when the batcher goes)."""
