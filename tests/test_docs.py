@@ -58,7 +58,8 @@ def test_field_docs_reads_the_comments_above_and_after_a_field():
 
 
 def _tiny(line: str) -> str:
-    """A documented command on tiny settings: few steps, a narrow network, few images."""
+    """A documented command on tiny settings: few steps, a narrow network, few images (a training still draws the
+    figures a reader's draws when it ends)."""
     line = re.sub(r"--steps \d+", "--steps 4" if "--resume" in line else "--steps 2", line)
     line = re.sub(r"--n \d+", "--n 10", line)
     if line.startswith("noisecraft train") and "--resume" not in line:
