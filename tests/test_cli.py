@@ -13,7 +13,8 @@ def run_dir(tmp_path_factory):
     from conftest import TINY
 
     out = tmp_path_factory.mktemp("run") / "digits"
-    assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "4", "--no-progress", *TINY]) == 0
+    assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "4", "--no-progress", *TINY,
+                 "--train.final_figures=true"]) == 0
     return out
 
 

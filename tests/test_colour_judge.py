@@ -18,10 +18,15 @@ RECIPE = ClassifierConfig(epochs=6, batch_size=64, width=8, feature_dim=16, colo
 
 
 @pytest.fixture(scope="module")
-def judge(tmp_path_factory):
-    """The judge of a group run on GROUPS, trained once in a private cache (also rasterises the set once)."""
+def judge(tmp_path_factory, openmoji):
+    """The judge of a group run on GROUPS, trained once in a private cache (given the suite's rasterised set)."""
+    import shutil
+
     mp = pytest.MonkeyPatch()
-    mp.setenv("NOISECRAFT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    cache = tmp_path_factory.mktemp("cache")
+    mp.setenv("NOISECRAFT_CACHE", str(cache))
+    (cache / "emoji").mkdir()
+    shutil.copy(openmoji, cache / "emoji" / openmoji.name)
     yield get_classifier(DATA, cfg=RECIPE)
     mp.undo()
 

@@ -82,7 +82,7 @@ def test_shape_judge_names_drawn_shapes_and_refuses_noise():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_real_hearts_circles_and_squares_pass_the_shape_judge():
+def test_real_hearts_circles_and_squares_pass_the_shape_judge(openmoji):
     from noisecraft.config import preset
     from noisecraft.emoji import shape_examples
 

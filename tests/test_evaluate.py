@@ -68,6 +68,23 @@ def _musig(x):
     return s.mu, s.sigma
 
 
+@pytest.mark.parametrize("n", [2, 10, 40, 100])
+def test_frechet_from_fewer_samples_than_dimensions_matches_scipy_and_the_full_covariance(n):
+    """The samples'-space route (n <= D) against scipy's sqrtm on the full covariances, and the D x D route (n > D)."""
+    from noisecraft.evaluate.frechet import frechet_distance_features
+
+    rng = np.random.default_rng(n)
+    d = 64
+    ref_feats = rng.normal(size=(300, d)) @ rng.normal(size=(d, d)) * 0.3
+    feats = rng.normal(size=(n, d)) * 1.5 + 0.2
+    a, ref = gaussian_stats(feats), gaussian_stats(ref_feats)
+    want = _fid_scipy(a.mu, a.sigma, ref.mu, ref.sigma)
+    assert frechet_distance_features(feats, ref) == pytest.approx(want, rel=1e-6)
+    assert frechet_distance_features(torch.from_numpy(feats).float(), ref) == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="mismatched"):
+        frechet_distance_features(feats[:, :10], ref)
+
+
 def test_frechet_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="mismatched"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
@@ -457,7 +474,7 @@ def test_inception_metrics_with_weights_file_and_cached_reference(random_incepti
     assert ref["train"].n == 8 and ref["val_pool"].shape == (3, 2048)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="trains the default judge on all the digits (half a minute); the suite uses a tiny one")
 def test_digits_classifier_reaches_97_percent_heldout(tmp_path, monkeypatch):
     from noisecraft.evaluate.classifier import train_classifier
 

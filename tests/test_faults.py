@@ -173,7 +173,7 @@ def test_kill9_and_resume_matches_uninterrupted_run(folder, reference, tmp_path)
     assert_same_run(reference, out)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="six interpreter start-ups; one kill and resume is the default suite's check")
 def test_kill9_five_times_and_resume_matches_uninterrupted_run(folder, reference, tmp_path):
     out = tmp_path / "run"
     kill_and_resume(folder, out, kills=5, seed=5)

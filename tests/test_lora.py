@@ -53,7 +53,7 @@ def lora_runs(tmp_path_factory):
 
 FT_FLAGS = ["--rank", "2", "--no-progress", "--train.batch_size=4", "--train.warmup_steps=0", "--train.lr=0.01",
             "--finetune.prior_images=4", "--sample.steps=2", "--train.log_every=1", "--train.val_every=3",
-            "--train.ckpt_every=3", "--finetune.licence=CC BY-SA 3.0"]
+            "--train.ckpt_every=3", "--finetune.licence=CC BY-SA 3.0", "--train.final_figures=false"]
 
 
 def test_data_classes_keeps_only_those_classes_with_their_numbering():
@@ -318,7 +318,7 @@ def test_a_class_conditional_run_adapts_from_class_sub_folders(tiny_runs, cli, t
             Image.fromarray(img[0].numpy()).save(tmp_path / "data" / str(digit) / f"{i}.png")
     code, _, err = cli("finetune", "--checkpoint", tiny_runs / "digits", "--data-root", tmp_path / "data", "--out",
                        tmp_path / "ft", "--steps", "2", "--rank", "2", "--no-progress", "--train.batch_size=4",
-                       "--finetune.prior_images=4", "--train.num_threads=1")
+                       "--finetune.prior_images=4", "--train.num_threads=1", "--train.final_figures=false")
     assert code == 0, err
     record = json.loads((tmp_path / "ft" / "adapter" / "noisecraft_adapter.json").read_text())
     assert record["prior_prompts"] == [str(d) for d in range(10)]  # the base's classes, by name

@@ -45,6 +45,26 @@ def test_rank_slices_of_a_streamed_batch_make_the_global_batch(tmp_path):
     assert torch.equal(torch.cat(parts), whole)
 
 
+def test_a_dropped_stream_batcher_ends_its_workers_at_once(tmp_path):
+    """No reference cycle through the DataLoader: the workers end when the batcher goes, without waiting for the
+    cyclic garbage collector (whose shutdown of a worker waits 5 s)."""
+    import gc
+    import multiprocessing
+
+    stream = FolderStream(DataConfig(dataset="folder", data_root=str(_folder(tmp_path)), image_size=8, val_size=4))
+    b = StreamBatcher(stream, 8, torch.device("cpu"), num_workers=1)
+    before = set(multiprocessing.active_children())
+    gc.disable()
+    try:
+        b.batch(0)
+        workers = set(multiprocessing.active_children()) - before
+        assert len(workers) == 1
+        del b
+        assert not any(w.is_alive() for w in workers)
+    finally:
+        gc.enable()
+
+
 def test_training_on_a_streamed_folder(tmp_path, cli, tiny_args):
     root = _folder(tmp_path / "data", size=(16, 16))
     code, out, err = cli("train", "--dataset", "folder", "--data-root", root, "--out", tmp_path / "run", "--steps", 2,

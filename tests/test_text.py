@@ -316,7 +316,7 @@ def text_run(tmp_path_factory):
     out = tmp / "run"
     assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "4", "--no-progress", *TINY,
                  "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14"]) == 0
+                 "--model.cross_attn_resolutions=14", "--train.final_figures=true"]) == 0
     return out, enc
 
 

@@ -302,7 +302,8 @@ def test_training_asks_for_figures_and_metrics_through_its_hooks(tmp_path, tiny_
                   metrics=lambda pipe: asked.append(("metrics", pipe.kind)) or {"fd_clf": 1.0, "class_accuracy": 0.5},
                   plot_metrics=lambda records, path: asked.append(("plot", len(records))))
     cfg = apply_overrides(preset("digits"), {"train.steps": 2, "train.eval_every": 2,
-                                             **dict(a[2:].split("=", 1) for a in tiny_args)})
+                                             **dict(a[2:].split("=", 1) for a in tiny_args),
+                                             "train.final_figures": "true"})
     train(cfg, tmp_path / "run", progress=False, hooks=hooks)
     assert asked == [("metrics", "class"), ("plot", 1), ("figure", "forward", "forward_process.png", 4),
                      ("figure", "reverse", "reverse_process.png", 4)]

@@ -85,6 +85,28 @@ def frechet_distance_stats(a: GaussianStats, b: GaussianStats) -> float:
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
 
 
+def frechet_distance_features(features, reference: GaussianStats) -> float:
+    """`frechet_distance_stats(gaussian_stats(features), reference)`; with fewer samples than dimensions (500
+    samples of Inception's 2048 features) computed in the samples' space, exactly and without a D x D root.
+
+    With X the (N, D) centred features over sqrt(N - 1), S1 = X^T X, and the non-zero eigenvalues of S1 S2 are
+    those of the symmetric PSD N x N matrix X S2 X^T: tr((S1 S2)^{1/2}) is the sum of their square roots."""
+    f = _numpy64(features)
+    n, d = f.shape
+    if n > d:
+        return frechet_distance_stats(gaussian_stats(f), reference)
+    if n < 2:
+        raise ValueError(f"need at least 2 samples for a covariance, got {n}")
+    if reference.mu.shape != (d,):
+        raise ValueError(f"mismatched statistics: features of width {d} vs mu {reference.mu.shape}")
+    mu = f.mean(axis=0)
+    x = (f - mu) / np.sqrt(n - 1)  # (N, D)
+    middle = x @ reference.sigma @ x.T  # (N, N)
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mu - reference.mu
+    return float(diff @ diff + (x * x).sum() + np.trace(reference.sigma) - 2 * tr_covmean)
+
+
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
                       coef0: float = 1.0) -> np.ndarray:
     """k(x, y) = (gamma x.y + coef0)^degree, gamma = 1/D by default (the KID kernel)."""

@@ -36,8 +36,8 @@ import torch
 
 from noisecraft.config import DataConfig, to_json
 from noisecraft.errors import UserError
-from noisecraft.evaluate.frechet import (GaussianStats, frechet_distance_stats, gaussian_stats, inception_score,
-                                         kernel_distance)
+from noisecraft.evaluate.frechet import (GaussianStats, frechet_distance_features, frechet_distance_stats,
+                                         gaussian_stats, inception_score, kernel_distance)
 from noisecraft.evaluate.memorisation import memorisation, nearest_distance
 from noisecraft.evaluate.prdc import precision_recall
 from noisecraft.pipeline import SamplingOptions, load_pipeline
@@ -244,7 +244,7 @@ def inception_metrics(images: torch.Tensor, data_cfg: DataConfig, weights: str |
     gen = inception_features(net, images, batch_size, device, progress)
     out = {"weights": str(wpath), "weights_id": weights_id}
     for name, pool, logits in (("generated", gen["pool"], gen["logits"]), ("real_heldout", ref["val_pool"], None)):
-        r = {"fid": frechet_distance_stats(gaussian_stats(pool), ref["train"]), "n": len(pool)}
+        r = {"fid": frechet_distance_features(pool, ref["train"]), "n": len(pool)}
         kid = kernel_distance(pool, ref["train_kid"])
         r.update(kid_mean=kid["mean"], kid_std=kid["std"], kid_subset_size=kid["subset_size"])
         if logits is not None and len(logits) >= 10:
