@@ -363,16 +363,16 @@ def _colour_quality(q: dict) -> str:
 def _seed_summary(rows: list[dict]) -> str:
     """Mean ± std over the seeds of each text variant trained more than once: NAME, NAME-seed1, NAME-seed2, ...,
     sampled as NAME was (a run judged twice alike counts once)."""
-    out = []
-    for base in [r for r in rows if "colour_unseen" in r["quality"]]:
-        name = base["name"]
+    out, text_rows, firsts = [], [r for r in rows if "colour_unseen" in r["quality"]], {}
+    for r in text_rows:
+        firsts.setdefault(r["name"], r)
+    for name, base in firsts.items():
         group = {}
-        for r in rows:
-            if (r["name"] == name or r["name"].startswith(f"{name}-seed")) and r["sample"] == base["sample"] \
-                    and "colour_unseen" in r["quality"]:
+        for r in text_rows:
+            if (r["name"] == name or r["name"].startswith(f"{name}-seed")) and r["sample"] == base["sample"]:
                 group.setdefault(r["run"], r["quality"])
         runs = list(group.values())
-        if len(runs) < 2 or base is not next(r for r in rows if r["name"] == name):
+        if len(runs) < 2:
             continue
         stat = lambda key: f"{_pct(mean(q[key] for q in runs))} ± {_pct(stdev(q[key] for q in runs))}"  # noqa: E731
         worst = {c: min(q["colour_unseen_per_colour"][c] for q in runs) for c in runs[0]["colour_unseen_per_colour"]}
