@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
-from test_text import HAS_TEXT, tiny_encoder
+from test_text import HAS_TEXT, tiny_encoder, train_text_run
 
 from noisecraft.config import DataConfig
 from noisecraft.data import load_dataset
@@ -41,9 +40,7 @@ def lora_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
     enc = tiny_encoder(tmp / "encoder")
     base = tmp / "base"
-    assert main(["train", "--preset", "digits", "--out", str(base), "--steps", "4", "--no-progress", *TINY,
-                 "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14", "--data.classes=0,1,2,3,4,5,6,7,8"]) == 0
+    train_text_run(base, enc, "--data.classes=0,1,2,3,4,5,6,7,8")
     folder = nines_folder(tmp / "nines")
     ft = tmp / "nines-run"
     assert main(["finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(ft), "--steps", "12",

@@ -50,10 +50,15 @@ def page(tiny_runs):
         browser.close()
 
 
-def test_generate_with_live_preview_cancel_gallery_and_reuse(page):
-    page.goto(page.base_url + "/")
+def open_with_digits(page, path: str) -> None:
+    """Open a page of the app and choose the digits model once the model list has loaded."""
+    page.goto(page.base_url + path)
     page.wait_for_selector("#model option[value=digits]", state="attached")
     page.select_option("#model", "digits")
+
+
+def test_generate_with_live_preview_cancel_gallery_and_reuse(page):
+    open_with_digits(page, "/")
     page.select_option("#class", "3")
     page.fill("#steps", "80")
     page.fill("#n", "4")
@@ -117,9 +122,7 @@ WATCH_CELLS = """() => {
 
 
 def test_grid_page_picks_axes_fills_cells_live_and_reuses_a_cell(page):
-    page.goto(page.base_url + "/grid")
-    page.wait_for_selector("#model option[value=digits]", state="attached")
-    page.select_option("#model", "digits")
+    open_with_digits(page, "/grid")
     page.select_option("#x-axis", "steps")
     page.fill("#x-values", "2, 40")
     page.select_option("#y-axis", "guidance")
@@ -156,9 +159,7 @@ def _stroke(page, selector: str, points: list[tuple[float, float]]) -> None:
 
 
 def test_edit_page_draws_paints_a_mask_and_edits(page):
-    page.goto(page.base_url + "/edit")
-    page.wait_for_selector("#model option[value=digits]", state="attached")
-    page.select_option("#model", "digits")
+    open_with_digits(page, "/edit")
     before = page.locator("#gallery .card").count()  # the gallery is the generate page's too
     _stroke(page, "#mask", [(0.5, 0.2), (0.5, 0.8)])  # a hand-drawn "1"
     drawn = page.evaluate("""() => { const c = document.getElementById('canvas');
@@ -218,9 +219,7 @@ def lora_page(page, tiny_runs, tmp_path_factory):
 
 def test_generate_lists_a_models_adapters_with_a_scale_slider_each(lora_page):
     page = lora_page
-    page.goto(page.base_url + "/")
-    page.wait_for_selector("#model option[value=digits]", state="attached")
-    page.select_option("#model", "digits")
+    open_with_digits(page, "/")
     slider = page.locator("#loras input[data-lora=sevens]")
     expect(slider).to_be_visible()
     assert "trigger: 7" in page.inner_text("#loras")

@@ -307,17 +307,22 @@ def text_run(tmp_path_factory):
     """A 4-step text run on the digits' captions with a tiny encoder named by path."""
     if not HAS_TEXT:
         pytest.skip('the text extra is not installed: pip install -e ".[text]"')
+    tmp = tmp_path_factory.mktemp("text")
+    enc = tiny_encoder(tmp / "encoder")
+    out = tmp / "run"
+    train_text_run(out, enc, "--train.final_figures=true")
+    return out, enc
+
+
+def train_text_run(out: Path, encoder: Path, *extra: str) -> None:
+    """`noisecraft train` of a 4-step digits text run on the tiny `encoder` (its captions, cross-attention at 14)."""
     from conftest import TINY
 
     from noisecraft.cli import main
 
-    tmp = tmp_path_factory.mktemp("text")
-    enc = tiny_encoder(tmp / "encoder")
-    out = tmp / "run"
     assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "4", "--no-progress", *TINY,
-                 "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14", "--train.final_figures=true"]) == 0
-    return out, enc
+                 "--data.captions=on", f"--model.text_encoder={encoder}", "--model.text_max_tokens=12",
+                 "--model.cross_attn_resolutions=14", *extra]) == 0
 
 
 @needs_text

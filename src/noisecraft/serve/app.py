@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -102,21 +102,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
-    def generate_page() -> FileResponse:
-        return _page("index.html")
-
-    @app.get("/edit", include_in_schema=False)
-    def edit_page() -> FileResponse:
-        return _page("edit.html")
-
-    @app.get("/grid", include_in_schema=False)
-    def grid_page() -> FileResponse:
-        return _page("grid.html")
-
-    @app.get("/runs", include_in_schema=False)
-    def runs_page() -> FileResponse:
-        return _page("runs.html")
+    for path in PAGES:
+        app.get(path, include_in_schema=False)(_page_route(path))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -134,8 +121,24 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     return app
 
 
-def _page(name: str) -> FileResponse:
-    return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+# The web app's pages: path -> (file in static/, its name in every page's navigation bar), in the bar's order.
+PAGES = {"/": ("index.html", "Generate"), "/edit": ("edit.html", "Edit"), "/grid": ("grid.html", "Grid"),
+         "/runs": ("runs.html", "Runs")}
+
+
+def _page_route(path: str):
+    def page() -> HTMLResponse:
+        return _page(path)
+    return page
+
+
+def _page(path: str) -> HTMLResponse:
+    """A page with the navigation bar written in from PAGES (one list, not a copy in each page), its own link
+    marked active."""
+    active = {path: ' class="active"'}
+    links = "".join(f'<a href="{p}"{active.get(p, "")}>{label}</a>' for p, (_, label) in PAGES.items())
+    html = (STATIC / PAGES[path][0]).read_text().replace("<!-- nav -->", f'<nav>{links}<a href="/docs">API</a></nav>')
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
 def is_loopback(host: str) -> bool:

@@ -45,14 +45,20 @@ export function fmtNumber(v, digits = 4) {
   return typeof v === "number" ? Number(v.toPrecision(digits)).toString() : String(v ?? "–");
 }
 
-// The fields a model decides on the generate and grid pages: a class or a prompt, its classes, its sampling defaults.
-export function showModelFields(m) {
+// The model chosen in the page's #model select, among `models` (from /api/models).
+export function selectedModel(models) {
+  return models.find((m) => m.name === document.getElementById("model").value);
+}
+
+// The fields a model decides on the generate, grid and edit pages: a class or a prompt, its classes (`noClass`: the
+// empty choice's words), its sampling defaults (an edit's steps depend on its strength: `steps` false leaves them).
+export function showModelFields(m, { noClass = "all classes in turn", steps = true } = {}) {
   const $ = (id) => document.getElementById(id);
   $("class-row").hidden = m.kind !== "class";
   $("prompt-row").hidden = m.kind !== "text";
-  $("class").replaceChildren(el("option", { value: "", text: "all classes in turn" }),
+  $("class").replaceChildren(el("option", { value: "", text: noClass }),
     ...m.classes.map((name, i) => el("option", { value: i, text: name === String(i) ? name : `${i}: ${name}` })));
   $("sampler").options[0].textContent = `model default (${m.defaults.sampler})`;
-  $("steps").placeholder = m.defaults.steps;
+  if (steps) $("steps").placeholder = m.defaults.steps;
   $("guidance").placeholder = m.defaults.guidance;
 }

@@ -1,7 +1,7 @@
 // The edit page: an image drawn on a canvas (mouse, pen or touch), uploaded, or handed over by "edit" on a
 // gallery image; an optional mask painted over it; POST /api/edit (multipart: the image and mask as PNG files at
 // the model's size) followed like a generation (jobs.js): live preview of the x0 estimate, cancel, gallery.
-import { el } from "./common.js";
+import { el, selectedModel, showModelFields } from "./common.js";
 import { EDIT_KEY, Gallery, JobView, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,18 +39,13 @@ async function init() {
 }
 
 function model() {
-  return models.find((m) => m.name === $("model").value);
+  return selectedModel(models);
 }
 
 function showModel(reset) {
   const m = model();
   if (!m) return;
-  $("class-row").hidden = m.kind !== "class";
-  $("prompt-row").hidden = m.kind !== "text";
-  $("class").replaceChildren(el("option", { value: "", text: "none: keep what the image shows" }),
-    ...m.classes.map((name, i) => el("option", { value: i, text: name === String(i) ? name : `${i}: ${name}` })));
-  $("sampler").options[0].textContent = `model default (${m.defaults.sampler})`;
-  $("guidance").placeholder = m.defaults.guidance;
+  showModelFields(m, { noClass: "none: keep what the image shows", steps: false });
   $("colour").parentElement.hidden = m.channels === 1;
   $("model-info").textContent = `${m.kind} · ${m.image_size}×${m.image_size}×${m.channels} · step ${m.step}`;
   if (reset || m.image_size !== size) {

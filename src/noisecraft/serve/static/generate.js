@@ -1,6 +1,6 @@
 // The generate page: a form over /api/models and /api/options, a job followed through its event stream (live
 // preview of the x0 estimate, progress, ETA, cancel), and the gallery (jobs.js).
-import { el, showModelFields } from "./common.js";
+import { el, selectedModel, showModelFields } from "./common.js";
 import { Gallery, JobView, REUSE_KEY, editElsewhere, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +35,7 @@ function reuseHanded() {
 }
 
 function model() {
-  return models.find((m) => m.name === $("model").value);
+  return selectedModel(models);
 }
 
 function showModel() {

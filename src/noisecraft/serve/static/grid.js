@@ -1,6 +1,6 @@
 // The grid page: axes and their values over /api/options' grid axes, a grid job followed through its event
 // stream (each cell shown as it finishes), and a click on a cell hands its settings to the generate page.
-import { api, el, fmtSeconds, showModelFields } from "./common.js";
+import { api, el, fmtSeconds, selectedModel, showModelFields } from "./common.js";
 import { REUSE_KEY, loadChoices } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -33,7 +33,7 @@ async function init() {
 }
 
 function model() {
-  return models.find((m) => m.name === $("model").value);
+  return selectedModel(models);
 }
 
 function showModel() {
