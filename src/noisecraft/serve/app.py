@@ -121,9 +121,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     return app
 
 
-# The web app's pages: path -> (file in static/, its name in every page's navigation bar), in the bar's order.
-PAGES = {"/": ("index.html", "Generate"), "/edit": ("edit.html", "Edit"), "/grid": ("grid.html", "Grid"),
-         "/runs": ("runs.html", "Runs")}
+# The web app's pages: path -> (its <main> in static/, its name in the navigation bar and title, its script), in the
+# bar's order. Each is written into static/shell.html, which holds what every page shares (head, header, bar).
+PAGES = {"/": ("index.html", "Generate", "generate.js"), "/edit": ("edit.html", "Edit", "edit.js"),
+         "/grid": ("grid.html", "Grid", "grid.js"), "/runs": ("runs.html", "Runs", "runs.js")}
 
 
 def _page_route(path: str):
@@ -133,11 +134,15 @@ def _page_route(path: str):
 
 
 def _page(path: str) -> HTMLResponse:
-    """A page with the navigation bar written in from PAGES (one list, not a copy in each page), its own link
-    marked active."""
+    """The page at `path`: its <main> in the shared shell, its own link in the navigation bar marked active."""
+    main, label, script = PAGES[path]
     active = {path: ' class="active"'}
-    links = "".join(f'<a href="{p}"{active.get(p, "")}>{label}</a>' for p, (_, label) in PAGES.items())
-    html = (STATIC / PAGES[path][0]).read_text().replace("<!-- nav -->", f'<nav>{links}<a href="/docs">API</a></nav>')
+    links = "".join(f'<a href="{p}"{active.get(p, "")}>{name}</a>' for p, (_, name, _) in PAGES.items())
+    parts = {"title": label.lower(), "script": script, "nav": f'<nav>{links}<a href="/docs">API</a></nav>',
+             "main": (STATIC / main).read_text().rstrip("\n")}
+    html = (STATIC / "shell.html").read_text()
+    for marker, text in parts.items():
+        html = html.replace(f"<!-- {marker} -->", text)
     return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
