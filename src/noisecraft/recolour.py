@@ -100,10 +100,11 @@ def word_map(old: tuple[int, int], new: tuple[int, int]) -> dict[str, str]:
     return words
 
 
-def plan(images: torch.Tensor, copies: int, seed: int = RECOLOUR_SEED) -> list[tuple[int, int, float]]:
+def plan(images: torch.Tensor, colour: torch.Tensor, copies: int, seed: int = RECOLOUR_SEED
+         ) -> list[tuple[int, int, float]]:
     """(image index, target colour, degrees) of each copy to try: `copies` other hue words per image whose main
-    colour is one, drawn without repeats from (seed, image); turned from its own hue to the target's typical one."""
-    colour = main_colours(images)[0]
+    colour `colour` (N,) is one, drawn without repeats from (seed, image); turned from its own hue to the target's
+    typical one."""
     chromatic = torch.tensor([COLOURS[c] in HUE_WORDS for c in colour.tolist()])
     index = chromatic.nonzero().flatten()
     if not len(index):
@@ -130,14 +131,15 @@ def recolour(data, copies: int, captioned: bool = True, seed: int = RECOLOUR_SEE
     if captioned and data.captions is None:
         raise UserError("data.recolour rewrites the colour words of captions; this run has none (a text-to-image run "
                         "on captioned colour images needs data.captions on)")
-    tries = plan(data.images, copies, seed)
+    dominant, second = main_colours(data.images)
+    tries = plan(data.images, dominant, copies, seed)
     if not tries:
         return data
     index = torch.tensor([i for i, _, _ in tries])
     images = turn_hue(data.images[index], torch.tensor([d for _, _, d in tries]))
     if not captioned:
         return _with_copies(data, index, images)
-    old, new = main_colours(data.images[index]), main_colours(images)
+    old, new = (dominant[index], second[index]), main_colours(images)
     caps = data.captions
     groups = [[caps.texts[t] for t in caps.options[g, :caps.counts[g]].tolist()] for g in range(len(caps.counts))]
     keep, new_groups = [], []
