@@ -4,7 +4,8 @@ same machine.
 Issue 38's goal: the suite within 5 minutes warm and 8 minutes cold on a real 2-core AVX2 laptop, or within 2 (warm)
 and 3.2 (cold) quickstarts of the same machine. This trains the quickstart as a user types it (`noisecraft train
 --preset digits`, the machine's own kernels and precision, as the suite runs), then runs the suite twice, one after
-the other, each a fresh process with the same environment. Nothing else should run meanwhile.
+the other, each a fresh process with the same environment (the suite on every core, as pyproject's addopts say).
+Nothing else should run meanwhile.
 
 * cold: as on a fresh clone of a fresh machine: empty caches for what the suite and its libraries build on first
   use ($NOISECRAFT_CACHE, $XDG_CACHE_HOME, matplotlib's font cache) and no compiled bytecode of this checkout
