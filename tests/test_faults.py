@@ -425,10 +425,11 @@ def _foreign_files(trained: Path, d: Path) -> dict[str, Path]:
     files["no_meta"] = d / "no_meta.safetensors"
     save_file({"w": torch.zeros(2)}, str(d / "bad_json.safetensors"), metadata={"noisecraft": "{not json"})
     files["bad_json"] = d / "bad_json.safetensors"
-    wrong_type = dict(meta, config=dict(meta["config"], model=dict(meta["config"]["model"], base_channels="wide")))
+    model = meta["config"]["model"]
+    wrong_type = dict(meta, config=dict(meta["config"], model=dict(model, unet=dict(model["unet"], base_channels="wide"))))
     save_file(tensors, str(d / "bad_config.safetensors"), metadata={"noisecraft": json.dumps(wrong_type)})
     files["bad_config"] = d / "bad_config.safetensors"
-    wider = dict(meta, config=dict(meta["config"], model=dict(meta["config"]["model"], base_channels=16)))
+    wider = dict(meta, config=dict(meta["config"], model=dict(model, unet=dict(model["unet"], base_channels=16))))
     save_file(tensors, str(d / "other_width.safetensors"), metadata={"noisecraft": json.dumps(wider)})
     files["other_width"] = d / "other_width.safetensors"
     return files
@@ -440,7 +441,7 @@ EXPECTED = {
     "truncated": "not a readable safetensors checkpoint",
     "no_meta": "not a noisecraft checkpoint",
     "bad_json": "not a noisecraft checkpoint",
-    "bad_config": "model.base_channels expects an integer",
+    "bad_config": "model.unet.base_channels expects an integer",
     "other_width": "weights do not match",
 }
 

@@ -21,7 +21,7 @@ def tiny_pipeline(seed: int = 0) -> Pipeline:
     torch.manual_seed(seed)
     cfg = preset("digits")
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 1, 28, 10
-    cfg.model.base_channels, cfg.model.channel_mult, cfg.model.head_channels = 8, (1, 2), 8
+    cfg.model.unet.base_channels, cfg.model.unet.channel_mult, cfg.model.head_channels = 8, (1, 2), 8
     den = Denoiser(build_model(cfg.model), cfg.diffusion).eval()
     return Pipeline(denoiser=den, config=cfg, class_names=[str(i) for i in range(10)], device="cpu")
 

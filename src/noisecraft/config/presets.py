@@ -8,14 +8,21 @@ import math
 from typing import Any
 
 from noisecraft.config.schema import Config
-from noisecraft.config.sections import DataConfig, DiffusionConfig, ModelConfig
+from noisecraft.config.sections import DataConfig, DiffusionConfig, DiTConfig, ModelConfig, UNetConfig
 from noisecraft.config.training import AutoencoderConfig, SampleConfig, TrainConfig
 from noisecraft.registry import Entry, Registry
 
 V_MIN_SNR = dict(schedule="cosine", prediction="v", loss_weighting="min-snr")  # min-SNR: Hang et al. 2023
 FLOW = dict(prediction="flow", loss_weighting="none")  # rectified flow, logit-normal t (Esser et al. 2024)
-# The small presets' U-Net: 2x2 pixel (or latent) patches folded into channels, two levels of 32 and 64 channels.
-SMALL_UNET = dict(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, dropout=0.0, patch_size=2)
+
+
+def small_unet(attn: tuple[int, ...], cross: tuple[int, ...] | None = None, **shared: Any) -> ModelConfig:
+    """The small presets' U-Net: 2x2 pixel (or latent) patches folded into channels, two levels of 32 and 64
+    channels, self-attention at the sizes `attn`, cross-attention at `cross`."""
+    return ModelConfig(unet=UNetConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=attn,
+                                       cross_attn_resolutions=cross), dropout=0.0, patch_size=2, **shared)
+
+
 TEXT = dict(text_encoder="all-MiniLM-L6-v2", text_max_tokens=16)  # the frozen prompt encoder of the text presets
 DPM_15 = dict(sampler="dpmpp-2m", steps=15)  # DPM-Solver++(2M), 15 steps
 EMOJI_PRESET_EXCLUDE = ("flags", "keycaps", "text", "skin-tones")  # about 1,600 emoji that a small U-Net can draw
@@ -45,7 +52,7 @@ def digits_v() -> Config:
     # sampling_quality_digits.json).
     return Config(
         data=DataConfig(dataset="digits", val_size=500),
-        model=ModelConfig(**SMALL_UNET, attn_resolutions=(7,)),
+        model=small_unet((7,)),
         diffusion=DiffusionConfig(**V_MIN_SNR),
         train=TrainConfig(steps=700, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995,
                           val_every=350, sample_every=350, ckpt_every=350),
@@ -72,8 +79,8 @@ def digits_dit() -> Config:
     # dit_stem_bf16.jsonl).
     return derive(
         digits_v(),
-        model=ModelConfig(arch="dit", base_channels=128, head_channels=32, patch_size=4, depth=4, dropout=0.0,
-                          conv_stem=32, mlp_ratio=2.0),
+        model=ModelConfig(arch="dit", dit=DiTConfig(width=128, depth=4, mlp_ratio=2.0), head_channels=32,
+                          patch_size=4, dropout=0.0, conv_stem=32),
         diffusion=DiffusionConfig(**FLOW),
         train=TrainConfig(steps=2800, batch_size=16, lr=4e-3, warmup_steps=400, lr_schedule="cosine",
                           ema_decay=0.995, val_every=1400, sample_every=1400, ckpt_every=1400),
@@ -92,7 +99,7 @@ def digits_text() -> Config:
     # above their goals (benchmarks/results/preset_search.jsonl).
     return Config(
         data=DataConfig(dataset="digits", val_size=500, captions="on"),
-        model=ModelConfig(**SMALL_UNET, attn_resolutions=(7,), cross_attn_resolutions=(14, 7), **TEXT),
+        model=small_unet((7,), (14, 7), **TEXT),
         diffusion=DiffusionConfig(**V_MIN_SNR),
         train=TrainConfig(steps=1000, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=500,
                           sample_every=1000, ckpt_every=500),
@@ -102,8 +109,8 @@ def digits_text() -> Config:
 
 def digits64() -> Config:
     # The digits upscaled to 64x64 in pixel space, one more level: the baseline latent diffusion is set against.
-    return derive(digits_v(), data={"image_size": 64}, train={"lr": 1e-3}, model=ModelConfig(
-        base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0))
+    return derive(digits_v(), data={"image_size": 64}, train={"lr": 1e-3}, model=ModelConfig(unet=UNetConfig(
+        base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(16,)), dropout=0.0))
 
 
 def digits64_ae() -> Config:
@@ -122,7 +129,7 @@ def digits64_ae() -> Config:
 def digits64_latent() -> Config:
     # The digits recipe on the 16x16x4 latents of a digits64-ae run (--autoencoder), 1500 steps
     # (benchmarks/results/preset_search.jsonl); samples decode to 64x64.
-    return derive(digits_v(), data={"image_size": 64}, model=ModelConfig(**SMALL_UNET, attn_resolutions=(4,)),
+    return derive(digits_v(), data={"image_size": 64}, model=small_unet((4,)),
                   train={"steps": 1500, "val_every": 750, "sample_every": 750, "ckpt_every": 750},
                   autoencoder=AutoencoderConfig(latent=True))
 
@@ -131,7 +138,7 @@ def digits64_text_latent() -> Config:
     # Stable Diffusion's composition on the 64x64 digits: digits-text's captions, encoder and sampling in
     # digits64-latent's latents, cross-attending at 4x4 and mid only (benchmarks/results/preset_search.jsonl,
     # text_to_image_latent.json).
-    return derive(digits64_latent(), data={"captions": "on"}, model={"cross_attn_resolutions": (4,), **TEXT},
+    return derive(digits64_latent(), data={"captions": "on"}, model=small_unet((4,), (4,), **TEXT),
                   sample=SampleConfig(**DPM_15, guidance=2.0))
 
 
@@ -143,7 +150,7 @@ def emoji32() -> Config:
     # every step (benchmarks/results/colour_search.jsonl, rows e32-*, emoji32-fp32*).
     return Config(
         data=emoji_data(captions="off"),
-        model=ModelConfig(**SMALL_UNET, attn_resolutions=(8,)),
+        model=small_unet((8,)),
         diffusion=DiffusionConfig(**FLOW),
         train=TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
                           sample_every=1500, ckpt_every=750),
@@ -155,7 +162,7 @@ def emoji32_text() -> Config:
     # emoji32 from captions (name, subgroup, group and measured main colours), cross-attending at 16x16, 8x8 and mid;
     # each coloured image also recoloured to three other colour words, so every colour is learnt on every shape, and
     # guided only above sigma 1, which leaves a cleaner background (benchmarks/results/colour_search.jsonl, recolour*).
-    return derive(emoji32(), data={"captions": "on", "recolour": 3}, model={"cross_attn_resolutions": (16, 8), **TEXT},
+    return derive(emoji32(), data={"captions": "on", "recolour": 3}, model=small_unet((8,), (16, 8), **TEXT),
                   sample={"guidance_interval": (1.0, math.inf)})
 
 
@@ -179,7 +186,7 @@ def emoji64_text_latent() -> Config:
     # latent-*).
     return Config(
         data=emoji_data(captions="on", image_size=64, recolour=3),
-        model=ModelConfig(**SMALL_UNET, attn_resolutions=(4,), cross_attn_resolutions=(4,), **TEXT),
+        model=small_unet((4,), (4,), **TEXT),
         diffusion=DiffusionConfig(**FLOW),
         train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=750,
                           sample_every=750, ckpt_every=750),
@@ -206,8 +213,8 @@ def cifar10() -> Config:
     # Ho et al. 2020's CIFAR-10 network: ch=128, mult (1,2,2,2), 2 res blocks, attention at 16x16 (~35.7M params).
     return Config(
         data=DataConfig(dataset="cifar10", hflip=True, val_size=2000),
-        model=ModelConfig(base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                          head_channels=128, dropout=0.1, scale_shift=False),
+        model=ModelConfig(unet=UNetConfig(base_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+                                          attn_resolutions=(16,), scale_shift=False), head_channels=128, dropout=0.1),
         diffusion=DiffusionConfig(schedule="linear", prediction="eps"),
         train=TrainConfig(steps=800_000, batch_size=128, lr=2e-4, warmup_steps=5000, ema_decay=0.9999,
                           val_every=5000, sample_every=10_000, ckpt_every=5000),
@@ -217,8 +224,7 @@ def cifar10() -> Config:
 def cifar10_small() -> Config:
     # A smaller U-Net with v-prediction and min-SNR, 100k steps.
     return derive(cifar10(), diffusion=DiffusionConfig(**V_MIN_SNR), train={"steps": 100_000, "ema_decay": 0.9995},
-                  model=ModelConfig(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
-                                    attn_resolutions=(16,), head_channels=64, dropout=0.1))
+                  model=ModelConfig(unet=UNetConfig(attn_resolutions=(16,)), head_channels=64))
 
 
 def cifar10_edm() -> Config:
@@ -242,8 +248,7 @@ def cifar10_latent() -> Config:
     # cifar10-small's training on 16x16x4 latents (a cifar10-ae run, or Stable Diffusion's VAE at f = 8: 8x8x4),
     # flips encoded once into the latent cache.
     return derive(cifar10_small(), data={"image_size": 64}, autoencoder=AutoencoderConfig(latent=True),
-                  model=ModelConfig(base_channels=128, channel_mult=(1, 2, 2), num_res_blocks=2,
-                                    attn_resolutions=(8,), head_channels=64, dropout=0.1))
+                  model=ModelConfig(unet=UNetConfig(base_channels=128, attn_resolutions=(8,)), head_channels=64))
 
 
 # Presets are config, so their registry lives here; each target builds a fresh Config.
