@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 from noisecraft.config.schema import Config
@@ -28,6 +29,18 @@ DPM_15 = dict(sampler="dpmpp-2m", steps=15)  # DPM-Solver++(2M), 15 steps
 EMOJI_PRESET_EXCLUDE = ("flags", "keycaps", "text", "skin-tones")  # about 1,600 emoji that a small U-Net can draw
 
 
+# Presets are config, so their registry lives here; each target builds a fresh Config.
+PRESETS: Registry[Entry] = Registry("preset")
+
+
+def register(name: str, help: str) -> Callable[[Callable[[], Config]], Callable[[], Config]]:
+    """Register the function below as the preset `name` (the registry lists presets in the order they are defined)."""
+    def add(build: Callable[[], Config]) -> Callable[[], Config]:
+        PRESETS.register(name, f"{__name__}:{build.__name__}", help)
+        return build
+    return add
+
+
 def derive(base: Config, **changes: Any) -> Config:
     """`base` with whole sections replaced (a section dataclass) or some of their fields set (a dict)."""
     sections = {}
@@ -46,6 +59,17 @@ def emoji_data(captions: str, image_size: int = 32, recolour: int = 0) -> DataCo
 # ---------------------------------------------------------------- the digits
 
 
+@register("digits", "the embedded digits, 0.76M-parameter U-Net on 2x2 patches, rectified flow, 650 steps of 32 "
+                    "(minutes on a laptop CPU)")
+def digits() -> Config:
+    # The quickstart: digits-v as rectified flow on 650 steps of 32, the one recipe of the equal-budget comparison
+    # to pass its bar in a laptop's budget, one run a cell (benchmarks/results/recipes_compare.json, recipes.jsonl).
+    return derive(digits_v(), diffusion=DiffusionConfig(**FLOW), train=TrainConfig(
+        steps=650, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=325, sample_every=325,
+        ckpt_every=325))
+
+
+@register("digits-v", "the previous quickstart: v-prediction with min-SNR on the cosine schedule, 700 steps of 64")
 def digits_v() -> Config:
     # The previous quickstart, sized for a 2-core AVX2 laptop in fp32: v-prediction with min-SNR, guidance only above
     # sigma 2 (Kynkaanniemi et al. 2024), DPM-Solver++(2M) 15 steps (benchmarks/results/recipes.jsonl,
@@ -60,19 +84,13 @@ def digits_v() -> Config:
     )
 
 
-def digits() -> Config:
-    # The quickstart: digits-v as rectified flow on 650 steps of 32, the one recipe of the equal-budget comparison
-    # to pass its bar in a laptop's budget, one run a cell (benchmarks/results/recipes_compare.json, recipes.jsonl).
-    return derive(digits_v(), diffusion=DiffusionConfig(**FLOW), train=TrainConfig(
-        steps=650, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, val_every=325, sample_every=325,
-        ckpt_every=325))
-
-
+@register("digits-flow", "digits as rectified flow: the velocity on x_t = (1 - t) x0 + t eps, logit-normal t")
 def digits_flow() -> Config:
     # digits-v as rectified flow: the same U-Net, data, steps and sampler.
     return derive(digits_v(), diffusion=DiffusionConfig(**FLOW))
 
 
+@register("digits-dit", "digits on a diffusion transformer (DiT, adaLN-zero) over 4x4 pixel patches, as rectified flow")
 def digits_dit() -> Config:
     # A diffusion transformer on 4x4 pixel patches with a 32-channel conv stem, as rectified flow on more, smaller
     # steps, a cosine lr and guidance w = 2 at every step (benchmarks/results/dit_variants.jsonl, dit_guidance.jsonl,
@@ -87,12 +105,15 @@ def digits_dit() -> Config:
         sample={"guidance": 2.0, "guidance_interval": ()})
 
 
+@register("digits-edm", "digits with EDM preconditioning (Karras et al. 2022) and the Heun sampler")
 def digits_edm() -> Config:
     # digits-v with EDM's preconditioning (Karras et al. 2022) and its Heun sampler.
     return derive(digits_v(), diffusion={"prediction": "edm", "loss_weighting": "none"},
                   sample={"sampler": "heun", "steps": 18})
 
 
+@register("digits-text", "text-to-image on the embedded digits: prompts like 'a bold seven leaning right' through all-"
+                         "MiniLM-L6-v2 and cross-attention (pip install -e \".[text]\"; minutes on a laptop CPU)")
 def digits_text() -> Config:
     # Text-to-image on the digits: the digits U-Net cross-attending at both levels to all-MiniLM-L6-v2's tokens of
     # captions from templates and measured strokes; 1000 steps of 32 kept held-out paraphrases and attribute pairs
@@ -107,12 +128,15 @@ def digits_text() -> Config:
     )
 
 
+@register("digits64", "the embedded digits upscaled to 64x64, diffused in pixel space")
 def digits64() -> Config:
     # The digits upscaled to 64x64 in pixel space, one more level: the baseline latent diffusion is set against.
     return derive(digits_v(), data={"image_size": 64}, train={"lr": 1e-3}, model=ModelConfig(unet=UNetConfig(
         base_channels=32, channel_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(16,)), dropout=0.0))
 
 
+@register("digits64-ae", "a KL autoencoder (f = 4, 16x16x4 latents) with a PatchGAN discriminator for the 64x64 digits"
+                         " (noisecraft train-autoencoder)")
 def digits64_ae() -> Config:
     # Latent diffusion's first stage for the 64x64 digits: f = 4 (16x16x4 latents), 8 channels at full resolution,
     # the discriminator for the last 300 steps at a low weight (benchmarks/results/preset_search.jsonl).
@@ -126,6 +150,7 @@ def digits64_ae() -> Config:
     )
 
 
+@register("digits64-latent", "latent diffusion on the 64x64 digits in the latents of --autoencoder (a digits64-ae run)")
 def digits64_latent() -> Config:
     # The digits recipe on the 16x16x4 latents of a digits64-ae run (--autoencoder), 1500 steps
     # (benchmarks/results/preset_search.jsonl); samples decode to 64x64.
@@ -134,6 +159,9 @@ def digits64_latent() -> Config:
                   autoencoder=AutoencoderConfig(latent=True))
 
 
+@register("digits64-text-latent", "text-to-image in the latents of --autoencoder (a digits64-ae run): the digits-text "
+                                  "captions, cross-attention at the latent resolutions (Stable Diffusion's "
+                                  "composition; pip install -e \".[text]\")")
 def digits64_text_latent() -> Config:
     # Stable Diffusion's composition on the 64x64 digits: digits-text's captions, encoder and sampling in
     # digits64-latent's latents, cross-attending at 4x4 and mid only (benchmarks/results/preset_search.jsonl,
@@ -145,6 +173,8 @@ def digits64_text_latent() -> Config:
 # ---------------------------------------------------------------- the emoji
 
 
+@register("emoji32", "the OpenMoji colour emoji at 32x32, class-conditional by Unicode group (pip install -e "
+                     "\".[emoji]\"; minutes on a laptop CPU)")
 def emoji32() -> Config:
     # The emoji at 32x32 by Unicode group: the digits' U-Net as rectified flow, 1500 steps of 32, guidance w = 2 at
     # every step (benchmarks/results/colour_search.jsonl, rows e32-*, emoji32-fp32*).
@@ -158,6 +188,8 @@ def emoji32() -> Config:
     )
 
 
+@register("emoji32-text", "text-to-image on the emoji: prompts like 'a red heart' or 'a yellow grinning face' (pip "
+                          "install -e \".[emoji,text]\")")
 def emoji32_text() -> Config:
     # emoji32 from captions (name, subgroup, group and measured main colours), cross-attending at 16x16, 8x8 and mid;
     # each coloured image also recoloured to three other colour words, so every colour is learnt on every shape, and
@@ -166,6 +198,8 @@ def emoji32_text() -> Config:
                   sample={"guidance_interval": (1.0, math.inf)})
 
 
+@register("emoji32-text-hq", "emoji32-text trained four times as long, for users who can wait (pip install -e "
+                             "\".[emoji,text]\")")
 def emoji32_text_hq() -> Config:
     # emoji32-text for users who can wait: four times the steps, a cosine lr and a slower EMA
     # (benchmarks/results/colour_search.jsonl, hq-6000).
@@ -174,12 +208,14 @@ def emoji32_text_hq() -> Config:
         sample_every=6000, ckpt_every=1500))
 
 
+@register("emoji64-ae", "the emoji at 64x64: a KL autoencoder (f = 4) for emoji64-text-latent (train-autoencoder)")
 def emoji64_ae() -> Config:
     # digits64-ae's autoencoder on the emoji at 64x64 RGB, each image also hue-turned to two other colour words, so
     # green and purple decode as themselves (benchmarks/results/emoji_presets.json, colour_search.jsonl, ae-*).
     return derive(digits64_ae(), data=emoji_data(captions="off", image_size=64, recolour=2))
 
 
+@register("emoji64-text-latent", "text-to-image on the emoji in the latent space of an emoji64-ae run (--autoencoder)")
 def emoji64_text_latent() -> Config:
     # Text-to-image on the emoji in the latents of an emoji64-ae run (--autoencoder): digits64-text-latent's U-Net,
     # captions and sampling as rectified flow, recoloured as emoji32-text (benchmarks/results/colour_search.jsonl,
@@ -198,6 +234,7 @@ def emoji64_text_latent() -> Config:
 # ---------------------------------------------------------------- MNIST and CIFAR-10 (GPU-sized)
 
 
+@register("mnist", "MNIST (torchvision), 50k steps")
 def mnist() -> Config:
     # MNIST through torchvision on the default U-Net (64 channels, mult (1, 2, 2), attention at 7x7).
     return Config(
@@ -209,6 +246,7 @@ def mnist() -> Config:
     )
 
 
+@register("cifar10", "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")
 def cifar10() -> Config:
     # Ho et al. 2020's CIFAR-10 network: ch=128, mult (1,2,2,2), 2 res blocks, attention at 16x16 (~35.7M params).
     return Config(
@@ -221,17 +259,14 @@ def cifar10() -> Config:
     )
 
 
+@register("cifar10-small", "CIFAR-10 on a smaller U-Net, v-prediction with min-SNR weighting, 100k steps")
 def cifar10_small() -> Config:
     # A smaller U-Net with v-prediction and min-SNR, 100k steps.
     return derive(cifar10(), diffusion=DiffusionConfig(**V_MIN_SNR), train={"steps": 100_000, "ema_decay": 0.9995},
                   model=ModelConfig(unet=UNetConfig(attn_resolutions=(16,)), head_channels=64))
 
 
-def cifar10_edm() -> Config:
-    # The DDPM network with EDM's preconditioning and Heun sampler.
-    return derive(cifar10(), diffusion=DiffusionConfig(prediction="edm"), sample=SampleConfig(sampler="heun", steps=18))
-
-
+@register("cifar10-ae", "a KL autoencoder (f = 4) with a PatchGAN discriminator for CIFAR-10 at 64x64")
 def cifar10_ae() -> Config:
     # CIFAR-10 at 64x64: latent diffusion's KL-f4 shape, the discriminator once reconstructions are good; lr is
     # latent diffusion's 4.5e-6 per image of the batch.
@@ -244,6 +279,8 @@ def cifar10_ae() -> Config:
     )
 
 
+@register("cifar10-latent", "latent diffusion on CIFAR-10 at 64x64 in the latents of --autoencoder (a cifar10-ae run "
+                            "or a diffusers AutoencoderKL folder)")
 def cifar10_latent() -> Config:
     # cifar10-small's training on 16x16x4 latents (a cifar10-ae run, or Stable Diffusion's VAE at f = 8: 8x8x4),
     # flips encoded once into the latent cache.
@@ -251,56 +288,10 @@ def cifar10_latent() -> Config:
                   model=ModelConfig(unet=UNetConfig(base_channels=128, attn_resolutions=(8,)), head_channels=64))
 
 
-# Presets are config, so their registry lives here; each target builds a fresh Config.
-PRESETS: Registry[Entry] = Registry("preset")
-PRESETS.register("digits", "noisecraft.config.presets:digits",
-                 "the embedded digits, 0.76M-parameter U-Net on 2x2 patches, rectified flow, 650 steps of 32 (minutes "
-                 "on a laptop CPU)")
-PRESETS.register("digits-v", "noisecraft.config.presets:digits_v",
-                 "the previous quickstart: v-prediction with min-SNR on the cosine schedule, 700 steps of 64")
-PRESETS.register("digits-flow", "noisecraft.config.presets:digits_flow",
-                 "digits as rectified flow: the velocity on x_t = (1 - t) x0 + t eps, logit-normal t")
-PRESETS.register("digits-dit", "noisecraft.config.presets:digits_dit",
-                 "digits on a diffusion transformer (DiT, adaLN-zero) over 4x4 pixel patches, as rectified flow")
-PRESETS.register("digits-edm", "noisecraft.config.presets:digits_edm",
-                 "digits with EDM preconditioning (Karras et al. 2022) and the Heun sampler")
-PRESETS.register("digits-text", "noisecraft.config.presets:digits_text",
-                 "text-to-image on the embedded digits: prompts like 'a bold seven leaning right' through "
-                 "all-MiniLM-L6-v2 and cross-attention (pip install -e \".[text]\"; minutes on a laptop CPU)")
-PRESETS.register("digits64", "noisecraft.config.presets:digits64",
-                 "the embedded digits upscaled to 64x64, diffused in pixel space")
-PRESETS.register("digits64-ae", "noisecraft.config.presets:digits64_ae",
-                 "a KL autoencoder (f = 4, 16x16x4 latents) with a PatchGAN discriminator for the 64x64 digits "
-                 "(noisecraft train-autoencoder)")
-PRESETS.register("digits64-latent", "noisecraft.config.presets:digits64_latent",
-                 "latent diffusion on the 64x64 digits in the latents of --autoencoder (a digits64-ae run)")
-PRESETS.register("digits64-text-latent", "noisecraft.config.presets:digits64_text_latent",
-                 "text-to-image in the latents of --autoencoder (a digits64-ae run): the digits-text captions, "
-                 "cross-attention at the latent resolutions (Stable Diffusion's composition; pip install -e \".[text]\")")
-PRESETS.register("emoji32", "noisecraft.config.presets:emoji32",
-                 "the OpenMoji colour emoji at 32x32, class-conditional by Unicode group (pip install -e \".[emoji]\"; "
-                 "minutes on a laptop CPU)")
-PRESETS.register("emoji32-text", "noisecraft.config.presets:emoji32_text",
-                 "text-to-image on the emoji: prompts like 'a red heart' or 'a yellow grinning face' (pip install -e "
-                 "\".[emoji,text]\")")
-PRESETS.register("emoji32-text-hq", "noisecraft.config.presets:emoji32_text_hq",
-                 "emoji32-text trained four times as long, for users who can wait (pip install -e \".[emoji,text]\")")
-PRESETS.register("emoji64-ae", "noisecraft.config.presets:emoji64_ae",
-                 "the emoji at 64x64: a KL autoencoder (f = 4) for emoji64-text-latent (train-autoencoder)")
-PRESETS.register("emoji64-text-latent", "noisecraft.config.presets:emoji64_text_latent",
-                 "text-to-image on the emoji in the latent space of an emoji64-ae run (--autoencoder)")
-PRESETS.register("mnist", "noisecraft.config.presets:mnist", "MNIST (torchvision), 50k steps")
-PRESETS.register("cifar10", "noisecraft.config.presets:cifar10",
-                 "CIFAR-10 on the DDPM paper's 35.7M-parameter network, 800k steps")
-PRESETS.register("cifar10-small", "noisecraft.config.presets:cifar10_small",
-                 "CIFAR-10 on a smaller U-Net, v-prediction with min-SNR weighting, 100k steps")
-PRESETS.register("cifar10-ae", "noisecraft.config.presets:cifar10_ae",
-                 "a KL autoencoder (f = 4) with a PatchGAN discriminator for CIFAR-10 at 64x64")
-PRESETS.register("cifar10-latent", "noisecraft.config.presets:cifar10_latent",
-                 "latent diffusion on CIFAR-10 at 64x64 in the latents of --autoencoder (a cifar10-ae run or a "
-                 "diffusers AutoencoderKL folder)")
-PRESETS.register("cifar10-edm", "noisecraft.config.presets:cifar10_edm",
-                 "CIFAR-10 on the DDPM network with EDM preconditioning and the Heun sampler")
+@register("cifar10-edm", "CIFAR-10 on the DDPM network with EDM preconditioning and the Heun sampler")
+def cifar10_edm() -> Config:
+    # The DDPM network with EDM's preconditioning and Heun sampler.
+    return derive(cifar10(), diffusion=DiffusionConfig(prediction="edm"), sample=SampleConfig(sampler="heun", steps=18))
 
 
 def preset(name: str) -> Config:
