@@ -80,7 +80,8 @@ def _config_section(name: str, cls: type) -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append([f"`{name}.{f.name}`", f"`{_type_name(hints[f.name])}`",
                      f"`{json.dumps(config.json_safe(default))}`", docs.get(f.name, "")])
-    return [f"## `{name}`", "", (cls.__doc__ or "").strip(), "", _table(["field", "type", "default", "meaning"], rows), ""]
+    return [f"## `{name}`", "", (cls.__doc__ or "").strip(), "",
+            _table(["field", "type", "default", "meaning"], rows), ""]
 
 
 def config_markdown() -> str:

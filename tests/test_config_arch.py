@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import TINY_RUN
+
 from noisecraft.config import ARCH_SETTINGS, Config, DiTConfig, UNetConfig, apply_overrides, preset
 from noisecraft.errors import UserError
 from noisecraft.registry import ARCHITECTURES

@@ -426,7 +426,8 @@ def _foreign_files(trained: Path, d: Path) -> dict[str, Path]:
     save_file({"w": torch.zeros(2)}, str(d / "bad_json.safetensors"), metadata={"noisecraft": "{not json"})
     files["bad_json"] = d / "bad_json.safetensors"
     model = meta["config"]["model"]
-    wrong_type = dict(meta, config=dict(meta["config"], model=dict(model, unet=dict(model["unet"], base_channels="wide"))))
+    wrong_type = dict(meta, config=dict(meta["config"],
+                                        model=dict(model, unet=dict(model["unet"], base_channels="wide"))))
     save_file(tensors, str(d / "bad_config.safetensors"), metadata={"noisecraft": json.dumps(wrong_type)})
     files["bad_config"] = d / "bad_config.safetensors"
     wider = dict(meta, config=dict(meta["config"], model=dict(model, unet=dict(model["unet"], base_channels=16))))

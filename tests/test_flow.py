@@ -16,8 +16,8 @@ from noisecraft.samplers.common import drain
 
 def _flow_denoiser(seed: int = 0) -> Denoiser:
     torch.manual_seed(seed)
-    m = ModelConfig(in_channels=1, image_size=8, unet=UNetConfig(base_channels=8, channel_mult=(1,), attn_resolutions=()),
-                    head_channels=8, num_classes=0)
+    m = ModelConfig(in_channels=1, image_size=8, head_channels=8, num_classes=0,
+                    unet=UNetConfig(base_channels=8, channel_mult=(1,), attn_resolutions=()))
     return Denoiser(build_model(m), DiffusionConfig(prediction="flow")).eval()
 
 

@@ -47,7 +47,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """The config of a saved dict (a run's config.json, a checkpoint's), old keys read as `set_fields` reads them."""
+        """The config of a saved dict (a run's config.json, a checkpoint's); old keys are read by `set_fields`."""
         if not isinstance(d, dict):
             raise UserError("config must be a JSON object")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
