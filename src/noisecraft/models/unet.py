@@ -213,35 +213,12 @@ class UNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, pix, 3, padding=1), nn.GELU()) if cfg.conv_stem \
             else nn.Identity()
         self.conv_in = nn.Conv2d(pix * p * p, ch, 3, padding=1)
-        self.down = nn.ModuleList()
-        skips, res, cur = [ch], cfg.image_size // p, ch
-        for level, mult in enumerate(u.channel_mult):
-            for _ in range(u.num_res_blocks):
-                blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, u.scale_shift)])
-                cur = ch * mult
-                blocks.extend(self._attention(cfg, cur, res))
-                self.down.append(blocks)
-                skips.append(cur)
-            if level < len(u.channel_mult) - 1:
-                self.down.append(nn.ModuleList([Downsample(cur)]))
-                skips.append(cur)
-                res = (res + 1) // 2
-
+        self.down, skips, res = self._encoder(cfg, emb_dim, cfg.image_size // p)
+        cur = skips[-1]
         self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, u.scale_shift),
                                   *self._attention(cfg, cur, res, mid=True),
                                   ResBlock(cur, cur, emb_dim, cfg.dropout, u.scale_shift)])
-
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(u.channel_mult))):
-            for _ in range(u.num_res_blocks + 1):
-                blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, u.scale_shift)])
-                cur = ch * mult
-                blocks.extend(self._attention(cfg, cur, res))
-                self.up.append(blocks)
-            if level > 0:
-                self.up.append(nn.ModuleList([Upsample(cur)]))
-                res *= 2  # approximate for odd sizes; only used to place attention
-
+        self.up, cur = self._decoder(cfg, emb_dim, skips, res)
         self.norm_out = group_norm(cur)
         self.conv_out = nn.Conv2d(cur, pix * p * p, 3, padding=1)
         self.head = nn.Sequential(nn.GELU(), nn.Conv2d(pix, cfg.in_channels, 3, padding=1)) if cfg.conv_stem \
@@ -249,6 +226,41 @@ class UNet(nn.Module):
         last = self.head[1] if cfg.conv_stem else self.conv_out  # the output starts at zero
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
+
+    def _encoder(self, cfg: ModelConfig, emb_dim: int, res: int) -> tuple[nn.ModuleList, list[int], int]:
+        """The encoder's stages from the top level (feature maps res x res) down; -> the stages, the channels of
+        each skip connection they leave for the decoder, and the size of the lowest level."""
+        u, down = cfg.unet, nn.ModuleList()
+        ch = cur = u.base_channels
+        skips = [ch]
+        for level, mult in enumerate(u.channel_mult):
+            for _ in range(u.num_res_blocks):
+                blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, u.scale_shift)])
+                cur = ch * mult
+                blocks.extend(self._attention(cfg, cur, res))
+                down.append(blocks)
+                skips.append(cur)
+            if level < len(u.channel_mult) - 1:
+                down.append(nn.ModuleList([Downsample(cur)]))
+                skips.append(cur)
+                res = (res + 1) // 2
+        return down, skips, res
+
+    def _decoder(self, cfg: ModelConfig, emb_dim: int, skips: list[int], res: int) -> tuple[nn.ModuleList, int]:
+        """The decoder's stages from the lowest level (res x res) up, each residual block reading one skip (taken
+        from the end of `skips`); -> the stages and their output channels."""
+        u, up = cfg.unet, nn.ModuleList()
+        ch, cur = u.base_channels, skips[-1]
+        for level, mult in reversed(list(enumerate(u.channel_mult))):
+            for _ in range(u.num_res_blocks + 1):
+                blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, u.scale_shift)])
+                cur = ch * mult
+                blocks.extend(self._attention(cfg, cur, res))
+                up.append(blocks)
+            if level > 0:
+                up.append(nn.ModuleList([Upsample(cur)]))
+                res *= 2  # approximate for odd sizes; only used to place attention
+        return up, cur
 
     @staticmethod
     def _attention(cfg: ModelConfig, channels: int, res: int, mid: bool = False) -> list[nn.Module]:
