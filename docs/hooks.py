@@ -68,7 +68,8 @@ def cli_markdown() -> str:
 
 
 def _type_name(tp) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    text = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("noisecraft.config.sections.", "")  # an architecture's settings: by their class name
 
 
 def _config_section(name: str, cls: type) -> list[str]:

@@ -72,7 +72,7 @@ def test_a_transformer_setting_on_a_unet_is_refused_naming_the_unets_settings(ke
         apply_overrides(preset("digits"), {key: "2"})
     assert str(e.value) == (f"{key} is not a setting of model.arch=unet; its own are model.unet.{{base_channels, "
                             "channel_mult, num_res_blocks, attn_resolutions, scale_shift, cross_attn_resolutions} "
-                            "(set model.arch first to use another architecture)")
+                            "(or set model.arch)")
 
 
 def test_a_saved_config_with_the_other_architectures_section_is_refused():

@@ -140,13 +140,13 @@ ARCH_SETTINGS: dict[str, type] = {"unet": UNetConfig, "dit": DiTConfig}
 @dataclass
 class ModelConfig:
     """`model`: the network, what every architecture shares, its conditioning, and the settings of the architecture
-    chosen (`model.unet` or `model.dit`; the other is None)."""
+    chosen (`model.unet` or `model.dit`; the other is None, and left out of a saved config)."""
 
     arch: str = "unet"  # registry.ARCHITECTURES: unet | dit (diffusion transformer, Peebles & Xie 2023)
     unet: UNetConfig | None = None  # arch=unet: the U-Net's settings (its defaults when arch=unet and none are given)
     dit: DiTConfig | None = None  # arch=dit: the transformer's settings (its defaults when arch=dit and none given)
     head_channels: int = 32  # channels per attention head
-    dropout: float = 0.1  # dropout inside the residual blocks (U-Net) or the blocks' attention and MLP (DiT)
+    dropout: float = 0.1  # dropout inside the residual blocks (U-Net) or the blocks' MLPs (DiT)
     # Side of the pixel patches folded into channels before the first convolution and unfolded after the last (space
     # to depth, as U-ViT and simple diffusion do): the U-Net's top level runs at image_size / patch_size.
     # arch=dit: the side of the pixel patch one token covers.
@@ -165,6 +165,10 @@ class ModelConfig:
     augment_dim: int = 0  # width of the augment label (filled in from data.augment); 0 = no augment conditioning
 
     def __post_init__(self) -> None:
+        self._default_settings()
+
+    def _default_settings(self) -> None:
+        """The chosen architecture's settings at their defaults when none are given."""
         if self.arch in ARCH_SETTINGS and getattr(self, self.arch) is None:
             setattr(self, self.arch, ARCH_SETTINGS[self.arch]())
 
@@ -186,8 +190,9 @@ class ModelConfig:
     def validate(self) -> None:
         ARCHITECTURES.get(self.arch, "model.arch")
         for name in ARCH_SETTINGS:
-            if (getattr(self, name) is not None) != (name == self.arch):
+            if name != self.arch and getattr(self, name) is not None:
                 raise UserError(other_arch_error(f"model.{name}", self.arch))
+        self._default_settings()
         getattr(self, self.arch).validate()
         positive("model.head_channels", self.head_channels)
         positive("model.patch_size", self.patch_size)
@@ -201,8 +206,7 @@ class ModelConfig:
 def other_arch_error(key: str, arch: str) -> str:
     """The error for a setting `key` that model.arch=`arch` does not have: it names the architecture's own."""
     own = ", ".join(f.name for f in dataclasses.fields(ARCH_SETTINGS[arch]))
-    return (f"{key} is not a setting of model.arch={arch}; its own are model.{arch}.{{{own}}} (set model.arch first "
-            f"to use another architecture)")
+    return f"{key} is not a setting of model.arch={arch}; its own are model.{arch}.{{{own}}} (or set model.arch)"
 
 
 @dataclass
