@@ -222,7 +222,7 @@ def test_prompt_search_and_replace_cells_share_a_batch_on_a_text_run(tmp_path_fa
     enc = tiny_encoder(tmp / "encoder")
     assert main(["train", "--preset", "digits", "--out", str(tmp / "run"), "--steps", "2", "--no-progress", *TINY,
                  "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
+                 "--model.unet.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
     pipe = load_pipeline(tmp / "run", device="cpu")
     spec = GridSpec("run", x=parse_axis("prompt_sr=bold,thin"), y=parse_axis("guidance=0,2"), n=2,
                     prompt="a bold seven", options=SamplingOptions(steps=2, precision="fp32"))
