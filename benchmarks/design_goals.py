@@ -4,11 +4,11 @@ so it gives the same answer on any machine and under any load.
     python benchmarks/design_goals.py [--out benchmarks/results]
 
 Writes design_goals.json: the longest function in src/ and every one over 60 lines; `DiffusionTask`'s lines; the
-longest file of src/noisecraft/config/; the `sys.path` edits in benchmarks/; import cycles (strongly connected
-components of the import graph) among src modules, at module level and counting imports inside functions too, and
-among benchmarks modules; run-layout file names spelt outside rundir.py; and branches on a conditioning kind or on
-latent-vs-pixel outside the parts that own them (conditioning/, autoencoder/codec.py, registry.py). Each finding is
-listed with file:line.
+longest file of src/noisecraft/config/; each preset's base presets (at most one, called once); the `sys.path` edits
+in benchmarks/; import cycles (strongly connected components of the import graph) among src modules, at module level
+and counting imports inside functions too, and among benchmarks modules; run-layout file names spelt outside
+rundir.py; and branches on a conditioning kind or on latent-vs-pixel outside the parts that own them (conditioning/,
+autoencoder/codec.py, registry.py). Each finding is listed with file:line.
 """
 from __future__ import annotations
 
@@ -79,6 +79,28 @@ def class_size(path: Path, name: str) -> dict:
 def file_lines(folder: Path) -> list[dict]:
     return sorted(({"file": _rel(p), "lines": len(p.read_text().splitlines())} for p in folder.glob("*.py")),
                   key=lambda d: -d["lines"])
+
+
+def preset_bases(path: Path) -> list[dict]:
+    """Each preset (a function under a `@register("name", ...)`): the presets it calls and how often, and the length
+    of its chain of bases (a preset built on one built on another: 2)."""
+    tree = _parse(path)
+    presets = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            names = [d.args[0].value for d in node.decorator_list if isinstance(d, ast.Call)
+                     and getattr(d.func, "id", "") == "register" and d.args and isinstance(d.args[0], ast.Constant)]
+            if names:
+                presets[node.name] = (names[0], node)
+    calls = {fn: [c.func.id for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                  and c.func.id in presets and c.func.id != fn] for fn, (_, node) in presets.items()}
+
+    def chain(fn: str) -> int:
+        return 1 + max(map(chain, calls[fn])) if calls[fn] else 0
+
+    return [{"preset": name, "where": f"{_rel(path)}:{node.lineno}",
+             "bases": ", ".join(presets[c][0] for c in calls[fn]), "base_calls": len(calls[fn]), "chain": chain(fn)}
+            for fn, (name, node) in presets.items()]
 
 
 # ---------------------------------------------------------------- benchmarks/ path edits
@@ -164,8 +186,8 @@ def src_modules() -> dict[str, Path]:
 def benchmark_modules() -> dict[str, Path]:
     """The scripts by their names (a script imports `common` and, for figures.py, scripts as top-level modules)."""
     mods = {p.stem: p for p in BENCHMARKS.glob("*.py")}
-    mods |= {("common" if p.stem == "__init__" else f"common.{p.stem}"): p for p in (BENCHMARKS / "common").glob("*.py")}
-    return mods
+    common = (BENCHMARKS / "common").glob("*.py")
+    return mods | {("common" if p.stem == "__init__" else f"common.{p.stem}"): p for p in common}
 
 
 # ---------------------------------------------------------------- the run layout
@@ -313,6 +335,7 @@ def measure() -> dict:
                                           key=lambda f: -f["lines"]),
         "diffusion_task": task,
         "longest_config_file": config_files[0],
+        "presets": preset_bases(PACKAGE / "config" / "presets.py"),
         "sys_path_edits_in_benchmarks": sys_path_edits(bench_files),
         "import_cycles": {
             "src_module_level": cycles(import_graph(mods, module_level=True)),
@@ -327,6 +350,7 @@ def measure() -> dict:
         "no_function_over_60_lines": not result["functions_over_60_lines"],
         "diffusion_task_under_150_lines": task["lines"] < MAX_TASK_LINES,
         "no_config_file_over_300_lines": config_files[0]["lines"] <= MAX_CONFIG_FILE_LINES,
+        "every_preset_calls_at_most_one_preset_once": all(r["base_calls"] <= 1 for r in result["presets"]),
         "no_sys_path_edits_in_benchmarks": not result["sys_path_edits_in_benchmarks"],
         "no_import_cycle_src_module_level": not cyc["src_module_level"],
         "no_import_cycle_src_with_imports_in_functions": not cyc["src_with_imports_in_functions"],
