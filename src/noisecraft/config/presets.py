@@ -112,8 +112,8 @@ def digits_edm() -> Config:
                   sample={"sampler": "heun", "steps": 18})
 
 
-@register("digits-text", "text-to-image on the embedded digits: prompts like 'a bold seven leaning right' through all-"
-                         "MiniLM-L6-v2 and cross-attention (pip install -e \".[text]\"; minutes on a laptop CPU)")
+@register("digits-text", "text-to-image on the embedded digits: prompts like 'a bold seven leaning right' through "
+                         "all-MiniLM-L6-v2 and cross-attention (pip install -e \".[text]\"; minutes on a laptop CPU)")
 def digits_text() -> Config:
     # Text-to-image on the digits: the digits U-Net cross-attending at both levels to all-MiniLM-L6-v2's tokens of
     # captions from templates and measured strokes; 1000 steps of 32 kept held-out paraphrases and attribute pairs
