@@ -7,7 +7,7 @@ second subprocess with the same environment (the same kernel cap). Prints a tabl
 variant to the output file (with the CPU, its flags, the kernel cap and OMP_NUM_THREADS of the children's
 environment, and the load average).
 
-    python benchmarks/recipes.py --avx2 --variants '{"base": {}, "c24": {"model.base_channels": 24}}'
+    python benchmarks/recipes.py --avx2 --variants '{"base": {}, "c24": {"model.unet.base_channels": 24}}'
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ RESULT = HERE / "results" / "recipes_compare.json"
 # (name, preset, config overrides): the issue's four recipes as their presets are, and flow on smaller batches (the
 # `digits` quickstart preset since this benchmark named it the fastest).
 # The DiT as its preset was when the table was measured: the preset was tuned afterwards (dit_variants.jsonl).
-DIT_THEN = {"model.mlp_ratio": 4.0, "model.conv_stem": 32, "train.lr_schedule": "constant", "sample.guidance": 1.0,
+DIT_THEN = {"model.dit.mlp_ratio": 4.0, "model.conv_stem": 32, "train.lr_schedule": "constant", "sample.guidance": 1.0,
             "sample.guidance_interval": "2,inf"}
 RECIPES = (("U-Net, v-prediction + min-SNR (the quickstart before)", "digits-v", {}), ("U-Net, EDM", "digits-edm", {}),
            ("U-Net, rectified flow", "digits-flow", {}),
@@ -48,7 +48,7 @@ TARGET = 0.95  # the issue's quality bar: share judged the digit asked for
 PROBE_STEPS = 40
 # Training speed of the two networks, and of a transformer with about the U-Net's parameter count (width 96).
 THROUGHPUT = (("U-Net (digits-v preset)", "digits-v", {}), ("DiT (the digits-dit preset then)", "digits-dit", DIT_THEN),
-              ("DiT with about the U-Net's parameters", "digits-dit", {**DIT_THEN, "model.base_channels": 96}))
+              ("DiT with about the U-Net's parameters", "digits-dit", {**DIT_THEN, "model.dit.width": 96}))
 
 JUDGE = """
 import json, sys

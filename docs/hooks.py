@@ -68,7 +68,21 @@ def cli_markdown() -> str:
 
 
 def _type_name(tp) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    text = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("noisecraft.config.sections.", "")  # an architecture's settings: by their class name
+
+
+def _config_section(name: str, cls: type) -> list[str]:
+    """A config section's heading, docstring and table of fields (type, default, the field's comment)."""
+    from noisecraft import config
+
+    docs, hints, rows = config.field_docs(cls), typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append([f"`{name}.{f.name}`", f"`{_type_name(hints[f.name])}`",
+                     f"`{json.dumps(config.json_safe(default))}`", docs.get(f.name, "")])
+    return [f"## `{name}`", "", (cls.__doc__ or "").strip(), "",
+            _table(["field", "type", "default", "meaning"], rows), ""]
 
 
 def config_markdown() -> str:
@@ -77,14 +91,10 @@ def config_markdown() -> str:
     out = []
     for section in dataclasses.fields(config.Config):
         cls = section.type if isinstance(section.type, type) else getattr(config, section.type)
-        docs, hints = config.field_docs(cls), typing.get_type_hints(cls)
-        out += [f"## `{section.name}`", "", (cls.__doc__ or "").strip(), ""]
-        rows = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append([f"`{section.name}.{f.name}`", f"`{_type_name(hints[f.name])}`",
-                         f"`{json.dumps(config.json_safe(default))}`", docs.get(f.name, "")])
-        out += [_table(["field", "type", "default", "meaning"], rows), ""]
+        out += _config_section(section.name, cls)
+        if section.name == "model":  # each architecture's own settings
+            for arch, settings in config.ARCH_SETTINGS.items():
+                out += _config_section(f"model.{arch}", settings)
     out += ["## Presets", "", "`noisecraft train --preset NAME`; each is a function in `noisecraft/config/presets.py`, a base and the fields it sets.", "",
             _table(["preset", "what"], [[f"`{n}`", config.PRESETS.get(n).help] for n in config.PRESETS]), ""]
     out += ["## Names", "", "The names a field or flag accepts, from `noisecraft/registry.py` (one registry per "

@@ -8,12 +8,14 @@ torch.set_num_threads(1)
 
 # Tiny training settings. The figures drawn when training ends (loss curve, final samples, forward and reverse
 # process: a few seconds, several times a tiny training's steps) are off; the tests that check them turn them on.
-TINY = [
-    "--model.base_channels=8", "--model.channel_mult=1,2", "--model.num_res_blocks=1", "--model.attn_resolutions=14",
+TINY_UNET = ["--model.unet.base_channels=8", "--model.unet.channel_mult=1,2", "--model.unet.num_res_blocks=1",
+             "--model.unet.attn_resolutions=14"]
+TINY_RUN = [
     "--model.head_channels=8", "--train.batch_size=8", "--train.log_every=2", "--train.val_every=2",
     "--train.ckpt_every=2", "--train.sample_every=100000", "--data.val_size=16", "--sample.steps=2",
     "--train.warmup_steps=1", "--train.final_figures=false",
 ]
+TINY = TINY_UNET + TINY_RUN  # the U-Net's sizes and the run's; a DiT takes TINY_RUN and its own
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects them

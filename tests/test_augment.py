@@ -121,12 +121,13 @@ def test_batches_are_a_function_of_seed_and_step_and_ranks_split_them():
 
 @pytest.mark.parametrize("arch", ["unet", "dit"])
 def test_the_network_sees_no_augment_label_as_zeros(arch):
-    from noisecraft.config import ModelConfig
+    from noisecraft.config import DiTConfig, ModelConfig, UNetConfig
     from noisecraft.models import build_model
 
-    cfg = ModelConfig(arch=arch, base_channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(),
-                      head_channels=8, patch_size=1 if arch == "unet" else 2, depth=1, in_channels=1, image_size=8,
-                      num_classes=3, augment_dim=5)
+    cfg = ModelConfig(arch=arch, unet=UNetConfig(base_channels=8, channel_mult=(1,), num_res_blocks=1,
+                                                 attn_resolutions=()) if arch == "unet" else None,
+                      dit=DiTConfig(width=8, depth=1) if arch == "dit" else None, head_channels=8,
+                      patch_size=1 if arch == "unet" else 2, in_channels=1, image_size=8, num_classes=3, augment_dim=5)
     torch.manual_seed(0)
     net = build_model(cfg).eval()
     for p in net.parameters():  # the zero-initialised output layers would hide any difference
@@ -232,12 +233,12 @@ def test_a_streamed_rgb_folder_gives_the_in_memory_augmented_batches(tmp_path):
 
 
 def test_the_training_step_gives_the_batch_labels_to_the_network_and_validation_none():
-    from noisecraft.config import Config, ModelConfig
+    from noisecraft.config import Config, ModelConfig, UNetConfig
     from noisecraft.train.diffusion import DiffusionTask
     from noisecraft.train.task import TaskContext
 
     cfg = Config()
-    cfg.model = ModelConfig(base_channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(),
+    cfg.model = ModelConfig(unet=UNetConfig(base_channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=()),
                             head_channels=8, in_channels=1, image_size=8, num_classes=10, augment_dim=4)
     cfg.train.batch_size, cfg.train.precision = 4, "fp32"
     task = DiffusionTask(cfg, TaskContext(CPU, class_names=[str(i) for i in range(10)]))

@@ -31,7 +31,7 @@ def test_train_writes_a_complete_run_directory(run_dir):
     cfg = strict_json((run_dir / "config.json").read_text())
     assert cfg["sample"]["guidance_interval"] == [2.0, "inf"]
     assert Config.load(run_dir / "config.json").sample.guidance_interval == (2.0, float("inf"))
-    assert cfg["model"]["num_classes"] == 10 and cfg["model"]["in_channels"] == 1 and cfg["model"]["base_channels"] == 8
+    assert cfg["model"]["num_classes"] == 10 and cfg["model"]["in_channels"] == 1 and cfg["model"]["unet"]["base_channels"] == 8
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [2, 4]
     assert any("val_loss" in r for r in records)

@@ -176,8 +176,8 @@ def _pixel_pipeline(channels: int, folder):
 
     data = {"data.dataset": "digits"} if channels == 1 else {"data.dataset": "folder", "data.data_root": str(folder)}
     cfg = apply_overrides(preset("digits"), {**data, "data.image_size": "16", "data.val_size": "8",
-                                             "model.num_classes": "0", "model.base_channels": "8",
-                                             "model.channel_mult": "1,2", "model.attn_resolutions": "",
+                                             "model.num_classes": "0", "model.unet.base_channels": "8",
+                                             "model.unet.channel_mult": "1,2", "model.unet.attn_resolutions": "",
                                              "model.head_channels": "8"})
     cfg.model.in_channels, cfg.model.image_size = channels, 16
     torch.manual_seed(0)

@@ -91,7 +91,7 @@ def test_loss_falls_on_real_digits():
     """Twenty steps on 32 real digits reduce the loss on 64 held-out digits (and min-SNR weighting keeps it
     finite). A narrow network (8 channels) keeps it a few seconds; the cut is the same as with 16 channels, 40 steps
     of 64."""
-    from noisecraft.config import DataConfig, ModelConfig
+    from noisecraft.config import DataConfig, ModelConfig, UNetConfig
     from noisecraft.data import load_dataset, to_model_range
     from noisecraft.models import build_model
 
@@ -99,8 +99,8 @@ def test_loss_falls_on_real_digits():
     data, val = load_dataset(DataConfig(), "train"), load_dataset(DataConfig(), "val")
     x = to_model_range(data.images[:32])
     x_val, y_val = to_model_range(val.images[:64]), val.labels[:64]  # digits the steps never see
-    net = build_model(ModelConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                                  in_channels=1, image_size=28, num_classes=10, dropout=0.0))
+    net = build_model(ModelConfig(unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                                  attn_resolutions=()), in_channels=1, image_size=28, num_classes=10, dropout=0.0))
     d = Denoiser(net, DiffusionConfig(schedule="cosine", prediction="v", loss_weighting="min-snr"))
     opt = torch.optim.AdamW(net.parameters(), lr=4e-3)
     g = torch.Generator().manual_seed(0)

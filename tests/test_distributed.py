@@ -14,7 +14,8 @@ from noisecraft.cli import main
 
 # 8 images per global batch: 4 per rank. Dropout off: nn.Dropout masks are drawn per rank, not sliced.
 ARGS = [
-    "--model.base_channels=8", "--model.channel_mult=1,2", "--model.num_res_blocks=1", "--model.attn_resolutions=14",
+    "--model.unet.base_channels=8", "--model.unet.channel_mult=1,2", "--model.unet.num_res_blocks=1",
+    "--model.unet.attn_resolutions=14",
     "--model.head_channels=8", "--model.dropout=0", "--train.batch_size=8", "--train.log_every=1",
     "--train.val_every=2", "--train.ckpt_every=2", "--train.sample_every=100000", "--data.val_size=16",
     "--sample.steps=2", "--train.warmup_steps=1", "--train.precision=fp32", "--train.final_figures=false",

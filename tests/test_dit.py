@@ -4,6 +4,7 @@ bad sizes get one error line, and a DiT run trains, samples with every sampler, 
 diagram through the same CLI as a U-Net run; a text DiT draws its cross-attention and is served from prompts."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -12,20 +13,21 @@ import numpy as np
 import pytest
 import torch
 
-from noisecraft.config import ModelConfig
+from conftest import TINY_RUN
+from noisecraft.config import DiTConfig, ModelConfig
 from noisecraft.models import build_model
 from noisecraft.models.dit import DiTBlock, TokenCrossAttention, sincos_positions_2d
 from noisecraft.registry import SAMPLERS
 
-TINY_DIT = ["--model.arch=dit", "--model.base_channels=16", "--model.head_channels=8", "--model.patch_size=4",
-            "--model.depth=2", "--model.conv_stem=4"]
+TINY_DIT = ["--model.arch=dit", "--model.dit.width=16", "--model.head_channels=8", "--model.patch_size=4",
+            "--model.dit.depth=2", "--model.conv_stem=4"]
 
 
 def _dit(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = dict(arch="dit", in_channels=1, image_size=28, num_classes=10, base_channels=16, head_channels=8,
-               patch_size=4, depth=2, dropout=0.0)
-    return build_model(ModelConfig(**{**cfg, **kw})).eval()
+    own = {k: kw.pop(k) for k in list(kw) if k in {f.name for f in dataclasses.fields(DiTConfig)}}
+    cfg = dict(arch="dit", in_channels=1, image_size=28, num_classes=10, head_channels=8, patch_size=4, dropout=0.0)
+    return build_model(ModelConfig(**{**cfg, **kw}, dit=DiTConfig(**{"width": 16, "depth": 2, **own}))).eval()
 
 
 def _randomise(net: torch.nn.Module) -> None:
@@ -121,14 +123,16 @@ def test_cross_attention_records_maps_on_the_token_grid():
 @pytest.mark.parametrize("bad, message", [
     (["--model.patch_size=5"], "patch_size=5 must divide the image size 28"),
     (["--model.head_channels=12"], "must be a multiple of model.head_channels=12"),
-    (["--model.pos_embed=rope"], "model.pos_embed must be one of sincos, learned"),
+    (["--model.dit.pos_embed=rope"], "model.dit.pos_embed must be one of sincos, learned"),
     (["--model.arch=vit"], "model.arch must be one of unet, dit"),
-    (["--model.depth=0"], "model.depth must be"),
-    (["--model.long_skip=true", "--model.depth=1"], "model.long_skip needs model.arch=dit and model.depth >= 2"),
+    (["--model.dit.depth=0"], "model.dit.depth must be"),
+    (["--model.dit.long_skip=true", "--model.dit.depth=1"], "model.dit.long_skip needs model.dit.depth >= 2"),
+    (["--model.unet.channel_mult=1,2"], "model.unet.channel_mult is not a setting of model.arch=dit; its own are "
+                                        "model.dit.{width, depth, mlp_ratio, pos_embed, long_skip}"),
 ])
-def test_bad_transformer_settings_get_one_error_line(cli, tmp_path, tiny_args, bad, message):
+def test_bad_transformer_settings_get_one_error_line(cli, tmp_path, bad, message):
     code, _, err = cli("train", "--preset", "digits", "--out", tmp_path / "r", "--steps", 2, "--no-progress",
-                       *tiny_args, *TINY_DIT, *bad)
+                       *TINY_RUN, *TINY_DIT, *bad)
     assert code == 2 and message in err and err.count("\n") == 1, err
 
 
@@ -136,10 +140,8 @@ def test_bad_transformer_settings_get_one_error_line(cli, tmp_path, tiny_args, b
 def dit_run(tmp_path_factory):
     from noisecraft.cli import main
 
-    from conftest import TINY
-
     out = tmp_path_factory.mktemp("dit") / "run"
-    assert main(["train", "--preset", "digits-dit", "--out", str(out), "--steps", "120", "--no-progress", *TINY,
+    assert main(["train", "--preset", "digits-dit", "--out", str(out), "--steps", "120", "--no-progress", *TINY_RUN,
                  *TINY_DIT, "--train.lr=3e-3", "--train.batch_size=16", "--train.log_every=5", "--train.val_every=60",
                  "--train.ckpt_every=60", "--train.num_threads=1", "--train.final_figures=false"]) == 0
     return out
@@ -192,12 +194,11 @@ def test_a_text_dit_attends_to_the_prompt_and_the_server_draws_from_it(tmp_path,
     from fastapi.testclient import TestClient
     from PIL import Image
 
-    from conftest import TINY
     from noisecraft.pipeline import load_pipeline
     from noisecraft.serve import ServeConfig, create_app
 
     enc, run = tiny_encoder(tmp_path / "encoder"), tmp_path / "runs" / "text-dit"
-    code, _, err = cli("train", "--preset", "digits-dit", "--out", run, "--steps", 4, "--no-progress", *TINY,
+    code, _, err = cli("train", "--preset", "digits-dit", "--out", run, "--steps", 4, "--no-progress", *TINY_RUN,
                        *TINY_DIT, "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
                        "--train.final_figures=false", "--train.num_threads=1")
     assert code == 0, err

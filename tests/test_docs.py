@@ -34,10 +34,11 @@ def test_every_cli_command_and_flag_has_help():
 
 def test_every_config_field_is_documented():
     undocumented = []
-    for section in dataclasses.fields(config.Config):
-        cls = getattr(config, section.type) if isinstance(section.type, str) else section.type
+    sections = {s.name: getattr(config, s.type) if isinstance(s.type, str) else s.type
+                for s in dataclasses.fields(config.Config)}
+    for name, cls in {**sections, **{f"model.{a}": c for a, c in config.ARCH_SETTINGS.items()}}.items():
         docs = config.field_docs(cls)
-        undocumented += [f"{section.name}.{f.name}" for f in dataclasses.fields(cls) if not docs.get(f.name)]
+        undocumented += [f"{name}.{f.name}" for f in dataclasses.fields(cls) if not docs.get(f.name)]
     assert undocumented == []
 
 

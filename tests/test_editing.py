@@ -112,7 +112,7 @@ def _latent_pipe():
     codec = LatentCodec(ae, "noisecraft", 1.7, 0.0, 1, 4, 3, "test", "0" * 64)
     cfg = Config()
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 3, 4, 10
-    cfg.model.base_channels, cfg.model.channel_mult, cfg.model.attn_resolutions = 8, (1,), ()
+    cfg.model.unet.base_channels, cfg.model.unet.channel_mult, cfg.model.unet.attn_resolutions = 8, (1,), ()
     cfg.model.head_channels, cfg.sample.steps = 8, 3
     return Pipeline(Denoiser(build_model(cfg.model), cfg.diffusion).eval(), cfg, codec=codec)
 

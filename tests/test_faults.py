@@ -27,8 +27,9 @@ SRC = Path(noisecraft.__file__).resolve().parent
 
 # A tiny model on a 16x16 folder: each step takes milliseconds, so a run is mostly interpreter start-up.
 TINY_FOLDER = [
-    "--dataset", "folder", "--model.base_channels=8", "--model.channel_mult=1,2", "--model.num_res_blocks=1",
-    "--model.attn_resolutions=", "--train.batch_size=8", "--train.log_every=2", "--train.ckpt_every=2",
+    "--dataset", "folder", "--model.unet.base_channels=8", "--model.unet.channel_mult=1,2",
+    "--model.unet.num_res_blocks=1", "--model.unet.attn_resolutions=", "--train.batch_size=8", "--train.log_every=2",
+    "--train.ckpt_every=2",
     "--train.val_every=6", "--train.sample_every=100000", "--train.warmup_steps=2", "--train.keep_last=2",
     "--data.val_size=4", "--train.precision=fp32", "--train.final_figures=false", "--sample.steps=2", "--no-progress",
 ]
@@ -425,10 +426,12 @@ def _foreign_files(trained: Path, d: Path) -> dict[str, Path]:
     files["no_meta"] = d / "no_meta.safetensors"
     save_file({"w": torch.zeros(2)}, str(d / "bad_json.safetensors"), metadata={"noisecraft": "{not json"})
     files["bad_json"] = d / "bad_json.safetensors"
-    wrong_type = dict(meta, config=dict(meta["config"], model=dict(meta["config"]["model"], base_channels="wide")))
+    model = meta["config"]["model"]
+    wrong_type = dict(meta, config=dict(meta["config"],
+                                        model=dict(model, unet=dict(model["unet"], base_channels="wide"))))
     save_file(tensors, str(d / "bad_config.safetensors"), metadata={"noisecraft": json.dumps(wrong_type)})
     files["bad_config"] = d / "bad_config.safetensors"
-    wider = dict(meta, config=dict(meta["config"], model=dict(meta["config"]["model"], base_channels=16)))
+    wider = dict(meta, config=dict(meta["config"], model=dict(model, unet=dict(model["unet"], base_channels=16))))
     save_file(tensors, str(d / "other_width.safetensors"), metadata={"noisecraft": json.dumps(wider)})
     files["other_width"] = d / "other_width.safetensors"
     return files
@@ -440,7 +443,7 @@ EXPECTED = {
     "truncated": "not a readable safetensors checkpoint",
     "no_meta": "not a noisecraft checkpoint",
     "bad_json": "not a noisecraft checkpoint",
-    "bad_config": "model.base_channels expects an integer",
+    "bad_config": "model.unet.base_channels expects an integer",
     "other_width": "weights do not match",
 }
 
@@ -580,7 +583,7 @@ def test_sixteen_bit_grayscale_is_scaled(tmp_path):
     (["--image-size", "4"], "data.image_size must be >= 8"),
     (["--preset", "nope"], "invalid choice"),
     (["--train.precision=fp8"], "train.precision must be one of"),
-    (["--model.channel_mult=1,0"], "channel_mult"),
+    (["--model.unet.channel_mult=1,0"], "channel_mult"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--train.lr"], "needs a value"),
     (["stray"], "unexpected argument 'stray'"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisecraft.config import DiffusionConfig, ModelConfig
+from noisecraft.config import DiffusionConfig, ModelConfig, UNetConfig
 from noisecraft.diffusion import Denoiser
 from noisecraft.diffusion.losses import sample_sigmas
 from noisecraft.models import build_model
@@ -16,8 +16,8 @@ from noisecraft.samplers.common import drain
 
 def _flow_denoiser(seed: int = 0) -> Denoiser:
     torch.manual_seed(seed)
-    m = ModelConfig(in_channels=1, image_size=8, base_channels=8, channel_mult=(1,), attn_resolutions=(),
-                    head_channels=8, num_classes=0)
+    m = ModelConfig(in_channels=1, image_size=8, head_channels=8, num_classes=0,
+                    unet=UNetConfig(base_channels=8, channel_mult=(1,), attn_resolutions=()))
     return Denoiser(build_model(m), DiffusionConfig(prediction="flow")).eval()
 
 

@@ -21,7 +21,7 @@ def tiny_pipeline(seed: int = 0) -> Pipeline:
     torch.manual_seed(seed)
     cfg = preset("digits")
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 1, 28, 10
-    cfg.model.base_channels, cfg.model.channel_mult, cfg.model.head_channels = 8, (1, 2), 8
+    cfg.model.unet.base_channels, cfg.model.unet.channel_mult, cfg.model.head_channels = 8, (1, 2), 8
     den = Denoiser(build_model(cfg.model), cfg.diffusion).eval()
     return Pipeline(denoiser=den, config=cfg, class_names=[str(i) for i in range(10)], device="cpu")
 
@@ -222,7 +222,7 @@ def test_prompt_search_and_replace_cells_share_a_batch_on_a_text_run(tmp_path_fa
     enc = tiny_encoder(tmp / "encoder")
     assert main(["train", "--preset", "digits", "--out", str(tmp / "run"), "--steps", "2", "--no-progress", *TINY,
                  "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
+                 "--model.unet.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
     pipe = load_pipeline(tmp / "run", device="cpu")
     spec = GridSpec("run", x=parse_axis("prompt_sr=bold,thin"), y=parse_axis("guidance=0,2"), n=2,
                     prompt="a bold seven", options=SamplingOptions(steps=2, precision="fp32"))

@@ -18,8 +18,8 @@ COMMON = ["--image-size", 16, "--train.batch_size=8", "--train.log_every=2", "--
           "--train.precision=fp32", "--train.warmup_steps=1", "--no-progress"]
 TINY_AE = ["--preset", "digits64-ae", "--autoencoder.base_channels=4", "--autoencoder.latent_channels=2",
            "--autoencoder.disc_channels=4", "--autoencoder.disc_layers=2", "--autoencoder.disc_start=1", *COMMON]
-TINY_LATENT = ["--preset", "digits64-latent", "--model.base_channels=8", "--model.channel_mult=1,2",
-               "--model.attn_resolutions=2", "--model.head_channels=8", "--sample.steps=2", *COMMON]
+TINY_LATENT = ["--preset", "digits64-latent", "--model.unet.base_channels=8", "--model.unet.channel_mult=1,2",
+               "--model.unet.attn_resolutions=2", "--model.head_channels=8", "--sample.steps=2", *COMMON]
 
 
 def tiny_ae_config(**kw) -> AutoencoderConfig:
@@ -237,7 +237,7 @@ def test_diffusers_autoencoder_kl_folder_round_trips_through_a_latent_run(cli, t
         torch.testing.assert_close(codec.decode(z), vae.decode(z / 0.37).sample)
     ldm = tmp_path / "ldm"
     code, _, err = cli("train", "--autoencoder", tmp_path / "vae", "--out", ldm, "--steps", 2, *TINY_LATENT,
-                       "--model.attn_resolutions=2")
+                       "--model.unet.attn_resolutions=2")
     assert code == 0, err
     assert sorted(p.name for p in (ldm / "autoencoder").iterdir()) == ["config.json",
                                                                         "diffusion_pytorch_model.safetensors"]

@@ -50,7 +50,7 @@ def test_nhwc_sampling_path_matches_nchw(monkeypatch):
     assert sampling_channels_last("cpu", bf16=False) and not sampling_channels_last("cpu", bf16=True)
     torch.manual_seed(0)
     cfg = preset("digits").model
-    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.base_channels = 3, 16, 4, 16
+    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.unet.base_channels = 3, 16, 4, 16
     net = build_model(cfg).eval()
     for p in net.parameters():  # zero-initialised output layers would hide layout bugs
         p.data.normal_(0, 0.1)
@@ -95,7 +95,7 @@ def test_patch_size_folds_pixels_into_channels():
 
     torch.manual_seed(0)
     cfg = preset("digits").model
-    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.patch_size, cfg.channel_mult = 1, 28, 10, 2, (1, 2)
+    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.patch_size, cfg.unet.channel_mult = 1, 28, 10, 2, (1, 2)
     net = build_model(cfg).eval()
     for p in net.parameters():  # zero-initialised output layers would hide a wrong fold
         p.data.normal_(0, 0.1)
@@ -115,7 +115,7 @@ def test_unet_conv_stem_starts_at_zero_learns_and_leaves_old_checkpoints_alone()
     the stem learns once the zero-initialised head has, and a U-Net without it keeps its old checkpoint keys."""
     torch.manual_seed(0)
     cfg = preset("digits").model
-    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.patch_size, cfg.channel_mult = 3, 16, 0, 2, (1, 2)
+    cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.patch_size, cfg.unet.channel_mult = 3, 16, 0, 2, (1, 2)
     cfg.conv_stem = 8
     net = build_model(cfg)
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 5.0])

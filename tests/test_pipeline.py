@@ -39,7 +39,7 @@ def count_calls(pipe: Pipeline) -> list:
 def tiny_pipeline(num_classes: int) -> Pipeline:
     cfg = preset("digits")
     cfg.model.in_channels, cfg.model.image_size, cfg.model.num_classes = 1, 28, num_classes
-    cfg.model.base_channels, cfg.model.channel_mult, cfg.model.head_channels = 8, (1, 2), 8
+    cfg.model.unet.base_channels, cfg.model.unet.channel_mult, cfg.model.head_channels = 8, (1, 2), 8
     den = Denoiser(build_model(cfg.model), cfg.diffusion).eval()
     names = [str(i) for i in range(num_classes)]
     return Pipeline(denoiser=den, config=cfg, class_names=names, device="cpu")

@@ -375,7 +375,7 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("run")
     rc = main(["train", "--preset", "digits", "--out", str(out), "--steps", "2", "--no-progress", "--device", "cpu",
-               "--model.base_channels=8", "--train.sample_every=100000", "--train.val_every=100000",
+               "--model.unet.base_channels=8", "--train.sample_every=100000", "--train.val_every=100000",
                "--train.batch_size=8", "--train.final_figures=false"])
     assert rc == 0
     return out

@@ -256,7 +256,7 @@ def test_runs_api_gives_status_curves_grids_figures_and_config(client):
     assert [g["step"] for g in d["grids"]] == [2, None]  # step 2, then the final grid
     assert client.get(d["grids"][0]["url"]).headers["content-type"] == "image/png"
     assert {"loss.png", "forward_process.png", "reverse_process.png"} <= {f["name"] for f in d["figures"]}
-    assert d["config"]["model"]["base_channels"] == 8 and d["reports"] == []
+    assert d["config"]["model"]["unet"]["base_channels"] == 8 and d["reports"] == []
 
 
 def test_a_running_run_whose_process_died_is_flagged(tmp_path):

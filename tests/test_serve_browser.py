@@ -106,7 +106,7 @@ def test_runs_page_shows_curves_grids_and_compares_runs(page):
     assert page.inner_text("#grid-label").startswith("step 2")
     expect(page.locator("#grid-img")).to_have_js_property("complete", True)
     assert page.evaluate("document.getElementById('grid-img').naturalWidth") > 0
-    assert '"base_channels": 8' in page.inner_text("#config")
+    assert '"base_channels": 8' in page.inner_text("#config")  # model.unet's
     page.screenshot(path=SHOTS / "runs.png", full_page=True)
     assert not page.errors, page.errors
 

@@ -26,7 +26,7 @@ def text_runs(tmp_path_factory):
     enc = tiny_encoder(tmp / "encoder")
     assert main(["train", "--preset", "digits", "--out", str(tmp / "runs" / "words"), "--steps", "2", "--no-progress",
                  *TINY, "--data.captions=on", f"--model.text_encoder={enc}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
+                 "--model.unet.cross_attn_resolutions=14", "--train.final_figures=false"]) == 0
     return tmp / "runs"
 
 

@@ -170,7 +170,8 @@ def text_unet(context_dim: int = 16):
 
     cfg = preset("digits").model
     cfg.in_channels, cfg.image_size, cfg.num_classes, cfg.context_dim = 1, 28, 0, context_dim
-    cfg.base_channels, cfg.channel_mult, cfg.head_channels, cfg.cross_attn_resolutions = 8, (1, 2), 8, (14,)
+    cfg.unet.base_channels, cfg.unet.channel_mult, cfg.unet.cross_attn_resolutions = 8, (1, 2), (14,)
+    cfg.head_channels = 8
     net = build_model(cfg).eval()
     for p in net.parameters():  # zero-initialised output layers would hide every difference
         torch.nn.init.normal_(p, std=0.2)
@@ -322,7 +323,7 @@ def train_text_run(out: Path, encoder: Path, *extra: str) -> None:
 
     assert main(["train", "--preset", "digits", "--out", str(out), "--steps", "4", "--no-progress", *TINY,
                  "--data.captions=on", f"--model.text_encoder={encoder}", "--model.text_max_tokens=12",
-                 "--model.cross_attn_resolutions=14", *extra]) == 0
+                 "--model.unet.cross_attn_resolutions=14", *extra]) == 0
 
 
 @needs_text

@@ -12,8 +12,9 @@ from noisecraft.errors import UserError
 
 pytestmark = pytest.mark.skipif(not HAS_TEXT, reason='the text extra is not installed: pip install -e ".[text]"')
 
-TINY_TEXT_LATENT = ["--preset", "digits64-text-latent", "--image-size", 16, "--model.base_channels=8",
-                    "--model.channel_mult=1,2", "--model.attn_resolutions=2", "--model.cross_attn_resolutions=4,2",
+TINY_TEXT_LATENT = ["--preset", "digits64-text-latent", "--image-size", 16, "--model.unet.base_channels=8",
+                    "--model.unet.channel_mult=1,2", "--model.unet.attn_resolutions=2",
+                    "--model.unet.cross_attn_resolutions=4,2",
                     "--model.head_channels=8", "--model.text_max_tokens=12", "--sample.steps=2",
                     "--train.batch_size=8", "--train.log_every=2", "--train.val_every=2", "--train.ckpt_every=2",
                     "--train.sample_every=100000", "--data.val_size=16", "--train.warmup_steps=1", "--no-progress"]

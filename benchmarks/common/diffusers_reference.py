@@ -25,16 +25,17 @@ import torch.nn.functional as F
 
 
 def reference_unet(model, image_size: int = 28, channels: int = 1, num_classes: int = 10):
-    """A UNet2DModel with the widths of noisecraft's `model` config (`block_out_channels` = base_channels x
-    channel_mult, `layers_per_block` = num_res_blocks), attention at the lowest level and in the middle. With
+    """A UNet2DModel with the widths of noisecraft's `model` config (`block_out_channels` = unet.base_channels x
+    unet.channel_mult, `layers_per_block` = unet.num_res_blocks), attention at the lowest level and in the middle. With
     `model.patch_size` p > 1 it runs on the space-to-depth image (C p^2 channels at image_size / p), between
     pixel_unshuffle and pixel_shuffle, as noisecraft's U-Net does: the same network, built the diffusers way."""
     from diffusers import UNet2DModel
 
-    p, levels = getattr(model, "patch_size", 1), len(model.channel_mult)
+    u = model.unet  # the U-Net's own settings
+    p, levels = model.patch_size, len(u.channel_mult)
     unet = UNet2DModel(
         sample_size=image_size // p, in_channels=channels * p * p, out_channels=channels * p * p,
-        layers_per_block=model.num_res_blocks, block_out_channels=tuple(model.base_channels * m for m in model.channel_mult),
+        layers_per_block=u.num_res_blocks, block_out_channels=tuple(u.base_channels * m for m in u.channel_mult),
         down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
         up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
         attention_head_dim=model.head_channels, class_embed_type=None,

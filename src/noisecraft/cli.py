@@ -505,7 +505,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model", description="Train a diffusion model. Any config field can be "
-                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.base_channels=64). "
+                       "overridden as --section.field=VALUE (e.g. --train.lr=1e-3 --model.unet.base_channels=64). "
                        "SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves checkpoints/last and exits with "
                        "130 or 143; --resume continues exactly where it stopped, also after a crash or kill -9. "
                        "--autoencoder PATH trains in the latent space of an autoencoder (latent diffusion).")

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from noisecraft.config import POSTHOC_SIGMA_MAX
 from noisecraft.errors import UserError
-from noisecraft.rundir import RunDir, atomic_write_bytes, run_root
+from noisecraft.rundir import EMA_SNAPSHOTS, RunDir, atomic_write_bytes, run_root
 
 SNAPSHOT_FORMAT = "noisecraft-posthoc-ema"  # the key of a snapshot's metadata in its safetensors header
 MIN_SNAPSHOTS = 2  # snapshot steps a reconstruction needs (fewer: no trajectory to weigh)
@@ -213,7 +213,7 @@ def posthoc_source(checkpoint: str | Path):
     snaps = read_snapshots(run_root(ckpt.path), upto=ckpt.step)
     if len(snaps) < MIN_SNAPSHOTS:
         raise UserError(f"post-hoc EMA needs at least {MIN_SNAPSHOTS} snapshots up to step {ckpt.step}, "
-                        f"{run_root(ckpt.path) / 'ema_snapshots'} has {len(snaps)}; train longer or with a smaller "
+                        f"{run_root(ckpt.path) / EMA_SNAPSHOTS} has {len(snaps)}; train longer or with a smaller "
                         f"--train.posthoc_every")
     if snaps[-1].step != ckpt.step:  # stopped between snapshots
         warnings.warn(f"the last post-hoc EMA snapshot is of step {snaps[-1].step}, the checkpoint of step "

@@ -92,8 +92,7 @@ def describe_encoder(model_cfg) -> dict | None:
     if not m.context_dim:
         return None
     info = {"name": m.text_encoder, "token_dim": m.context_dim, "max_tokens": m.text_max_tokens,
-            "cross_attn_resolutions": m.attn_resolutions if m.cross_attn_resolutions is None else
-            m.cross_attn_resolutions}
+            "cross_attn_resolutions": m.unet.cross_resolutions if m.unet else "every block"}
     try:
         spec = encoder_spec(m.text_encoder)
         info.update(path=spec["path"], max_tokens=min(m.text_max_tokens, spec["max_tokens"]))

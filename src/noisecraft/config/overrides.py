@@ -1,11 +1,13 @@
 """`--section.field=value` overrides: a JSON value or a command-line string coerced to the field's declared type."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 from typing import Any, TypeVar
 
+from noisecraft.config.sections import ARCH_SETTINGS, other_arch_error
 from noisecraft.errors import UserError
 
 C = TypeVar("C")
@@ -59,24 +61,66 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     raise UserError(f"cannot set {name} of type {tp}")
 
 
+# Flat `model.NAME` keys of the configs (and overrides) from before each architecture held its own settings, read
+# as `model.ARCH.FIELD`. Saved keys are forever: this table only ever grows.
+LEGACY_MODEL_KEYS = {
+    "unet": {k: k for k in ("base_channels", "channel_mult", "num_res_blocks", "attn_resolutions", "scale_shift",
+                            "cross_attn_resolutions")},
+    "dit": {"base_channels": "width", "depth": "depth", "mlp_ratio": "mlp_ratio", "pos_embed": "pos_embed",
+            "long_skip": "long_skip"},
+}
+
+
+def model_key(key: str, arch: str, saved: bool) -> str | None:
+    """`key` as this version names it: an old flat setting of the architecture `arch` becomes `model.ARCH.FIELD`.
+    One of another architecture is refused, or, in a `saved` config (which never read it), dropped (None)."""
+    section, _, name = key.partition(".")
+    if section != "model" or not any(name in keys for keys in LEGACY_MODEL_KEYS.values()):
+        return key
+    own = LEGACY_MODEL_KEYS.get(arch, {})
+    if name in own:
+        return f"model.{arch}.{own[name]}"
+    if saved:
+        return None
+    raise UserError(other_arch_error(key, arch))
+
+
 def set_field(cfg: Any, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    if len(parts) != 2:
-        raise UserError(f"config key must look like section.field, got '{dotted}'")
-    section, key = parts
-    sub = getattr(cfg, section, None)
-    if sub is None or not dataclasses.is_dataclass(sub):
-        raise UserError(f"unknown config section '{section}' in '{dotted}'")
-    if key not in {f.name for f in dataclasses.fields(sub)}:
+    """Set `section.field` (or `model.ARCH.field`, the chosen architecture's settings) to `value`, type-checked."""
+    *path, key = dotted.split(".")
+    if len(path) not in (1, 2):
+        raise UserError(f"config key must look like section.field or model.ARCH.field, got '{dotted}'")
+    obj = cfg
+    for level, name in enumerate(path):
+        sub = getattr(obj, name, None) if name in {f.name for f in dataclasses.fields(obj)} else None
+        if sub is None and level == 1 and name in ARCH_SETTINGS:
+            raise UserError(other_arch_error(dotted, cfg.model.arch))
+        if sub is None or not dataclasses.is_dataclass(sub):
+            raise UserError(f"unknown config section '{'.'.join(path[:level + 1])}' in '{dotted}'")
+        obj = sub
+    if key not in {f.name for f in dataclasses.fields(obj)} or dataclasses.is_dataclass(getattr(obj, key)):
         raise UserError(f"unknown config key '{dotted}'")
-    setattr(sub, key, _coerce(dotted, _field_type(sub, key), value))
+    setattr(obj, key, _coerce(dotted, _field_type(obj, key), value))
+
+
+def set_fields(cfg: Any, values: dict[str, Any], saved: bool = False) -> None:
+    """Set `{"section.field": value, ...}` on cfg: model.arch first (another architecture starts from its default
+    settings), then the rest in order, old flat model keys read through `model_key` (`saved`: from a saved config)."""
+    values = dict(values)
+    if "model.arch" in values:
+        cfg.model.use_arch(_coerce("model.arch", str, values.pop("model.arch")))
+    for key, value in values.items():
+        key = model_key(key, cfg.model.arch, saved)
+        if key is not None:
+            set_field(cfg, key, value)
 
 
 def resolve_key(cfg: Any, key: str) -> str:
-    """Accept `section.field` or a bare `field` when it is unique across sections."""
+    """Accept `section.field` or a bare `field` when it is unique across sections (or an old flat model setting)."""
     if "." in key:
         return key
     owners = [f.name for f in dataclasses.fields(cfg) if key in {g.name for g in dataclasses.fields(getattr(cfg, f.name))}]
+    owners += ["model"] if any(key in keys for keys in LEGACY_MODEL_KEYS.values()) else []
     if len(owners) == 1:
         return f"{owners[0]}.{key}"
     if not owners:
@@ -86,8 +130,7 @@ def resolve_key(cfg: Any, key: str) -> str:
 
 def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
     """Return a copy of cfg with `{"train.lr": "1e-3", ...}` applied, type-checked, then validated."""
-    cfg = dataclasses.replace(cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)})
-    for key, value in overrides.items():
-        set_field(cfg, resolve_key(cfg, key.replace("-", "_")), value)
+    cfg = copy.deepcopy(cfg)
+    set_fields(cfg, {resolve_key(cfg, key.replace("-", "_")): value for key, value in overrides.items()})
     cfg.validate()
     return cfg

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.config.jsonio import json_safe, to_json
-from noisecraft.config.overrides import set_field
-from noisecraft.config.sections import DataConfig, DiffusionConfig, ModelConfig
+from noisecraft.config.overrides import set_fields
+from noisecraft.config.sections import ARCH_SETTINGS, DataConfig, DiffusionConfig, ModelConfig
 from noisecraft.config.training import (AutoencoderConfig, DistillConfig, FinetuneConfig, SampleConfig,
                                         TrainConfig)
 from noisecraft.errors import UserError
@@ -39,22 +39,22 @@ class Config:
         return (self.autoencoder.image_channels, size, size)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, as strict JSON takes it (an open guidance interval's inf becomes "inf")."""
-        return json_safe(dataclasses.asdict(self))
+        """Every field, as strict JSON takes it (an open guidance interval's inf becomes "inf"); of the architectures'
+        settings only the chosen one's (`model.unet` or `model.dit`)."""
+        d = dataclasses.asdict(self)
+        d["model"] = {k: v for k, v in d["model"].items() if k not in ARCH_SETTINGS or k == self.model.arch}
+        return json_safe(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """The config of a saved dict (a run's config.json, a checkpoint's); old keys are read by `set_fields`."""
         if not isinstance(d, dict):
             raise UserError("config must be a JSON object")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise UserError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         cfg = cls()
-        for section, values in d.items():
-            if not isinstance(values, dict):
-                raise UserError(f"config section '{section}' must be an object")
-            for key, value in values.items():
-                set_field(cfg, f"{section}.{key}", value)
+        set_fields(cfg, _dotted(d), saved=True)
         cfg.validate()
         return cfg
 
@@ -92,6 +92,19 @@ class Config:
         if d.augment and self.autoencoder.latent:
             raise UserError("data.augment transforms pixels, but latent diffusion trains on latents encoded once: "
                             "drop --data.augment or train in pixel space")
+
+
+def _dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"dit": {"width": 64}}} -> {"model.dit.width": 64}: a saved config's values by their override keys."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        elif not prefix:
+            raise UserError(f"config section '{key}' must be an object")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def field_docs(section: type) -> dict[str, str]:

@@ -3,6 +3,7 @@ fields by their comments (the reference pages are generated from them) and valid
 live in `schema.Config`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from noisecraft.config.checks import choice, in_unit_interval, non_negative, positive
@@ -88,40 +89,88 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """`model`: the network (a U-Net or a diffusion transformer) and its conditioning."""
+class UNetConfig:
+    """`model.unet`: the U-Net's shape (model.arch=unet)."""
 
-    arch: str = "unet"  # registry.ARCHITECTURES: unet | dit (diffusion transformer, Peebles & Xie 2023)
-    base_channels: int = 64  # channels of level 0; level i has base_channels * channel_mult[i]; dit: token width
+    base_channels: int = 64  # channels of level 0; level i has base_channels * channel_mult[i]
     channel_mult: tuple[int, ...] = (1, 2, 2)  # one entry per resolution level; each level after the first halves H, W
     num_res_blocks: int = 2  # residual blocks per encoder level (the decoder has one more per level)
     attn_resolutions: tuple[int, ...] = (7,)  # feature-map sizes with self-attention after each residual block
-    head_channels: int = 32  # channels per attention head
-    dropout: float = 0.1  # dropout inside the residual blocks
     scale_shift: bool = True  # embedding scales+shifts GroupNorm output (Improved DDPM); False: added bias (DDPM)
+    cross_attn_resolutions: tuple[int, ...] | None = None  # where blocks cross-attend (+ mid); None: attn_resolutions
+
+    @property
+    def cross_resolutions(self) -> tuple[int, ...]:
+        """The feature-map sizes whose blocks cross-attend to a prompt (besides the middle block)."""
+        return self.attn_resolutions if self.cross_attn_resolutions is None else self.cross_attn_resolutions
+
+    def validate(self) -> None:
+        positive("model.unet.base_channels", self.base_channels)
+        positive("model.unet.num_res_blocks", self.num_res_blocks)
+        if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
+            raise UserError("model.unet.channel_mult must be a non-empty list of positive integers")
+
+
+@dataclass
+class DiTConfig:
+    """`model.dit`: the diffusion transformer's shape (model.arch=dit, Peebles & Xie 2023)."""
+
+    width: int = 64  # D: the width of a token (one p x p patch), of the blocks and of the conditioning vector
+    depth: int = 6  # transformer blocks
+    mlp_ratio: float = 4.0  # hidden width of a block's MLP / width
+    pos_embed: str = "sincos"  # registry.POSITIONS: sincos (fixed 2D sin-cos) | learned
+    # U-ViT's long skips (Bao et al. 2023): the first half of the blocks' outputs join the inputs of the mirrored
+    # second half, concatenated and projected back to the width.
+    long_skip: bool = False
+
+    def validate(self) -> None:
+        POSITIONS.get(self.pos_embed, "model.dit.pos_embed")
+        positive("model.dit.width", self.width)
+        positive("model.dit.depth", self.depth)
+        if self.long_skip and self.depth < 2:
+            raise UserError(f"model.dit.long_skip needs model.dit.depth >= 2, got {self.depth}")
+        if not self.mlp_ratio > 0:
+            raise UserError(f"model.dit.mlp_ratio must be > 0, got {self.mlp_ratio}")
+
+
+# The settings of each architecture (registry.ARCHITECTURES), held as model.NAME; only the chosen one is set.
+ARCH_SETTINGS: dict[str, type] = {"unet": UNetConfig, "dit": DiTConfig}
+
+
+@dataclass
+class ModelConfig:
+    """`model`: the network, what every architecture shares, its conditioning, and the settings of the architecture
+    chosen (`model.unet` or `model.dit`; the other is None, and left out of a saved config)."""
+
+    arch: str = "unet"  # registry.ARCHITECTURES: unet | dit (diffusion transformer, Peebles & Xie 2023)
+    unet: UNetConfig | None = None  # arch=unet: the U-Net's settings (its defaults when arch=unet and none are given)
+    dit: DiTConfig | None = None  # arch=dit: the transformer's settings (its defaults when arch=dit and none given)
+    head_channels: int = 32  # channels per attention head
+    dropout: float = 0.1  # dropout inside the residual blocks (U-Net) or the blocks' MLPs (DiT)
     # Side of the pixel patches folded into channels before the first convolution and unfolded after the last (space
     # to depth, as U-ViT and simple diffusion do): the U-Net's top level runs at image_size / patch_size.
     # arch=dit: the side of the pixel patch one token covers.
     patch_size: int = 1
-    depth: int = 6  # arch=dit: transformer blocks
-    mlp_ratio: float = 4.0  # arch=dit: hidden width of a block's MLP / token width
-    pos_embed: str = "sincos"  # arch=dit: registry.POSITIONS: sincos (fixed 2D sin-cos) | learned
     conv_stem: int = 0  # channels of a 3x3 conv at full resolution before patchify and after unpatchify; 0 = none
-    # arch=dit: U-ViT's long skips (Bao et al. 2023): the first half of the blocks' outputs join the inputs of the
-    # mirrored second half, concatenated and projected back to the token width.
-    long_skip: bool = False
     # Text-to-image (data with captions): a frozen encoder's token embeddings feed cross-attention, its pooled
     # embedding joins the time embedding. A name in registry.TEXT_ENCODERS or a local sentence-transformers / Hugging
     # Face model directory; None: all-MiniLM-L6-v2 when the data has captions.
     text_encoder: str | None = None
     text_max_tokens: int = 32  # prompt tokens cross-attention reads (longer prompts are truncated with a warning)
-    cross_attn_resolutions: tuple[int, ...] | None = None  # where blocks cross-attend (+ mid); None: attn_resolutions
     context_dim: int | None = None  # text-token width (filled in from the text encoder); None: no text
     # Filled in from the dataset when the run starts, so a checkpoint is self-describing.
     in_channels: int = 0  # channels of what the network sees: the images' (1 grey, 3 RGB), or the latents'
     image_size: int = 0  # side of the square inputs the network sees (images, or latents in latent diffusion)
     num_classes: int = 0  # 0 = unconditional
     augment_dim: int = 0  # width of the augment label (filled in from data.augment); 0 = no augment conditioning
+
+    def __post_init__(self) -> None:
+        self._default_settings()
+
+    def _default_settings(self) -> None:
+        """The chosen architecture's settings at their defaults when none are given."""
+        if self.arch in ARCH_SETTINGS and getattr(self, self.arch) is None:
+            setattr(self, self.arch, ARCH_SETTINGS[self.arch]())
 
     @property
     def conditioning(self) -> str:
@@ -130,23 +179,34 @@ class ModelConfig:
             return "text"
         return "class" if self.num_classes else "unconditional"
 
+    def use_arch(self, arch: str) -> None:
+        """Switch to `arch`: its default settings replace the other architecture's (kept when it is the same)."""
+        ARCHITECTURES.get(arch, "model.arch")
+        if arch != self.arch:
+            for name, settings in ARCH_SETTINGS.items():
+                setattr(self, name, settings() if name == arch else None)
+            self.arch = arch
+
     def validate(self) -> None:
         ARCHITECTURES.get(self.arch, "model.arch")
-        POSITIONS.get(self.pos_embed, "model.pos_embed")
-        for name in ("base_channels", "head_channels", "patch_size", "depth"):
-            positive(f"model.{name}", getattr(self, name))
+        for name in ARCH_SETTINGS:
+            if name != self.arch and getattr(self, name) is not None:
+                raise UserError(other_arch_error(f"model.{name}", self.arch))
+        self._default_settings()
+        getattr(self, self.arch).validate()
+        positive("model.head_channels", self.head_channels)
+        positive("model.patch_size", self.patch_size)
         non_negative(self, "model", ("conv_stem", "augment_dim"))
-        if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
-            raise UserError("model.channel_mult must be a non-empty list of positive integers")
         if self.text_max_tokens < 2:
             raise UserError(f"model.text_max_tokens must be >= 2 (the encoder's start and end tokens), got "
                             f"{self.text_max_tokens}")
-        if self.long_skip and (self.arch != "dit" or self.depth < 2):
-            raise UserError(f"model.long_skip needs model.arch=dit and model.depth >= 2, got "
-                            f"model.arch={self.arch} and model.depth={self.depth}")
-        if not self.mlp_ratio > 0:
-            raise UserError(f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
         in_unit_interval("model.dropout", self.dropout)
+
+
+def other_arch_error(key: str, arch: str) -> str:
+    """The error for a setting `key` that model.arch=`arch` does not have: it names the architecture's own."""
+    own = ", ".join(f.name for f in dataclasses.fields(ARCH_SETTINGS[arch]))
+    return f"{key} is not a setting of model.arch={arch}; its own are model.{arch}.{{{own}}} (or set model.arch)"
 
 
 @dataclass

@@ -20,9 +20,9 @@ def dit_structure(model_cfg) -> dict:
     head = sum(count_parameters(m) for m in (net.ada_out, net.out, net.head))
     long_skips = count_parameters(net.skips) if net.skips is not None else 0
     return {"image_size": model_cfg.image_size, "in_channels": model_cfg.in_channels, "patch_size": net.cfg.patch_size,
-            "grid": net.grid, "tokens": net.grid ** 2, "width": model_cfg.base_channels,
-            "heads": net.blocks[0].attn.heads, "mlp_ratio": model_cfg.mlp_ratio, "conv_stem": model_cfg.conv_stem,
-            "pos_embed": model_cfg.pos_embed, "blocks": blocks, "stem_params": stem, "embedding_params": embed,
+            "grid": net.grid, "tokens": net.grid ** 2, "width": model_cfg.dit.width,
+            "heads": net.blocks[0].attn.heads, "mlp_ratio": model_cfg.dit.mlp_ratio, "conv_stem": model_cfg.conv_stem,
+            "pos_embed": model_cfg.dit.pos_embed, "blocks": blocks, "stem_params": stem, "embedding_params": embed,
             "head_params": head, "long_skip_params": long_skips, "total_params": count_parameters(net),
             "class_embedding": model_cfg.num_classes > 0, "text": bool(model_cfg.context_dim)}
 

@@ -37,13 +37,14 @@ def unet_structure(model_cfg) -> dict:
     """Per level: resolution, channels, residual blocks, attention and parameters of the encoder and decoder
     halves; the middle block; and the stem (embeddings, input and output convolutions)."""
     net = build_model(model_cfg)
-    n = len(model_cfg.channel_mult)
+    u = model_cfg.unet
+    n = len(u.channel_mult)
     down = _walk(net.down, list(range(n)), Downsample)
     up = {d["level"]: d for d in _walk(net.up, list(reversed(range(n))), Upsample)}
     p = model_cfg.patch_size
     levels, res = [], model_cfg.image_size // p  # p x p pixel patches are folded into channels before level 0
-    for i, mult in enumerate(model_cfg.channel_mult):
-        levels.append({"level": i, "resolution": res, "channels": model_cfg.base_channels * mult,
+    for i, mult in enumerate(u.channel_mult):
+        levels.append({"level": i, "resolution": res, "channels": u.base_channels * mult,
                        "encoder": down[i], "decoder": up[i]})
         res = (res + 1) // 2
     mid = {"resolution": levels[-1]["resolution"], "channels": levels[-1]["channels"],

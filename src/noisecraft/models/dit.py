@@ -6,9 +6,9 @@ Read top to bottom: positions, the block, then the network that patchifies, runs
 Like the U-Net it knows nothing about schedules: it maps (x, noise_label, class_labels, context) to an output the
 size of x, and `diffusion.Denoiser` decides what that output means.
 
-Sizes come from the shared `ModelConfig`: `base_channels` is the token width, `head_channels` the width of an
-attention head, `patch_size` the side of the pixel patch a token covers, `depth` the number of blocks, `long_skip`
-U-ViT's skips from the first half of the blocks to the second.
+Sizes come from `ModelConfig`: its own settings `cfg.dit` (`width` of a token, `depth` blocks, `mlp_ratio`,
+`pos_embed`, `long_skip`: U-ViT's skips from the first half of the blocks to the second) and those every network
+shares (`head_channels` the width of an attention head, `patch_size` the side of the pixel patch a token covers).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def sincos_positions_2d(grid: int, dim: int) -> torch.Tensor:
     """Fixed 2D sin-cos positions (as MAE and DiT): half the channels encode the row, half the column.
     -> (grid * grid, dim), row-major like the patch tokens."""
     if dim % 4:
-        raise UserError(f"model.base_channels={dim} must be a multiple of 4 for 2D sin-cos positions")
+        raise UserError(f"model.dit.width={dim} must be a multiple of 4 for 2D sin-cos positions")
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     return torch.cat([timestep_embedding(rows.flatten(), dim // 2, 10_000.0),
                       timestep_embedding(cols.flatten(), dim // 2, 10_000.0)], dim=-1)
@@ -118,11 +118,12 @@ class DiT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        p, width = cfg.patch_size, cfg.base_channels
+        d = cfg.dit  # the transformer's own settings
+        p, width = cfg.patch_size, d.width
         if cfg.image_size % p:
             raise UserError(f"model.patch_size={p} must divide the image size {cfg.image_size}")
         if width % cfg.head_channels:
-            raise UserError(f"model.base_channels={width} (the token width) must be a multiple of "
+            raise UserError(f"model.dit.width={width} must be a multiple of "
                             f"model.head_channels={cfg.head_channels}")
         self.grid, heads = cfg.image_size // p, width // cfg.head_channels
         # Early convolutions (Xiao et al. 2021; U-ViT's last conv): a 3x3 conv at full resolution before the patches
@@ -131,7 +132,7 @@ class DiT(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, pix, 3, padding=1), nn.GELU()) if cfg.conv_stem \
             else nn.Identity()
         self.patchify = nn.Conv2d(pix, width, p, stride=p)  # (B, C', H, W) -> (B, D, H/p, W/p)
-        if cfg.pos_embed == "learned":
+        if d.pos_embed == "learned":
             self.pos = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
         else:  # fixed: not a weight, so not in checkpoints
             self.register_buffer("pos", sincos_positions_2d(self.grid, width), persistent=False)
@@ -145,10 +146,10 @@ class DiT(nn.Module):
             self.context_norm = self.text_emb = None
         # Non-leaking augmentation: the transforms' labels join c; bias-free, so zeros (sampling) add nothing.
         self.augment_emb = nn.Linear(cfg.augment_dim, width, bias=False) if cfg.augment_dim else None
-        self.blocks = nn.ModuleList([DiTBlock(width, heads, cfg.mlp_ratio, cfg.dropout, cfg.context_dim, self.grid)
-                                     for _ in range(cfg.depth)])
-        self.skips = nn.ModuleList([nn.Linear(2 * width, width) for _ in range(cfg.depth // 2)]) \
-            if cfg.long_skip else None  # skips[j] feeds the j-th block of the second half
+        self.blocks = nn.ModuleList([DiTBlock(width, heads, d.mlp_ratio, cfg.dropout, cfg.context_dim, self.grid)
+                                     for _ in range(d.depth)])
+        self.skips = nn.ModuleList([nn.Linear(2 * width, width) for _ in range(d.depth // 2)]) \
+            if d.long_skip else None  # skips[j] feeds the j-th block of the second half
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(width, 2 * width)
         self.out = nn.Linear(width, p * p * pix)
@@ -174,7 +175,7 @@ class DiT(nn.Module):
         for b in self.blocks:
             if b.cross is not None:
                 nn.init.zeros_(b.cross.proj.weight)
-        width = self.cfg.base_channels
+        width = self.cfg.dit.width
         for skip in self.skips or []:  # [identity | zeros]: the skip starts unread, so each block as the identity
             with torch.no_grad():
                 skip.weight.copy_(torch.cat([torch.eye(width), torch.zeros(width, width)], dim=1))  # (D, 2D)
@@ -183,7 +184,7 @@ class DiT(nn.Module):
                   context_pooled: torch.Tensor | None, augment_labels: torch.Tensor | None,
                   dtype: torch.dtype) -> torch.Tensor:
         """The conditioning vector c (B, D), after its SiLU (every adaLN reads it through one)."""
-        c = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(dtype))  # (B, D)
+        c = self.time_mlp(timestep_embedding(noise_label, self.cfg.dit.width).to(dtype))  # (B, D)
         return F.silu(add_conditions(self, c, class_labels, context_pooled, augment_labels))
 
     def run_blocks(self, h: torch.Tensor, c: torch.Tensor, context: tuple | None) -> torch.Tensor:

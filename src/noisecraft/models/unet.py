@@ -178,8 +178,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; self-attention at the resolutions in `cfg.attn_resolutions`, and for
-    text models (`cfg.context_dim`) cross-attention at `cfg.cross_attn_resolutions` (None: the same) and mid.
+    """Encoder-decoder with skip connections; self-attention at the resolutions in `cfg.unet.attn_resolutions`, and
+    for text models (`cfg.context_dim`) cross-attention at `cfg.unet.cross_resolutions` and mid.
 
     forward(x (B, C, H, W), noise_label (B,), class_labels (B,) | None, context (B, L, D) | None,
             context_mask (B, L) bool | None, context_pooled (B, D) | None, augment_labels (B, A) | None)
@@ -190,7 +190,8 @@ class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
+        u = cfg.unet  # the U-Net's own settings
+        ch, emb_dim = u.base_channels, 4 * u.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.num_classes = cfg.num_classes
         self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes > 0 else None
@@ -212,35 +213,12 @@ class UNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, pix, 3, padding=1), nn.GELU()) if cfg.conv_stem \
             else nn.Identity()
         self.conv_in = nn.Conv2d(pix * p * p, ch, 3, padding=1)
-        self.down = nn.ModuleList()
-        skips, res, cur = [ch], cfg.image_size // p, ch
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
-                cur = ch * mult
-                blocks.extend(self._attention(cfg, cur, res))
-                self.down.append(blocks)
-                skips.append(cur)
-            if level < len(cfg.channel_mult) - 1:
-                self.down.append(nn.ModuleList([Downsample(cur)]))
-                skips.append(cur)
-                res = (res + 1) // 2
-
-        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.scale_shift),
+        self.down, skips, res = self._encoder(cfg, emb_dim, cfg.image_size // p)
+        cur = skips[-1]
+        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, cfg.dropout, u.scale_shift),
                                   *self._attention(cfg, cur, res, mid=True),
-                                  ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.scale_shift)])
-
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
-            for _ in range(cfg.num_res_blocks + 1):
-                blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, cfg.scale_shift)])
-                cur = ch * mult
-                blocks.extend(self._attention(cfg, cur, res))
-                self.up.append(blocks)
-            if level > 0:
-                self.up.append(nn.ModuleList([Upsample(cur)]))
-                res *= 2  # approximate for odd sizes; only used to place attention
-
+                                  ResBlock(cur, cur, emb_dim, cfg.dropout, u.scale_shift)])
+        self.up, cur = self._decoder(cfg, emb_dim, skips, res)
         self.norm_out = group_norm(cur)
         self.conv_out = nn.Conv2d(cur, pix * p * p, 3, padding=1)
         self.head = nn.Sequential(nn.GELU(), nn.Conv2d(pix, cfg.in_channels, 3, padding=1)) if cfg.conv_stem \
@@ -249,19 +227,53 @@ class UNet(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
+    def _encoder(self, cfg: ModelConfig, emb_dim: int, res: int) -> tuple[nn.ModuleList, list[int], int]:
+        """The encoder's stages from the top level (feature maps res x res) down; -> the stages, the channels of
+        each skip connection they leave for the decoder, and the size of the lowest level."""
+        u, down = cfg.unet, nn.ModuleList()
+        ch = cur = u.base_channels
+        skips = [ch]
+        for level, mult in enumerate(u.channel_mult):
+            for _ in range(u.num_res_blocks):
+                blocks = nn.ModuleList([ResBlock(cur, ch * mult, emb_dim, cfg.dropout, u.scale_shift)])
+                cur = ch * mult
+                blocks.extend(self._attention(cfg, cur, res))
+                down.append(blocks)
+                skips.append(cur)
+            if level < len(u.channel_mult) - 1:
+                down.append(nn.ModuleList([Downsample(cur)]))
+                skips.append(cur)
+                res = (res + 1) // 2
+        return down, skips, res
+
+    def _decoder(self, cfg: ModelConfig, emb_dim: int, skips: list[int], res: int) -> tuple[nn.ModuleList, int]:
+        """The decoder's stages from the lowest level (res x res) up, each residual block reading one skip (taken
+        from the end of `skips`); -> the stages and their output channels."""
+        u, up = cfg.unet, nn.ModuleList()
+        ch, cur = u.base_channels, skips[-1]
+        for level, mult in reversed(list(enumerate(u.channel_mult))):
+            for _ in range(u.num_res_blocks + 1):
+                blocks = nn.ModuleList([ResBlock(cur + skips.pop(), ch * mult, emb_dim, cfg.dropout, u.scale_shift)])
+                cur = ch * mult
+                blocks.extend(self._attention(cfg, cur, res))
+                up.append(blocks)
+            if level > 0:
+                up.append(nn.ModuleList([Upsample(cur)]))
+                res *= 2  # approximate for odd sizes; only used to place attention
+        return up, cur
+
     @staticmethod
     def _attention(cfg: ModelConfig, channels: int, res: int, mid: bool = False) -> list[nn.Module]:
         """The attention blocks after a residual block at feature-map size `res`; the middle block has both."""
-        cross_res = cfg.attn_resolutions if cfg.cross_attn_resolutions is None else cfg.cross_attn_resolutions
-        blocks = [Attention(channels, cfg.head_channels)] if mid or res in cfg.attn_resolutions else []
-        if cfg.context_dim and (mid or res in cross_res):
+        blocks = [Attention(channels, cfg.head_channels)] if mid or res in cfg.unet.attn_resolutions else []
+        if cfg.context_dim and (mid or res in cfg.unet.cross_resolutions):
             blocks.append(CrossAttention(channels, cfg.head_channels, cfg.context_dim))
         return blocks
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_labels: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
                 context_pooled: torch.Tensor | None = None, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(noise_label, self.cfg.base_channels).to(x.dtype))  # (B, 4ch)
+        emb = self.time_mlp(timestep_embedding(noise_label, self.cfg.unet.base_channels).to(x.dtype))  # (B, 4ch)
         emb = F.silu(add_conditions(self, emb, class_labels, context_pooled, augment_labels))
         context = None if context is None else (self.context_norm(context), context_mask)  # (B, L, D), (B, L)
 
