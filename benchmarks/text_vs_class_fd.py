@@ -3,6 +3,7 @@ factor of its floor, beside the class run of the same data's FD against its trai
 floor. The goal: the text run within the same factor as the class run (no penalty for how it is asked).
 
     python benchmarks/text_vs_class_fd.py --text runs/digits-text --class runs/digits --n 1000
+    python benchmarks/text_vs_class_fd.py --text T0 T1 T2 --class C0 C1 C2 --text-sample guidance=1.5   # 3 seeds
 
 Each run goes through `noisecraft evaluate` (the library call, Inception off) with the checkpoint's own sampler: the
 class run class-balanced against `offline.floors`, the text run on held-out captions against
@@ -10,12 +11,14 @@ class run class-balanced against `offline.floors`, the text run on held-out capt
 template prompt per class (`--prompts` of `text.default_prompts`), to show what that protocol scored. A factor is
 the samples' FD at the floors' n over the floor's FD: "heldout" is the real held-out images, "train" the training
 images outside the reference. FD's bias grows as n falls, so the goal compares the two factors at one n (the text
-run's captions' floor n; the class run's first samples, floors cut alike). Sampling and metrics are deterministic (seeded); the wall times are not, and are
-void on a shared machine.
+run's captions' floor n; the class run's first samples, floors cut alike). Runs of several seeds (one text and one
+class run each) compare by their means, with the spread. Sampling and metrics are deterministic (seeded); the wall
+times are not, and are void on a shared machine.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -51,13 +54,14 @@ def at_n(run: str, samples: Path, n: int) -> dict:
     return factors(floor_metrics(clf.features(images), reference_features(clf, data)))
 
 
-def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reuse: bool = False
-             ) -> tuple[dict, float]:
-    """`noisecraft evaluate`'s report of `run` written to `out`, and its wall time; with `reuse`, a report already
-    in `out` (of the same run and n) is read instead."""
+def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reuse: bool = False,
+             sampling: dict | None = None) -> tuple[dict, float]:
+    """`noisecraft evaluate`'s report of `run` written to `out`, and its wall time; `sampling`: SamplingOptions
+    fields instead of the checkpoint's; with `reuse`, a report already in `out` (of the same run and n) is read."""
     import json
 
     from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
+    from noisecraft.pipeline import SamplingOptions
 
     if reuse and (out / "report.json").is_file():
         report = json.loads((out / "report.json").read_text())
@@ -65,55 +69,94 @@ def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reus
         if report["sampling"]["n"] == n and (ckpt == asked or asked in ckpt.parents):
             return report, report["timing"]["total_s"]
     t0 = time.perf_counter()
-    report = evaluate_checkpoint(run, out, EvalOptions(n=n, inception=False, progress=False, prompts=prompts))
+    options = EvalOptions(n=n, inception=False, progress=False, prompts=prompts,
+                          sampling=SamplingOptions(**(sampling or {})))
+    report = evaluate_checkpoint(run, out, options)
     return report, time.perf_counter() - t0
+
+
+# The sampling settings --text-sample takes, each read from its command-line text.
+SAMPLING_PARSERS = {"guidance": float, "steps": int, "sampler": str,
+                    "guidance_interval": lambda v: tuple(float(x) for x in v.split(",") if x)}
+
+
+def sampling_overrides(pairs: list[str]) -> dict:
+    """["guidance=1.5", "guidance_interval=1,inf"] as SamplingOptions fields."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in SAMPLING_PARSERS:
+            raise SystemExit(f"error: --text-sample takes {', '.join(SAMPLING_PARSERS)}, got {key!r}")
+        out[key] = SAMPLING_PARSERS[key](value)
+    return out
+
+
+def compare(text_run: str, class_run: str, args, work: Path) -> dict:
+    """One text run and one class run (a seed each) through `noisecraft evaluate`, factors at the same n."""
+    from noisecraft.evaluate.text import default_prompts
+    from noisecraft.pipeline import load_pipeline
+
+    sampling = sampling_overrides(args.text_sample)
+    cls, t_cls = evaluate(class_run, args.n, work / "class", reuse=args.reuse)
+    txt, t_txt = evaluate(text_run, args.n, work / "text", reuse=args.reuse, sampling=sampling)
+    result = {"runs": {"text": text_run, "class": class_run}, "text_sampling_overrides": sampling}
+    result["class"] = {"step": cls["step"], "sampling": cls["sampling"], "wall_s": round(t_cls, 1),
+                       "class_accuracy": cls["offline"]["generated"]["class_accuracy"],
+                       "against_training": factors(cls["offline"]["floors"])}
+    result["text"] = {"step": txt["step"], "sampling": txt["sampling"], "wall_s": round(t_txt, 1),
+                      "against_captions_images": factors(txt["offline"]["floors_captions"]),
+                      "against_training": factors(txt["offline"]["floors"]),
+                      "alignment": {k: v for k, v in txt["text"].items() if k != "real_heldout"},
+                      "alignment_real_images": txt["text"]["real_heldout"]}
+    if not args.no_templates:
+        pipe = load_pipeline(text_run, "cpu")
+        prompts = default_prompts(pipe.class_names, pipe.config.data.dataset)
+        old, t_old = evaluate(text_run, args.n, work / "templates", prompts, reuse=args.reuse, sampling=sampling)
+        result["text_one_template_per_class"] = {
+            "prompts": prompts, "wall_s": round(t_old, 1), "against_training": factors(old["offline"]["floors"])}
+    n_text = result["text"]["against_captions_images"]["n"]
+    result["class"]["against_training_at_text_n"] = at_n(class_run, work / "class" / "samples.npz", n_text)
+    return result
+
+
+def spread(values: list[float]) -> dict:
+    return {"each": values, "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--text", required=True, help="a text run (directory or checkpoint)")
-    p.add_argument("--class", dest="class_run", required=True, help="the class run of the same data")
+    p.add_argument("--text", required=True, nargs="+", help="text runs (directories or checkpoints), one per seed")
+    p.add_argument("--class", dest="class_run", required=True, nargs="+",
+                   help="the class runs of the same data, one per seed, paired with --text in order")
+    p.add_argument("--text-sample", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampling setting for the text runs instead of their checkpoint's (guidance, "
+                        "guidance_interval, steps, sampler), recorded in the result")
     p.add_argument("--n", type=int, default=1000, help="samples per evaluation")
     p.add_argument("--no-templates", action="store_true", help="skip the text run's one-template-per-class row")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="text_vs_class_fd", help="result file name (without .json)")
-    p.add_argument("--work", help="keep the reports here (class/, text/, templates/; default: a temporary folder)")
+    p.add_argument("--work", help="keep the reports here (seedK/class, text, templates; default: a temporary folder)")
     p.add_argument("--reuse", action="store_true", help="read reports already in --work instead of evaluating again")
     args = p.parse_args(argv)
+    if len(args.text) != len(args.class_run):
+        p.error(f"--text names {len(args.text)} runs and --class {len(args.class_run)}: one of each per seed")
 
-    from noisecraft.evaluate.text import default_prompts
-    from noisecraft.pipeline import load_pipeline
-
-    result = {"machine": record(), "n": args.n, "runs": {"text": args.text, "class": args.class_run}}
+    result = {"machine": record(), "n": args.n}
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = args.work or scratch
-        cls, t_cls = evaluate(args.class_run, args.n, Path(tmp) / "class", reuse=args.reuse)
-        txt, t_txt = evaluate(args.text, args.n, Path(tmp) / "text", reuse=args.reuse)
-        result["class"] = {"step": cls["step"], "sampling": cls["sampling"], "wall_s": round(t_cls, 1),
-                           "class_accuracy": cls["offline"]["generated"]["class_accuracy"],
-                           "against_training": factors(cls["offline"]["floors"])}
-        result["text"] = {"step": txt["step"], "sampling": txt["sampling"], "wall_s": round(t_txt, 1),
-                          "against_captions_images": factors(txt["offline"]["floors_captions"]),
-                          "against_training": factors(txt["offline"]["floors"]),
-                          "alignment": {k: v for k, v in txt["text"].items() if k != "real_heldout"},
-                          "alignment_real_images": txt["text"]["real_heldout"]}
-        if not args.no_templates:
-            pipe = load_pipeline(args.text, "cpu")
-            prompts = default_prompts(pipe.class_names, pipe.config.data.dataset)
-            old, t_old = evaluate(args.text, args.n, Path(tmp) / "templates", prompts, reuse=args.reuse)
-            result["text_one_template_per_class"] = {
-                "prompts": prompts, "wall_s": round(t_old, 1), "against_training": factors(old["offline"]["floors"])}
-        n_text = result["text"]["against_captions_images"]["n"]
-        result["class"]["against_training_at_text_n"] = at_n(args.class_run, Path(tmp) / "class" / "samples.npz",
-                                                             n_text)
-    text_factor = result["text"]["against_captions_images"]["factor_heldout"]
-    class_factor = result["class"]["against_training_at_text_n"]["factor_heldout"]
-    result["goal"] = {"text_factor_heldout": text_factor, "class_factor_heldout": class_factor, "n": n_text,
-                      "class_factor_heldout_at_its_floor_n": result["class"]["against_training"]["factor_heldout"],
-                      "met": text_factor <= class_factor,
-                      "rule": "at the same n, the text run's FD against its held-out captions' images over its "
-                              "held-out floor <= the class run's FD against its training reference over its "
-                              "held-out floor"}
+        work = Path(args.work or scratch)
+        result["seeds"] = [compare(t, c, args, work / f"seed{i}")
+                           for i, (t, c) in enumerate(zip(args.text, args.class_run))]
+    text = spread([r["text"]["against_captions_images"]["factor_heldout"] for r in result["seeds"]])
+    cls = spread([r["class"]["against_training_at_text_n"]["factor_heldout"] for r in result["seeds"]])
+    result["goal"] = {"text_factor_heldout": text, "class_factor_heldout": cls,
+                      "n": result["seeds"][0]["text"]["against_captions_images"]["n"],
+                      "class_factor_heldout_at_its_floor_n": spread(
+                          [r["class"]["against_training"]["factor_heldout"] for r in result["seeds"]]),
+                      "met": text["mean"] <= cls["mean"],
+                      "rule": "over the seeds, at the same n, the text runs' mean FD against their held-out captions' "
+                              "images over their held-out floor <= the class runs' mean FD against their training "
+                              "reference over their held-out floor"}
     write_result(result, args.out, args.name)
     return result
 
