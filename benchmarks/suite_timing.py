@@ -8,10 +8,13 @@ the other, each a fresh process with the same environment (the suite on every co
 Nothing else should run meanwhile.
 
 * cold: as on a fresh clone of a fresh machine: empty caches for what the suite and its libraries build on first
-  use ($NOISECRAFT_CACHE, $XDG_CACHE_HOME, matplotlib's font cache) and no compiled bytecode of this checkout
-  (a fresh PYTHONPYCACHEPREFIX). The suite builds its own judge and rasterised emoji in its temporary folder
-  either way (tests/conftest.py), so what differs is the libraries' caches and the bytecode. The operating
-  system's file cache is not dropped (that needs root and disturbs everything else running).
+  use ($NOISECRAFT_CACHE, $XDG_CACHE_HOME, matplotlib's font cache) and no compiled bytecode of this checkout (its
+  `__pycache__` folders removed; the installed libraries keep the bytecode pip compiled at install). Python writes
+  bytecode as it does on a user's machine ($PYTHONDONTWRITEBYTECODE, which some sandboxes set, is dropped: with it
+  every process compiles this checkout again, as no user's Python does). The suite builds its own judge and
+  rasterised emoji in its temporary folder either way (tests/conftest.py), so what differs is the libraries' caches
+  and the bytecode. The operating system's file cache is not dropped (that needs root and disturbs everything else
+  running).
 * warm: the same command again, with the caches the cold run left.
 
     PYTHONPATH=src python benchmarks/suite_timing.py [--avx2 (kernels capped to AVX2, fp32 quickstart)]
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,13 +55,25 @@ def run_suite(env: dict) -> dict:
             "result": (lines or [""])[-1], "slowest": slowest}
 
 
+def as_user(env: dict) -> dict:
+    """`env` with Python writing bytecode where it imports from, as a user's Python does."""
+    return {k: v for k, v in env.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+
+
 def cold_env(env: dict, root: Path) -> dict:
     """`env` with every first-use cache the suite and its libraries write pointed at empty folders under `root`."""
-    folders = {"NOISECRAFT_CACHE": "noisecraft", "XDG_CACHE_HOME": "xdg", "MPLCONFIGDIR": "matplotlib",
-               "PYTHONPYCACHEPREFIX": "pycache"}
+    folders = {"NOISECRAFT_CACHE": "noisecraft", "XDG_CACHE_HOME": "xdg", "MPLCONFIGDIR": "matplotlib"}
     for name in folders.values():
         (root / name).mkdir()
     return dict(env, **{key: str(root / name) for key, name in folders.items()})
+
+
+def remove_bytecode(checkout: Path) -> int:
+    """Delete the checkout's own `__pycache__` folders (git-ignored build output; a fresh clone has none)."""
+    folders = [p for top in ("src", "tests", "benchmarks") for p in (checkout / top).rglob("__pycache__")]
+    for folder in folders:
+        shutil.rmtree(folder)
+    return len(folders)
 
 
 def main() -> None:
@@ -65,13 +81,16 @@ def main() -> None:
     ap.add_argument("--avx2", action="store_true", help="kernels capped to AVX2 and an fp32 quickstart")
     ap.add_argument("--name", default="suite_timing")
     args = ap.parse_args()
-    env = capped_env(avx2=args.avx2)
+    env = as_user(capped_env(avx2=args.avx2))
+    checkout = Path(__file__).resolve().parents[1]
     before = loadavg()
     with tempfile.TemporaryDirectory() as work:
         flags = ["--train.precision=fp32"] if args.avx2 else []
+        remove_bytecode(checkout)  # the quickstart as the first command after installing
         quickstart = train_cli("train", "digits", Path(work) / "digits", flags, env=env)
         (Path(work) / "caches").mkdir()
         fresh = cold_env(env, Path(work) / "caches")
+        remove_bytecode(checkout)
         suites = {"cold": run_suite(fresh)}
         suites["warm"] = run_suite(fresh)  # the same folders, now holding what the cold run built
     ratios = {k: round(s["wall_s"] / quickstart["wall_s"], 2) for k, s in suites.items()}
