@@ -121,6 +121,7 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     kernel gets the tiny settings and this checkout's code from its environment)."""
     pytest.importorskip("nbmake")
     env = {**os.environ, "NOISECRAFT_NOTEBOOK_TINY": "1", "NOISECRAFT_NOTEBOOK_RUN": str(tmp_path / "run"),
+           "OMP_NUM_THREADS": "1",  # one thread, as the suite's own processes: its cores run other tests
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir",
            str(tmp_path), "--nbmake", "--nbmake-timeout=300", str(ROOT / "examples" / "quickstart.ipynb")]
