@@ -42,8 +42,8 @@ DURATION = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S+)")
 
 
 def run_suite(env: dict) -> dict:
-    """`python -m pytest -q` from the repository root: its wall, its last line (passed, deselected), its slowest 25
-    test phases."""
+    """`python -m pytest -q` from the repository root: its wall, its last line (passed, deselected), the tests that
+    failed, its slowest 25 test phases."""
     root = Path(__file__).resolve().parents[1]
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=25"], cwd=root,
@@ -52,7 +52,8 @@ def run_suite(env: dict) -> dict:
     lines = p.stdout.strip().splitlines()
     slowest = [{"s": float(m[1]), "phase": m[2], "test": m[3]} for m in map(DURATION.match, lines) if m]
     return {"command": "python -m pytest -q", "wall_s": round(wall, 1), "returncode": p.returncode,
-            "result": (lines or [""])[-1], "slowest": slowest}
+            "result": (lines or [""])[-1], "failed": [line for line in lines if line.startswith("FAILED")],
+            "slowest": slowest}
 
 
 def as_user(env: dict) -> dict:

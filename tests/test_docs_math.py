@@ -140,9 +140,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 KATEX_ERRORS = """() => [...document.querySelectorAll(".katex-error, .katex [style]")]
   .filter(e => e.classList.contains("katex-error") || getComputedStyle(e).color === "rgb(204, 0, 0)")
   .map(e => e.textContent)"""
-# KaTeX's main font was fetched (from the site: any other host would show in the request log) and is in use
-KATEX_FONT_LOADED = """() => document.fonts.ready.then(() =>
-  [...document.fonts].some(f => f.family.replace(/"/g, "") === "KaTeX_Main" && f.status === "loaded"))"""
+# KaTeX's main font loads (from the site: any other host would show in the request log): awaited by name, since
+# the rendered formulas may not have asked for it yet when the page's load event fires
+KATEX_FONT_LOADED = """() => document.fonts.load('1em "KaTeX_Main"').then(faces =>
+  faces.some(f => f.family.replace(/"/g, "") === "KaTeX_Main" && f.status === "loaded"))"""
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (apt-get install chromium; .ci/run does)")
