@@ -17,9 +17,9 @@ import ast
 from pathlib import Path
 
 from common.results import BENCHMARKS, RESULTS, commit, write_result
+from common.sources import SRC, benchmark_modules, cycles, import_graph, parse, src_modules, sys_path_edits
 
 ROOT = BENCHMARKS.parent
-SRC = ROOT / "src"
 PACKAGE = SRC / "noisecraft"
 MAX_FUNCTION_LINES = 60
 MAX_CONFIG_FILE_LINES = 300
@@ -41,17 +41,6 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), filename=str(path))
-
-
-def _src_files() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
-
-
-# ---------------------------------------------------------------- sizes
-
-
 def _functions_in(path: Path, node: ast.AST, prefix: str = "") -> list[dict]:
     out = []
     for child in ast.iter_child_nodes(node):
@@ -66,12 +55,12 @@ def _functions_in(path: Path, node: ast.AST, prefix: str = "") -> list[dict]:
 
 def functions(files: list[Path]) -> list[dict]:
     """Every function and method: where, qualified name, lines (def to last line, decorators left out)."""
-    return [f for path in files for f in _functions_in(path, _parse(path))]
+    return [f for path in files for f in _functions_in(path, parse(path))]
 
 
 def class_size(path: Path, name: str) -> dict:
     """Lines and methods of the class `name` in `path`."""
-    cls = next(n for n in ast.walk(_parse(path)) if isinstance(n, ast.ClassDef) and n.name == name)
+    cls = next(n for n in ast.walk(parse(path)) if isinstance(n, ast.ClassDef) and n.name == name)
     methods = [n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     return {"where": f"{_rel(path)}:{cls.lineno}", "lines": cls.end_lineno - cls.lineno + 1, "methods": len(methods)}
 
@@ -84,7 +73,7 @@ def file_lines(folder: Path) -> list[dict]:
 def preset_bases(path: Path) -> list[dict]:
     """Each preset (a function under a `@register("name", ...)`): the presets it calls and how often, and the length
     of its chain of bases (a preset built on one built on another: 2)."""
-    tree = _parse(path)
+    tree = parse(path)
     presets = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
@@ -106,97 +95,13 @@ def preset_bases(path: Path) -> list[dict]:
 # ---------------------------------------------------------------- benchmarks/ path edits
 
 
-def sys_path_edits(files: list[Path]) -> list[dict]:
-    """Each use of `sys.path` (an insert, an append, an assignment), as tests/test_benchmarks_imports.py finds them."""
-    return [{"where": f"{_rel(p)}:{n.lineno}"} for p in files for n in ast.walk(_parse(p))
-            if isinstance(n, ast.Attribute) and n.attr == "path" and isinstance(n.value, ast.Name)
-            and n.value.id == "sys"]
-
-
-# ---------------------------------------------------------------- import cycles
-
-
-def _imports(tree: ast.Module, module_level: bool) -> list[tuple[str | None, list[str], int]]:
-    """(module, imported names, level) of each import; module_level: only those at the top of the module (as
-    tests/test_imports.py reads them), else also those inside functions."""
-    nodes = tree.body if module_level else list(ast.walk(tree))
-    out = []
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom):
-            out.append((node.module, [a.name for a in node.names], node.level))
-        elif isinstance(node, ast.Import):
-            out += [(a.name, [], 0) for a in node.names]
-    return out
-
-
-def import_graph(modules: dict[str, Path], module_level: bool) -> dict[str, set[str]]:
-    """Module -> the modules of `modules` it imports (`from a import b` counts a, and a.b when b is a module)."""
-    graph = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        deps = set()
-        for module, names, level in _imports(_parse(path), module_level):
-            if level:  # relative: from the package `level - 1` above this one
-                base = package.split(".")[:len(package.split(".")) - (level - 1)] if package else []
-                module = ".".join(base + ([module] if module else []))
-            if not module:
-                continue
-            deps.add(module)
-            deps.update(f"{module}.{n}" for n in names)
-        graph[name] = {d for d in deps if d in modules and d != name}
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan): each holds at least one cycle."""
-    index, low, on_stack, stack, found, counter = {}, {}, set(), [], [], [0]
-
-    def connect(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                connect(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            connect(v)
-    return sorted(found)
-
-
-def src_modules() -> dict[str, Path]:
-    return {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p for p in _src_files()}
-
-
-def benchmark_modules() -> dict[str, Path]:
-    """The scripts by their names (a script imports `common` and, for figures.py, scripts as top-level modules)."""
-    mods = {p.stem: p for p in BENCHMARKS.glob("*.py")}
-    common = (BENCHMARKS / "common").glob("*.py")
-    return mods | {("common" if p.stem == "__init__" else f"common.{p.stem}"): p for p in common}
-
-
 # ---------------------------------------------------------------- the run layout
 
 
 def layout_names() -> set[str]:
     """The file and folder names rundir.py defines as module-level constants (one owner of the layout)."""
     names = set()
-    for node in _parse(PACKAGE / "rundir.py").body:
+    for node in parse(PACKAGE / "rundir.py").body:
         if not isinstance(node, ast.Assign):
             continue
         targets = [t for tgt in node.targets for t in (tgt.elts if isinstance(tgt, ast.Tuple) else [tgt])]
@@ -244,7 +149,7 @@ def layout_literals(files: list[Path]) -> tuple[list[dict], list[dict]]:
     for path in files:
         if path.name == "rundir.py":
             continue
-        tree = _parse(path)
+        tree = parse(path)
         docs, joined = _docstrings(tree), set()
         for node in ast.walk(tree):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
@@ -288,7 +193,7 @@ def _tests(tree: ast.Module) -> list[ast.AST]:
 
 
 def _kind_branches_in(path: Path) -> list[dict]:
-    tree, found = _parse(path), {}
+    tree, found = parse(path), {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Eq, ast.NotEq, ast.In, ast.NotIn)):
             strings = {s for side in [node.left, *node.comparators] for c in ast.walk(side) for s in _string_parts(c)}
@@ -319,7 +224,7 @@ def kind_branches(files: list[Path]) -> list[dict]:
 
 
 def measure() -> dict:
-    src = _src_files()
+    src = list(src_modules().values())
     funcs = functions(src)
     longest = max(funcs, key=lambda f: f["lines"])
     config_files = file_lines(PACKAGE / "config")

@@ -2,29 +2,12 @@
 module level, and no two sub-packages import each other."""
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-SRC = Path(__file__).resolve().parents[1] / "src"
+from common.sources import import_graph, src_modules
 
 
 def _graph() -> dict[str, set[str]]:
     """Module -> the noisecraft modules it imports at module level (deferred imports inside functions excluded)."""
-    files = {}
-    for path in SRC.rglob("*.py"):
-        name = ".".join(path.relative_to(SRC).with_suffix("").parts)
-        files[name.removesuffix(".__init__")] = path
-    graph = {}
-    for name, path in files.items():
-        deps = set()
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("noisecraft"):
-                deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names)
-            elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name.startswith("noisecraft"))
-        graph[name] = {d for d in deps if d in files and d != name}
-    return graph
+    return import_graph(src_modules(), module_level=True)
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -98,7 +98,6 @@ def attribute_agreement(images: torch.Tensor, asked: list[dict[str, int]], class
         train = load_dataset(DataConfig(dataset=data_cfg.dataset, data_root=data_cfg.data_root), "train")
         thresholds = attribute_levels(measure_attributes(train.images), train.labels, len(class_names))[1]
     if images.shape[-1] != NATIVE_DIGIT_SIZE:  # the cuts were measured at the native size (data.load_dataset)
-
         images = resize_uint8(images, NATIVE_DIGIT_SIZE)
     measured, _ = attribute_levels(measure_attributes(images), classes, len(class_names), thresholds)
     out = {}
