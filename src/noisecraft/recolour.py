@@ -45,14 +45,14 @@ def own_hue(images: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
     ranges = [HUES[COLOURS[c]] for c in colour.tolist()]
     inside = torch.stack([sum(((h[i] >= lo) & (h[i] < hi)).float() for lo, hi in r) for i, r in enumerate(ranges)])
     weight = inside * (s > CHROMA_MIN_S) * (v > CHROMA_MIN_V)  # (N, H, W) the chromatic pixels of that word
-    angle = torch.deg2rad(h)
-    x, y = (weight * angle.cos()).flatten(1).sum(1), (weight * angle.sin()).flatten(1).sum(1)
-    return torch.rad2deg(torch.atan2(y, x)) % 360
+    return circular_mean(h.flatten(1), weight.flatten(1))
 
 
-def circular_mean(degrees: torch.Tensor) -> float:
+def circular_mean(degrees: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean direction (degrees in [0, 360)) of angles along the last dimension, optionally weighted."""
     a = torch.deg2rad(degrees.float())
-    return float(torch.rad2deg(torch.atan2(a.sin().mean(), a.cos().mean())) % 360)
+    w = torch.ones_like(a) if weights is None else weights
+    return torch.rad2deg(torch.atan2((w * a.sin()).sum(-1), (w * a.cos()).sum(-1))) % 360
 
 
 def typical_hues(hue: torch.Tensor, colour: torch.Tensor) -> dict[int, float]:
@@ -61,9 +61,9 @@ def typical_hues(hue: torch.Tensor, colour: torch.Tensor) -> dict[int, float]:
     middle of its range."""
     grid = torch.arange(0, 360, 0.5)
     inside = {w: sum(((grid >= lo) & (grid < hi)).int() for lo, hi in HUES[w]) > 0 for w in HUE_WORDS}
-    out = {COLOURS.index(w): circular_mean(grid[inside[w]]) for w in HUE_WORDS}
+    out = {COLOURS.index(w): float(circular_mean(grid[inside[w]])) for w in HUE_WORDS}
     for c in colour.unique().tolist():
-        out[c] = circular_mean(hue[colour == c])
+        out[c] = float(circular_mean(hue[colour == c]))
     return out
 
 
