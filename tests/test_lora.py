@@ -72,6 +72,7 @@ def test_finetune_saves_an_adapter_in_peft_layout_with_its_base_recorded(lora_ru
     base_file = Path(record["base"])
     assert record["base_sha256"] == content_hash([base_file]) and record["trigger"] == "a nine"
     assert record["licence"] == "CC BY-SA 3.0" and record["rank"] == 2
+    assert len(record["prior_prompts"]) == 9 and "a nine" not in record["prior_prompts"]  # the base's digits, kept
     assert (adapter / "adapter_model.safetensors").stat().st_size < 0.25 * base_file.stat().st_size
 
 
@@ -318,7 +319,8 @@ def test_a_class_conditional_run_adapts_from_class_sub_folders(tiny_runs, cli, t
                        "--finetune.prior_images=4", "--train.num_threads=1", "--train.final_figures=false")
     assert code == 0, err
     record = json.loads((tmp_path / "ft" / "adapter" / "noisecraft_adapter.json").read_text())
-    assert record["prior_prompts"] == [str(d) for d in range(10)]  # the base's classes, by name
+    # the base's classes by name, but for the two the folder teaches (their upright base images would pull back)
+    assert record["prior_prompts"] == [str(d) for d in range(10) if d not in (3, 7)]
     pipe = load_pipeline(tiny_runs / "digits", "cpu")
     base = pipe.generate(n=2, class_index=3, steps=2)
     pipe.load_lora(tmp_path / "ft", scale=0.0)

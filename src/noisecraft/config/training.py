@@ -182,7 +182,8 @@ class FinetuneConfig:
     targets: str = "attention"  # registry.LORA_TARGETS: attention | attention+blocks
     # Prior preservation (DreamBooth, Ruiz et al. 2023): images the base draws for these prompts (text runs) or
     # class names (class runs), drawn once at the start, join every batch with weight prior_weight, so the adapter
-    # keeps what the base did. () = the base's own classes (text runs: a caption naming each); 0 images: off.
+    # keeps what the base did. () = the base's own classes (text runs: a caption naming each); 0 images: off. Those
+    # the new images are themselves captioned or labelled with are left out (a style taught on the base's captions).
     prior_prompts: tuple[str, ...] = ()
     prior_images: int = 200  # images the base draws for prior preservation, cycled over prior_prompts
     prior_weight: float = 1.0  # weight of the prior images' loss against the new images'

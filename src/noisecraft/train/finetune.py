@@ -78,6 +78,22 @@ def load_base(cfg: Config, net: nn.Module) -> int | None:
     return ckpt.step
 
 
+def single_class(cfg: Config) -> str:
+    """The class of a folder without labels: finetune.trigger, else its one sub-folder's name (a folder of one
+    class loads as unlabelled)."""
+    root = Path(cfg.data.data_root or ".")
+    subdirs = [d.name for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    return cfg.finetune.trigger or (subdirs[0] if len(subdirs) == 1 else "")
+
+
+def kept_prior(cfg: Config, ctx: TaskContext) -> list[str]:
+    """The prior prompts or classes the new images do not themselves teach. The base's images for the very caption
+    or class the data carries would pull the adapter back to the base (a style taught on "a handwritten three"
+    against the base's upright "a handwritten three"): DreamBooth's prior is the class, never the data's prompt."""
+    taught = set(ctx.captions.texts) if ctx.captions is not None else {*ctx.class_names, single_class(cfg)}
+    return [p for p in cfg.finetune.prior_prompts if p not in taught]
+
+
 class FinetuneTask(DiffusionTask):
     """Parts: `lora` (the adapter's weights), `lora_ema` (their EMA: what sampling and the adapter file use);
     optimizer `lora`. The base network is loaded from `finetune.base`, frozen, and never saved."""
@@ -85,7 +101,7 @@ class FinetuneTask(DiffusionTask):
     name = "finetune"
 
     def __init__(self, cfg: Config, ctx: TaskContext):
-        self.prior_prompts = list(cfg.finetune.prior_prompts)
+        self.prior_prompts = kept_prior(cfg, ctx)
         super().__init__(cfg, ctx)
         self._prior: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -129,11 +145,7 @@ class FinetuneTask(DiffusionTask):
         return self.cond.base_labels(data, self.class_names_of_base, self.single_class)
 
     def single_class(self) -> str:
-        """The class of a folder without labels: finetune.trigger, else its one sub-folder's name (a folder of
-        one class loads as unlabelled)."""
-        root = Path(self.cfg.data.data_root or ".")
-        subdirs = [d.name for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
-        return self.cfg.finetune.trigger or (subdirs[0] if len(subdirs) == 1 else "")
+        return single_class(self.cfg)
 
     def class_names_of_base(self) -> list[str]:
         from noisecraft.checkpoint import load_checkpoint
