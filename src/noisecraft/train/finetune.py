@@ -26,11 +26,11 @@ from noisecraft.rundir import RunDir, content_hash
 from noisecraft.train.diffusion import DiffusionTask, global_batch_draws
 from noisecraft.train.task import TaskContext
 
-# A fine-tuning's training settings where the base's do not carry over: chosen, not yet measured on a real base
-# (benchmarks/lora.py is the measurement; a small adapter takes a higher learning rate than a whole network).
+# A fine-tuning's training settings where the base's do not carry over (benchmarks/lora.py measures them; a small
+# adapter takes a higher learning rate than a whole network). The threads are this machine's, not the base's.
 FINETUNE_TRAIN = {"train.steps": 400, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
-                  "train.eval_every": 0, "train.best_metric": "val_loss"}
+                  "train.eval_every": 0, "train.best_metric": "val_loss", "train.num_threads": 0}
 
 
 def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = None, steps: int | None = None,
@@ -56,7 +56,7 @@ def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = 
                 raise UserError(f"--{flag.split('.')[1]} must be > 0, got {value}")
             flags[flag] = value
     n = (overrides or {}).get("train.steps", flags["train.steps"])
-    flags.update({"train.val_every": max(1, int(n) // 4), "train.sample_every": max(1, int(n) // 2),
+    flags.update({"train.val_every": max(1, int(n) // 4), "train.sample_every": int(n),
                   "train.ckpt_every": max(1, int(n) // 4)})
     return apply_overrides(cfg, {**flags, **(overrides or {})})
 
