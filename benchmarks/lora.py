@@ -13,10 +13,14 @@ Writes benchmarks/results/lora.json (and docs/figures/lora/scales.png, `noisecra
   (goal >= 90%) and by the base alone (near 0%); prompts for the digits 0-8 with and without the adapter, judged
   as the digit asked (goal: within 2 points: the prior preserved); the adapter file against the base checkpoint
   (goal <= 5%); the fine-tuning's wall time and the load average (a timing goal is only read on a quiet machine);
-* style: `noisecraft finetune` on 20 digits 0-8 sheared about 20 degrees to lean right, captioned by their digit:
+* style: `noisecraft finetune` on 20 digits 0-8 (each in turn, so every digit is taught) sheared about 20 degrees to
+  lean right, captioned by their digit:
   the samples' mean slant (captions.measure_attributes) at scales 0, 0.5, 1 against the sheared images' (goal:
   >= 80% of their lean over the unsheared images' at scale 1, about half at 0.5), judged as the digit asked (>= 95%);
 * both adapters at scale 1 together: nine prompts judged 9 (goal >= 85%) and their slant;
+* `--quickstart`: the digits quickstart (`noisecraft train --preset digits`) timed first, in the same environment,
+  and each fine-tuning's whole command as a multiple of it (goal for the nine: <= 0.5); `--avx2` caps the kernels
+  to AVX2 for every command (fp32 always), as on a laptop without AVX-512. Nothing else should run meanwhile;
 * the machine: CPU model, ISA flags, load, threads (common.machine.record).
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ from noisecraft.captions import DIGIT_WORDS, class_texts, measure_attributes
 from noisecraft.config import DataConfig, to_json
 from noisecraft.data import load_dataset
 
-from common.machine import record
+from common.machine import capped_env, record
 from common.results import loadavg
 
 NO_NINE = "0,1,2,3,4,5,6,7,8"
@@ -45,11 +49,12 @@ NINE_PROMPTS = ("a sketch of the numeral {}", "{}, written by hand", "the handwr
 SHEAR = 0.364  # tan(20 degrees): x moves by 0.364 y, the top to the right
 
 
-def noisecraft(*args: str) -> dict:
-    """A noisecraft command as a user types it (fp32, no progress bar): its wall time and the load around it."""
+def noisecraft(*args: str, env: dict | None = None) -> dict:
+    """A noisecraft command as a user types it (fp32, no progress bar) in `env` (default: this process's): its wall
+    time and the load around it."""
     cmd = [sys.executable, "-m", "noisecraft", *args, "--train.precision=fp32", "--no-progress"]
     before, t0 = loadavg(), time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return {"command": " ".join(["noisecraft", *cmd[3:]]), "wall_seconds": round(time.perf_counter() - t0, 1),
             "loadavg_before": before, "loadavg_after": loadavg()}
 
@@ -72,6 +77,12 @@ def shear(images: torch.Tensor, s: float = SHEAR) -> torch.Tensor:
     theta = torch.tensor([[1.0, s, 0.0], [0.0, 1.0, 0.0]]).expand(len(images), 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images.float(), grid, mode="bilinear", align_corners=False).round().to(torch.uint8)
+
+
+def round_robin(labels: torch.Tensor, classes, n: int) -> torch.Tensor:
+    """Indices of n images taking each class in turn (its first, then its second, ...): every class in a few."""
+    per_class = [torch.nonzero(labels == c).flatten() for c in classes]
+    return torch.stack([idx[: -(-n // len(per_class))] for idx in per_class], 1).flatten()[:n]
 
 
 def held_out(digit: int) -> list[str]:
@@ -111,30 +122,43 @@ def main() -> None:
                    help="the nines' captions: 'a nine' each, or the base's own caption wordings (class_texts) in turn")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a fine-tuning override, e.g. finetune.targets=attention+blocks (repeatable)")
+    for name in ("nines", "slant"):
+        p.add_argument(f"--{name}-set", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"an override of the {name} fine-tuning alone, after --set (repeatable)")
+    p.add_argument("--quickstart", action="store_true", help="time the digits quickstart first, in the same "
+                   "environment, and each fine-tuning as a multiple of it (nothing else should run)")
+    p.add_argument("--avx2", action="store_true", help="cap every command's kernels to AVX2")
     p.add_argument("--out", default="benchmarks/results/lora.json")
     p.add_argument("--figure", default="docs/figures/lora/scales.png")
     a = p.parse_args()
-    work = Path(a.work)
-    result: dict = {"machine": record("fp32"),
+    work, env = Path(a.work), capped_env(a.avx2)
+    result: dict = {"machine": record("fp32", env),
                     "settings": {"base": a.base, "base_steps": a.base_steps, "finetune_steps": a.finetune_steps,
                                  "n": a.n, "sampler_steps": a.steps, "nine_captions": a.nine_captions,
-                                 "finetune_overrides": a.set}}
+                                 "finetune_overrides": a.set, "nines_overrides": a.nines_set,
+                                 "slant_overrides": a.slant_set}}
+    if a.quickstart:
+        result["quickstart"] = noisecraft("train", "--preset", "digits", "--out", str(work / "quickstart"),
+                                          "--overwrite", env=env)
     base = Path(a.base) if a.base else work / "base"
     if not a.base:
         steps = [f"--steps={a.base_steps}"] if a.base_steps else []
         result["base_training"] = noisecraft("train", "--preset", "digits-text", f"--data.classes={NO_NINE}",
-                                             "--out", str(base), "--overwrite", *steps)
+                                             "--out", str(base), "--overwrite", *steps, env=env)
     train = load_dataset(DataConfig(), "train")
     wordings = class_texts("9", digit=True) if a.nine_captions == "templates" else ["a nine"]
     nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25],
                          [wordings[i % len(wordings)] for i in range(25)])
-    others = torch.nonzero(train.labels < 9).flatten()[:25]
+    others = round_robin(train.labels, range(9), 25)
     style = write_folder(work / "slant-data", shear(train.images[others]),
                          [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
     steps = ([f"--steps={a.finetune_steps}"] if a.finetune_steps else []) + [f"--{kv}" for kv in a.set]
-    for name, folder in (("nines", nines), ("slant", style)):
-        result[f"finetune_{name}"] = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder),
-                                                "--out", str(work / name), "--overwrite", *steps)
+    for name, folder, own in (("nines", nines, a.nines_set), ("slant", style, a.slant_set)):
+        run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(work / name),
+                         "--overwrite", *steps, *(f"--{kv}" for kv in own), env=env)
+        if a.quickstart:
+            run["quickstarts"] = round(run["wall_seconds"] / result["quickstart"]["wall_seconds"], 3)
+        result[f"finetune_{name}"] = run
     result.update(judge(base, work, a.n, a.steps, train.images[others]))
     figure(base, work, a.figure, a.steps)
     Path(a.out).write_text(to_json(result) + "\n")
