@@ -21,6 +21,7 @@ from editing import render_matrix as render_editing_matrix
 from editing import render_table as render_editing
 from fewstep import render as render_fewstep
 from laptop_presets import render as render_laptop_presets
+from lora import render as render_lora
 from latent_vs_pixel import render as render_latent_vs_pixel
 from posthoc_ema import render as render_posthoc_ema
 from prompt_syntax import render as render_prompt_syntax
@@ -214,6 +215,10 @@ def editing_matrix() -> str:
 
 def fewstep() -> str:
     return render_fewstep(load("fewstep.json")) + "\n\n" + render_distill_timing(load("distill_timing.json"))
+
+
+def lora() -> str:
+    return render_lora(load("lora_recipe_flow.json"))
 
 
 def posthoc_ema() -> str:
@@ -531,7 +536,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
           "colour_search": colour_search, "colour_timing": colour_timing, "colour_encoder": colour_encoder,
-          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare, "prompt_syntax": prompt_syntax}
+          "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare, "prompt_syntax": prompt_syntax, "lora": lora}
 
 
 def render(name: str) -> str:

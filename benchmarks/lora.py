@@ -5,7 +5,8 @@ right-leaning style from 20 sheared digits; judge both with the offline digit cl
     python benchmarks/lora.py --base runs/base-no9         # a base trained with --data.classes=0,1,2,3,4,5,6,7,8
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/lora.py   # as a CPU without AVX-512
 
-Writes benchmarks/results/lora.json (and docs/figures/lora/scales.png, `noisecraft explain --figures lora`):
+Writes benchmarks/results/lora.json (and docs/figures/lora/scales.png, `noisecraft explain --figures lora`, both
+adapters):
 * the base: `noisecraft train --preset digits-text --data.classes=0,...,8` (no nine ever seen);
 * nines: `noisecraft finetune` on 20 training nines captioned "a nine" (`--nine-captions templates`: in the base's
   own caption wordings, "a handwritten nine", "the digit 9", ..., in turn) (25 in the folder: its held-out split takes
@@ -18,6 +19,7 @@ Writes benchmarks/results/lora.json (and docs/figures/lora/scales.png, `noisecra
   the samples' mean slant (captions.measure_attributes) at scales 0, 0.5, 1 against the sheared images' (goal:
   >= 80% of their lean over the unsheared images' at scale 1, about half at 0.5), judged as the digit asked (>= 95%);
 * both adapters at scale 1 together: nine prompts judged 9 (goal >= 85%) and their slant;
+* `--class-base RUN`: the same style taught to a class-conditional digits run (class sub-folders), judged alike;
 * `--quickstart`: the digits quickstart (`noisecraft train --preset digits`) timed first, in the same environment,
   and each fine-tuning's whole command as a multiple of it (goal for the nine: <= 0.5); `--avx2` caps the kernels
   to AVX2 for every command (fp32 always), as on a laptop without AVX-512. Nothing else should run meanwhile;
@@ -39,8 +41,9 @@ from noisecraft.captions import DIGIT_WORDS, class_texts, measure_attributes
 from noisecraft.config import DataConfig, to_json
 from noisecraft.data import load_dataset
 
-from common.machine import capped_env, record
+from common.machine import capped_env, describe, record
 from common.results import loadavg
+from common.tables import pct, table
 
 NO_NINE = "0,1,2,3,4,5,6,7,8"
 NINE_PROMPTS = ("a sketch of the numeral {}", "{}, written by hand", "the handwritten number {} on paper",
@@ -92,14 +95,16 @@ def held_out(digit: int) -> list[str]:
     return prompts
 
 
-def judged(pipe, digits: list[int], n: int, steps: int | None) -> dict:
-    """n samples per digit over its held-out prompts (seeds 0..n-1): the share judged as the digit, and the slant."""
+def judged(pipe, digits: list[int], n: int, steps: int | None, by_class: bool = False) -> dict:
+    """n samples per digit over its held-out prompts (a class run: its class; seeds 0..n-1): the share judged as the
+    digit, and the slant."""
     from noisecraft.evaluate.classifier import classifier_accuracy
 
     out = {}
     for d in digits:
         prompts = held_out(d)
-        images = pipe.generate(n, prompt=[prompts[i % len(prompts)] for i in range(n)], steps=steps, seed=0)
+        asked = {"class_index": d} if by_class else {"prompt": [prompts[i % len(prompts)] for i in range(n)]}
+        images = pipe.generate(n, **asked, steps=steps, seed=0)
         out[str(d)] = {"accuracy": round(classifier_accuracy(images, torch.full((n,), d), "digits"), 4),
                        "slant": round(measure_attributes(images)["slant"].mean().item(), 4)}
     return out
@@ -125,6 +130,7 @@ def main() -> None:
     for name in ("nines", "slant"):
         p.add_argument(f"--{name}-set", action="append", default=[], metavar="KEY=VALUE",
                        help=f"an override of the {name} fine-tuning alone, after --set (repeatable)")
+    p.add_argument("--class-base", help="a class-conditional digits run (the quickstart's) to teach the slant too")
     p.add_argument("--quickstart", action="store_true", help="time the digits quickstart first, in the same "
                    "environment, and each fine-tuning as a multiple of it (nothing else should run)")
     p.add_argument("--avx2", action="store_true", help="cap every command's kernels to AVX2")
@@ -160,6 +166,9 @@ def main() -> None:
             run["quickstarts"] = round(run["wall_seconds"] / result["quickstart"]["wall_seconds"], 3)
         result[f"finetune_{name}"] = run
     result.update(judge(base, work, a.n, a.steps, train.images[others]))
+    if a.class_base:
+        result["class_style"] = class_style(Path(a.class_base), work, train.images[others], train.labels[others],
+                                            [*steps, *(f"--{kv}" for kv in a.slant_set)], a.n, a.steps, env)
     figure(base, work, a.figure, a.steps)
     Path(a.out).write_text(to_json(result) + "\n")
     print(to_json({k: v for k, v in result.items() if k != "machine"}))
@@ -203,19 +212,78 @@ def judge(base: Path, work: Path, n: int, steps: int | None, unsheared: torch.Te
         "n_per_digit": n}
 
 
+def class_style(base: Path, work: Path, images: torch.Tensor, labels: torch.Tensor, flags: list[str], n: int,
+                steps: int | None, env: dict) -> dict:
+    """The slant taught to a class-conditional run: the same sheared digits in sub-folders named by class; the
+    samples' lean at scale 1 as a share of the training images', and each class judged as asked."""
+    from PIL import Image
+
+    from noisecraft.pipeline import load_pipeline
+
+    folder = work / "slant-classes"
+    for i, (img, d) in enumerate(zip(shear(images), labels.tolist())):
+        (folder / str(d)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy()).save(folder / str(d) / f"{i:03d}.png")
+    run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out",
+                     str(work / "slant-class"), "--overwrite", *flags, env=env)
+    pipe, digits = load_pipeline(base, "auto"), sorted(set(labels.tolist()))
+    plain = judged(pipe, digits, n, steps, by_class=True)
+    pipe.load_lora(work / "slant-class")
+    adapted = judged(pipe, digits, n, steps, by_class=True)
+    sheared, straight = (measure_attributes(x)["slant"].mean().item() for x in (shear(images), images))
+    return {"base": str(base), "finetune": run, "samples": {"base": plain, "adapter": adapted},
+            "lean_share_of_training": round((mean(adapted, "slant") - mean(plain, "slant")) / (sheared - straight), 4),
+            "accuracy": mean(adapted, "accuracy"), "base_accuracy": mean(plain, "accuracy")}
+
+
 def plain_digits(rows: dict) -> dict:
     return {k: v for k, v in rows.items() if k != "9"}
 
 
 def figure(base: Path, work: Path, path: str, steps: int | None) -> None:
-    """`noisecraft explain --figures lora`: the nine adapter at scales 0, 0.5, 1 on prompts naming a nine."""
+    """`noisecraft explain --figures lora`: each adapter at scales 0, 0.5, 1 on prompts naming a nine and a three."""
     out = work / "explain"
     cmd = [sys.executable, "-m", "noisecraft", "explain", "--checkpoint", str(base), "--out", str(out), "--figures",
-           "lora", "--lora", str(work / "nines"), "--n", "4", "--prompt", "a handwritten nine", "--prompt",
-           "the digit 9", *(["--steps", str(steps)] if steps else [])]
-    subprocess.run(cmd, check=True)
+           "lora", "--lora", str(work / "nines"), "--lora", str(work / "slant"), "--n", "4", "--prompt",
+           "a handwritten nine", "--prompt", "the digit 9", "--prompt", "a handwritten three",
+           *(["--steps", str(steps)] if steps else [])]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes((out / "lora.png").read_bytes())
+
+
+def render(r: dict) -> str:
+    """A lora.py result as markdown: each goal's figure beside the base's, and the fine-tunings' times."""
+    nine, other, slant, both = r["nine"], r["other_digits"], r["slant"], r["both_adapters"]
+    lean = slant["lean_share_of_training"]
+    rows = [["prompts naming a nine (wordings no caption holds), judged 9", pct(nine["adapter"]["accuracy"]),
+             pct(nine["base"]["accuracy"]), ">= 90%"],
+            ["the digits 0-8 judged as asked, mean", pct(other["adapter_mean_accuracy"]),
+             pct(other["base_mean_accuracy"]), "within 2 points"],
+            ["adapter file / base checkpoint", pct(r["adapter_share_of_base"]), "", "<= 5%"],
+            ["slant adapter at 1: share of the training images' lean", pct(lean["1.0"]), "", ">= 80%"],
+            ["slant adapter at 0.5: share of the lean", pct(lean["0.5"]), "", "about half of scale 1's"],
+            ["slant adapter at 1: digits judged as asked", pct(slant["accuracy_at_1"]), "", ">= 95%"],
+            ["both adapters at 1: nines judged 9 (their slant, the base nine's)", f"{pct(both['nine_accuracy'])} "
+             f"({both['nine_slant']:.3f}, {both['base_nine_slant']:.3f})", "", ">= 85%, leaning right"]]
+    if "class_style" in r:
+        c = r["class_style"]
+        rows.append(["class-conditional run, slant adapter at 1: share of the lean (digits judged as asked)",
+                     f"{pct(c['lean_share_of_training'])} ({pct(c['accuracy'])})", f"({pct(c['base_accuracy'])})",
+                     "adapts too"])
+    for name in ("nines", "slant"):
+        run = r.get(f"finetune_{name}", {})
+        if "quickstarts" in run:
+            rows.append([f"`noisecraft finetune` ({name}), whole command", f"{run['wall_seconds']:.1f} s = "
+                         f"{run['quickstarts']:.2f} quickstarts", f"quickstart {r['quickstart']['wall_seconds']:.1f} s",
+                         "<= 0.5 quickstarts" if name == "nines" else ""])
+    s = r["settings"]
+    own = [f"{name}: {', '.join(s[f'{name}_overrides'])}" for name in ("nines", "slant") if s.get(f"{name}_overrides")]
+    captions = "in the base's caption wordings" if s["nine_captions"] == "templates" else "\"a nine\""
+    head = (f"`benchmarks/lora.py` on a `digits-text` base trained without nines, {r['n_per_digit']} samples a digit "
+            f"and setting, the nines captioned {captions}, fine-tuning overrides "
+            f"{'; '.join(s['finetune_overrides'] + own) or 'none'}; measured on {describe(r)}, 1 run.")
+    return head + "\n\n" + table(["measure", "with the adapter", "the base alone", "goal"], rows)
 
 
 if __name__ == "__main__":

@@ -179,13 +179,13 @@ class FinetuneConfig:
     base_sha256: str = ""  # of that file: the adapter records it, and refuses to load on another base
     rank: int = 8  # r of every adapted layer (W + alpha / r * B A); its file grows linearly with it
     alpha: float = 0.0  # LoRA's alpha; 0: the rank (a scale of 1 then adds B A as trained)
-    targets: str = "attention"  # registry.LORA_TARGETS: attention | blocks | attention+blocks
+    targets: str = "attention+blocks"  # registry.LORA_TARGETS: attention | blocks | attention+blocks
     # Prior preservation (DreamBooth, Ruiz et al. 2023): images the base draws for these prompts (text runs) or
     # class names (class runs), drawn once at the start, join every batch with weight prior_weight, so the adapter
     # keeps what the base did. () = the base's own classes (text runs: a caption naming each); 0 images: off. Those
     # the new images are themselves captioned or labelled with are left out (a style taught on the base's captions).
     prior_prompts: tuple[str, ...] = ()
-    prior_images: int = 200  # images the base draws for prior preservation, cycled over prior_prompts
+    prior_images: int = 100  # images the base draws for prior preservation, cycled over prior_prompts
     prior_weight: float = 1.0  # weight of the prior images' loss against the new images'
     trigger: str = ""  # the prompt or class that calls the adapter up (recorded); "": the data's first caption
     licence: str = ""  # the training images' licence, recorded in the adapter ("" = unknown)
