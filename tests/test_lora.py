@@ -325,3 +325,16 @@ def test_a_class_conditional_run_adapts_from_class_sub_folders(tiny_runs, cli, t
     base = pipe.generate(n=2, class_index=3, steps=2)
     pipe.load_lora(tmp_path / "ft", scale=0.0)
     assert torch.equal(pipe.generate(n=2, class_index=3, steps=2), base)
+
+
+def test_a_fine_tuning_takes_the_adapters_defaults_not_the_finetune_section_saved_in_the_base(tiny_runs, monkeypatch):
+    import noisecraft.checkpoint
+    from noisecraft.config import FinetuneConfig
+    from noisecraft.train.finetune import finetune_config
+
+    ckpt = noisecraft.checkpoint.load_checkpoint(tiny_runs / "digits", "best")
+    ckpt.config.finetune.targets, ckpt.config.finetune.prior_images = "attention", 7  # an older run's saved defaults
+    monkeypatch.setattr(noisecraft.checkpoint, "load_checkpoint", lambda *a, **k: ckpt)
+    cfg = finetune_config(tiny_runs / "digits", tiny_runs)
+    assert (cfg.finetune.targets, cfg.finetune.prior_images) == (FinetuneConfig.targets, FinetuneConfig.prior_images)
+    assert cfg.train.num_threads == 0 and cfg.finetune.base == str(ckpt.path)

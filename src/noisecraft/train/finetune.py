@@ -11,6 +11,7 @@ recorded). At the end the EMA adapter is written to `<run>/adapter/` in peft's l
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn as nn
 
 from noisecraft.adapters import LoraParts, add_lora, save_adapter
 from noisecraft.conditioning.training import training_conditioner_class
-from noisecraft.config import Config, apply_overrides
+from noisecraft.config import Config, FinetuneConfig, apply_overrides
 from noisecraft.data import DIGIT_DATASETS, to_model_range
 from noisecraft.diffusion import diffusion_loss
 from noisecraft.errors import UserError
@@ -41,7 +42,7 @@ def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = 
     from noisecraft.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(base, "best")
-    cfg = ckpt.config
+    cfg = dataclasses.replace(ckpt.config, finetune=FinetuneConfig())  # the adapter's settings are not the base's
     if ckpt.meta.get("task", "diffusion") != "diffusion" or cfg.autoencoder.latent:
         raise UserError(f"{base} is a {cfg.train.task} run{' in a latent space' if cfg.autoencoder.latent else ''}: "
                         f"finetune adapts a pixel-space diffusion run")
