@@ -166,7 +166,7 @@ class FinetuneTask(DiffusionTask):
         k = len(self.prior_prompts)
         which = [i % k for i in range(f.prior_images)]
         ids, conditions = self.cond.prior_conditions(self.prior_prompts, which, self.class_names_of_base)
-        images = self.pipeline().generate(labels=conditions, seed=10_000, progress=self.ctx.dist.is_main)
+        images = self.pipeline().generate(labels=conditions, seed=10_000, progress=self.ctx.progress)
         x0 = to_model_range(images.to(self.device))
         if path is not None and self.ctx.dist.is_main:
             save_file({"images": images.contiguous(), "ids": ids}, str(path))

@@ -78,7 +78,7 @@ def train(cfg: Config, out, resume: bool = False, progress: bool = True, overwri
                 run.close()
 
 
-def _start(cfg, run: RunDir, resume, overwrite, dist_info, device, hooks: Hooks):
+def _start(cfg, run: RunDir, resume, overwrite, dist_info, device, hooks: Hooks, progress: bool):
     """The run directory prepared (refused, overwritten or resumed), the data loaded, the config filled in from it,
     and the task built (its initial weights from train.seed, or the checkpoint's): (cfg, ckpt, task, train, val)."""
     if device.type == "cpu":
@@ -96,7 +96,7 @@ def _start(cfg, run: RunDir, resume, overwrite, dist_info, device, hooks: Hooks)
     distributed.barrier(dist_info)
     torch.manual_seed(cfg.train.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
     task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names,
-                                     train_data.captions, run.root, train_data, hooks))
+                                     train_data.captions, run.root, train_data, hooks, progress and run.main))
     if ckpt is not None:
         task.load(ckpt)
     return cfg, ckpt, task, train_data, val_data
@@ -109,7 +109,7 @@ def _set_lr(task: Task, lr: float) -> None:
 
 
 def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, device, hooks: Hooks) -> dict:
-    cfg, ckpt, task, train_data, val_data = _start(cfg, run, resume, overwrite, dist_info, device, hooks)
+    cfg, ckpt, task, train_data, val_data = _start(cfg, run, resume, overwrite, dist_info, device, hooks, progress)
     tc = cfg.train
     start_step = ckpt.step if ckpt else 0
     meter = LossMeter(device, ckpt)

@@ -49,6 +49,7 @@ class TaskContext:
     root: Path | None = None  # the run directory (a task may keep files there, e.g. cached text embeddings)
     train_data: Any = None  # the training split as loaded (`data.ImageData` or a streamed folder)
     hooks: Hooks = field(default_factory=Hooks)  # figures and metrics, asked for by name
+    progress: bool = True  # progress bars wanted (False: --no-progress, or not the main process)
 
 
 @dataclass
