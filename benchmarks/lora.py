@@ -42,7 +42,7 @@ from noisecraft.config import DataConfig, to_json
 from noisecraft.data import load_dataset
 
 from common.machine import capped_env, describe, record
-from common.results import loadavg
+from common.results import commit, loadavg
 from common.tables import pct, table
 
 NO_NINE = "0,1,2,3,4,5,6,7,8"
@@ -138,7 +138,7 @@ def main() -> None:
     p.add_argument("--figure", default="docs/figures/lora/scales.png")
     a = p.parse_args()
     work, env = Path(a.work), capped_env(a.avx2)
-    result: dict = {"machine": record("fp32", env),
+    result: dict = {"machine": record("fp32", env), "commit": commit(),
                     "settings": {"base": a.base, "base_steps": a.base_steps, "finetune_steps": a.finetune_steps,
                                  "n": a.n, "sampler_steps": a.steps, "nine_captions": a.nine_captions,
                                  "finetune_overrides": a.set, "nines_overrides": a.nines_set,
