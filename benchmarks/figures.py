@@ -218,7 +218,7 @@ def fewstep() -> str:
 
 
 def lora() -> str:
-    return render_lora(load("lora_recipe_flow.json"))
+    return render_lora(load("lora_recipe_flow.json"), "lora_recipe_flow.json")
 
 
 def posthoc_ema() -> str:

@@ -252,7 +252,7 @@ def figure(base: Path, work: Path, path: str, steps: int | None) -> None:
     Path(path).write_bytes((out / "lora.png").read_bytes())
 
 
-def render(r: dict) -> str:
+def render(r: dict, name: str = "lora.json") -> str:
     """A lora.py result as markdown: each goal's figure beside the base's, and the fine-tunings' times."""
     nine, other, slant, both = r["nine"], r["other_digits"], r["slant"], r["both_adapters"]
     lean = slant["lean_share_of_training"]
@@ -282,7 +282,7 @@ def render(r: dict) -> str:
     captions = "in the base's caption wordings" if s["nine_captions"] == "templates" else "\"a nine\""
     head = (f"`benchmarks/lora.py` on a `digits-text` base trained without nines, {r['n_per_digit']} samples a digit "
             f"and setting, the nines captioned {captions}, fine-tuning overrides "
-            f"{'; '.join(s['finetune_overrides'] + own) or 'none'}; measured on {describe(r)}, 1 run.")
+            f"{'; '.join(s['finetune_overrides'] + own) or 'none'}; measured on {describe(r)}, 1 run; `{name}`.")
     return head + "\n\n" + table(["measure", "with the adapter", "the base alone", "goal"], rows)
 
 
