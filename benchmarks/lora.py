@@ -152,12 +152,8 @@ def main() -> None:
         result["base_training"] = noisecraft("train", "--preset", "digits-text", f"--data.classes={NO_NINE}",
                                              "--out", str(base), "--overwrite", *steps, env=env)
     train = load_dataset(DataConfig(), "train")
-    wordings = class_texts("9", digit=True) if a.nine_captions == "templates" else ["a nine"]
-    nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25],
-                         [wordings[i % len(wordings)] for i in range(25)])
     others = round_robin(train.labels, range(9), 25)
-    style = write_folder(work / "slant-data", shear(train.images[others]),
-                         [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
+    nines, style = folders(work, train, others, a.nine_captions)
     steps = ([f"--steps={a.finetune_steps}"] if a.finetune_steps else []) + [f"--{kv}" for kv in a.set]
     for name, folder, own in (("nines", nines, a.nines_set), ("slant", style, a.slant_set)):
         run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(work / name),
@@ -172,6 +168,17 @@ def main() -> None:
     figure(base, work, a.figure, a.steps)
     Path(a.out).write_text(to_json(result) + "\n")
     print(to_json({k: v for k, v in result.items() if k != "machine"}))
+
+
+def folders(work: Path, train, others: torch.Tensor, nine_captions: str) -> tuple[Path, Path]:
+    """The two fine-tuning folders: 25 training nines captioned as `nine_captions` says, and the digits `others`
+    sheared, each captioned by its digit."""
+    wordings = class_texts("9", digit=True) if nine_captions == "templates" else ["a nine"]
+    nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25],
+                         [wordings[i % len(wordings)] for i in range(25)])
+    style = write_folder(work / "slant-data", shear(train.images[others]),
+                         [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
+    return nines, style
 
 
 def judge(base: Path, work: Path, n: int, steps: int | None, unsheared: torch.Tensor) -> dict:

@@ -179,7 +179,7 @@ LORA_TARGETS: Registry[Entry] = Registry("LoRA target set")
 LORA_TARGETS.register("attention", help="self- and cross-attention projections and the pooled-text projection "
                       "(DreamBooth-LoRA's choice)", parts=("attention",))
 LORA_TARGETS.register("blocks", help="only the residual blocks' convolutions (U-Net) or the blocks' MLPs (DiT): how "
-                      "things are drawn, not which words call them up (a style that mixes with other adapters)",
+                      "things are drawn, not which words call them up (a style)",
                       parts=("blocks",))
 LORA_TARGETS.register("attention+blocks", help="also the residual blocks' convolutions (U-Net) or the blocks' MLPs "
                       "(DiT): more capacity for a new shape, a larger file", parts=("attention", "blocks"))
