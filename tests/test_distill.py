@@ -188,3 +188,13 @@ def test_the_web_app_offers_a_student_as_a_few_step_model(student):
         models = httpx.get(live.url + "/api/models", timeout=30).json()["models"]
     (m,) = [m for m in models if m["name"] == student.name]
     assert m["few_step"] is True and m["defaults"] == {"sampler": "consistency", "steps": 2, "guidance": 0.0}
+
+
+def test_a_student_trains_on_this_machines_threads_not_the_teachers(tiny_runs, monkeypatch):
+    import noisecraft.checkpoint
+    from noisecraft.train.distill import student_config
+
+    ckpt = noisecraft.checkpoint.load_checkpoint(tiny_runs / "digits", "best")
+    ckpt.config.train.num_threads = 1  # a teacher trained pinned to one thread
+    monkeypatch.setattr(noisecraft.checkpoint, "load_checkpoint", lambda *a, **k: ckpt)
+    assert student_config(tiny_runs / "digits").train.num_threads == 0

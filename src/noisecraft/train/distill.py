@@ -28,7 +28,8 @@ from noisecraft.train.task import TaskContext
 STUDENT_SAMPLER, STUDENT_STEPS = "consistency", 2  # what a student draws with unless told otherwise
 # A distillation's training settings where the teacher's do not carry over (measured: benchmarks/fewstep.py).
 STUDENT_TRAIN = {"train.steps": 300, "train.lr": 2e-4, "train.warmup_steps": 0, "train.lr_schedule": "constant",
-                 "train.ema_decay": 0.95, "train.posthoc_ema": ()}  # post-hoc EMA: diffusion runs only
+                 "train.ema_decay": 0.95, "train.posthoc_ema": (),  # post-hoc EMA: diffusion runs only
+                 "train.num_threads": 0}  # this machine's threads, not the teacher's
 
 
 def student_config(teacher: str | Path, method: str = "cd", steps: int | None = None,
