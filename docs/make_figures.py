@@ -5,6 +5,7 @@
     python docs/make_figures.py --only flow      # only the flow and transformer page's figures
     python docs/make_figures.py --only quickstart   # only the digits run's own figures and its explain figures
     python docs/make_figures.py --only grid      # only the comparison grid of the grids how-to
+    python docs/make_figures.py --only text      # only the digits-text run's figures (cross-attention, prompts)
 
 It trains the quickstart's `digits` preset (minutes on a CPU), with the text extra installed the `digits-text`
 preset, and a latent pair: `digits64-ae` (the autoencoder) then `digits64-latent` in its latent space, both for
@@ -136,7 +137,8 @@ def flow_figures(args, runs: Path, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None, help="training steps of the digits run (default: the preset's)")
-    p.add_argument("--text-steps", type=int, default=300, help="training steps of the digits-text run; 0: skip it")
+    p.add_argument("--text-steps", type=int, default=None, help="training steps of the digits-text run (default: "
+                   "the preset's); 0: skip it")
     p.add_argument("--ae-steps", type=int, default=600, help="training steps of the digits64-ae autoencoder")
     p.add_argument("--latent-steps", type=int, default=500, help="training steps of digits64-latent; 0: skip both")
     p.add_argument("--flow-steps", type=int, default=None, help="steps of the digits-v and digits-dit runs "
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="where the figures go")
     p.add_argument("--explain-steps", type=int, default=50, help="sampler steps of the explain figures")
     p.add_argument("--retrain", action="store_true", help="train again even if the runs are there")
-    p.add_argument("--only", choices=["quickstart", "editing", "grid", "flow"],
+    p.add_argument("--only", choices=["quickstart", "editing", "grid", "flow", "text"],
                    help="redraw one group of figures from its "
                    "runs (trained if missing), keeping figures.json's other records")
     args = p.parse_args(argv)
@@ -161,13 +163,8 @@ def main(argv: list[str] | None = None) -> int:
               "runs": {}}
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
     digits_figures(args, runs / "digits", figures)
-    if args.text_steps > 0:
-        record["runs"]["digits-text"] = train_run("digits-text", args.text_steps, runs / "digits-text", args.retrain)
-        explain(runs / "digits-text", figures / "text", ExplainOptions(
-            figures=("cross-attention", "guidance"), n=3, steps=args.explain_steps,
-            prompts=["a bold seven leaning to the right", "a thin two", "a small three"]))
-        explain(runs / "digits-text", figures / "prompts", ExplainOptions(figures=("prompt-editing",),
-                                                                         prompts=["a three", "a seven"]))
+    if args.text_steps != 0:
+        record["runs"].update(text_figures(args, runs, figures))
     if args.latent_steps > 0:  # the autoencoder first, then diffusion in its latent space
         ae, ldm = runs / "digits64-ae", runs / "digits64-latent"
         record["runs"]["digits64-ae"] = train_run("digits64-ae", args.ae_steps, ae, args.retrain)
@@ -184,11 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def text_figures(args, runs: Path, figures: Path) -> dict:
+    """The `digits-text` run's figures (cross-attention and guidance, prompt editing); returns its record."""
+    from noisecraft.explain import ExplainOptions, explain
+
+    record = train_run("digits-text", args.text_steps, runs / "digits-text", args.retrain)
+    explain(runs / "digits-text", figures / "text", ExplainOptions(
+        figures=("cross-attention", "guidance"), n=3, steps=args.explain_steps,
+        prompts=["a bold seven leaning to the right", "a thin two", "a small three"]))
+    explain(runs / "digits-text", figures / "prompts", ExplainOptions(figures=("prompt-editing",),
+                                                                     prompts=["a three", "a seven"]))
+    return {"digits-text": record}
+
+
 def only(args) -> int:
-    """`--only quickstart | editing | grid | flow`: one group of figures, with the digits run it starts from."""
+    """`--only quickstart | editing | grid | flow | text`: one group of figures, with the digits run it starts
+    from (text: the `digits-text` run alone)."""
     runs, figures = Path(args.runs), Path(args.figures)
     index = figures / "figures.json"
     record = json.loads(index.read_text()) if index.is_file() else {"runs": {}}
+    if args.only == "text":
+        record["runs"].update(text_figures(args, runs, figures))
+        index.write_text(json.dumps(record, indent=2) + "\n")
+        return 0
     record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
     if args.only == "quickstart":
         digits_figures(args, runs / "digits", figures)
