@@ -85,16 +85,23 @@ def _config_section(name: str, cls: type) -> list[str]:
             _table(["field", "type", "default", "meaning"], rows), ""]
 
 
+def config_sections():
+    """(name, dataclass) of every config section, each architecture's own settings (`model.unet`, ...) after
+    `model`: what the reference page documents."""
+    from noisecraft import config
+
+    for section in dataclasses.fields(config.Config):
+        yield section.name, section.type if isinstance(section.type, type) else getattr(config, section.type)
+        if section.name == "model":
+            yield from ((f"model.{arch}", settings) for arch, settings in config.ARCH_SETTINGS.items())
+
+
 def config_markdown() -> str:
     from noisecraft import config, registry
 
     out = []
-    for section in dataclasses.fields(config.Config):
-        cls = section.type if isinstance(section.type, type) else getattr(config, section.type)
-        out += _config_section(section.name, cls)
-        if section.name == "model":  # each architecture's own settings
-            for arch, settings in config.ARCH_SETTINGS.items():
-                out += _config_section(f"model.{arch}", settings)
+    for name, cls in config_sections():
+        out += _config_section(name, cls)
     out += ["## Presets", "", "`noisecraft train --preset NAME`; each is a function in `noisecraft/config/presets.py`, a base and the fields it sets.", "",
             _table(["preset", "what"], [[f"`{n}`", config.PRESETS.get(n).help] for n in config.PRESETS]), ""]
     out += ["## Names", "", "The names a field or flag accepts, from `noisecraft/registry.py` (one registry per "

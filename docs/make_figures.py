@@ -154,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         return only(args)
 
-    from noisecraft.explain import ExplainOptions, explain
-
     runs, figures, start = Path(args.runs), Path(args.figures), time.perf_counter()
     import torch
 
@@ -165,13 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     digits_figures(args, runs / "digits", figures)
     if args.text_steps != 0:
         record["runs"].update(text_figures(args, runs, figures))
-    if args.latent_steps > 0:  # the autoencoder first, then diffusion in its latent space
-        ae, ldm = runs / "digits64-ae", runs / "digits64-latent"
-        record["runs"]["digits64-ae"] = train_run("digits64-ae", args.ae_steps, ae, args.retrain)
-        record["runs"]["digits64-latent"] = train_run("digits64-latent", args.latent_steps, ldm, args.retrain,
-                                                      **{"autoencoder.path": str(ae)})
-        explain(ldm, figures / "latent", ExplainOptions(figures=("latents", "reverse"), n=3,
-                                                        steps=args.explain_steps))
+    if args.latent_steps > 0:
+        record["runs"].update(latent_figures(args, runs, figures))
     record["editing"] = editing_figures(runs / "digits", figures / "editing")
     record["grid"] = grid_figures(runs / "digits", figures / "grid")
     record["runs"].update(flow_figures(args, runs, figures / "flow"))
@@ -194,18 +187,29 @@ def text_figures(args, runs: Path, figures: Path) -> dict:
     return {"digits-text": record}
 
 
+def latent_figures(args, runs: Path, figures: Path) -> dict:
+    """The latent pair's figures: the autoencoder first, then diffusion in its latent space; returns their records."""
+    from noisecraft.explain import ExplainOptions, explain
+
+    ae, ldm = runs / "digits64-ae", runs / "digits64-latent"
+    record = {"digits64-ae": train_run("digits64-ae", args.ae_steps, ae, args.retrain),
+              "digits64-latent": train_run("digits64-latent", args.latent_steps, ldm, args.retrain,
+                                           **{"autoencoder.path": str(ae)})}
+    explain(ldm, figures / "latent", ExplainOptions(figures=("latents", "reverse"), n=3, steps=args.explain_steps))
+    return record
+
+
 def only(args) -> int:
     """`--only quickstart | editing | grid | flow | text`: one group of figures, with the digits run it starts
     from (text: the `digits-text` run alone)."""
     runs, figures = Path(args.runs), Path(args.figures)
     index = figures / "figures.json"
     record = json.loads(index.read_text()) if index.is_file() else {"runs": {}}
+    if args.only != "text":
+        record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
     if args.only == "text":
         record["runs"].update(text_figures(args, runs, figures))
-        index.write_text(json.dumps(record, indent=2) + "\n")
-        return 0
-    record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
-    if args.only == "quickstart":
+    elif args.only == "quickstart":
         digits_figures(args, runs / "digits", figures)
     elif args.only == "editing":
         record["editing"] = editing_figures(runs / "digits", figures / "editing")

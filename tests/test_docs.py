@@ -34,9 +34,7 @@ def test_every_cli_command_and_flag_has_help():
 
 def test_every_config_field_is_documented():
     undocumented = []
-    sections = {s.name: getattr(config, s.type) if isinstance(s.type, str) else s.type
-                for s in dataclasses.fields(config.Config)}
-    for name, cls in {**sections, **{f"model.{a}": c for a, c in config.ARCH_SETTINGS.items()}}.items():
+    for name, cls in _hooks().config_sections():  # the sections the reference page documents
         docs = config.field_docs(cls)
         undocumented += [f"{name}.{f.name}" for f in dataclasses.fields(cls) if not docs.get(f.name)]
     assert undocumented == []
@@ -254,10 +252,15 @@ def test_the_sampling_page_counts_the_guided_steps_of_the_digits_preset_on_its_g
     assert (ddim, own) == (guided("ddim", 50), guided(cfg.sample.sampler, cfg.sample.steps))
 
 
-def test_every_generated_marker_has_a_generator():
+def _hooks():
     sys.path.insert(0, str(DOCS))
     import hooks
 
+    return hooks
+
+
+def test_every_generated_marker_has_a_generator():
+    hooks = _hooks()
     markers = {m for page in DOCS.rglob("*.md") for m in re.findall(r"<!-- generated: (\w+) -->", page.read_text())}
     assert markers and markers <= set(hooks.GENERATORS)
     assert set(_figures().TABLES) <= set(hooks.GENERATORS)

@@ -102,8 +102,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    for path in PAGES:
-        app.get(path, include_in_schema=False)(_page_route(path))
+    for path in PAGES:  # each page put together once, when the app is made
+        app.get(path, include_in_schema=False)(_page_route(_page_html(path)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -127,23 +127,23 @@ PAGES = {"/": ("index.html", "Generate", "generate.js"), "/edit": ("edit.html", 
          "/grid": ("grid.html", "Grid", "grid.js"), "/runs": ("runs.html", "Runs", "runs.js")}
 
 
-def _page_route(path: str):
+def _page_route(html: str):
     def page() -> HTMLResponse:
-        return _page(path)
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
     return page
 
 
-def _page(path: str) -> HTMLResponse:
+def _page_html(path: str) -> str:
     """The page at `path`: its <main> in the shared shell, its own link in the navigation bar marked active."""
     main, label, script = PAGES[path]
-    active = {path: ' class="active"'}
-    links = "".join(f'<a href="{p}"{active.get(p, "")}>{name}</a>' for p, (_, name, _) in PAGES.items())
+    active = ' class="active"'
+    links = "".join(f'<a href="{p}"{active if p == path else ""}>{name}</a>' for p, (_, name, _) in PAGES.items())
     parts = {"title": label.lower(), "script": script, "nav": f'<nav>{links}<a href="/docs">API</a></nav>',
              "main": (STATIC / main).read_text().rstrip("\n")}
     html = (STATIC / "shell.html").read_text()
     for marker, text in parts.items():
         html = html.replace(f"<!-- {marker} -->", text)
-    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+    return html
 
 
 def is_loopback(host: str) -> bool:
