@@ -92,9 +92,6 @@ def preset_bases(path: Path) -> list[dict]:
             for fn, (name, node) in presets.items()]
 
 
-# ---------------------------------------------------------------- benchmarks/ path edits
-
-
 # ---------------------------------------------------------------- the run layout
 
 
@@ -224,13 +221,12 @@ def kind_branches(files: list[Path]) -> list[dict]:
 
 
 def measure() -> dict:
-    src = list(src_modules().values())
+    mods, bench = src_modules(), benchmark_modules()
+    src, bench_files = list(mods.values()), list(bench.values())
     funcs = functions(src)
     longest = max(funcs, key=lambda f: f["lines"])
     config_files = file_lines(PACKAGE / "config")
-    bench_files = [*BENCHMARKS.glob("*.py"), *(BENCHMARKS / "common").glob("*.py")]
     task = class_size(PACKAGE / "train" / "diffusion.py", "DiffusionTask")
-    mods, bench = src_modules(), benchmark_modules()
     result = {
         "what": "issue 35's design goals on the tree, read from the sources with ast (no timings)",
         "machine": "any: a static reading of the sources",

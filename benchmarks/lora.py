@@ -28,6 +28,7 @@ adapters):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from noisecraft.data import load_dataset
 
 from common.machine import capped_env, describe, record
 from common.results import commit, loadavg
-from common.tables import pct, table
+from common.tables import files, pct, table
 
 NO_NINE = "0,1,2,3,4,5,6,7,8"
 NINE_PROMPTS = ("a sketch of the numeral {}", "{}, written by hand", "the handwritten number {} on paper",
@@ -88,11 +89,22 @@ def round_robin(labels: torch.Tensor, classes, n: int) -> torch.Tensor:
     return torch.stack([idx[: -(-n // len(per_class))] for idx in per_class], 1).flatten()[:n]
 
 
+@functools.cache
+def training_captions() -> frozenset[str]:
+    """Every caption of the digits' training split, and the nines' own."""
+    return frozenset(load_dataset(DataConfig(captions="on"), "train").captions.texts) | {"a nine"}
+
+
 def held_out(digit: int) -> list[str]:
     prompts = [t.format(n) for t in NINE_PROMPTS for n in (DIGIT_WORDS[digit], str(digit))]
-    training = set(load_dataset(DataConfig(captions="on"), "train").captions.texts) | {"a nine"}
-    assert not training & set(prompts), "a held-out prompt is a training caption"
+    assert not training_captions() & set(prompts), "a held-out prompt is a training caption"
     return prompts
+
+
+def lean_share(adapted: dict, plain: dict, slants: tuple[float, float]) -> float:
+    """How far an adapter leans samples, as a share of how far the shear leans the training images: the mean slant
+    of `adapted` over `plain`'s, over (sheared, unsheared) training images' mean slants `slants`."""
+    return round((mean(adapted, "slant") - mean(plain, "slant")) / (slants[0] - slants[1]), 4)
 
 
 def judged(pipe, digits: list[int], n: int, steps: int | None, by_class: bool = False) -> dict:
@@ -102,7 +114,7 @@ def judged(pipe, digits: list[int], n: int, steps: int | None, by_class: bool = 
 
     out = {}
     for d in digits:
-        prompts = held_out(d)
+        prompts = [] if by_class else held_out(d)
         asked = {"class_index": d} if by_class else {"prompt": [prompts[i % len(prompts)] for i in range(n)]}
         images = pipe.generate(n, **asked, steps=steps, seed=0)
         out[str(d)] = {"accuracy": round(classifier_accuracy(images, torch.full((n,), d), "digits"), 4),
@@ -153,7 +165,9 @@ def main() -> None:
                                              "--out", str(base), "--overwrite", *steps, env=env)
     train = load_dataset(DataConfig(), "train")
     others = round_robin(train.labels, range(9), 25)
-    nines, style = folders(work, train, others, a.nine_captions)
+    sheared = shear(train.images[others])
+    slants = tuple(measure_attributes(x)["slant"].mean().item() for x in (sheared, train.images[others]))
+    nines, style = folders(work, train, sheared, train.labels[others], a.nine_captions)
     steps = ([f"--steps={a.finetune_steps}"] if a.finetune_steps else []) + [f"--{kv}" for kv in a.set]
     for name, folder, own in (("nines", nines, a.nines_set), ("slant", style, a.slant_set)):
         run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(work / name),
@@ -161,27 +175,26 @@ def main() -> None:
         if a.quickstart:
             run["quickstarts"] = round(run["wall_seconds"] / result["quickstart"]["wall_seconds"], 3)
         result[f"finetune_{name}"] = run
-    result.update(judge(base, work, a.n, a.steps, train.images[others]))
+    result.update(judge(base, work, a.n, a.steps, slants))
     if a.class_base:
-        result["class_style"] = class_style(Path(a.class_base), work, train.images[others], train.labels[others],
+        result["class_style"] = class_style(Path(a.class_base), work, sheared, train.labels[others], slants,
                                             [*steps, *(f"--{kv}" for kv in a.slant_set)], a.n, a.steps, env)
     figure(base, work, a.figure, a.steps)
     Path(a.out).write_text(to_json(result) + "\n")
     print(to_json({k: v for k, v in result.items() if k != "machine"}))
 
 
-def folders(work: Path, train, others: torch.Tensor, nine_captions: str) -> tuple[Path, Path]:
-    """The two fine-tuning folders: 25 training nines captioned as `nine_captions` says, and the digits `others`
-    sheared, each captioned by its digit."""
+def folders(work: Path, train, sheared: torch.Tensor, labels: torch.Tensor, nine_captions: str) -> tuple[Path, Path]:
+    """The two fine-tuning folders: 25 training nines captioned as `nine_captions` says, and the `sheared` digits,
+    each captioned by its digit (`labels`)."""
     wordings = class_texts("9", digit=True) if nine_captions == "templates" else ["a nine"]
     nines = write_folder(work / "nines-data", train.images[train.labels == 9][:25],
                          [wordings[i % len(wordings)] for i in range(25)])
-    style = write_folder(work / "slant-data", shear(train.images[others]),
-                         [class_texts(str(int(d)), digit=True)[0] for d in train.labels[others]])
+    style = write_folder(work / "slant-data", sheared, [class_texts(str(int(d)), digit=True)[0] for d in labels])
     return nines, style
 
 
-def judge(base: Path, work: Path, n: int, steps: int | None, unsheared: torch.Tensor) -> dict:
+def judge(base: Path, work: Path, n: int, steps: int | None, slants: tuple[float, float]) -> dict:
     from noisecraft.checkpoint import load_checkpoint
     from noisecraft.pipeline import load_pipeline
 
@@ -199,10 +212,8 @@ def judge(base: Path, work: Path, n: int, steps: int | None, unsheared: torch.Te
     both = judged(pipe, [9], n, steps)["9"]
     adapter = work / "nines" / "adapter" / "adapter_model.safetensors"
     ckpt = load_checkpoint(base).path
-    sheared = measure_attributes(shear(unsheared))["slant"].mean().item()
-    straight = measure_attributes(unsheared)["slant"].mean().item()
-    lean = {s: round((mean(rows, "slant") - mean(plain_digits(plain), "slant")) / (sheared - straight), 4)
-            for s, rows in slant.items()}
+    sheared, straight = slants
+    lean = {s: lean_share(rows, plain_digits(plain), slants) for s, rows in slant.items()}
     return {
         "nine": {"base": plain["9"], "adapter": with_nines["9"], "prompts": held_out(9)},
         "other_digits": {"base": plain_digits(plain), "adapter": plain_digits(with_nines),
@@ -219,8 +230,8 @@ def judge(base: Path, work: Path, n: int, steps: int | None, unsheared: torch.Te
         "n_per_digit": n}
 
 
-def class_style(base: Path, work: Path, images: torch.Tensor, labels: torch.Tensor, flags: list[str], n: int,
-                steps: int | None, env: dict) -> dict:
+def class_style(base: Path, work: Path, sheared: torch.Tensor, labels: torch.Tensor, slants: tuple[float, float],
+                flags: list[str], n: int, steps: int | None, env: dict) -> dict:
     """The slant taught to a class-conditional run: the same sheared digits in sub-folders named by class; the
     samples' lean at scale 1 as a share of the training images', and each class judged as asked."""
     from PIL import Image
@@ -228,7 +239,7 @@ def class_style(base: Path, work: Path, images: torch.Tensor, labels: torch.Tens
     from noisecraft.pipeline import load_pipeline
 
     folder = work / "slant-classes"
-    for i, (img, d) in enumerate(zip(shear(images), labels.tolist())):
+    for i, (img, d) in enumerate(zip(sheared, labels.tolist())):
         (folder / str(d)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img[0].numpy()).save(folder / str(d) / f"{i:03d}.png")
     run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out",
@@ -237,9 +248,8 @@ def class_style(base: Path, work: Path, images: torch.Tensor, labels: torch.Tens
     plain = judged(pipe, digits, n, steps, by_class=True)
     pipe.load_lora(work / "slant-class")
     adapted = judged(pipe, digits, n, steps, by_class=True)
-    sheared, straight = (measure_attributes(x)["slant"].mean().item() for x in (shear(images), images))
     return {"base": str(base), "finetune": run, "samples": {"base": plain, "adapter": adapted},
-            "lean_share_of_training": round((mean(adapted, "slant") - mean(plain, "slant")) / (sheared - straight), 4),
+            "lean_share_of_training": lean_share(adapted, plain, slants),
             "accuracy": mean(adapted, "accuracy"), "base_accuracy": mean(plain, "accuracy")}
 
 
@@ -278,18 +288,18 @@ def render(r: dict, name: str = "lora.json") -> str:
         rows.append(["class-conditional run, slant adapter at 1: share of the lean (digits judged as asked)",
                      f"{pct(c['lean_share_of_training'])} ({pct(c['accuracy'])})", f"({pct(c['base_accuracy'])})",
                      "adapts too"])
-    for name in ("nines", "slant"):
-        run = r.get(f"finetune_{name}", {})
+    for which in ("nines", "slant"):
+        run = r.get(f"finetune_{which}", {})
         if "quickstarts" in run:
-            rows.append([f"`noisecraft finetune` ({name}), whole command", f"{run['wall_seconds']:.1f} s = "
+            rows.append([f"`noisecraft finetune` ({which}), whole command", f"{run['wall_seconds']:.1f} s = "
                          f"{run['quickstarts']:.2f} quickstarts", f"quickstart {r['quickstart']['wall_seconds']:.1f} s",
-                         "<= 0.5 quickstarts" if name == "nines" else ""])
+                         "<= 0.5 quickstarts" if which == "nines" else ""])
     s = r["settings"]
-    own = [f"{name}: {', '.join(s[f'{name}_overrides'])}" for name in ("nines", "slant") if s.get(f"{name}_overrides")]
+    own = [f"{w}: {', '.join(s[f'{w}_overrides'])}" for w in ("nines", "slant") if s.get(f"{w}_overrides")]
     captions = "in the base's caption wordings" if s["nine_captions"] == "templates" else "\"a nine\""
     head = (f"`benchmarks/lora.py` on a `digits-text` base trained without nines, {r['n_per_digit']} samples a digit "
             f"and setting, the nines captioned {captions}, fine-tuning overrides "
-            f"{'; '.join(s['finetune_overrides'] + own) or 'none'}; measured on {describe(r)}, 1 run; `{name}`.")
+            f"{'; '.join(s['finetune_overrides'] + own) or 'none'}; measured on {describe(r)}, 1 run; {files(name)}.")
     return head + "\n\n" + table(["measure", "with the adapter", "the base alone", "goal"], rows)
 
 

@@ -35,18 +35,18 @@ from pathlib import Path
 
 from common.cli import train_cli
 from common.machine import capped_env, record
-from common.results import loadavg, write_result
+from common.results import BENCHMARKS, loadavg, write_result
 
 GOALS = {"cold": 3.2, "warm": 2.0}  # quickstarts
+ROOT = BENCHMARKS.parent  # the checkout the suite runs in
 DURATION = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S+)")
 
 
 def run_suite(env: dict) -> dict:
     """`python -m pytest -q` from the repository root: its wall, its last line (passed, deselected), the tests that
     failed, its slowest 25 test phases."""
-    root = Path(__file__).resolve().parents[1]
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=25"], cwd=root,
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=25"], cwd=ROOT,
                        env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     lines = p.stdout.strip().splitlines()
@@ -69,12 +69,10 @@ def cold_env(env: dict, root: Path) -> dict:
     return dict(env, **{key: str(root / name) for key, name in folders.items()})
 
 
-def remove_bytecode(checkout: Path) -> int:
+def remove_bytecode() -> None:
     """Delete the checkout's own `__pycache__` folders (git-ignored build output; a fresh clone has none)."""
-    folders = [p for top in ("src", "tests", "benchmarks") for p in (checkout / top).rglob("__pycache__")]
-    for folder in folders:
+    for folder in [p for top in ("src", "tests", "benchmarks") for p in (ROOT / top).rglob("__pycache__")]:
         shutil.rmtree(folder)
-    return len(folders)
 
 
 def main() -> None:
@@ -83,15 +81,14 @@ def main() -> None:
     ap.add_argument("--name", default="suite_timing")
     args = ap.parse_args()
     env = as_user(capped_env(avx2=args.avx2))
-    checkout = Path(__file__).resolve().parents[1]
     before = loadavg()
     with tempfile.TemporaryDirectory() as work:
         flags = ["--train.precision=fp32"] if args.avx2 else []
-        remove_bytecode(checkout)  # the quickstart as the first command after installing
+        remove_bytecode()  # the quickstart as the first command after installing
         quickstart = train_cli("train", "digits", Path(work) / "digits", flags, env=env)
         (Path(work) / "caches").mkdir()
         fresh = cold_env(env, Path(work) / "caches")
-        remove_bytecode(checkout)
+        remove_bytecode()
         suites = {"cold": run_suite(fresh)}
         suites["warm"] = run_suite(fresh)  # the same folders, now holding what the cold run built
     ratios = {k: round(s["wall_s"] / quickstart["wall_s"], 2) for k, s in suites.items()}

@@ -57,7 +57,8 @@ def at_n(run: str, samples: Path, n: int) -> dict:
 def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reuse: bool = False,
              sampling: dict | None = None) -> tuple[dict, float]:
     """`noisecraft evaluate`'s report of `run` written to `out`, and its wall time; `sampling`: SamplingOptions
-    fields instead of the checkpoint's; with `reuse`, a report already in `out` (of the same run and n) is read."""
+    fields instead of the checkpoint's; with `reuse`, a report already in `out` is read when it is of the same run
+    and n and sampled as `sampling` asks (of the settings a report records)."""
     import json
 
     from noisecraft.evaluate.report import EvalOptions, evaluate_checkpoint
@@ -66,7 +67,8 @@ def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reus
     if reuse and (out / "report.json").is_file():
         report = json.loads((out / "report.json").read_text())
         ckpt, asked = Path(report["checkpoint"]).resolve(), Path(run).resolve()
-        if report["sampling"]["n"] == n and (ckpt == asked or asked in ckpt.parents):
+        same = all(report["sampling"].get(k, v) == v for k, v in (sampling or {}).items())
+        if report["sampling"]["n"] == n and same and (ckpt == asked or asked in ckpt.parents):
             return report, report["timing"]["total_s"]
     t0 = time.perf_counter()
     options = EvalOptions(n=n, inception=False, progress=False, prompts=prompts,
@@ -75,28 +77,30 @@ def evaluate(run: str, n: int, out: Path, prompts: list[str] | None = None, reus
     return report, time.perf_counter() - t0
 
 
-# The sampling settings --text-sample takes, each read from its command-line text.
-SAMPLING_PARSERS = {"guidance": float, "steps": int, "sampler": str,
-                    "guidance_interval": lambda v: tuple(float(x) for x in v.split(",") if x)}
+SAMPLING_KEYS = ("guidance", "guidance_interval", "steps", "sampler")  # the settings --text-sample takes
 
 
 def sampling_overrides(pairs: list[str]) -> dict:
-    """["guidance=1.5", "guidance_interval=1,inf"] as SamplingOptions fields."""
-    out = {}
+    """["guidance=1.5", "guidance_interval=1,inf"] as SamplingOptions fields, parsed and checked as the config's
+    `sample` section parses and checks them."""
+    from noisecraft.config import Config, apply_overrides
+
+    values = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in SAMPLING_PARSERS:
-            raise SystemExit(f"error: --text-sample takes {', '.join(SAMPLING_PARSERS)}, got {key!r}")
-        out[key] = SAMPLING_PARSERS[key](value)
-    return out
+        if key not in SAMPLING_KEYS:
+            raise SystemExit(f"error: --text-sample takes {', '.join(SAMPLING_KEYS)}, got {key!r}")
+        values[key] = value
+    sample = apply_overrides(Config(), {f"sample.{k}": v for k, v in values.items()}).sample
+    return {k: getattr(sample, k) for k in values}
 
 
-def compare(text_run: str, class_run: str, args, work: Path) -> dict:
-    """One text run and one class run (a seed each) through `noisecraft evaluate`, factors at the same n."""
+def compare(text_run: str, class_run: str, args, work: Path, sampling: dict) -> dict:
+    """One text run and one class run (a seed each) through `noisecraft evaluate`, factors at the same n; the text
+    run sampled with `sampling` (SamplingOptions fields) instead of its checkpoint's settings."""
     from noisecraft.evaluate.text import default_prompts
     from noisecraft.pipeline import load_pipeline
 
-    sampling = sampling_overrides(args.text_sample)
     cls, t_cls = evaluate(class_run, args.n, work / "class", reuse=args.reuse)
     txt, t_txt = evaluate(text_run, args.n, work / "text", reuse=args.reuse, sampling=sampling)
     result = {"runs": {"text": text_run, "class": class_run}, "text_sampling_overrides": sampling}
@@ -142,10 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
     if len(args.text) != len(args.class_run):
         p.error(f"--text names {len(args.text)} runs and --class {len(args.class_run)}: one of each per seed")
 
-    result = {"machine": record(), "n": args.n}
+    result, sampling = {"machine": record(), "n": args.n}, sampling_overrides(args.text_sample)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
-        result["seeds"] = [compare(t, c, args, work / f"seed{i}")
+        result["seeds"] = [compare(t, c, args, work / f"seed{i}", sampling)
                            for i, (t, c) in enumerate(zip(args.text, args.class_run))]
     text = spread([r["text"]["against_captions_images"]["factor_heldout"] for r in result["seeds"]])
     cls = spread([r["class"]["against_training_at_text_n"]["factor_heldout"] for r in result["seeds"]])

@@ -3,6 +3,7 @@ modules of src/ and of benchmarks/, their import graph and its cycles, and edits
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 from common.results import BENCHMARKS
@@ -10,6 +11,7 @@ from common.results import BENCHMARKS
 SRC = BENCHMARKS.parent / "src"
 
 
+@functools.cache  # several readings of one tree in a run; the trees are only read
 def parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
@@ -95,6 +97,3 @@ def sys_path_edits(files: list[Path]) -> list[dict]:
     return [{"where": f"{p.relative_to(BENCHMARKS.parent)}:{n.lineno}"} for p in files for n in ast.walk(parse(p))
             if isinstance(n, ast.Attribute) and n.attr == "path" and isinstance(n.value, ast.Name)
             and n.value.id == "sys"]
-
-
-# ---------------------------------------------------------------- import cycles
