@@ -263,6 +263,30 @@ def test_a_class_to_a_text_model_and_a_prompt_to_a_class_model_are_user_errors()
 
 
 @needs_text
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_sentence_transformers_folder_encodes_as_sentence_transformers_does(pooling, tmp_path):
+    """Mean pooling and normalising (all-MiniLM-L6-v2's, and a tiny model's) run by transformers alone; any other
+    pooling (CLS here) through sentence-transformers itself: the reference either way."""
+    from sentence_transformers import SentenceTransformer, models
+
+    from noisecraft.conditioning.text import TextEncoder, encoder_spec
+
+    path = tmp_path / "st"
+    transformer = models.Transformer(str(tiny_encoder(tmp_path / "bert")), max_seq_length=12)
+    SentenceTransformer(modules=[transformer, models.Pooling(16, pooling), models.Normalize()]).save(str(path))
+    texts = ["a bold seven leaning right", "", "the digit 3"]
+    for name in [str(path)] + (["all-MiniLM-L6-v2"] if pooling == "mean" else []):
+        enc = TextEncoder(name, 12)
+        assert (enc.st is None) == (pooling == "mean")  # sentence-transformers not even imported for the mean
+        ref = SentenceTransformer(encoder_spec(name)["path"], device="cpu", local_files_only=True)
+        got = enc.encode(texts)
+        want = ref.encode(texts, convert_to_tensor=True)
+        assert torch.allclose(got["context_pooled"], want, atol=1e-5), name
+        for i, tokens in enumerate(ref.encode(texts, output_value="token_embeddings")):
+            assert torch.allclose(got["context"][i, :len(tokens)], tokens, atol=1e-5), name
+
+
+@needs_text
 def test_cached_embeddings_equal_the_encoders_output_and_are_stored_once(tmp_path, recwarn):
     from noisecraft.conditioning.text import TextEmbeddings, TextEncoder
 

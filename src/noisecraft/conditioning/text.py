@@ -75,14 +75,15 @@ def _pooling(path: Path, cfg: dict) -> str:
     if not modules.is_file():
         return "own" if "clip" in str(cfg.get("model_type", "")).lower() else "mean"
     entries = json.loads(modules.read_text())
-    pool = next((e for e in entries if e.get("type", "").endswith("Pooling")), None)
-    pool_cfg = path / (pool or {}).get("path", "-") / "config.json"
-    if pool is None or not pool_cfg.is_file():
+    kinds = [e.get("type", "").rsplit(".", 1)[-1] for e in entries]
+    pool_cfg = path / entries[1].get("path", "-") / "config.json" if len(entries) > 1 else path / "-"
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or not pool_cfg.is_file():
+        return "own"  # a Dense layer, say, after the pooling
+    pool = json.loads(pool_cfg.read_text())
+    flags = {k for k, v in pool.items() if k.startswith("pooling_mode_") and v is True}  # sentence-transformers < 5
+    if pool.get("pooling_mode", "mean" if flags == {"pooling_mode_mean_tokens"} else None) != "mean":
         return "own"
-    modes = {k for k, v in json.loads(pool_cfg.read_text()).items() if k.startswith("pooling_mode") and v is True}
-    if modes != {"pooling_mode_mean_tokens"}:
-        return "own"
-    return "mean-normalized" if any(e.get("type", "").endswith("Normalize") for e in entries) else "mean"
+    return "mean-normalized" if kinds[-1] == "Normalize" else "mean"
 
 
 def describe_encoder(model_cfg) -> dict | None:
@@ -106,19 +107,21 @@ class TextEncoder:
 
     A sentence-transformers model (its directory has modules.json) pools as it was trained to (all-MiniLM-L6-v2:
     the normalised mean of its tokens); a CLIP text model gives its end-of-text token's output; any other Hugging
-    Face encoder the mask-weighted mean of its tokens."""
+    Face encoder the mask-weighted mean of its tokens. A sentence-transformers model that only pools the mean
+    (and normalises) is run by transformers alone, the same numbers without importing sentence-transformers
+    (about a second and a half at every start); others go through sentence-transformers."""
 
     def __init__(self, name: str, max_tokens: int, device: torch.device | str = "cpu"):
         spec = encoder_spec(name)
         self.name, self.dim, self.device = name, spec["dim"], torch.device(device)
-        self.max_tokens = min(max_tokens, spec["max_tokens"])
+        self.max_tokens, self.pooling = min(max_tokens, spec["max_tokens"]), spec["pooling"]
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only: never reach for a hub
         try:
             import transformers
         except ImportError:
             raise UserError(f"text models need the text extra: {TEXT_EXTRA}") from None
         transformers.logging.disable_progress_bar()  # a weights-loading bar per load is noise in a training log
-        if (Path(spec["path"]) / "modules.json").is_file():
+        if (Path(spec["path"]) / "modules.json").is_file() and self.pooling == "own":
             from sentence_transformers import SentenceTransformer
 
             self.st = SentenceTransformer(spec["path"], device=str(self.device), local_files_only=True).eval()
@@ -161,7 +164,8 @@ class TextEncoder:
         if "clip" in type(self.model).__name__.lower():
             return tokens, out.pooler_output
         w = mask[..., None].to(tokens.dtype)
-        return tokens, (tokens * w).sum(1) / w.sum(1).clamp(min=1)
+        pooled = (tokens * w).sum(1) / w.sum(1).clamp(min=1)
+        return tokens, F.normalize(pooled, dim=-1) if self.pooling == "mean-normalized" else pooled
 
     def _warn_truncated(self, texts: list[str]) -> None:
         lengths = [len(ids) for ids in self.tokenizer(list(texts), verbose=False)["input_ids"]]
