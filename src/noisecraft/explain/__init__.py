@@ -112,8 +112,10 @@ def explain(checkpoint: str | Path, out: str | Path, options: ExplainOptions | N
         figures.append({"name": e.name, "file": path.name, "what": e.help, **details})
     from noisecraft import __version__
 
+    loaded = pipe.adapters.active() if getattr(pipe, "_adapters", None) is not None else ()  # a fine-tuning's too
     index = {"noisecraft": __version__, "checkpoint": str(pipe.path or checkpoint), "step": pipe.step,
              "kind": pipe.kind, "options": asdict(options), "figures": figures,
+             "adapters": [{"name": n, "sha256": sha, "scale": s} for n, sha, s in loaded],
              "skipped": {name: FIGURES.get(name).needs for name in unmet}}
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return index
