@@ -258,6 +258,26 @@ def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli,
 
 
 @needs_text
+def test_a_finetuning_draws_its_sample_grid_and_explain_draws_the_rest_with_its_adapter(lora_runs, cli, tmp_path):
+    from noisecraft.train.finetune import GRID_ROWS
+
+    base, _, folder = lora_runs
+    ft = tmp_path / "ft"
+    flags = [f for f in FT_FLAGS if f != "--train.final_figures=false"] + ["--train.final_figures=true"]  # base: off
+    assert cli("finetune", "--checkpoint", base, "--data-root", folder, "--out", ft, "--steps", "2", *flags)[0] == 0
+    from PIL import Image
+
+    grid = Image.open(ft / "samples" / "final.png")
+    assert (ft / "loss.png").is_file() and grid.height < grid.width * GRID_ROWS / 8 + 8  # at most GRID_ROWS rows of 8
+    assert not [p.name for p in ft.glob("*_process.png")] + [p.name for p in ft.glob("cross_attention.png")]
+    code, _out, err = cli("explain", "--checkpoint", ft, "--out", tmp_path / "x", "--figures", "reverse", "--n", "1",
+                          "--steps", "2", "--device", "cpu", "--prompt", "a nine")
+    assert code == 0, err
+    index = json.loads((tmp_path / "x" / "explain.json").read_text())
+    assert (tmp_path / "x" / "reverse.png").is_file() and [a["name"] for a in index["adapters"]] == ["ft"]
+
+
+@needs_text
 def test_explain_draws_the_adapter_at_scales_zero_half_and_one(lora_runs, cli, tmp_path):
     base, ft, _ = lora_runs
     code, _out, err = cli("explain", "--checkpoint", base, "--out", tmp_path / "x", "--figures", "lora", "--n", "2",
@@ -302,6 +322,30 @@ def test_the_server_lists_a_models_adapters_and_draws_with_their_scales(lora_run
                             "no adapter named 'other'"), ({**body, "prompt": "a nine <lora:other:1>"}, "'other'")):
             r = c.post("/api/generate", json=bad)
             assert r.status_code == 422 and (detail is None or detail in str(r.json()["detail"])), r.text
+
+
+def test_prior_batch_sets_how_many_prior_images_join_each_batch(tiny_runs, cli, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import noisecraft.train.finetune as finetune
+
+    data = load_dataset(DataConfig(), "train")
+    (tmp_path / "data" / "3").mkdir(parents=True)
+    for i, img in enumerate(data.images[data.labels == 3][:6]):
+        Image.fromarray(img[0].numpy()).save(tmp_path / "data" / "3" / f"{i}.png")
+    seen, draws = [], finetune.global_batch_draws
+    monkeypatch.setattr(finetune, "global_batch_draws",
+                        lambda d, x, n, rank: seen.append((len(x), n)) or draws(d, x, n, rank))
+    flags = ["--data-root", tmp_path / "data", "--steps", "1", "--rank", "2", "--no-progress", "--train.batch_size=4",
+             "--finetune.prior_images=4", "--train.num_threads=1", "--train.final_figures=false", "--overwrite"]
+    for prior_batch, rows in ((0, 8), (2, 6)):  # 4 new images and as many of the prior, or 2
+        code, _, err = cli("finetune", "--checkpoint", tiny_runs / "digits", "--out", tmp_path / "ft", *flags,
+                           f"--finetune.prior_batch={prior_batch}")
+        assert code == 0, err
+        assert seen[-1] == (rows, rows)
+    code, _, err = cli("finetune", "--checkpoint", tiny_runs / "digits", "--out", tmp_path / "ft", *flags,
+                       "--finetune.prior_batch=-1")
+    assert code != 0 and "prior_batch" in err and "must be >= 0" in err
 
 
 def test_a_class_conditional_run_adapts_from_class_sub_folders(tiny_runs, cli, tmp_path):

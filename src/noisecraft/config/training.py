@@ -37,7 +37,7 @@ class TrainConfig:
     keep_last: int = 2  # keep this many step checkpoints besides `last` and `best`
     compile: bool = False  # torch.compile the network
     max_nonfinite_steps: int = 10  # stop after this many steps in a row with a non-finite loss or gradient
-    final_figures: bool = True  # loss.png, samples/final.png and the process figures when training ends
+    final_figures: bool = True  # loss.png, samples/final.png and (not a fine-tuning) the process figures at the end
     channels_last: bool | None = None  # NHWC activations; None = auto: on for CUDA, off on CPU (slower there)
     num_threads: int = 0  # CPU intra-op threads; 0 = auto (OMP_NUM_THREADS, else cores / processes per machine)
     eval_every: int = 0  # offline metrics (classifier judge) every N steps; 0 = off
@@ -187,13 +187,14 @@ class FinetuneConfig:
     prior_prompts: tuple[str, ...] = ()
     prior_images: int = 100  # images the base draws for prior preservation, cycled over prior_prompts
     prior_weight: float = 1.0  # weight of the prior images' loss against the new images'
+    prior_batch: int = 4  # prior images in each batch beside train.batch_size new ones; 0: as many as those
     trigger: str = ""  # the prompt or class that calls the adapter up (recorded); "": the data's first caption
     licence: str = ""  # the training images' licence, recorded in the adapter ("" = unknown)
 
     def validate(self) -> None:
         LORA_TARGETS.get(self.targets, "finetune.targets")
         positive("finetune.rank", self.rank)
-        if not self.alpha >= 0 or self.prior_images < 0 or not self.prior_weight >= 0:  # NaN fails too
-            raise UserError(f"finetune.alpha, prior_images and prior_weight must be >= 0, got {self.alpha}, "
-                            f"{self.prior_images} and {self.prior_weight}")
+        if not self.alpha >= 0 or min(self.prior_images, self.prior_batch) < 0 or not self.prior_weight >= 0:  # NaN too
+            raise UserError(f"finetune.alpha, prior_images, prior_batch and prior_weight must be >= 0, got "
+                            f"{self.alpha}, {self.prior_images}, {self.prior_batch} and {self.prior_weight}")
         self.prior_prompts = tuple(p.strip() for p in self.prior_prompts if p.strip())

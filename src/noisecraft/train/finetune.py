@@ -25,6 +25,7 @@ from noisecraft.diffusion import diffusion_loss
 from noisecraft.errors import UserError
 from noisecraft.rundir import RunDir, content_hash
 from noisecraft.train.diffusion import DiffusionTask, global_batch_draws
+from noisecraft.train.pictures import sample_grid
 from noisecraft.train.task import TaskContext
 
 # A fine-tuning's training settings where the base's do not carry over, measured (benchmarks/lora.py: a small adapter
@@ -33,6 +34,7 @@ from noisecraft.train.task import TaskContext
 FINETUNE_TRAIN = {"train.steps": 300, "train.batch_size": 8, "train.lr": 4e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss", "train.num_threads": 0}
+GRID_ROWS = 6  # the rows of a fine-tuning's sample grid (its first captions or classes)
 
 
 def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = None, steps: int | None = None,
@@ -178,14 +180,23 @@ class FinetuneTask(DiffusionTask):
         if self._prior is None:
             return super().batch_loss(x0, y, step, augment_labels)
         prior_x0, prior_ids = self._prior
-        pick = torch.randint(0, len(prior_x0), (x0.shape[0],), device=x0.device)
+        batch = self.cfg.train.batch_size
+        prior_batch = self.cfg.finetune.prior_batch or batch  # global; this process takes its share, as of x0
+        pick = torch.randint(0, len(prior_x0), (prior_batch * x0.shape[0] // batch,), device=x0.device)
         x = torch.cat([x0, prior_x0[pick].to(x0.dtype)])
         ids = torch.cat([y, prior_ids[pick]]) if y is not None else None
-        sigma, eps, u = global_batch_draws(self.denoiser, x, 2 * self.cfg.train.batch_size, self.ctx.dist.rank)
+        sigma, eps, u = global_batch_draws(self.denoiser, x, batch + prior_batch, self.ctx.dist.rank)
         per_image = diffusion_loss(self.step_fn, x, self.condition(ids, u < self.cfg.train.label_dropout),
                                    sigma=sigma, eps=eps)
         b = x0.shape[0]
         return per_image[:b].mean() + self.cfg.finetune.prior_weight * per_image[b:].mean()
+
+    def pictures(self, root: Path, step: int | None) -> None:
+        """One picture, at the end: 8 samples (seed 0) of each of its first GRID_ROWS captions or classes. The
+        base's pictures (forward and reverse process, cross-attention) would take a fifth of a short fine-tuning;
+        `noisecraft explain RUN` draws them with the adapter."""
+        if step is None:
+            sample_grid(self.pipeline(), self.cond.rows(GRID_ROWS), RunDir(root).grid())
 
     def metadata(self):
         f = self.cfg.finetune
