@@ -29,8 +29,8 @@ from noisecraft.train.pictures import sample_grid
 from noisecraft.train.task import TaskContext
 
 # A fine-tuning's training settings where the base's do not carry over, measured (benchmarks/lora.py: a small adapter
-# takes a higher learning rate than a whole network; batches of 8 new images and 8 of the prior). The threads are
-# this machine's, not the base's.
+# takes a higher learning rate than a whole network; batches of 8 new images, and finetune.prior_batch of the
+# prior). The threads are this machine's, not the base's.
 FINETUNE_TRAIN = {"train.steps": 300, "train.batch_size": 8, "train.lr": 4e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss", "train.num_threads": 0}
