@@ -32,7 +32,7 @@ from noisecraft.train.task import TaskContext
 # takes a higher learning rate than a whole network; batches of 8 new images, and finetune.prior_batch of the
 # prior). The threads are this machine's, not the base's.
 FINETUNE_TRAIN = {"train.steps": 300, "train.batch_size": 8, "train.lr": 4e-3, "train.warmup_steps": 20,
-                  "train.lr_schedule": "constant", "train.ema_decay": 0.9, "train.posthoc_ema": (),
+                  "train.lr_schedule": "constant", "train.ema_decay": 0.98, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss", "train.num_threads": 0}
 GRID_ROWS = 6  # the rows of a fine-tuning's sample grid (its first captions or classes)
 
