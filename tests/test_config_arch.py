@@ -52,6 +52,13 @@ def test_a_saved_config_holds_only_the_chosen_settings_and_reloads_equal():
         assert Config.from_dict(d) == cfg
 
 
+def test_a_key_added_later_reads_as_a_config_saved_without_it_meant():
+    d = Config().to_dict()
+    assert Config.from_dict(d).finetune.prior_batch == 4  # saved with it: as saved
+    del d["finetune"]["prior_batch"]  # a fine-tuning saved before it: as many prior images as new ones
+    assert Config.from_dict(d).finetune.prior_batch == 0
+
+
 def test_an_old_flat_override_sets_the_chosen_architectures_setting():
     cfg = apply_overrides(preset("digits"), {"model.base_channels": "24", "model.attn_resolutions": ""})
     assert (cfg.model.unet.base_channels, cfg.model.unet.attn_resolutions) == (24, ())

@@ -22,6 +22,7 @@ def test_explain_draws_every_supported_figure(tiny_runs, tmp_path, cli):
     assert drawn == ["schedules", "forward", "reverse", "samplers", "trajectories", "guidance", "unet", "editing"]
     assert index["skipped"] == {"dit": "dit", "cross-attention": "text", "prompt-editing": "text", "fewstep": "student",
                                 "latents": "autoencoder", "lora": "lora", "posthoc-ema": "posthoc"}
+    assert index["adapters"] == []  # drawn by the base alone
     for f in index["figures"]:
         with Image.open(tmp_path / f["file"]) as im:
             assert im.size[0] > 200 and im.size[1] > 100

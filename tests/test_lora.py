@@ -261,20 +261,29 @@ def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli,
 def test_a_finetuning_draws_its_sample_grid_and_explain_draws_the_rest_with_its_adapter(lora_runs, cli, tmp_path):
     from noisecraft.train.finetune import GRID_ROWS
 
-    base, _, folder = lora_runs
+    from PIL import Image
+
+    from noisecraft.captions import class_texts
+
+    base = lora_runs[0]
+    folder = nines_folder(tmp_path / "nines")  # ten nines, each in its own wording: more captions than rows
+    wordings = class_texts("9", digit=True)
+    lines = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps({**m, "text": wordings[i]}) + "\n"
+                                                   for i, m in enumerate(lines)))
     ft = tmp_path / "ft"
     flags = [f for f in FT_FLAGS if f != "--train.final_figures=false"] + ["--train.final_figures=true"]  # base: off
     assert cli("finetune", "--checkpoint", base, "--data-root", folder, "--out", ft, "--steps", "2", *flags)[0] == 0
-    from PIL import Image
-
     grid = Image.open(ft / "samples" / "final.png")
-    assert (ft / "loss.png").is_file() and grid.height < grid.width * GRID_ROWS / 8 + 8  # at most GRID_ROWS rows of 8
+    assert (ft / "loss.png").is_file() and round(grid.height / (grid.width / 8)) == GRID_ROWS  # rows of 8 samples
     assert not [p.name for p in ft.glob("*_process.png")] + [p.name for p in ft.glob("cross_attention.png")]
     code, _out, err = cli("explain", "--checkpoint", ft, "--out", tmp_path / "x", "--figures", "reverse", "--n", "1",
                           "--steps", "2", "--device", "cpu", "--prompt", "a nine")
     assert code == 0, err
     index = json.loads((tmp_path / "x" / "explain.json").read_text())
-    assert (tmp_path / "x" / "reverse.png").is_file() and [a["name"] for a in index["adapters"]] == ["ft"]
+    record = json.loads((ft / "adapter" / "noisecraft_adapter.json").read_text())
+    assert (tmp_path / "x" / "reverse.png").is_file()
+    assert index["adapters"] == [{"name": "ft", "sha256": record["sha256"], "scale": 1.0}]
 
 
 @needs_text

@@ -262,6 +262,34 @@ def test_a_class_to_a_text_model_and_a_prompt_to_a_class_model_are_user_errors()
 # ---------------------------------------------------------------- the encoder and its cache (text extra)
 
 
+ST = "sentence_transformers.models."
+
+
+@pytest.mark.parametrize("modules, pool, extra, want", [
+    (["Transformer", "Pooling", "Normalize"], {"pooling_mode_mean_tokens": True}, {}, "mean-normalized"),  # < 5
+    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {}, "mean"),  # sentence-transformers 5's layout
+    (["Transformer", "Pooling"], {"pooling_mode_cls_token": True}, {}, "own"),
+    (["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, {}, "own"),
+    (["Transformer", "Pooling", "Dense", "Normalize"], {"pooling_mode": "mean"}, {}, "own"),  # a layer after it
+    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {"do_lower_case": True}, "own"),  # it lowercases
+    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {"is_encoder_decoder": True}, "own"),  # T5's encoder
+    (None, None, {}, "mean"),  # a plain Hugging Face encoder
+])
+def test_the_pooling_is_read_from_the_folders_json(tmp_path, modules, pool, extra, want):
+    from noisecraft.conditioning.text import _pooling
+
+    cfg = {"model_type": "bert", **({"is_encoder_decoder": True} if extra.get("is_encoder_decoder") else {})}
+    if modules is not None:
+        entries = [{"idx": i, "name": str(i), "path": "" if i == 0 else f"{i}_{kind}", "type": ST + kind}
+                   for i, kind in enumerate(modules)]
+        (tmp_path / "modules.json").write_text(json.dumps(entries))
+        (tmp_path / "1_Pooling").mkdir()
+        (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pool))
+        lower = {"do_lower_case": extra.get("do_lower_case", False)}
+        (tmp_path / "sentence_bert_config.json").write_text(json.dumps(lower))
+    assert _pooling(tmp_path, cfg) == want
+
+
 @needs_text
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_a_sentence_transformers_folder_encodes_as_sentence_transformers_does(pooling, tmp_path):

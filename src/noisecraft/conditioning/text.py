@@ -70,15 +70,20 @@ def encoder_spec(name: str) -> dict:
 def _pooling(path: Path, cfg: dict) -> str:
     """How the pooled embedding comes from the token states, as `TextEncoder` pools: "mean" (the mask-weighted
     mean), "mean-normalized" (then scaled to unit length) or "own" (a state of its own: CLIP's end token, a
-    sentence-transformers CLS or max pooling)."""
+    sentence-transformers CLS or max pooling, or any sentence-transformers folder but a plain encoder, a mean
+    pooling and perhaps a normalisation: sentence-transformers itself runs those)."""
     modules = path / "modules.json"
     if not modules.is_file():
         return "own" if "clip" in str(cfg.get("model_type", "")).lower() else "mean"
     entries = json.loads(modules.read_text())
     kinds = [e.get("type", "").rsplit(".", 1)[-1] for e in entries]
-    pool_cfg = path / entries[1].get("path", "-") / "config.json" if len(entries) > 1 else path / "-"
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or not pool_cfg.is_file():
-        return "own"  # a Dense layer, say, after the pooling
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or entries[0].get("path"):
+        return "own"  # a Dense layer after the pooling, say, or the encoder's weights in a sub-folder
+    st = path / "sentence_bert_config.json"
+    lower = st.is_file() and json.loads(st.read_text()).get("do_lower_case")
+    pool_cfg = path / str(entries[1].get("path")) / "config.json"
+    if lower or cfg.get("is_encoder_decoder") or not pool_cfg.is_file():  # sentence-transformers lowercases; T5
+        return "own"
     pool = json.loads(pool_cfg.read_text())
     flags = {k for k, v in pool.items() if k.startswith("pooling_mode_") and v is True}  # sentence-transformers < 5
     if pool.get("pooling_mode", "mean" if flags == {"pooling_mode_mean_tokens"} else None) != "mean":
@@ -108,8 +113,8 @@ class TextEncoder:
     A sentence-transformers model (its directory has modules.json) pools as it was trained to (all-MiniLM-L6-v2:
     the normalised mean of its tokens); a CLIP text model gives its end-of-text token's output; any other Hugging
     Face encoder the mask-weighted mean of its tokens. A sentence-transformers model that only pools the mean
-    (and normalises) is run by transformers alone, the same numbers without importing sentence-transformers
-    (about a second and a half at every start); others go through sentence-transformers."""
+    (and normalises) is run by transformers alone: the same numbers, without importing sentence-transformers (and
+    scikit-learn with it) at every start; others go through sentence-transformers."""
 
     def __init__(self, name: str, max_tokens: int, device: torch.device | str = "cpu"):
         spec = encoder_spec(name)

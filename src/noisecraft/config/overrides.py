@@ -71,6 +71,17 @@ LEGACY_MODEL_KEYS = {
 }
 
 
+# Keys added after configs were saved without them, with the value such a config meant (a saved run resumes as it
+# began, not with a later default). This table only ever grows too.
+SAVED_BEFORE = {"finetune.prior_batch": 0}  # as many prior images as new ones
+
+
+def with_saved_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's dotted values, with SAVED_BEFORE's values for keys its section was saved without."""
+    sections = {k.split(".")[0] for k in values}
+    return {**{k: v for k, v in SAVED_BEFORE.items() if k.split(".")[0] in sections and k not in values}, **values}
+
+
 def model_key(key: str, arch: str, saved: bool) -> str | None:
     """`key` as this version names it: an old flat setting of the architecture `arch` becomes `model.ARCH.FIELD`.
     One of another architecture is refused, or, in a `saved` config (which never read it), dropped (None)."""

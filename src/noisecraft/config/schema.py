@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from noisecraft.config.jsonio import json_safe, to_json
-from noisecraft.config.overrides import set_fields
+from noisecraft.config.overrides import set_fields, with_saved_defaults
 from noisecraft.config.sections import ARCH_SETTINGS, DataConfig, DiffusionConfig, ModelConfig
 from noisecraft.config.training import (AutoencoderConfig, DistillConfig, FinetuneConfig, SampleConfig,
                                         TrainConfig)
@@ -54,7 +54,7 @@ class Config:
         if unknown:
             raise UserError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         cfg = cls()
-        set_fields(cfg, _dotted(d), saved=True)
+        set_fields(cfg, with_saved_defaults(_dotted(d)), saved=True)
         cfg.validate()
         return cfg
 

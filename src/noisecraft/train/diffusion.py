@@ -154,15 +154,19 @@ class DiffusionTask(Task):
         return pipeline_for(self.cfg, self.ema_denoiser, device=self.device, class_names=self.class_names,
                             text=self.text, codec=self.codec, root=self.ctx.root)
 
-    def sample_grid(self, path: Path, steps: int | None = None) -> None:
-        sample_grid(self.pipeline(), self.cond.rows(), path, steps=steps)
+    def grid_rows(self):
+        """The rows of the sample grids: every class, or the preview prompts."""
+        return self.cond.rows()
+
+    def sample_grid(self, path: Path, step: int | None = None) -> None:
+        """The grid at `step` (fewer sampler steps: a glance during training), or the final one."""
+        sample_grid(self.pipeline(), self.grid_rows(), path, steps=20 if step is not None else None)
 
     def pictures(self, root: Path, step: int | None) -> None:
         run = RunDir(root)
+        self.sample_grid(run.grid(step), step)
         if step is not None:
-            self.sample_grid(run.grid(step), steps=20)
             return
-        self.sample_grid(run.grid())
         if self.codec.shows_x_t:
             process_figures(self.ctx.hooks.figure, self.pipeline(), run, self.cond.prompts(4))
         if self.cond.figure_prompt is not None:

@@ -25,12 +25,12 @@ from noisecraft.diffusion import diffusion_loss
 from noisecraft.errors import UserError
 from noisecraft.rundir import RunDir, content_hash
 from noisecraft.train.diffusion import DiffusionTask, global_batch_draws
-from noisecraft.train.pictures import sample_grid
 from noisecraft.train.task import TaskContext
 
 # A fine-tuning's training settings where the base's do not carry over, measured (benchmarks/lora.py: a small adapter
 # takes a higher learning rate than a whole network; batches of 8 new images, and finetune.prior_batch of the
-# prior). The threads are this machine's, not the base's.
+# prior), its EMA that of about the last 50 steps (at a constant rate the last few steps' noise would decide the
+# adapter). The threads are this machine's, not the base's.
 FINETUNE_TRAIN = {"train.steps": 300, "train.batch_size": 8, "train.lr": 4e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.98, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss", "train.num_threads": 0}
@@ -106,6 +106,10 @@ class FinetuneTask(DiffusionTask):
 
     def __init__(self, cfg: Config, ctx: TaskContext):
         self.prior_prompts = kept_prior(cfg, ctx)
+        self.prior_batch = cfg.finetune.prior_batch or cfg.train.batch_size
+        if self.prior_batch % ctx.dist.world_size:
+            raise UserError(f"finetune.prior_batch ({self.prior_batch}) must divide among the "
+                            f"{ctx.dist.world_size} processes")
         super().__init__(cfg, ctx)
         self._prior: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -176,27 +180,33 @@ class FinetuneTask(DiffusionTask):
 
     def batch_loss(self, x0: torch.Tensor, y: torch.Tensor | None, step: int,
                    augment_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The new images' denoising loss, plus prior_weight times that of as many of the base's images."""
+        """The new images' denoising loss, plus prior_weight times that of finetune.prior_batch of the base's
+        images (over all processes: each draws the same global pick and takes its own slice)."""
         if self._prior is None:
             return super().batch_loss(x0, y, step, augment_labels)
         prior_x0, prior_ids = self._prior
-        batch = self.cfg.train.batch_size
-        prior_batch = self.cfg.finetune.prior_batch or batch  # global; this process takes its share, as of x0
-        pick = torch.randint(0, len(prior_x0), (prior_batch * x0.shape[0] // batch,), device=x0.device)
+        prior_batch = self.prior_batch
+        share = prior_batch // self.ctx.dist.world_size
+        rows = slice(self.ctx.dist.rank * share, (self.ctx.dist.rank + 1) * share)
+        pick = torch.randint(0, len(prior_x0), (prior_batch,), device=x0.device)[rows]
         x = torch.cat([x0, prior_x0[pick].to(x0.dtype)])
         ids = torch.cat([y, prior_ids[pick]]) if y is not None else None
-        sigma, eps, u = global_batch_draws(self.denoiser, x, batch + prior_batch, self.ctx.dist.rank)
+        sigma, eps, u = global_batch_draws(self.denoiser, x, self.cfg.train.batch_size + prior_batch,
+                                           self.ctx.dist.rank)
         per_image = diffusion_loss(self.step_fn, x, self.condition(ids, u < self.cfg.train.label_dropout),
                                    sigma=sigma, eps=eps)
         b = x0.shape[0]
         return per_image[:b].mean() + self.cfg.finetune.prior_weight * per_image[b:].mean()
 
+    def grid_rows(self):
+        """A text fine-tuning's first GRID_ROWS captions (what it was taught); a class one's every class."""
+        rows = super().grid_rows()
+        return rows[:GRID_ROWS] if isinstance(rows, list) else rows
+
     def pictures(self, root: Path, step: int | None) -> None:
-        """One picture, at the end: 8 samples (seed 0) of each of its first GRID_ROWS captions or classes. The
-        base's pictures (forward and reverse process, cross-attention) would take a fifth of a short fine-tuning;
-        `noisecraft explain RUN` draws them with the adapter."""
-        if step is None:
-            sample_grid(self.pipeline(), self.cond.rows(GRID_ROWS), RunDir(root).grid())
+        """The sample grids alone: the base's other pictures (forward and reverse process, cross-attention) would
+        cost more than the grid in a short fine-tuning; `noisecraft explain RUN` draws them with the adapter."""
+        self.sample_grid(RunDir(root).grid(step), step)
 
     def metadata(self):
         f = self.cfg.finetune
