@@ -34,7 +34,7 @@ from noisecraft.train.task import TaskContext
 FINETUNE_TRAIN = {"train.steps": 300, "train.batch_size": 8, "train.lr": 4e-3, "train.warmup_steps": 20,
                   "train.lr_schedule": "constant", "train.ema_decay": 0.98, "train.posthoc_ema": (),
                   "train.eval_every": 0, "train.best_metric": "val_loss", "train.num_threads": 0}
-GRID_ROWS = 6  # the rows of a fine-tuning's sample grid (its first captions or classes)
+GRID_ROWS = 6  # the rows of a text fine-tuning's sample grids: its first captions (a class one: every class)
 
 
 def finetune_config(base: str | Path, data_root: str | Path, rank: int | None = None, steps: int | None = None,
