@@ -18,6 +18,8 @@ adapters):
   lean right, captioned by their digit:
   the samples' mean slant (captions.measure_attributes) at scales 0, 0.5, 1 against the sheared images' (goal:
   >= 80% of their lean over the unsheared images' at scale 1, about half at 0.5), judged as the digit asked (>= 95%);
+* `--nine-seeds K`: the nine fine-tuned with training seeds 0 .. K-1, each judged (nines, other digits): the spread
+  a single run hides;
 * both adapters at scale 1 together: nine prompts judged 9 (goal >= 85%) and their slant;
 * `--class-base RUN`: the same style taught to a class-conditional digits run (class sub-folders), judged alike;
 * `--quickstart`: the digits quickstart (`noisecraft train --preset digits`) timed first, in the same environment,
@@ -143,6 +145,8 @@ def main() -> None:
         p.add_argument(f"--{name}-set", action="append", default=[], metavar="KEY=VALUE",
                        help=f"an override of the {name} fine-tuning alone, after --set (repeatable)")
     p.add_argument("--class-base", help="a class-conditional digits run (the quickstart's) to teach the slant too")
+    p.add_argument("--nine-seeds", type=int, default=3, help="fine-tune the nines with this many training seeds "
+                   "(0, 1, ...; the first is the one timed and judged in full) and judge each: the spread")
     p.add_argument("--quickstart", action="store_true", help="time the digits quickstart first, in the same "
                    "environment, and each fine-tuning as a multiple of it (nothing else should run)")
     p.add_argument("--avx2", action="store_true", help="cap every command's kernels to AVX2")
@@ -176,6 +180,8 @@ def main() -> None:
             run["quickstarts"] = round(run["wall_seconds"] / result["quickstart"]["wall_seconds"], 3)
         result[f"finetune_{name}"] = run
     result.update(judge(base, work, a.n, a.steps, slants))
+    nine_flags = [*steps, *(f"--{kv}" for kv in a.nines_set)]
+    result["nine_seeds"] = nine_seeds(base, work, nines, a.nine_seeds, result, nine_flags, a.n, a.steps, env)
     if a.class_base:
         result["class_style"] = class_style(Path(a.class_base), work, sheared, train.labels[others], slants,
                                             [*steps, *(f"--{kv}" for kv in a.slant_set)], a.n, a.steps, env)
@@ -228,6 +234,26 @@ def judge(base: Path, work: Path, n: int, steps: int | None, slants: tuple[float
         "both_adapters": {"nine_accuracy": both["accuracy"], "nine_slant": both["slant"],
                           "base_nine_slant": plain["9"]["slant"]},
         "n_per_digit": n}
+
+
+def nine_seeds(base: Path, work: Path, folder: Path, seeds: int, first: dict, flags: list[str], n: int,
+               steps: int | None, env: dict) -> dict:
+    """The nine fine-tuned again with training seeds 1 .. seeds-1 (seed 0: `first`, the judged run): each judged
+    on the nine prompts and the other digits, so the result carries the spread a single run hides."""
+    from noisecraft.pipeline import load_pipeline
+
+    nine = [first["nine"]["adapter"]["accuracy"]]
+    others = [first["other_digits"]["adapter_mean_accuracy"]]
+    for seed in range(1, seeds):
+        run = work / f"nines-seed{seed}"
+        noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(run),
+                   "--overwrite", *flags, f"--train.seed={seed}", env=env)
+        pipe = load_pipeline(base, "auto")
+        pipe.load_lora(run, name="nines")
+        rows = judged(pipe, list(range(10)), n, steps)
+        nine.append(rows["9"]["accuracy"])
+        others.append(mean(plain_digits(rows), "accuracy"))
+    return {"seeds": list(range(seeds)), "nine_accuracy": nine, "other_digits_mean_accuracy": others}
 
 
 def class_style(base: Path, work: Path, sheared: torch.Tensor, labels: torch.Tensor, slants: tuple[float, float],
@@ -283,6 +309,12 @@ def render(r: dict, name: str = "lora.json") -> str:
             ["slant adapter at 1: digits judged as asked", pct(slant["accuracy_at_1"]), "", ">= 95%"],
             ["both adapters at 1: nines judged 9 (their slant, the base nine's)", f"{pct(both['nine_accuracy'])} "
              f"({both['nine_slant']:.3f}, {both['base_nine_slant']:.3f})", "", ">= 85%, leaning right"]]
+    if len(r.get("nine_seeds", {}).get("seeds", [])) > 1:
+        k = r["nine_seeds"]
+        nines, others = k["nine_accuracy"], k["other_digits_mean_accuracy"]
+        rows.append([f"the nine fine-tuned with {len(nines)} seeds: judged 9, mean (lowest-highest); the digits 0-8, "
+                     f"mean (lowest)", f"{pct(sum(nines) / len(nines))} ({pct(min(nines))}-{pct(max(nines))}); "
+                     f"{pct(sum(others) / len(others))} ({pct(min(others))})", "", ">= 90%; within 2 points"])
     if "class_style" in r:
         c = r["class_style"]
         rows.append(["class-conditional run, slant adapter at 1: share of the lean (digits judged as asked)",
