@@ -265,20 +265,27 @@ def test_a_class_to_a_text_model_and_a_prompt_to_a_class_model_are_user_errors()
 ST = "sentence_transformers.models."
 
 
-@pytest.mark.parametrize("modules, pool, extra, want", [
-    (["Transformer", "Pooling", "Normalize"], {"pooling_mode_mean_tokens": True}, {}, "mean-normalized"),  # < 5
-    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {}, "mean"),  # sentence-transformers 5's layout
-    (["Transformer", "Pooling"], {"pooling_mode_cls_token": True}, {}, "own"),
-    (["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, {}, "own"),
-    (["Transformer", "Pooling", "Dense", "Normalize"], {"pooling_mode": "mean"}, {}, "own"),  # a layer after it
-    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {"do_lower_case": True}, "own"),  # it lowercases
-    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {"is_encoder_decoder": True}, "own"),  # T5's encoder
-    (None, None, {}, "mean"),  # a plain Hugging Face encoder
-])
-def test_the_pooling_is_read_from_the_folders_json(tmp_path, modules, pool, extra, want):
-    from noisecraft.conditioning.text import _pooling
+ST_RUNS, ALONE = "sentence-transformers", "transformers"
 
-    cfg = {"model_type": "bert", **({"is_encoder_decoder": True} if extra.get("is_encoder_decoder") else {})}
+
+@pytest.mark.parametrize("modules, pool, extra, want", [
+    (["Transformer", "Pooling", "Normalize"], {"pooling_mode_mean_tokens": True}, {}, ("mean-normalized", ALONE)),
+    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {}, ("mean", ALONE)),  # sentence-transformers 5's layout
+    (["Transformer", "Pooling"], {"pooling_mode_cls_token": True}, {}, ("own", ST_RUNS)),
+    (["Transformer", "Pooling"], {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, {},
+     ("own", ST_RUNS)),
+    (["Transformer", "Pooling", "Dense", "Normalize"], {"pooling_mode": "mean"}, {}, ("own", ST_RUNS)),  # a layer after
+    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {"do_lower_case": True}, ("mean", ST_RUNS)),  # lowercases
+    (["Transformer", "Pooling"], {"pooling_mode": "mean"}, {"is_encoder_decoder": True}, ("mean", ST_RUNS)),  # T5
+    (None, None, {}, ("mean", ALONE)),  # a plain Hugging Face encoder
+])
+def test_the_pooling_and_what_runs_the_encoder_are_read_from_the_folders_json(tmp_path, modules, pool, extra, want):
+    """The pooling is the embedding's (prompt weighting re-pools a mean); sentence-transformers itself runs what
+    transformers alone would compute otherwise."""
+    from noisecraft.conditioning.text import encoder_spec
+
+    cfg = {"model_type": "bert", "hidden_size": 16, **{k: v for k, v in extra.items() if k == "is_encoder_decoder"}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
     if modules is not None:
         entries = [{"idx": i, "name": str(i), "path": "" if i == 0 else f"{i}_{kind}", "type": ST + kind}
                    for i, kind in enumerate(modules)]
@@ -287,7 +294,8 @@ def test_the_pooling_is_read_from_the_folders_json(tmp_path, modules, pool, extr
         (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pool))
         lower = {"do_lower_case": extra.get("do_lower_case", False)}
         (tmp_path / "sentence_bert_config.json").write_text(json.dumps(lower))
-    assert _pooling(tmp_path, cfg) == want
+    spec = encoder_spec(str(tmp_path))
+    assert (spec["pooling"], spec["runner"]) == want
 
 
 @needs_text

@@ -55,40 +55,52 @@ def encoder_path(name: str) -> Path:
 
 
 def encoder_spec(name: str) -> dict:
-    """Token width, position limit and pooling of an encoder, read from its JSON files (no weights, no model)."""
+    """Token width, position limit and pooling of an encoder, read from its JSON files (no weights, no model), and
+    what runs it: transformers alone, or sentence-transformers where only it computes what the folder means."""
     path = encoder_path(name)
     top = json.loads((path / "config.json").read_text())
     cfg = top.get("text_config", top)  # CLIP: the text tower
     limit = int(cfg.get("max_position_embeddings", 512))
-    st = path / "sentence_bert_config.json"  # sentence-transformers may read fewer tokens than the positions
-    if st.is_file():
-        limit = min(limit, int(json.loads(st.read_text()).get("max_seq_length") or limit))
+    st_file = path / "sentence_bert_config.json"
+    st = json.loads(st_file.read_text()) if st_file.is_file() else {}
+    limit = min(limit, int(st.get("max_seq_length") or limit))  # sentence-transformers may read fewer tokens
+    pooling = _pooling(path, top)
     return {"path": str(path), "dim": int(cfg.get("hidden_size") or cfg["d_model"]), "max_tokens": limit,
-            "pooling": _pooling(path, top)}
+            "pooling": pooling, "runner": _runner(path, top, st, pooling)}
+
+
+def _modules(path: Path) -> list[dict] | None:
+    """A sentence-transformers folder's modules.json entries (None: a plain Hugging Face folder)."""
+    modules = path / "modules.json"
+    return json.loads(modules.read_text()) if modules.is_file() else None
 
 
 def _pooling(path: Path, cfg: dict) -> str:
     """How the pooled embedding comes from the token states, as `TextEncoder` pools: "mean" (the mask-weighted
     mean), "mean-normalized" (then scaled to unit length) or "own" (a state of its own: CLIP's end token, a
-    sentence-transformers CLS or max pooling, or any sentence-transformers folder but a plain encoder, a mean
-    pooling and perhaps a normalisation: sentence-transformers itself runs those)."""
-    modules = path / "modules.json"
-    if not modules.is_file():
+    sentence-transformers CLS or max pooling, or a layer after the pooling)."""
+    entries = _modules(path)
+    if entries is None:
         return "own" if "clip" in str(cfg.get("model_type", "")).lower() else "mean"
-    entries = json.loads(modules.read_text())
     kinds = [e.get("type", "").rsplit(".", 1)[-1] for e in entries]
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or entries[0].get("path"):
-        return "own"  # a Dense layer after the pooling, say, or the encoder's weights in a sub-folder
-    st = path / "sentence_bert_config.json"
-    lower = st.is_file() and json.loads(st.read_text()).get("do_lower_case")
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return "own"  # a Dense layer after the pooling, say
     pool_cfg = path / str(entries[1].get("path")) / "config.json"
-    if lower or cfg.get("is_encoder_decoder") or not pool_cfg.is_file():  # sentence-transformers lowercases; T5
-        return "own"
-    pool = json.loads(pool_cfg.read_text())
+    pool = json.loads(pool_cfg.read_text()) if pool_cfg.is_file() else {}
     flags = {k for k, v in pool.items() if k.startswith("pooling_mode_") and v is True}  # sentence-transformers < 5
     if pool.get("pooling_mode", "mean" if flags == {"pooling_mode_mean_tokens"} else None) != "mean":
         return "own"
     return "mean-normalized" if kinds[-1] == "Normalize" else "mean"
+
+
+def _runner(path: Path, cfg: dict, st: dict, pooling: str) -> str:
+    """"transformers" where it alone computes the folder's embeddings (any plain folder; a sentence-transformers
+    one that mean-pools the encoder kept in the folder itself, without lowercasing, not an encoder-decoder such as
+    T5), else "sentence-transformers"."""
+    entries = _modules(path)
+    alone = entries is None or (pooling != "own" and not entries[0].get("path") and not st.get("do_lower_case")
+                                and not cfg.get("is_encoder_decoder"))
+    return "transformers" if alone else "sentence-transformers"
 
 
 def describe_encoder(model_cfg) -> dict | None:
@@ -126,7 +138,7 @@ class TextEncoder:
         except ImportError:
             raise UserError(f"text models need the text extra: {TEXT_EXTRA}") from None
         transformers.logging.disable_progress_bar()  # a weights-loading bar per load is noise in a training log
-        if (Path(spec["path"]) / "modules.json").is_file() and self.pooling == "own":
+        if spec["runner"] == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
 
             self.st = SentenceTransformer(spec["path"], device=str(self.device), local_files_only=True).eval()
