@@ -228,6 +228,11 @@ class Pipeline:
             self._adapters = Adapters(self.denoiser.net, base_sha256)
         return self._adapters
 
+    @property
+    def loras(self) -> tuple[tuple[str, str, float], ...]:
+        """(name, sha256, scale) of every loaded adapter at its scale; () without any (none loaded, nothing built)."""
+        return self._adapters.active() if self._adapters is not None else ()
+
     def load_lora(self, path: str | Path, name: str | None = None, scale: float = 1.0) -> str:
         """Load a LoRA adapter (a peft folder or a finetune run) at `scale`; returns its name (default: the
         folder's). Refused when it was trained on another base (sha256) or does not fit the network."""

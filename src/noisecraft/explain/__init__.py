@@ -77,7 +77,7 @@ class ExplainContext:
         if needs == "autoencoder":  # a latent pipeline carries the autoencoder that decodes its samples
             return getattr(self.pipe, "autoencoder", None) is not None
         if needs == "lora":  # adapters loaded (--lora)
-            return getattr(self.pipe, "_adapters", None) is not None and bool(self.pipe.adapters.files)
+            return bool(self.pipe.loras)
         if needs == "posthoc":  # snapshots of post-hoc EMA profiles to reconstruct from
             from noisecraft.explain.posthoc_ema import has_profiles
 
@@ -112,10 +112,9 @@ def explain(checkpoint: str | Path, out: str | Path, options: ExplainOptions | N
         figures.append({"name": e.name, "file": path.name, "what": e.help, **details})
     from noisecraft import __version__
 
-    loaded = pipe.adapters.active() if getattr(pipe, "_adapters", None) is not None else ()  # a fine-tuning's too
     index = {"noisecraft": __version__, "checkpoint": str(pipe.path or checkpoint), "step": pipe.step,
              "kind": pipe.kind, "options": asdict(options), "figures": figures,
-             "adapters": [{"name": n, "sha256": sha, "scale": s} for n, sha, s in loaded],
+             "adapters": [{"name": n, "sha256": sha, "scale": s} for n, sha, s in pipe.loras],  # a fine-tuning's too
              "skipped": {name: FIGURES.get(name).needs for name in unmet}}
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return index

@@ -158,15 +158,18 @@ class DiffusionTask(Task):
         """The rows of the sample grids: every class, or the preview prompts."""
         return self.cond.rows()
 
-    def sample_grid(self, path: Path, step: int | None = None) -> None:
-        """The grid at `step` (fewer sampler steps: a glance during training), or the final one."""
-        sample_grid(self.pipeline(), self.grid_rows(), path, steps=20 if step is not None else None)
+    def sample_grid(self, path: Path, steps: int | None = None) -> None:
+        sample_grid(self.pipeline(), self.grid_rows(), path, steps=steps)
 
     def pictures(self, root: Path, step: int | None) -> None:
         run = RunDir(root)
-        self.sample_grid(run.grid(step), step)
-        if step is not None:
-            return
+        self.sample_grid(run.grid(step), steps=20 if step is not None else None)  # during training: a glance
+        if step is None:
+            self.final_pictures(run)
+
+    def final_pictures(self, run: RunDir) -> None:
+        """The figures drawn once, at the end, beside the final grid: the forward and reverse process and, for
+        text models, cross-attention."""
         if self.codec.shows_x_t:
             process_figures(self.ctx.hooks.figure, self.pipeline(), run, self.cond.prompts(4))
         if self.cond.figure_prompt is not None:

@@ -72,14 +72,14 @@ def default_prior(ckpt) -> tuple[str, ...]:
     return training_conditioner_class(cfg.model).default_prior(names, cfg.data.dataset in DIGIT_DATASETS)
 
 
-def load_base(cfg: Config, net: nn.Module) -> int | None:
-    """Load the base's EMA weights into `net`; refused when the file is gone or changed. Returns its step."""
+def load_base(cfg: Config, net: nn.Module):
+    """Load the base's EMA weights into `net`; refused when the file is gone or changed. Returns its checkpoint."""
     from noisecraft.checkpoint import load_recorded
 
     f = cfg.finetune
     ckpt = load_recorded(f.base, f.base_sha256, "base", "fine-tuning", "finetune.base")
     ckpt.load_module("net_ema", net)
-    return ckpt.step
+    return ckpt
 
 
 def single_class(cfg: Config) -> str:
@@ -110,12 +110,15 @@ class FinetuneTask(DiffusionTask):
         if self.prior_batch % ctx.dist.world_size:
             raise UserError(f"finetune.prior_batch ({self.prior_batch}) must divide among the "
                             f"{ctx.dist.world_size} processes")
+        share = self.prior_batch // ctx.dist.world_size
+        self._prior_rows = slice(ctx.dist.rank * share, (ctx.dist.rank + 1) * share)  # this process's of a pick
         super().__init__(cfg, ctx)
         self._prior: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def build_net(self) -> nn.Module:
         net = super().build_net()
-        self.base_step = load_base(self.cfg, net)
+        base = load_base(self.cfg, net)
+        self.base_step, self._base_class_names = base.step, list(base.meta.get("class_names", []))
         f = self.cfg.finetune
         return add_lora(net, self.cfg.model.arch, f.targets, f.rank, f.alpha or None)
 
@@ -156,9 +159,7 @@ class FinetuneTask(DiffusionTask):
         return single_class(self.cfg)
 
     def class_names_of_base(self) -> list[str]:
-        from noisecraft.checkpoint import load_checkpoint
-
-        return list(load_checkpoint(self.cfg.finetune.base).meta.get("class_names", []))
+        return self._base_class_names  # read with its weights (build_net)
 
     def _draw_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The base's images for the prior prompts or classes, (P, C, H, W) in [-1, 1], and their condition ids;
@@ -185,13 +186,10 @@ class FinetuneTask(DiffusionTask):
         if self._prior is None:
             return super().batch_loss(x0, y, step, augment_labels)
         prior_x0, prior_ids = self._prior
-        prior_batch = self.prior_batch
-        share = prior_batch // self.ctx.dist.world_size
-        rows = slice(self.ctx.dist.rank * share, (self.ctx.dist.rank + 1) * share)
-        pick = torch.randint(0, len(prior_x0), (prior_batch,), device=x0.device)[rows]
+        pick = torch.randint(0, len(prior_x0), (self.prior_batch,), device=x0.device)[self._prior_rows]
         x = torch.cat([x0, prior_x0[pick].to(x0.dtype)])
         ids = torch.cat([y, prior_ids[pick]]) if y is not None else None
-        sigma, eps, u = global_batch_draws(self.denoiser, x, self.cfg.train.batch_size + prior_batch,
+        sigma, eps, u = global_batch_draws(self.denoiser, x, self.cfg.train.batch_size + self.prior_batch,
                                            self.ctx.dist.rank)
         per_image = diffusion_loss(self.step_fn, x, self.condition(ids, u < self.cfg.train.label_dropout),
                                    sigma=sigma, eps=eps)
@@ -203,10 +201,9 @@ class FinetuneTask(DiffusionTask):
         rows = super().grid_rows()
         return rows[:GRID_ROWS] if isinstance(rows, list) else rows
 
-    def pictures(self, root: Path, step: int | None) -> None:
-        """The sample grids alone: the base's other pictures (forward and reverse process, cross-attention) would
+    def final_pictures(self, run: RunDir) -> None:
+        """None beside the grids: the base's other pictures (forward and reverse process, cross-attention) would
         cost more than the grid in a short fine-tuning; `noisecraft explain RUN` draws them with the adapter."""
-        self.sample_grid(RunDir(root).grid(step), step)
 
     def metadata(self):
         f = self.cfg.finetune

@@ -96,7 +96,7 @@ def _start(cfg, run: RunDir, resume, overwrite, dist_info, device, hooks: Hooks,
     distributed.barrier(dist_info)
     torch.manual_seed(cfg.train.seed)  # the initial weights (DDP then broadcasts rank 0's to every rank)
     task = task_cls(cfg, TaskContext(device, dist_info, _wrapper(cfg, dist_info, device), train_data.class_names,
-                                     train_data.captions, run.root, train_data, hooks, progress and run.main))
+                                     train_data.captions, run.root, train_data, hooks, progress))
     if ckpt is not None:
         task.load(ckpt)
     return cfg, ckpt, task, train_data, val_data
@@ -109,6 +109,7 @@ def _set_lr(task: Task, lr: float) -> None:
 
 
 def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, device, hooks: Hooks) -> dict:
+    progress = progress and run.main  # bars on the main process only
     cfg, ckpt, task, train_data, val_data = _start(cfg, run, resume, overwrite, dist_info, device, hooks, progress)
     tc = cfg.train
     start_step = ckpt.step if ckpt else 0
@@ -120,7 +121,7 @@ def _train(cfg, run: RunDir, resume, overwrite, progress, stop, dist_info, devic
                            augment=cfg.data.augment, augment_p=cfg.data.augment_p,
                            repeats=draw_repeats(train_data, cfg.data.balance))
     bar = tqdm(total=tc.steps, initial=start_step, desc=f"train ({task.name})", unit="step",
-               disable=not (progress and run.main), dynamic_ncols=True)
+               disable=not progress, dynamic_ncols=True)
     stop_agreed = False  # under DDP every rank must stop at the same step: agreed at log intervals
     stop.arm()  # from here SIGINT/SIGTERM stop after the current step, with a checkpoint
     for step in range(start_step, tc.steps):
