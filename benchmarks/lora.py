@@ -65,6 +65,12 @@ def noisecraft(*args: str, env: dict | None = None) -> dict:
             "loadavg_before": before, "loadavg_after": loadavg()}
 
 
+def finetune(base: Path, folder: Path, out: Path, flags: list[str], env: dict) -> dict:
+    """`noisecraft finetune` of `base` on `folder` into `out` (`noisecraft` above: timed, with the load)."""
+    return noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(out),
+                      "--overwrite", *flags, env=env)
+
+
 def write_folder(root: Path, images: torch.Tensor, captions: list[str]) -> Path:
     """uint8 (N, 1, H, W) images as PNGs with metadata.jsonl captions (the Hugging Face imagefolder layout)."""
     from PIL import Image
@@ -169,22 +175,23 @@ def main() -> None:
                                              "--out", str(base), "--overwrite", *steps, env=env)
     train = load_dataset(DataConfig(), "train")
     others = round_robin(train.labels, range(9), 25)
-    sheared = shear(train.images[others])
-    slants = tuple(measure_attributes(x)["slant"].mean().item() for x in (sheared, train.images[others]))
-    nines, style = folders(work, train, sheared, train.labels[others], a.nine_captions)
-    steps = ([f"--steps={a.finetune_steps}"] if a.finetune_steps else []) + [f"--{kv}" for kv in a.set]
-    for name, folder, own in (("nines", nines, a.nines_set), ("slant", style, a.slant_set)):
-        run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(work / name),
-                         "--overwrite", *steps, *(f"--{kv}" for kv in own), env=env)
+    upright, labels = train.images[others], train.labels[others]
+    sheared = shear(upright)
+    slants = tuple(measure_attributes(x)["slant"].mean().item() for x in (sheared, upright))
+    nines, style = folders(work, train, sheared, labels, a.nine_captions)
+    shared = ([f"--steps={a.finetune_steps}"] if a.finetune_steps else []) + [f"--{kv}" for kv in a.set]
+    flags = {name: [*shared, *(f"--{kv}" for kv in own)] for name, own in (("nines", a.nines_set),
+                                                                            ("slant", a.slant_set))}
+    for name, folder in (("nines", nines), ("slant", style)):
+        run = finetune(base, folder, work / name, flags[name], env)
         if a.quickstart:
             run["quickstarts"] = round(run["wall_seconds"] / result["quickstart"]["wall_seconds"], 3)
         result[f"finetune_{name}"] = run
     result.update(judge(base, work, a.n, a.steps, slants))
-    nine_flags = [*steps, *(f"--{kv}" for kv in a.nines_set)]
-    result["nine_seeds"] = nine_seeds(base, work, nines, a.nine_seeds, result, nine_flags, a.n, a.steps, env)
+    result["nine_seeds"] = nine_seeds(base, work, nines, a.nine_seeds, result, flags["nines"], a.n, a.steps, env)
     if a.class_base:
-        result["class_style"] = class_style(Path(a.class_base), work, sheared, train.labels[others], slants,
-                                            [*steps, *(f"--{kv}" for kv in a.slant_set)], a.n, a.steps, env)
+        result["class_style"] = class_style(Path(a.class_base), work, sheared, labels, slants, flags["slant"], a.n,
+                                            a.steps, env)
     figure(base, work, a.figure, a.steps)
     Path(a.out).write_text(to_json(result) + "\n")
     print(to_json({k: v for k, v in result.items() if k != "machine"}))
@@ -244,12 +251,11 @@ def nine_seeds(base: Path, work: Path, folder: Path, seeds: int, first: dict, fl
 
     nine = [first["nine"]["adapter"]["accuracy"]]
     others = [first["other_digits"]["adapter_mean_accuracy"]]
+    pipe = load_pipeline(base, "auto")
     for seed in range(1, seeds):
         run = work / f"nines-seed{seed}"
-        noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out", str(run),
-                   "--overwrite", *flags, f"--train.seed={seed}", env=env)
-        pipe = load_pipeline(base, "auto")
-        pipe.load_lora(run, name="nines")
+        finetune(base, folder, run, [*flags, f"--train.seed={seed}"], env)
+        pipe.load_lora(run, name="nines")  # in place of the previous seed's
         rows = judged(pipe, list(range(10)), n, steps)
         nine.append(rows["9"]["accuracy"])
         others.append(mean(plain_digits(rows), "accuracy"))
@@ -268,8 +274,7 @@ def class_style(base: Path, work: Path, sheared: torch.Tensor, labels: torch.Ten
     for i, (img, d) in enumerate(zip(sheared, labels.tolist())):
         (folder / str(d)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img[0].numpy()).save(folder / str(d) / f"{i:03d}.png")
-    run = noisecraft("finetune", "--checkpoint", str(base), "--data-root", str(folder), "--out",
-                     str(work / "slant-class"), "--overwrite", *flags, env=env)
+    run = finetune(base, folder, work / "slant-class", flags, env)
     pipe, digits = load_pipeline(base, "auto"), sorted(set(labels.tolist()))
     plain = judged(pipe, digits, n, steps, by_class=True)
     pipe.load_lora(work / "slant-class")

@@ -205,17 +205,17 @@ def only(args) -> int:
     runs, figures = Path(args.runs), Path(args.figures)
     index = figures / "figures.json"
     record = json.loads(index.read_text()) if index.is_file() else {"runs": {}}
-    if args.only != "text":
-        record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
     if args.only == "text":
         record["runs"].update(text_figures(args, runs, figures))
-    elif args.only == "quickstart":
+    else:
+        record["runs"]["digits"] = train_run("digits", args.steps, runs / "digits", args.retrain)
+    if args.only == "quickstart":
         digits_figures(args, runs / "digits", figures)
     elif args.only == "editing":
         record["editing"] = editing_figures(runs / "digits", figures / "editing")
     elif args.only == "grid":
         record["grid"] = grid_figures(runs / "digits", figures / "grid")
-    else:
+    elif args.only == "flow":
         record["runs"].update(flow_figures(args, runs, figures / "flow"))
     index.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
