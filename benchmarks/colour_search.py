@@ -14,7 +14,9 @@ A class run (emoji32) goes through `noisecraft evaluate` (the judge's class accu
 an autoencoder run (emoji64-ae) through `evaluate-autoencoder` (PSNR, SSIM, ΔE2000, the judge on reconstructions).
 `--evaluate` adds `noisecraft evaluate`'s report for a text run (FD with its floors, memorisation).
 `--judge-only RUN --sample guidance=3` judges a trained run at other sampling settings (guidance, interval,
-sampler, steps) without training again. Every call appends one row to benchmarks/results/colour_search.jsonl.
+sampler, steps) without training again. `--posthoc 0.05,0.1` judges EMAs of those widths reconstructed from a run
+trained with `--set train.posthoc_ema=...` (Karras et al. 2024), one row each, beside the run's fixed EMA. Every
+call appends one row (or one per EMA) to benchmarks/results/colour_search.jsonl.
 
     taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/colour_search.py --preset emoji32-text --name base
     python benchmarks/colour_search.py --preset emoji32-text --name flow --set diffusion.prediction=flow
@@ -70,7 +72,8 @@ def judge_text(run: str, seeds: int, sample: dict) -> dict:
     req = pipe.prepare(len(asked), prompt=[p["text"] for p in asked],
                        seeds=[20_000 + i % seeds for i in range(len(asked))], **sample)
     images = pipe.generate(request=req)
-    save_grid(images, Path(run) / "colour_search.png", nrow=seeds * len(SHAPES))
+    save_grid(images, Path(run).with_suffix(".png") if Path(run).is_file() else Path(run) / "colour_search.png",
+              nrow=seeds * len(SHAPES))
     examples = shape_examples(pipe.config.data, SHAPES)
     shapes = ShapeJudge.from_examples(examples)
     colour_ok = dominant_colour(images) == torch.tensor([WORDS.index(p["colour"]) for p in asked])
@@ -96,7 +99,8 @@ def evaluate(run: str, n: int, env: dict, sample: dict) -> dict:
     run's sampling settings or those of `sample`."""
     value = lambda v: (",".join(map(str, v)) or "all") if isinstance(v, list) else v  # noqa: E731 - [] = every step
     flags = [f"--{k.replace('_', '-')}={value(v)}" for k, v in sample.items()]
-    report = evaluate_cli(run, n, ["--no-inception", "--no-progress", *flags], env)
+    out = Path(run).with_suffix("") / "eval" if Path(run).is_file() else None  # a checkpoint file's own folder
+    report = evaluate_cli(run, n, ["--no-inception", "--no-progress", *flags], env, out)
     return {k: report[k] for k in ("offline", "text") if report.get(k)}
 
 
@@ -138,6 +142,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=8, help="images per prompt")
     p.add_argument("--n", type=int, default=600, help="samples for a class run's evaluate")
     p.add_argument("--evaluate", action="store_true", help="a text run also through `noisecraft evaluate` (--n)")
+    p.add_argument("--posthoc", metavar="A,B,...", help="also judge the post-hoc EMAs of these widths (sigma_rel)")
     args = p.parse_args()
     env = dict(os.environ)
     run = args.judge_only or str(Path(args.work) / args.name)
@@ -145,8 +150,23 @@ def main() -> None:
     if not args.judge_only:
         row.update(train(args, run, env))
     sample = {k: json.loads(v) if v[:1] in "[0123456789-" else v for k, v in (kv.split("=", 1) for kv in args.sample)}
+    if not (args.judge_only and args.posthoc):  # a judged run's post-hoc EMAs alone
+        judge_row(row, run, args, env, sample)
+    for sigma_rel in [float(s) for s in args.posthoc.split(",")] if args.posthoc else []:
+        from noisecraft.phema import write_posthoc_checkpoint
+
+        ckpt = str(write_posthoc_checkpoint(run, sigma_rel))
+        judge_row({**row, "name": f"{args.name}-phema{sigma_rel:g}", "posthoc_ema": sigma_rel}, ckpt, args, env,
+                  sample)
+
+
+def judge_row(row: dict, run: str, args, env: dict, sample: dict) -> None:
+    """Judge `run` (a run directory or a checkpoint file in one) and append `row` with its figures."""
+    from noisecraft.precision import use_bf16
+    from noisecraft.rundir import run_root
+
     t1 = time.perf_counter()
-    config = json.loads((Path(run) / "config.json").read_text())
+    config = json.loads((run_root(run) / "config.json").read_text())
     if config["train"]["task"] == "autoencoder":
         row["quality"] = judge_autoencoder(run)
     elif config["model"].get("text_encoder"):
@@ -155,14 +175,11 @@ def main() -> None:
             row["quality"]["evaluate"] = evaluate(run, args.n, env, sample)
     else:
         row["quality"] = judge_class(run, args.n, env, sample)
-    from noisecraft.precision import use_bf16
-
     bf16 = use_bf16("cpu", config["train"]["precision"])
     row.update(judge_s=round(time.perf_counter() - t1, 1), run=run,
                machine=record("bf16 autocast" if bf16 else "fp32", env, pinned_cpus=sorted(os.sched_getaffinity(0))))
     append_record(RESULT, row)
     print(json.dumps({k: row[k] for k in ("name", "quality")}, indent=1))
-
 
 if __name__ == "__main__":
     main()
