@@ -401,7 +401,8 @@ def colour_search() -> str:
     rows = []
     records = load("colour_search.jsonl")
     for r in records:
-        what = ", ".join(r["overrides"] + r["sample"]) or "as the preset"
+        posthoc = [f"the post-hoc EMA of sigma_rel {r['posthoc_ema']:g}"] if "posthoc_ema" in r else []
+        what = ", ".join(r["overrides"] + r["sample"] + posthoc) or "as the preset"
         wall = (f"{r['train_loop_s']:.0f} s training loop, {r['steps']} steps" if "train_loop_s" in r
                 else "judged again, not timed")
         rows.append([f"`{r['name']}`: {r['preset']}, {what}", wall, _colour_quality(r["quality"]), describe(r),
@@ -429,15 +430,15 @@ def colour_encoder() -> str:
                       "file"], rows))
 
 
-def colour_timing() -> str:
+def colour_timing(name: str = "colour_timing.json") -> str:
     """The colour presets' whole commands as multiples of the quickstart timed just before them (colour_timing.py)."""
-    d = load("colour_timing.json")
+    d = load(name)
     rows = []
     for r in d["rows"]:
         budget = f"<= {r['budget_quickstarts']}x" if r["budget_quickstarts"] else "the unit"
         rows.append([f"`{r['command'].split(' --out')[0]}`", f"{r['wall_s']:.1f} s ({r['train_loop_s']:.1f} s "
                      f"training loop, {r['steps']} steps)", f"{r['quickstarts']:.2f}x", budget, describe(d),
-                     _file("colour_timing.json")])
+                     _file(name)])
     return _table(["command", "whole command, 1 run", "quickstarts", "the issue's budget", "machine", "file"], rows)
 
 
@@ -536,6 +537,7 @@ TABLES = {"augment": augment, "augment_2000": lambda: augment("augment_2000.json
           "other_measurements": other, "patch_speedup": patch_speedup, "editing": editing,
           "editing_matrix": editing_matrix, "fewstep": fewstep, "emoji_presets": emoji_presets,
           "colour_search": colour_search, "colour_timing": colour_timing, "colour_encoder": colour_encoder,
+          "colour_timing_emoji32_text": lambda: colour_timing("colour_timing_emoji32_text.json"),
           "posthoc_ema": posthoc_ema, "recipes_compare": recipes_compare, "prompt_syntax": prompt_syntax, "lora": lora}
 
 
