@@ -181,5 +181,6 @@ def judge_row(row: dict, run: str, args, env: dict, sample: dict) -> None:
     append_record(RESULT, row)
     print(json.dumps({k: row[k] for k in ("name", "quality")}, indent=1))
 
+
 if __name__ == "__main__":
     main()
