@@ -263,8 +263,6 @@ def test_a_class_to_a_text_model_and_a_prompt_to_a_class_model_are_user_errors()
 
 
 ST = "sentence_transformers.models."
-
-
 ST_RUNS, ALONE = "sentence-transformers", "transformers"
 
 

@@ -64,9 +64,10 @@ def encoder_spec(name: str) -> dict:
     st_file = path / "sentence_bert_config.json"
     st = json.loads(st_file.read_text()) if st_file.is_file() else {}
     limit = min(limit, int(st.get("max_seq_length") or limit))  # sentence-transformers may read fewer tokens
-    pooling = _pooling(path, top)
+    entries = _modules(path)
+    pooling = _pooling(path, top, entries)
     return {"path": str(path), "dim": int(cfg.get("hidden_size") or cfg["d_model"]), "max_tokens": limit,
-            "pooling": pooling, "runner": _runner(path, top, st, pooling)}
+            "pooling": pooling, "runner": _runner(entries, top, st, pooling)}
 
 
 def _modules(path: Path) -> list[dict] | None:
@@ -75,11 +76,10 @@ def _modules(path: Path) -> list[dict] | None:
     return json.loads(modules.read_text()) if modules.is_file() else None
 
 
-def _pooling(path: Path, cfg: dict) -> str:
+def _pooling(path: Path, cfg: dict, entries: list[dict] | None) -> str:
     """How the pooled embedding comes from the token states, as `TextEncoder` pools: "mean" (the mask-weighted
     mean), "mean-normalized" (then scaled to unit length) or "own" (a state of its own: CLIP's end token, a
-    sentence-transformers CLS or max pooling, or a layer after the pooling)."""
-    entries = _modules(path)
+    sentence-transformers CLS or max pooling, or a layer after the pooling); `entries`: its `_modules`."""
     if entries is None:
         return "own" if "clip" in str(cfg.get("model_type", "")).lower() else "mean"
     kinds = [e.get("type", "").rsplit(".", 1)[-1] for e in entries]
@@ -93,11 +93,10 @@ def _pooling(path: Path, cfg: dict) -> str:
     return "mean-normalized" if kinds[-1] == "Normalize" else "mean"
 
 
-def _runner(path: Path, cfg: dict, st: dict, pooling: str) -> str:
+def _runner(entries: list[dict] | None, cfg: dict, st: dict, pooling: str) -> str:
     """"transformers" where it alone computes the folder's embeddings (any plain folder; a sentence-transformers
     one that mean-pools the encoder kept in the folder itself, without lowercasing, not an encoder-decoder such as
     T5), else "sentence-transformers"."""
-    entries = _modules(path)
     alone = entries is None or (pooling != "own" and not entries[0].get("path") and not st.get("do_lower_case")
                                 and not cfg.get("is_encoder_decoder"))
     return "transformers" if alone else "sentence-transformers"
