@@ -259,11 +259,10 @@ def test_finetune_refuses_a_bad_rank_and_a_folder_without_images(lora_runs, cli,
 
 @needs_text
 def test_a_finetuning_draws_its_sample_grid_and_explain_draws_the_rest_with_its_adapter(lora_runs, cli, tmp_path):
-    from noisecraft.train.finetune import GRID_ROWS
-
     from PIL import Image
 
     from noisecraft.captions import class_texts
+    from noisecraft.train.finetune import GRID_ROWS
 
     base = lora_runs[0]
     folder = nines_folder(tmp_path / "nines")  # ten nines, each in its own wording: more captions than rows
