@@ -1,6 +1,7 @@
 """Rectified flow through the denoiser contract: the preconditioning's loss target is the velocity, training draws
 logit-normal t, the flow's grid is uniform in t, and Euler on it is diffusers' FlowMatchEulerDiscreteScheduler on
-the project's own network; a flow run trains and samples through the same CLI."""
+the project's own network; a flow run trains and samples through the same CLI. "flow-x0" walks the same path with a
+network that predicts x0, trained on the velocity loss (Li & He 2025)."""
 from __future__ import annotations
 
 import pytest
@@ -8,17 +9,17 @@ import torch
 
 from noisecraft.config import DiffusionConfig, ModelConfig, UNetConfig
 from noisecraft.diffusion import Denoiser
-from noisecraft.diffusion.losses import sample_sigmas
+from noisecraft.diffusion.losses import V_LOSS_T_MIN, diffusion_loss, sample_sigmas
 from noisecraft.models import build_model
 from noisecraft.samplers import flow_sigmas, get_sigmas, sample_euler
 from noisecraft.samplers.common import drain
 
 
-def _flow_denoiser(seed: int = 0) -> Denoiser:
+def _flow_denoiser(seed: int = 0, prediction: str = "flow") -> Denoiser:
     torch.manual_seed(seed)
     m = ModelConfig(in_channels=1, image_size=8, head_channels=8, num_classes=0,
                     unet=UNetConfig(base_channels=8, channel_mult=(1,), attn_resolutions=()))
-    return Denoiser(build_model(m), DiffusionConfig(prediction="flow")).eval()
+    return Denoiser(build_model(m), DiffusionConfig(prediction=prediction)).eval()
 
 
 def test_the_flow_preconditioning_learns_the_velocity_and_recovers_x0():
@@ -31,6 +32,29 @@ def test_the_flow_preconditioning_learns_the_velocity_and_recovers_x0():
     target = (x0 - c_skip.view(-1, 1, 1, 1) * x) / c_out.view(-1, 1, 1, 1)
     torch.testing.assert_close(target, eps - x0)  # the loss regresses the velocity
     torch.testing.assert_close(c_noise, 1000 * t.flatten())
+
+
+def test_flow_x0_predicts_the_clean_image_and_is_trained_on_the_velocity_loss():
+    den = _flow_denoiser(prediction="flow-x0")
+    x0, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    sigma = torch.tensor([0.01, 0.3, 1.0, 9.0])  # the first below the floor of t
+    t = (sigma / (1 + sigma)).view(-1, 1, 1, 1)
+    x = x0 + sigma.view(-1, 1, 1, 1) * eps
+    with torch.no_grad():
+        x0_pred = den(x, sigma)
+        F = den.net((1 - t) * x, 1000 * t.flatten())  # the network sees the flow's x_t and answers x0 itself
+        loss = diffusion_loss(den, x0, sigma=sigma, eps=eps)
+    torch.testing.assert_close(x0_pred, F)
+    v_pred = ((1 - t) * x - x0_pred) / t  # x_t = (1 - t) x0 + t eps, so v = eps - x0 = (x_t - x0) / t
+    by_hand = (v_pred - (eps - x0)).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(loss[1:], by_hand[1:])
+    torch.testing.assert_close(loss[0], (x0_pred - x0)[0].pow(2).mean() / V_LOSS_T_MIN**2)  # floored t
+    flow = _flow_denoiser(prediction="flow")  # the same path: grid, noise at the top and training t
+    torch.testing.assert_close(get_sigmas(den, "dpmpp-2m", 5), get_sigmas(flow, "dpmpp-2m", 5))
+    g = torch.Generator()
+    torch.testing.assert_close(sample_sigmas(den, 64, "cpu", g.manual_seed(1)),
+                               sample_sigmas(flow, 64, "cpu", g.manual_seed(1)))
+    assert den.schedule is None and den.prior_std(80.0) == 80.0
 
 
 def test_training_draws_logit_normal_t_and_the_grid_is_uniform_in_t():
@@ -65,10 +89,11 @@ def test_euler_on_the_flow_grid_is_diffusers_flow_match_euler():
     torch.testing.assert_close(ours, x, atol=1e-4, rtol=1e-4)
 
 
-def test_a_flow_run_trains_and_samples_through_the_cli(cli, tiny_args, tmp_path):
+@pytest.mark.parametrize("prediction", ["flow", "flow-x0"])
+def test_a_flow_run_trains_and_samples_through_the_cli(cli, tiny_args, tmp_path, prediction):
     out = tmp_path / "flow"
     code, _, err = cli("train", "--preset", "digits-flow", "--out", out, "--steps", 2, "--no-progress", *tiny_args,
-                       "--train.num_threads=1")
+                       "--train.num_threads=1", f"--diffusion.prediction={prediction}")
     assert code == 0, err
     code, _, err = cli("sample", "--checkpoint", out, "--class", 3, "--n", 2, "--out", tmp_path / "s", "--device",
                        "cpu")

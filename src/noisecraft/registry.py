@@ -303,12 +303,15 @@ SCHEDULES.register("linear", help="linear betas, Ho et al. 2020")
 SCHEDULES.register("cosine", help="cosine alpha_bar, Nichol & Dhariwal 2021")
 
 PREDICTIONS: Registry[Entry] = Registry("prediction")
-PREDICTIONS.register("eps", help="the noise, Ho et al. 2020")
-PREDICTIONS.register("x0", help="the clean image")
-PREDICTIONS.register("v", help="the velocity, Salimans & Ho 2022")
-PREDICTIONS.register("edm", help="EDM preconditioning on continuous sigmas, Karras et al. 2022")
+# `path`: the noising path the prediction is trained and sampled on ("vp" table, "edm" sigmas, or "flow" time t).
+PREDICTIONS.register("eps", help="the noise, Ho et al. 2020", path="vp")
+PREDICTIONS.register("x0", help="the clean image", path="vp")
+PREDICTIONS.register("v", help="the velocity, Salimans & Ho 2022", path="vp")
+PREDICTIONS.register("edm", help="EDM preconditioning on continuous sigmas, Karras et al. 2022", path="edm")
 PREDICTIONS.register("flow", help="rectified flow / flow matching: the velocity eps - x0 on x_t = (1 - t) x0 + t eps, "
-                     "Liu et al. 2023, Lipman et al. 2023")
+                     "Liu et al. 2023, Lipman et al. 2023", path="flow")
+PREDICTIONS.register("flow-x0", help="rectified flow whose network predicts the clean image x0, trained on the "
+                     "velocity loss (x-prediction, Li & He 2025, JiT)", path="flow")
 
 # How rectified flow's training draws t (diffusion.time_sampling).
 TIME_DENSITIES: Registry[Entry] = Registry("time density")

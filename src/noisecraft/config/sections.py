@@ -217,7 +217,7 @@ class DiffusionConfig:
     timesteps: int = 1000  # T: steps of the discrete schedule the network is trained on
     beta_start: float = 1e-4  # the linear schedule's first beta (noise variance added at step 1)
     beta_end: float = 0.02  # the linear schedule's last beta
-    prediction: str = "eps"  # registry.PREDICTIONS: eps | x0 | v | edm (Karras et al. 2022 preconditioning)
+    prediction: str = "eps"  # registry.PREDICTIONS: eps | x0 | v | edm (Karras et al. 2022) | flow | flow-x0
     loss_weighting: str = "none"  # registry.LOSS_WEIGHTINGS: none | min-snr (Hang et al. 2023)
     min_snr_gamma: float = 5.0  # min-SNR weighting clips the loss weight at SNR = gamma
     # EDM (prediction == "edm"):
@@ -226,7 +226,7 @@ class DiffusionConfig:
     sigma_max: float = 80.0  # highest noise level of the sampling grid (the prior's std)
     p_mean: float = -1.2  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2)
     p_std: float = 1.2  # see p_mean
-    # Rectified flow (prediction == "flow"): x_t = (1 - t) x0 + t eps, sigma = t / (1 - t) in the sigma view.
+    # Rectified flow (prediction flow or flow-x0): x_t = (1 - t) x0 + t eps, sigma = t / (1 - t) in the sigma view.
     time_sampling: str = "logit-normal"  # registry.TIME_DENSITIES: how training draws t (uniform | logit-normal)
     logit_mean: float = 0.0  # logit-normal t: logit(t) ~ N(logit_mean, logit_std^2) (Esser et al. 2024: 0, 1)
     logit_std: float = 1.0  # see logit_mean

@@ -12,7 +12,9 @@ and any trained model works with any sampler.
 Rectified flow (Liu et al. 2023; Lipman et al. 2023) interpolates x_t = (1 - t) x0 + t eps and learns the velocity
 v = eps - x0. Its point is the same as x = x0 + sigma eps divided by 1 + sigma, with t = sigma / (1 + sigma), so a
 flow network is one more preconditioning: c_in = 1 - t, c_skip = 1 - t, c_out = -t (x0 = x_t - t v), and the
-loss's target (x0 - c_skip x) / c_out is exactly v.
+loss's target (x0 - c_skip x) / c_out is exactly v. "flow-x0" walks the same path with a network that predicts x0
+itself (c_skip = 0, c_out = 1; Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"): a small
+network need not reproduce the noise to cancel it, which leaves a faint per-pixel checker on flat backgrounds.
 """
 from __future__ import annotations
 
@@ -23,12 +25,10 @@ import torch.nn as nn
 
 from noisecraft.config import DiffusionConfig
 from noisecraft.diffusion.schedules import DiscreteSchedule, flow_t
+from noisecraft.registry import PREDICTIONS
 
 # The contract every sampler, guidance and the trainer speak: (x, sigma, cond) -> the estimate of the clean x0.
 Denoise = Callable[[torch.Tensor, torch.Tensor, "dict | None"], torch.Tensor]
-
-
-CONTINUOUS = ("edm", "flow")  # predictions trained on continuous noise levels (no VP table)
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -42,8 +42,9 @@ class Denoiser(nn.Module):
     def __init__(self, net: nn.Module, cfg: DiffusionConfig):
         super().__init__()
         self.net, self.cfg, self.prediction = net, cfg, cfg.prediction
+        self.path = PREDICTIONS.get(cfg.prediction, "diffusion.prediction").path  # "vp" | "edm" | "flow"
         # EDM and rectified flow are trained on continuous noise levels; the others on a T-step VP table.
-        self.schedule = None if cfg.prediction in CONTINUOUS else DiscreteSchedule(
+        self.schedule = None if self.path != "vp" else DiscreteSchedule(
             cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end)
 
     @property
@@ -62,9 +63,12 @@ class Denoiser(nn.Module):
     def precondition(self, sigma: torch.Tensor):
         """c_skip, c_out, c_in, c_noise for a batch of sigmas (B,)."""
         sigma = sigma.float()
-        if self.prediction == "flow":
+        if self.path == "flow":
             t = flow_t(sigma)
-            return 1 - t, -t, 1 - t, 1000.0 * t  # t scaled to the timestep range the embedding is made for
+            c_noise = 1000.0 * t  # t scaled to the timestep range the embedding is made for
+            if self.prediction == "flow-x0":
+                return torch.zeros_like(t), torch.ones_like(t), 1 - t, c_noise
+            return 1 - t, -t, 1 - t, c_noise
         if self.prediction == "edm":
             sd = self.cfg.sigma_data
             c_skip = sd**2 / (sigma**2 + sd**2)

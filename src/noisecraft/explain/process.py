@@ -62,7 +62,7 @@ def schedules_figure(ctx, path: Path) -> dict:
         sigma_max[name] = float(s.sigma_max)
     sample = ctx.pipe.config.sample
     grid = get_sigmas(denoiser, sample.sampler, sample.steps)[:-1].cpu()  # the last level is 0
-    flow = cfg.prediction == "flow"
+    flow = denoiser.path == "flow"
     if denoiser.schedule is not None:
         axes[2].plot(denoiser.schedule.sigma_to_t(grid), grid, "k.", ms=4,
                      label=f"{sample.sampler}, {sample.steps} steps")
@@ -90,7 +90,7 @@ def forward_figure(ctx, path: Path) -> dict:
     sigmas = get_sigmas(pipe.denoiser, "ddim", o.columns - 1).flip(0).tolist()  # 0, then growing
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(o.seed)).to(pipe.device)
     # Always pixels, also for a latent run: the process is the same, and pixels show it.
-    flow = pipe.config.diffusion.prediction == "flow"
+    flow = pipe.denoiser.path == "flow"
     rows = [[to_uint8(_seen(x0[r] + s * eps[r], s, flow)).cpu() for s in sigmas] for r in range(len(x0))]
     seen = "(1 - t) x_0 + t ε, t = σ / (1 + σ)" if flow else "sqrt(ᾱ) x"
     plot_process(rows, [f"σ={s:.2g}" for s in sigmas], f"forward process q(x_t | x_0): x_0 + σ ε, seen as {seen}",
@@ -104,7 +104,7 @@ def reverse_figure(ctx, path: Path) -> dict:
     rows = ctx.rows(o.n)
     keep = sorted(set(torch.linspace(1, o.steps, o.columns).round().long().tolist()))
     x_t, x0, sigmas = {}, {}, []
-    flow = pipe.config.diffusion.prediction == "flow"
+    flow = pipe.denoiser.path == "flow"
     for ev in pipe.stream(n=o.n, labels=rows, sampler=o.sampler, steps=o.steps, seed=o.seed):
         if ev.kind == "step" and ev.step in keep:
             sigmas.append(ev.sigma)

@@ -49,7 +49,7 @@ def get_sigmas(denoiser, sampler: str, steps: int) -> torch.Tensor:
         top = denoiser.sigma_max if denoiser.schedule is None else float(timestep_sigmas(denoiser.schedule, 1)[0])
         middle = karras_sigmas(steps - 1, *CONSISTENCY_SIGMAS)[:-1] if steps > 1 else torch.zeros(0)
         return torch.cat([torch.tensor([top]), middle, torch.zeros(1)]).float()
-    if denoiser.prediction == "flow":
+    if denoiser.path == "flow":
         return flow_sigmas(steps, denoiser.sigma_max)
     if denoiser.schedule is None:
         return karras_sigmas(steps, denoiser.sigma_min, denoiser.sigma_max)
