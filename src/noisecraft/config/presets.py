@@ -194,10 +194,11 @@ def emoji32_text() -> Config:
     # emoji32 from captions (name, subgroup, group and measured main colours), cross-attending at 16x16, 8x8 and mid;
     # each coloured image also recoloured to three other colour words, so every colour is learnt on every shape;
     # guided only above sigma 1, which leaves a cleaner background; batches of 64 at half emoji32's learning rate,
-    # training t drawn nearer the noise (logit mean 0.5), where an outline is decided: the shape asked far more often
-    # in about the same time (benchmarks/results/colour_search.jsonl, recolour*, lr*, b64-*).
+    # training t drawn nearer the noise (logit mean 1), where an outline is decided; the network predicts x0, not
+    # the velocity, which leaves the white background clean (benchmarks/results/colour_search.jsonl, recolour*,
+    # lr*, b64-*, x0-*).
     return derive(emoji32(), data={"captions": "on", "recolour": 3}, model=small_unet((8,), (16, 8), **TEXT),
-                  diffusion={"logit_mean": 0.5},
+                  diffusion={"prediction": "flow-x0", "logit_mean": 1.0},
                   train={"batch_size": 64, "steps": 850, "lr": 1e-3, "warmup_steps": 50, "val_every": 425,
                          "sample_every": 850, "ckpt_every": 425},
                   sample={"guidance_interval": (1.0, math.inf)})
@@ -206,9 +207,9 @@ def emoji32_text() -> Config:
 @register("emoji32-text-hq", "emoji32-text trained about four times as long, for users who can wait (pip "
                              "install -e \".[emoji,text]\")")
 def emoji32_text_hq() -> Config:
-    # emoji32-text for users who can wait: four times emoji32's steps of 32 at its t density, a cosine lr and a
-    # slower EMA (benchmarks/results/colour_search.jsonl, hq-6000, hq-recolour).
-    return derive(emoji32_text(), diffusion={"logit_mean": 0.0}, train=TrainConfig(
+    # emoji32-text for users who can wait: four times emoji32's steps of 32 at its t density and velocity
+    # prediction, a cosine lr and a slower EMA (benchmarks/results/colour_search.jsonl, hq-6000, hq-recolour).
+    return derive(emoji32_text(), diffusion={"prediction": "flow", "logit_mean": 0.0}, train=TrainConfig(
         steps=6000, batch_size=32, lr=2e-3, warmup_steps=200, lr_schedule="cosine", ema_decay=0.998, val_every=1500,
         sample_every=6000, ckpt_every=1500))
 
