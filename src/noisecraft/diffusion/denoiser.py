@@ -13,8 +13,9 @@ Rectified flow (Liu et al. 2023; Lipman et al. 2023) interpolates x_t = (1 - t) 
 v = eps - x0. Its point is the same as x = x0 + sigma eps divided by 1 + sigma, with t = sigma / (1 + sigma), so a
 flow network is one more preconditioning: c_in = 1 - t, c_skip = 1 - t, c_out = -t (x0 = x_t - t v), and the
 loss's target (x0 - c_skip x) / c_out is exactly v. "flow-x0" walks the same path with a network that predicts x0
-itself (c_skip = 0, c_out = 1; Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"): a small
-network need not reproduce the noise to cancel it, which leaves a faint per-pixel checker on flat backgrounds.
+itself (c_skip = 0, c_out = 1; Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"): it never
+has to reproduce the noise in order to cancel it, which a small velocity network does imperfectly, leaving a faint
+per-pixel speckle on flat backgrounds.
 """
 from __future__ import annotations
 
