@@ -9,7 +9,8 @@ import torch
 
 from noisecraft.config import DiffusionConfig, ModelConfig, UNetConfig
 from noisecraft.diffusion import Denoiser
-from noisecraft.diffusion.losses import V_LOSS_T_MIN, diffusion_loss, sample_sigmas
+from noisecraft.diffusion.denoiser import V_LOSS_T_MIN
+from noisecraft.diffusion.losses import diffusion_loss, sample_sigmas
 from noisecraft.models import build_model
 from noisecraft.samplers import flow_sigmas, get_sigmas, sample_euler
 from noisecraft.samplers.common import drain

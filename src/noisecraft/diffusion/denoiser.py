@@ -30,6 +30,7 @@ from noisecraft.registry import PREDICTIONS
 
 # The contract every sampler, guidance and the trainer speak: (x, sigma, cond) -> the estimate of the clean x0.
 Denoise = Callable[[torch.Tensor, torch.Tensor, "dict | None"], torch.Tensor]
+V_LOSS_T_MIN = 0.05  # flow-x0's velocity loss divides by t^2: floored, as Li & He 2025 do, so clean t stays finite
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +87,14 @@ class Denoiser(nn.Module):
         if self.prediction == "v":  # v = alpha eps - s x0  =>  x0 = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) v
             return 1 / (sigma**2 + 1), -sigma / (sigma**2 + 1).sqrt(), c_in, c_noise
         raise ValueError(f"unknown prediction {self.prediction}")
+
+    def objective_weight(self, sigma: torch.Tensor) -> torch.Tensor | None:
+        """(B,) weight turning the network-space MSE ||F - F_target||^2 into this prediction's training objective,
+        or None where they are the same: flow-x0 answers x0 but is trained on the velocity loss,
+        ||v_pred - v||^2 = ||D - x0||^2 / t^2."""
+        if self.prediction == "flow-x0":
+            return flow_t(sigma.float()).clamp(min=V_LOSS_T_MIN) ** -2
+        return None
 
     def raw(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict | None, c_in: torch.Tensor,
             c_noise: torch.Tensor) -> torch.Tensor:

@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterator
 import torch
 
 from noisecraft.diffusion.denoiser import Denoiser, _bcast
-from noisecraft.diffusion.schedules import flow_sigma, flow_t
+from noisecraft.diffusion.schedules import flow_sigma
 from noisecraft.precision import autocast_ctx
 
 HELD_OUT_SEED = 12345  # the held-out loss's noise levels and noise: the same every call
-V_LOSS_T_MIN = 0.05  # flow-x0's velocity loss divides by t^2: floored, as Li & He 2025 do, so clean t stays finite
 
 
 def sample_sigmas(denoiser: Denoiser, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -52,8 +51,9 @@ def diffusion_loss(denoiser: Denoiser, x0: torch.Tensor, cond: dict | None = Non
     F = denoiser.raw(x, sigma, cond, c_in, c_noise)
     target = (x0 - _bcast(c_skip, x0) * x) / _bcast(c_out, x0)
     mse = (F - target).pow(2).flatten(1).mean(1)  # (B,)
-    if denoiser.prediction == "flow-x0":  # the velocity loss: (v_pred - v)^2 = (x0_pred - x0)^2 / t^2
-        mse = mse / flow_t(sigma).clamp(min=V_LOSS_T_MIN) ** 2
+    weight = denoiser.objective_weight(sigma)  # a prediction trained on another space's loss (flow-x0)
+    if weight is not None:
+        mse = mse * weight
     if denoiser.cfg.loss_weighting == "min-snr":
         snr = 1 / sigma**2
         mse = mse * snr.clamp(max=denoiser.cfg.min_snr_gamma) * c_out**2
